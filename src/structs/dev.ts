@@ -1,0 +1,26 @@
+// dev_t as the dm ioctl carries it: the kernel's huge_encode_dev()/huge_decode_dev()
+// (include/linux/kdev_t.h), the same layout as glibc's 64-bit makedev for 32-bit minors.
+
+export interface DevT {
+  major: number;
+  minor: number;
+}
+
+/** huge_encode_dev: (minor & 0xff) | (major << 8) | ((minor & ~0xff) << 12). */
+export function encodeDev({ major, minor }: DevT): bigint {
+  const maj = BigInt(major >>> 0);
+  const min = BigInt(minor >>> 0);
+  return (min & 0xffn) | (maj << 8n) | ((min & ~0xffn) << 12n);
+}
+
+/** huge_decode_dev: major = (dev & 0xfff00) >> 8, minor = (dev & 0xff) | ((dev >> 12) & 0xfff00). */
+export function decodeDev(dev: bigint): DevT {
+  return {
+    major: Number((dev & 0xfff00n) >> 8n),
+    minor: Number((dev & 0xffn) | ((dev >> 12n) & 0xfff00n)),
+  };
+}
+
+export function formatDev({ major, minor }: DevT): string {
+  return `${major}:${minor}`;
+}
