@@ -113,3 +113,29 @@ export function formatDeps(deps: readonly DevT[], names?: readonly (string | und
   const items = deps.map((d, k) => ` (${names?.[k] ?? `${d.major}, ${d.minor}`})`);
   return `${deps.length} dependencies\t:${items.join('')}\n`;
 }
+
+/**
+ * `dmsetup ls --tree`: every device that no other device uses, and under it what it stands on
+ * (its deps, recursively; a dep that is not a dm device shows as its major:minor alone).
+ */
+export function formatTree(list: readonly { name: string; dev: DevT }[], depsOf: (dev: DevT) => readonly DevT[]): string {
+  const key = (d: DevT): string => `${d.major}:${d.minor}`;
+  const nameOf = new Map(list.map((e) => [key(e.dev), e.name]));
+  const deps = new Map(list.map((e) => [key(e.dev), depsOf(e.dev)]));
+  const used = new Set([...deps.values()].flat().map(key));
+  const lines: string[] = [];
+  const children = (dev: DevT, prefix: string): void => {
+    const below = deps.get(key(dev)) ?? [];
+    below.forEach((child, k) => {
+      const last = k === below.length - 1;
+      lines.push(`${prefix}${last ? '`-' : '|-'}${nameOf.get(key(child)) ?? ''} (${key(child)})`);
+      children(child, `${prefix}${last ? '   ' : '|  '}`);
+    });
+  };
+  for (const e of byName(list)) {
+    if (used.has(key(e.dev))) continue;
+    lines.push(`${e.name} (${key(e.dev)})`);
+    children(e.dev, ' ');
+  }
+  return lines.map((l) => `${l}\n`).join('');
+}

@@ -217,20 +217,25 @@ export function decodeDmIoctl(buf: Uint8Array): DmIoctl {
   if (header.data_size > buf.length) {
     throw new DecodeError('dm_ioctl', OFF_DATA_SIZE, `data_size ${header.data_size} exceeds the ${buf.length}-byte buffer`);
   }
-  if (header.data_start < DM_IOCTL_SIZE || header.data_start > header.data_size) {
+  // A reply to a command that returns no data has data_size = offsetof(struct dm_ioctl, data) = 305
+  // (ctl_ioctl sets it before the command runs), which is below data_start: an empty payload.
+  if (header.data_start < DM_IOCTL_SIZE || header.data_start > buf.length) {
     throw new DecodeError(
       'dm_ioctl',
       OFF_DATA_START,
-      `data_start ${header.data_start} outside ${DM_IOCTL_SIZE}..data_size ${header.data_size}`,
+      `data_start ${header.data_start} outside ${DM_IOCTL_SIZE}..${buf.length} (the buffer)`,
     );
   }
   return header;
 }
+
+/** offsetof(struct dm_ioctl, data): the data_size the kernel reports when a command returns no data. */
+export const DM_IOCTL_DATA_OFFSET = 305;
 
 /**
  * The payload the kernel wrote: bytes data_start..data_size of a decoded reply. Meaningful only
  * when the command returns data and DM_BUFFER_FULL_FLAG is clear.
  */
 export function dmPayload(buf: Uint8Array, header: DmIoctl): Uint8Array {
-  return buf.subarray(header.data_start, header.data_size);
+  return buf.subarray(header.data_start, Math.max(header.data_start, header.data_size));
 }

@@ -9,6 +9,7 @@ import {
   formatLs,
   formatTargetLines,
   formatTargets,
+  formatTree,
   type InfoView,
 } from '../../src/cli/dmsetup-format.js';
 
@@ -78,5 +79,17 @@ describe('dmsetup formats', () => {
     expect(formatDeps([dev(7, 2)])).toBe(stdout(39));
     expect(formatDeps([dev(7, 2)], ['loop2'])).toBe(stdout(40));
     expect(formatDeps([dev(254, 4)])).toBe(stdout(84));
+  });
+  test('ls --tree (31, 85)', () => {
+    const list = [
+      { name: 'big0', dev: dev(254, 3) }, { name: 'empty0', dev: dev(254, 2) }, { name: 'lin1', dev: dev(254, 0) },
+      { name: 'lin2', dev: dev(254, 1) }, { name: 'pool', dev: dev(254, 4) }, { name: 'snap1', dev: dev(254, 6) },
+      { name: 'thin0', dev: dev(254, 5) },
+    ];
+    const deps: Record<string, ReturnType<typeof dev>[]> = {
+      '254:3': [dev(7, 2)], '254:2': [], '254:0': [dev(7, 2)], '254:1': [dev(7, 2)],
+      '254:4': [dev(7, 1), dev(7, 0)], '254:6': [dev(254, 4)], '254:5': [dev(254, 4)],
+    };
+    expect(formatTree(list, (d) => deps[`${d.major}:${d.minor}`] ?? [])).toBe(stdout(85));
   });
 });

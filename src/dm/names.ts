@@ -1,0 +1,99 @@
+// Validated names and numbers at the API's edge: the kernel's limits (DM_NAME_LEN, DM_UUID_LEN,
+// dm-thin's 24-bit device ids) checked once, before anything is encoded.
+import { DM_NAME_LEN, DM_UUID_LEN } from '../structs/dm-ioctl.js';
+import type { DevT } from '../structs/dev.js';
+import { InvalidArgumentError } from './errors.js';
+
+declare const deviceNameBrand: unique symbol;
+declare const deviceUuidBrand: unique symbol;
+export type DeviceName = string & { readonly [deviceNameBrand]: true };
+export type DeviceUuid = string & { readonly [deviceUuidBrand]: true };
+
+/** How a command addresses a device: by name, by uuid, or by its major:minor. */
+export type DeviceRef = { name: string } | { uuid: string } | { dev: DevT };
+
+const utf8 = new TextEncoder();
+
+/** Largest dm-thin device id: the pool's metadata keeps 24 bits (thin-provisioning.rst). */
+export const THIN_ID_MAX = 2 ** 24 - 1;
+
+/**
+ * A device name as the kernel accepts it: 1..127 bytes of UTF-8 (DM_NAME_LEN with its NUL), no
+ * '/' (it becomes /dev/mapper/<name>), not '.' or '..', no NUL.
+ */
+export function deviceName(s: string): DeviceName {
+  if (typeof s !== 'string') throw new InvalidArgumentError('device name', s, 'not a string');
+  const bytes = utf8.encode(s).length;
+  if (bytes === 0) throw new InvalidArgumentError('device name', s, 'is empty');
+  if (bytes > DM_NAME_LEN - 1) {
+    throw new InvalidArgumentError('device name', s, `is ${bytes} bytes, the kernel allows ${DM_NAME_LEN - 1}`);
+  }
+  if (s.includes('/')) throw new InvalidArgumentError('device name', s, "contains '/'");
+  if (s.includes('\0')) throw new InvalidArgumentError('device name', s, 'contains a NUL byte');
+  if (s === '.' || s === '..') throw new InvalidArgumentError('device name', s, "'.' and '..' are not names");
+  return s as DeviceName;
+}
+
+/** A device uuid: 1..128 bytes of UTF-8 (DM_UUID_LEN with its NUL), no NUL. */
+export function deviceUuid(s: string): DeviceUuid {
+  if (typeof s !== 'string') throw new InvalidArgumentError('device uuid', s, 'not a string');
+  const bytes = utf8.encode(s).length;
+  if (bytes === 0) throw new InvalidArgumentError('device uuid', s, 'is empty');
+  if (bytes > DM_UUID_LEN - 1) {
+    throw new InvalidArgumentError('device uuid', s, `is ${bytes} bytes, the kernel allows ${DM_UUID_LEN - 1}`);
+  }
+  if (s.includes('\0')) throw new InvalidArgumentError('device uuid', s, 'contains a NUL byte');
+  return s as DeviceUuid;
+}
+
+/** A dm-thin device id: an integer 0..2^24-1. */
+export function thinId(n: number): number {
+  if (!Number.isInteger(n) || n < 0 || n > THIN_ID_MAX) {
+    throw new InvalidArgumentError('thin id', n, `must be an integer in 0..${THIN_ID_MAX} (24 bits)`);
+  }
+  return n;
+}
+
+const U64_MAX = 2n ** 64n - 1n;
+
+/** A sector count or offset: a non-negative integer that fits the kernel's u64 (sector_t). */
+export function sectors(n: bigint | number, what = 'sector count'): bigint {
+  if (typeof n === 'number') {
+    if (!Number.isSafeInteger(n)) throw new InvalidArgumentError(what, n, 'must be a safe integer');
+    n = BigInt(n);
+  } else if (typeof n !== 'bigint') {
+    throw new InvalidArgumentError(what, n, 'must be a bigint or an integer');
+  }
+  if (n < 0n) throw new InvalidArgumentError(what, n, 'must not be negative');
+  if (n > U64_MAX) throw new InvalidArgumentError(what, n, 'does not fit 64 bits');
+  return n;
+}
+
+/** A u64 counter (transaction ids): like sectors(), named for its message. */
+export function u64(n: bigint | number, what: string): bigint {
+  return sectors(n, what);
+}
+
+/** Checks the name/uuid/dev inside a DeviceRef; returns it unchanged. */
+export function checkDeviceRef(ref: DeviceRef): DeviceRef {
+  if (ref === null || typeof ref !== 'object') throw new InvalidArgumentError('device', ref, 'not a device reference');
+  if ('name' in ref) deviceName(ref.name);
+  else if ('uuid' in ref) deviceUuid(ref.uuid);
+  else if ('dev' in ref) {
+    const { major, minor } = ref.dev;
+    if (!Number.isInteger(major) || major < 0 || major > 0xfff) {
+      throw new InvalidArgumentError('device major', major, 'must be an integer in 0..4095');
+    }
+    if (!Number.isInteger(minor) || minor < 0 || minor > 0xfffff) {
+      throw new InvalidArgumentError('device minor', minor, 'must be an integer in 0..1048575');
+    }
+  } else throw new InvalidArgumentError('device', ref, 'needs a name, a uuid or a dev');
+  return ref;
+}
+
+/** How a device reference reads in messages: the name, `uuid X` or `maj:min`. */
+export function describeRef(ref: DeviceRef): string {
+  if ('name' in ref) return ref.name;
+  if ('uuid' in ref) return `uuid ${ref.uuid}`;
+  return `${ref.dev.major}:${ref.dev.minor}`;
+}

@@ -1,0 +1,81 @@
+// /dev/mapper/<name> without udev: libdevmapper's node operations (mknod after resume, unlink on
+// remove, rename on rename) done by the library, into `<devDir>/mapper` (a temp folder in tests).
+import { mkdirSync, readdirSync, renameSync, rmSync, lstatSync } from 'node:fs';
+import { join } from 'node:path';
+import type { DevT } from '../structs/dev.js';
+import { DM_CONTROL_NODE, DM_DIR } from '../structs/dm-ioctl.js';
+import { ensureNode } from '../ioctl/index.js';
+
+/** How a node is made: ensureNode() of src/ioctl (mknod), replaceable in tests that are not root. */
+export type MakeNode = (
+  path: string,
+  spec: { type: 'block' | 'char'; major: number; minor: number; mode: number },
+) => unknown;
+
+/** The /dev/mapper entries the library maintains. */
+export interface NodeManager {
+  readonly mapperDir: string;
+  /** Makes `<mapperDir>/<name>` the block node of `dev` (mode 0600), replacing a stale one. */
+  add(name: string, dev: DevT): void;
+  /** Unlinks `<mapperDir>/<name>`; a missing node is not an error. */
+  remove(name: string): void;
+  /** Moves the node to its new name; recreates it from `dev` when the old one is missing. */
+  rename(oldName: string, newName: string, dev?: DevT): void;
+  /** Device names with a node, in directory order, without `control`. */
+  list(): string[];
+  exists(name: string): boolean;
+}
+
+/** Mode of a node: root-only, as libdevmapper's default (DM_DEVICE_MODE 0600). */
+export const DM_NODE_MODE = 0o600;
+
+export class MapperNodes implements NodeManager {
+  readonly mapperDir: string;
+
+  constructor(
+    devDir = '/dev',
+    private readonly makeNode: MakeNode = ensureNode,
+  ) {
+    this.mapperDir = join(devDir, DM_DIR);
+  }
+
+  add(name: string, dev: DevT): void {
+    mkdirSync(this.mapperDir, { recursive: true, mode: 0o755 });
+    this.makeNode(this.path(name), { type: 'block', major: dev.major, minor: dev.minor, mode: DM_NODE_MODE });
+  }
+
+  remove(name: string): void {
+    rmSync(this.path(name), { force: true });
+  }
+
+  rename(oldName: string, newName: string, dev?: DevT): void {
+    if (this.exists(oldName)) {
+      mkdirSync(this.mapperDir, { recursive: true, mode: 0o755 });
+      renameSync(this.path(oldName), this.path(newName));
+    } else if (dev) {
+      this.add(newName, dev);
+    }
+  }
+
+  list(): string[] {
+    try {
+      return readdirSync(this.mapperDir).filter((n) => n !== DM_CONTROL_NODE);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw e;
+    }
+  }
+
+  exists(name: string): boolean {
+    try {
+      lstatSync(this.path(name));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  private path(name: string): string {
+    return join(this.mapperDir, name);
+  }
+}

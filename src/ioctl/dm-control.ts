@@ -1,0 +1,260 @@
+// /dev/mapper/control: opening it (creating the node when missing), the driver version check, and
+// running one DM command with the kernel's buffer protocol (grow and retry on DM_BUFFER_FULL_FLAG).
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { decodeDev, formatDev, type DevT } from '../structs/dev.js';
+import {
+  DM_COMMAND_MIN_VERSION,
+  DM_IOCTL_SIZE,
+  DM_VERSION_MAJOR,
+  DmCmd,
+  DmFlag,
+  decodeDmIoctl,
+  dmRequest,
+  encodeDmIoctl,
+  type DmCommandName,
+  type DmIoctl,
+} from '../structs/dm-ioctl.js';
+import { DmError, NoDeviceMapperError } from './errors.js';
+import { O_CLOEXEC, O_RDWR, libcTransport, sysClose, sysMknod, sysOpen } from './libc.js';
+import { ensureNode, type NodeSys } from './nodes.js';
+import type { IoctlResult, Transport } from './transport.js';
+
+export const DM_CONTROL_PATH = '/dev/mapper/control';
+/** include/uapi/linux/major.h MISC_MAJOR: /proc/misc lists only minors. */
+const MISC_MAJOR = 10;
+/** The size libdevmapper starts with; replies that do not fit come back with DM_BUFFER_FULL_FLAG. */
+export const DM_INITIAL_BUFFER_SIZE = 16 * 1024;
+/** A reply that needs more than this is not a reply we can use; stop doubling. */
+export const DM_MAX_BUFFER_SIZE = 256 * 1024 * 1024;
+const ENOBUFS = 105;
+
+export interface DmRunRequest {
+  name?: string;
+  uuid?: string;
+  /** huge_encode_dev()'d device number (src/structs/dev.ts encodeDev). */
+  dev?: bigint;
+  flags?: number;
+  event_nr?: number;
+  target_count?: number;
+  payload?: Uint8Array;
+  /** How to name the device in errors when name, uuid and dev are all empty. */
+  label?: string;
+}
+
+export interface DmReply {
+  header: DmIoctl;
+  /** The kernel's output, data_start..data_size; empty when the command wrote none. */
+  payload: Uint8Array;
+}
+
+/** The system calls DmControl makes besides ioctl; injectable so unit tests need no root or kernel. */
+export interface DmControlSys extends NodeSys {
+  open(path: string, flags: number): number;
+  close(fd: number): void;
+}
+
+export interface DmControlOptions {
+  transport?: Transport;
+  controlPath?: string;
+  /** Where the kernel registers misc devices in sysfs (default /sys/class/misc). */
+  miscClassDir?: string;
+  /** The kernel's list of misc minors (default /proc/misc). */
+  procMiscPath?: string;
+  sys?: Partial<DmControlSys>;
+  /** The largest buffer to try before giving up with ENOBUFS (default DM_MAX_BUFFER_SIZE). */
+  maxBufferSize?: number;
+}
+
+/** The driver's answer to DM_VERSION had another major than the interface we speak. */
+export class DmVersionError extends Error {
+  override name = 'DmVersionError';
+  readonly code = 'EINVAL';
+  constructor(readonly driverVersion: readonly [number, number, number]) {
+    super(
+      `device-mapper driver speaks interface ${driverVersion.join('.')}; this library speaks ${DM_VERSION_MAJOR}.x`,
+    );
+  }
+}
+
+/** Per-command constants, indexed by command number so that run() does no string lookups. */
+interface CommandInfo {
+  name: DmCommandName;
+  nr: number;
+  request: number;
+  version: readonly [number, number, number];
+  /** The kernel writes a payload and signals DM_BUFFER_FULL_FLAG when it does not fit. */
+  returnsData: boolean;
+}
+
+const DATA_COMMANDS = new Set<DmCommandName>([
+  'DM_LIST_DEVICES',
+  'DM_LIST_VERSIONS',
+  'DM_TABLE_DEPS',
+  'DM_TABLE_STATUS',
+  'DM_DEV_WAIT',
+  'DM_TARGET_MSG',
+  'DM_GET_TARGET_VERSION',
+]);
+
+const COMMANDS: CommandInfo[] = [];
+for (const [name, nr] of Object.entries(DmCmd) as [DmCommandName, number][]) {
+  COMMANDS[nr] = {
+    name,
+    nr,
+    request: dmRequest(DmCmd[name]),
+    version: DM_COMMAND_MIN_VERSION[name],
+    returnsData: DATA_COMMANDS.has(name),
+  };
+}
+
+const EMPTY = new Uint8Array(0);
+
+/** The device-mapper number of the misc device, from sysfs (`10:236`) or /proc/misc (` 236 device-mapper`). */
+export function findDmMiscDev(miscClassDir: string, procMiscPath: string): DevT | undefined {
+  try {
+    const m = /^(\d+):(\d+)\s*$/.exec(readFileSync(join(miscClassDir, 'device-mapper', 'dev'), 'utf8'));
+    if (m) return { major: Number(m[1]), minor: Number(m[2]) };
+  } catch {
+    // No sysfs entry: try /proc/misc.
+  }
+  try {
+    const m = /^\s*(\d+)\s+device-mapper\s*$/m.exec(readFileSync(procMiscPath, 'utf8'));
+    if (m) return { major: MISC_MAJOR, minor: Number(m[1]) };
+  } catch {
+    // No /proc either.
+  }
+  return undefined;
+}
+
+export class DmControl {
+  /** The driver's version as DM_VERSION answered when the control node was opened. */
+  readonly driverVersion: readonly [number, number, number];
+  /** Per command number: the buffer size that last held the whole reply. */
+  private readonly bufferSize: number[] = COMMANDS.map(() => DM_INITIAL_BUFFER_SIZE);
+  private closed = false;
+
+  private constructor(
+    readonly fd: number,
+    readonly transport: Transport,
+    readonly controlPath: string,
+    private readonly closeFd: (fd: number) => void,
+    private readonly maxBufferSize: number,
+  ) {
+    this.driverVersion = [0, 0, 0];
+    const reply = this.run('DM_VERSION', {});
+    const v = reply.header.version;
+    this.driverVersion = [v[0], v[1], v[2]];
+    if (v[0] !== DM_VERSION_MAJOR) throw new DmVersionError(this.driverVersion);
+  }
+
+  /**
+   * Opens the control node O_RDWR|O_CLOEXEC, first making it from the kernel's registration of the
+   * misc device when it is missing or stale, and checks the driver version.
+   */
+  static open(opts: DmControlOptions = {}): DmControl {
+    const controlPath = opts.controlPath ?? DM_CONTROL_PATH;
+    const miscClassDir = opts.miscClassDir ?? '/sys/class/misc';
+    const procMiscPath = opts.procMiscPath ?? '/proc/misc';
+    const sys: DmControlSys = {
+      open: opts.sys?.open ?? ((path, flags) => sysOpen(path, flags)),
+      close: opts.sys?.close ?? sysClose,
+      mknod: opts.sys?.mknod ?? sysMknod,
+    };
+    const dev = findDmMiscDev(miscClassDir, procMiscPath);
+    if (dev) ensureNode(controlPath, { type: 'char', ...dev, mode: 0o600 }, sys);
+    else if (!existsSync(controlPath)) throw new NoDeviceMapperError(controlPath, miscClassDir, procMiscPath);
+    const fd = sys.open(controlPath, O_RDWR | O_CLOEXEC);
+    try {
+      return new DmControl(fd, opts.transport ?? libcTransport, controlPath, sys.close, opts.maxBufferSize ?? DM_MAX_BUFFER_SIZE);
+    } catch (err) {
+      sys.close(fd);
+      throw err;
+    }
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.closeFd(this.fd);
+  }
+
+  /** Runs a command synchronously: for everything that returns promptly. */
+  run(command: DmCommandName, req: DmRunRequest): DmReply {
+    const info = COMMANDS[DmCmd[command]] as CommandInfo;
+    let size = this.startSize(info, req);
+    for (;;) {
+      const buf = this.encode(info, req, size);
+      const reply = this.finish(info, req, buf, this.transport.ioctl(this.fd, info.request, buf));
+      if (reply) return reply;
+      size = this.grow(info, req, size);
+    }
+  }
+
+  /**
+   * The same on a worker thread: for DM_DEV_WAIT, suspends that flush, and removes that may wait,
+   * so that the event loop keeps running meanwhile.
+   */
+  async runAsync(command: DmCommandName, req: DmRunRequest): Promise<DmReply> {
+    const info = COMMANDS[DmCmd[command]] as CommandInfo;
+    let size = this.startSize(info, req);
+    for (;;) {
+      const buf = this.encode(info, req, size);
+      const reply = this.finish(info, req, buf, await this.transport.ioctlAsync(this.fd, info.request, buf));
+      if (reply) return reply;
+      size = this.grow(info, req, size);
+    }
+  }
+
+  // Commands that write no payload get a buffer of exactly header + input: the kernel copies in
+  // (and allocates) all of data_size, so libdevmapper's 16 KiB everywhere would cost a hot path.
+  private startSize(info: CommandInfo, req: DmRunRequest): number {
+    const used = DM_IOCTL_SIZE + (req.payload?.length ?? 0);
+    if (this.closed) throw new DmError(info.name, 9 /* EBADF */, deviceLabel(req), this.controlPath);
+    return info.returnsData ? Math.max(used, this.bufferSize[info.nr] as number) : used;
+  }
+
+  private encode(info: CommandInfo, req: DmRunRequest, size: number): Buffer {
+    return encodeDmIoctl(
+      {
+        version: info.version,
+        flags: req.flags ?? 0,
+        event_nr: req.event_nr ?? 0,
+        dev: req.dev ?? 0n,
+        name: req.name ?? '',
+        uuid: req.uuid ?? '',
+        target_count: req.target_count ?? 0,
+      },
+      req.payload,
+      size,
+    );
+  }
+
+  /** The reply, or undefined when it did not fit and the caller must retry with a larger buffer. */
+  private finish(info: CommandInfo, req: DmRunRequest, buf: Buffer, result: IoctlResult): DmReply | undefined {
+    if (result.ret === -1) throw new DmError(info.name, result.errno, deviceLabel(req), this.controlPath);
+    const header = decodeDmIoctl(buf);
+    if (info.returnsData) {
+      if (header.flags & DmFlag.DM_BUFFER_FULL_FLAG) return undefined;
+      this.bufferSize[info.nr] = buf.length;
+    }
+    const payload = header.data_size > header.data_start ? buf.subarray(header.data_start, header.data_size) : EMPTY;
+    return { header, payload };
+  }
+
+  // Doubling, as libdevmapper does. A DM_TARGET_MSG retry runs the message again: only messages that
+  // answer (dm-stats, @-messages) can overflow, and those are queries.
+  private grow(info: CommandInfo, req: DmRunRequest, size: number): number {
+    const next = size * 2;
+    if (next > this.maxBufferSize) throw new DmError(info.name, ENOBUFS, deviceLabel(req), this.controlPath);
+    return next;
+  }
+}
+
+/** The device as the request addressed it, for error messages. */
+function deviceLabel(req: DmRunRequest): string | undefined {
+  if (req.name) return req.name;
+  if (req.uuid) return req.uuid;
+  if (req.dev) return formatDev(decodeDev(req.dev));
+  return req.label;
+}

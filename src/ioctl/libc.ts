@@ -1,0 +1,176 @@
+// The project's only binding of native code: libc's open/close/ioctl/mknod/mount/umount2/fsync
+// through koffi. Loaded on first use (synchronously, via require) so that commands that never touch
+// the kernel do not load the native module.
+import { createRequire } from 'node:module';
+import type * as KoffiModule from 'koffi';
+import type { DevT } from '../structs/dev.js';
+import { SysError } from './errors.js';
+import type { IoctlArg, IoctlResult, Transport } from './transport.js';
+
+type Koffi = typeof KoffiModule;
+type KoffiFunction = ReturnType<KoffiModule.LibraryHandle['func']>;
+
+interface Libc {
+  koffi: Koffi;
+  open: KoffiFunction;
+  close: KoffiFunction;
+  /** ioctl(fd, request, unsigned long): integer arguments (LOOP_SET_FD, LOOP_SET_DIRECT_IO...). */
+  ioctlInt: KoffiFunction;
+  /** ioctl(fd, request, void *): koffi passes the Buffer's own memory, so the kernel's writes land in it. */
+  ioctlPtr: KoffiFunction;
+  mknod: KoffiFunction;
+  mount: KoffiFunction;
+  umount2: KoffiFunction;
+  fsync: KoffiFunction;
+}
+
+let libc: Libc | undefined;
+
+function load(): Libc {
+  if (libc) return libc;
+  const koffi = createRequire(import.meta.url)('koffi') as Koffi;
+  const lib = koffi.load('libc.so.6');
+  // ioctl and open are variadic in C; on every Linux ABI we run on, integer and pointer arguments of
+  // a variadic call travel exactly like fixed ones, and koffi cannot call variadics asynchronously.
+  libc = {
+    koffi,
+    open: lib.func('int open(const char *path, int flags, uint32_t mode)'),
+    close: lib.func('int close(int fd)'),
+    ioctlInt: lib.func('int ioctl(int fd, unsigned long request, unsigned long arg)'),
+    ioctlPtr: lib.func('int ioctl(int fd, unsigned long request, void *arg)'),
+    mknod: lib.func('int mknod(const char *path, uint32_t mode, uint64_t dev)'),
+    mount: lib.func(
+      'int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const char *data)',
+    ),
+    umount2: lib.func('int umount2(const char *target, int flags)'),
+    fsync: lib.func('int fsync(int fd)'),
+  };
+  return libc;
+}
+
+/** True once libc has been bound (tests check that pure commands never load it). */
+export function libcLoaded(): boolean {
+  return libc !== undefined;
+}
+
+// ---- ioctl -------------------------------------------------------------------------------------
+
+function ioctlSync(fd: number, request: number, arg: IoctlArg): IoctlResult {
+  const l = load();
+  const ret = (typeof arg === 'number' ? l.ioctlInt(fd, request, arg) : l.ioctlPtr(fd, request, arg)) as number;
+  // errno is read before anything else can run a system call on this thread.
+  return ret === -1 ? { ret, errno: l.koffi.errno() } : { ret, errno: 0 };
+}
+
+function ioctlAsync(fd: number, request: number, arg: IoctlArg): Promise<IoctlResult> {
+  const l = load();
+  const fn = typeof arg === 'number' ? l.ioctlInt : l.ioctlPtr;
+  return new Promise((resolve, reject) => {
+    // koffi sets the worker's errno on this thread only for the duration of the callback.
+    fn.async(fd, request, arg, (err: unknown, ret: number) => {
+      if (err) reject(err instanceof Error ? err : new Error(String(err)));
+      else resolve(ret === -1 ? { ret, errno: l.koffi.errno() } : { ret, errno: 0 });
+    });
+  });
+}
+
+/** The kernel, through libc. The buffer passed is the one the kernel reads and writes. */
+export const libcTransport: Transport = { ioctl: ioctlSync, ioctlAsync };
+
+// ---- constants (names and values of the kernel's uapi headers) -----------------------------------
+
+/** include/uapi/asm-generic/fcntl.h (x86, arm64, riscv; not alpha/sparc/parisc/mips). */
+export const O_RDONLY = 0o0;
+export const O_WRONLY = 0o1;
+export const O_RDWR = 0o2;
+export const O_CREAT = 0o100;
+export const O_EXCL = 0o200;
+export const O_NONBLOCK = 0o4000;
+export const O_DIRECT = 0o40000;
+export const O_LARGEFILE = 0o100000;
+export const O_CLOEXEC = 0o2000000;
+
+/** include/uapi/linux/stat.h */
+export const S_IFMT = 0o170000;
+export const S_IFBLK = 0o060000;
+export const S_IFCHR = 0o020000;
+export const S_IFDIR = 0o040000;
+export const S_IFREG = 0o100000;
+
+/** include/uapi/linux/mount.h */
+export const MS_RDONLY = 1;
+export const MS_NOSUID = 2;
+export const MS_NODEV = 4;
+export const MS_NOEXEC = 8;
+export const MS_SYNCHRONOUS = 16;
+export const MS_REMOUNT = 32;
+export const MS_NOATIME = 1024;
+export const MS_NODIRATIME = 2048;
+export const MS_BIND = 4096;
+export const MS_REC = 16384;
+export const MS_SILENT = 32768;
+export const MS_PRIVATE = 1 << 18;
+export const MS_RELATIME = 1 << 21;
+export const MS_LAZYTIME = 1 << 25;
+
+/** umount2() flags (include/linux/fs.h, glibc's sys/mount.h). */
+export const MNT_FORCE = 1;
+export const MNT_DETACH = 2;
+export const MNT_EXPIRE = 4;
+export const UMOUNT_NOFOLLOW = 8;
+
+// ---- wrappers that throw SysError ---------------------------------------------------------------
+
+function check(ret: number, syscall: string, path?: string): number {
+  if (ret === -1) throw new SysError(syscall, load().koffi.errno(), path);
+  return ret;
+}
+
+/** open(2). Returns the fd. */
+export function sysOpen(path: string, flags: number, mode = 0): number {
+  const l = load();
+  return check(l.open(path, flags, mode) as number, 'open', path);
+}
+
+export function sysClose(fd: number): void {
+  check(load().close(fd) as number, 'close');
+}
+
+export function sysFsync(fd: number): void {
+  check(load().fsync(fd) as number, 'fsync');
+}
+
+/**
+ * glibc's makedev(): the 64-bit dev_t of mknod(2)/stat(2). For majors below 4096 it equals the
+ * kernel's huge_encode_dev (src/structs/dev.ts); it differs above, where glibc puts the major's
+ * high bits in bits 44..63.
+ */
+export function makedev({ major, minor }: DevT): bigint {
+  const maj = BigInt(major >>> 0);
+  const min = BigInt(minor >>> 0);
+  return ((maj & 0xfffn) << 8n) | ((maj & ~0xfffn) << 32n) | (min & 0xffn) | ((min & ~0xffn) << 12n);
+}
+
+/** glibc's major()/minor() of a 64-bit dev_t, as Node's fs.Stats gives in `rdev`/`dev`. */
+export function splitdev(dev: bigint | number): DevT {
+  const d = BigInt(dev);
+  return {
+    major: Number(((d >> 8n) & 0xfffn) | ((d >> 32n) & 0xfffff000n)),
+    minor: Number((d & 0xffn) | ((d >> 12n) & 0xffffff00n)),
+  };
+}
+
+/** mknod(2): `mode` carries the type (S_IFBLK / S_IFCHR) and the permission bits. */
+export function sysMknod(path: string, mode: number, dev: DevT): void {
+  check(load().mknod(path, mode, makedev(dev)) as number, 'mknod', path);
+}
+
+/** mount(2). `data` is the filesystem's option string, or null. */
+export function sysMount(source: string, target: string, fstype: string | null, flags: number, data: string | null): void {
+  check(load().mount(source, target, fstype, flags, data) as number, 'mount', target);
+}
+
+/** umount2(2). */
+export function sysUmount2(target: string, flags = 0): void {
+  check(load().umount2(target, flags) as number, 'umount2', target);
+}

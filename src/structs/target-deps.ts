@@ -1,0 +1,28 @@
+// struct dm_target_deps (dm-ioctl.h): the DM_TABLE_DEPS reply: count u32, padding u32, then
+// count huge_encode_dev()'d u64 devices.
+import { DecodeError } from './errors.js';
+import { checkU64, viewOf } from './bytes.js';
+
+const STRUCT = 'dm_target_deps';
+const HEADER = 8;
+
+export function decodeTargetDeps(payload: Uint8Array): bigint[] {
+  if (payload.length < HEADER) throw new DecodeError(STRUCT, 0, `${payload.length} bytes cannot hold count and padding`);
+  const view = viewOf(payload);
+  const count = view.getUint32(0, true);
+  if (count > (payload.length - HEADER) / 8) {
+    throw new DecodeError(STRUCT, 0, `count ${count} needs ${HEADER + count * 8} bytes, payload has ${payload.length}`);
+  }
+  const devs: bigint[] = [];
+  for (let i = 0; i < count; i++) devs.push(view.getBigUint64(HEADER + i * 8, true));
+  return devs;
+}
+
+/** The kernel's reply layout (data_size = data_start + 8 + 8 * count). */
+export function encodeTargetDeps(devs: readonly bigint[]): Uint8Array {
+  const out = new Uint8Array(HEADER + devs.length * 8);
+  const view = viewOf(out);
+  view.setUint32(0, devs.length, true);
+  devs.forEach((dev, i) => view.setBigUint64(HEADER + i * 8, checkU64(STRUCT, `dev[${i}]`, dev), true));
+  return out;
+}

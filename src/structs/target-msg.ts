@@ -1,0 +1,28 @@
+// struct dm_target_msg (dm-ioctl.h): the DM_TARGET_MSG request: sector u64 then the message.
+import { DecodeError, EncodeError } from './errors.js';
+import { readCString } from './cstring.js';
+import { checkU64, viewOf } from './bytes.js';
+
+const STRUCT = 'dm_target_msg';
+const OFF_MESSAGE = 8;
+const utf8 = new TextEncoder();
+
+/** sector + message + NUL, no padding: libdevmapper sizes it the same way. */
+export function encodeTargetMsg(sector: bigint, message: string): Uint8Array {
+  checkU64(STRUCT, 'sector', sector);
+  const bytes = utf8.encode(message);
+  if (bytes.length === 0) throw new EncodeError(STRUCT, 'message', 'is empty (the kernel rejects it)');
+  if (bytes.includes(0)) throw new EncodeError(STRUCT, 'message', 'holds a NUL byte');
+  const out = new Uint8Array(OFF_MESSAGE + bytes.length + 1);
+  viewOf(out).setBigUint64(0, sector, true);
+  out.set(bytes, OFF_MESSAGE);
+  return out;
+}
+
+export function decodeTargetMsg(payload: Uint8Array): { sector: bigint; message: string } {
+  if (payload.length < OFF_MESSAGE) throw new DecodeError(STRUCT, 0, `${payload.length} bytes cannot hold the sector`);
+  return {
+    sector: viewOf(payload).getBigUint64(0, true),
+    message: readCString(payload, OFF_MESSAGE, payload.length, STRUCT, 'message'),
+  };
+}

@@ -1,0 +1,168 @@
+// struct dm_target_spec (dm-ioctl.h): 40 bytes, then the NUL-terminated params, padded so the
+// next spec starts 8-aligned. TABLE_LOAD sends them with `next` relative to the current spec;
+// TABLE_STATUS and DEV_WAIT return them with `next` counted from the start of the payload.
+import { DecodeError, EncodeError } from './errors.js';
+import { cstringBytes } from './cstring.js';
+import { DM_IOCTL_SIZE, DM_MAX_TYPE_NAME } from './dm-ioctl.js';
+import { DM_ALIGNMENT, align8, checkU64, viewOf } from './bytes.js';
+
+const STRUCT = 'dm_target_spec';
+export const DM_TARGET_SPEC_SIZE = 40;
+const OFF_SECTOR_START = 0;
+const OFF_LENGTH = 8;
+const OFF_STATUS = 16;
+const OFF_NEXT = 20;
+const OFF_TARGET_TYPE = 24;
+
+export interface DmTargetSpecIn {
+  sector_start: bigint;
+  length: bigint;
+  target_type: string;
+  params: string;
+}
+
+export interface DmTargetSpec extends DmTargetSpecIn {
+  status: number;
+}
+
+/** Which meaning `next` has: TABLE_LOAD input (from this spec) or TABLE_STATUS output (from the first). */
+export type TargetSpecNext = 'relative' | 'from-start';
+
+/** One decoded spec with where it sat and its raw `next`, for the decode CLI. */
+export interface DmTargetSpecAt extends DmTargetSpec {
+  offset: number;
+  next: number;
+}
+
+const utf8 = new TextEncoder();
+const utf8Decoder = new TextDecoder('utf-8');
+
+function encodedSpec(spec: DmTargetSpecIn, i: number): { type: Uint8Array; params: Uint8Array; size: number } {
+  const field = `[${i}]`;
+  checkU64(STRUCT, `${field}.sector_start`, spec.sector_start);
+  checkU64(STRUCT, `${field}.length`, spec.length);
+  const type = cstringBytes(STRUCT, `${field}.target_type`, spec.target_type, DM_MAX_TYPE_NAME);
+  if (type.length === 0) throw new EncodeError(STRUCT, `${field}.target_type`, 'is empty');
+  const params = utf8.encode(spec.params);
+  if (params.includes(0)) throw new EncodeError(STRUCT, `${field}.params`, 'holds a NUL byte');
+  return { type, params, size: align8(DM_TARGET_SPEC_SIZE + params.length + 1) };
+}
+
+/**
+ * The TABLE_LOAD payload, as libdevmapper lays it out: each spec's `next` is the byte count from
+ * its own start to the next spec (the last one's too), params NUL-terminated and zero-padded to 8.
+ * Params go to the kernel verbatim: its dm_split_args() reads '\' as an escape, which libdevmapper
+ * doubles for its callers and we leave to ours.
+ */
+export function encodeTargetSpecs(specs: readonly DmTargetSpecIn[]): Uint8Array {
+  const parts = specs.map(encodedSpec);
+  const total = parts.reduce((sum, p) => sum + p.size, 0);
+  const out = new Uint8Array(total);
+  const view = viewOf(out);
+  let off = 0;
+  specs.forEach((spec, i) => {
+    const part = parts[i]!;
+    view.setBigUint64(off + OFF_SECTOR_START, spec.sector_start, true);
+    view.setBigUint64(off + OFF_LENGTH, spec.length, true);
+    view.setUint32(off + OFF_NEXT, part.size, true);
+    out.set(part.type, off + OFF_TARGET_TYPE);
+    out.set(part.params, off + DM_TARGET_SPEC_SIZE);
+    off += part.size;
+  });
+  return out;
+}
+
+/** libdevmapper's minimum data_size for every call (it leaves room for status and deps). */
+export const LIBDM_MIN_DATA_SIZE = 16 * 1024;
+
+/**
+ * The data_size libdevmapper (_flatten) passes with a TABLE_LOAD: header + per spec
+ * (40 + strlen(params) + 1 + ALIGNMENT), at least 16 KiB. An over-estimate; the kernel reads
+ * the specs by `next`. Given so callers can match libdevmapper's headers byte for byte.
+ */
+export function libdmTableLoadDataSize(specs: readonly DmTargetSpecIn[]): number {
+  let len = DM_IOCTL_SIZE;
+  for (const spec of specs) len += DM_TARGET_SPEC_SIZE + utf8.encode(spec.params).length + 1 + DM_ALIGNMENT;
+  return Math.max(len, LIBDM_MIN_DATA_SIZE);
+}
+
+/** Reads `count` specs, checking every offset against the buffer. */
+export function readTargetSpecs(payload: Uint8Array, count: number, mode: TargetSpecNext): DmTargetSpecAt[] {
+  if (!Number.isInteger(count) || count < 0) throw new DecodeError(STRUCT, 0, `target count ${count} is not a count`);
+  if (count * DM_TARGET_SPEC_SIZE > payload.length) {
+    throw new DecodeError(STRUCT, 0, `${count} specs need at least ${count * DM_TARGET_SPEC_SIZE} bytes, payload has ${payload.length}`);
+  }
+  const view = viewOf(payload);
+  const specs: DmTargetSpecAt[] = [];
+  let off = 0;
+  for (let i = 0; i < count; i++) {
+    if (off + DM_TARGET_SPEC_SIZE > payload.length) {
+      throw new DecodeError(STRUCT, off, `spec ${i} of ${count} runs past the ${payload.length}-byte payload`);
+    }
+    const typeEnd = payload.indexOf(0, off + OFF_TARGET_TYPE);
+    if (typeEnd < 0 || typeEnd >= off + OFF_TARGET_TYPE + DM_MAX_TYPE_NAME) {
+      throw new DecodeError(STRUCT, off + OFF_TARGET_TYPE, `target_type of spec ${i} has no NUL within ${DM_MAX_TYPE_NAME} bytes`);
+    }
+    const paramsOff = off + DM_TARGET_SPEC_SIZE;
+    const paramsNul = payload.indexOf(0, paramsOff);
+    if (paramsNul < 0) throw new DecodeError(STRUCT, paramsOff, `params of spec ${i} have no NUL before the end of the payload`);
+    const next = view.getUint32(off + OFF_NEXT, true);
+    specs.push({
+      offset: off,
+      next,
+      sector_start: view.getBigUint64(off + OFF_SECTOR_START, true),
+      length: view.getBigUint64(off + OFF_LENGTH, true),
+      status: view.getInt32(off + OFF_STATUS, true),
+      target_type: utf8Decoder.decode(payload.subarray(off + OFF_TARGET_TYPE, typeEnd)),
+      params: utf8Decoder.decode(payload.subarray(paramsOff, paramsNul)),
+    });
+    // `next` must land at or after this spec's params (so it advances and specs never overlap)
+    // and, unless this is the last spec, leave room for a whole spec header.
+    const nextAbs = mode === 'relative' ? off + next : next;
+    if (nextAbs <= paramsNul) {
+      throw new DecodeError(STRUCT, off + OFF_NEXT, `next ${next} of spec ${i} does not advance past its params (end ${paramsNul + 1})`);
+    }
+    const last = i === count - 1;
+    // The kernel's last `next` is the 8-aligned end of its params, which may lie past data_size.
+    const limit = last ? align8(payload.length) : payload.length - DM_TARGET_SPEC_SIZE;
+    if (nextAbs > limit) {
+      throw new DecodeError(STRUCT, off + OFF_NEXT, `next ${next} of spec ${i} points outside the ${payload.length}-byte payload`);
+    }
+    off = nextAbs;
+  }
+  return specs;
+}
+
+function strip({ offset: _o, next: _n, ...spec }: DmTargetSpecAt): DmTargetSpec {
+  return spec;
+}
+
+/** The TABLE_STATUS (and DEV_WAIT) reply: `count` = the header's target_count, `next` from the payload start. */
+export function decodeTargetSpecs(payload: Uint8Array, count: number): DmTargetSpec[] {
+  return readTargetSpecs(payload, count, 'from-start').map(strip);
+}
+
+/** A TABLE_LOAD request payload (`next` relative to each spec), for decoders and tests. */
+export function decodeTableLoadSpecs(payload: Uint8Array, count: number): DmTargetSpec[] {
+  return readTargetSpecs(payload, count, 'relative').map(strip);
+}
+
+/**
+ * Lays specs out as the kernel's retrieve_status() does, for replays and tests: `next` from the
+ * payload start, and the payload ending right after the last params' NUL (data_size = data_start
+ * + that), not at the aligned end.
+ */
+export function encodeTargetSpecsReply(specs: readonly DmTargetSpec[]): Uint8Array {
+  const relative = encodeTargetSpecs(specs);
+  const view = viewOf(relative);
+  let off = 0;
+  let end = 0;
+  specs.forEach((spec, i) => {
+    const size = view.getUint32(off + OFF_NEXT, true);
+    view.setUint32(off + OFF_NEXT, off + size, true);
+    view.setInt32(off + OFF_STATUS, spec.status | 0, true);
+    end = off + DM_TARGET_SPEC_SIZE + utf8.encode(specs[i]!.params).length + 1;
+    off += size;
+  });
+  return relative.slice(0, end);
+}

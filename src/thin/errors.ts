@@ -1,0 +1,139 @@
+// Errors of the thin-pool manager. Each carries an errno-like `code` so callers can branch on it
+// the way they do on DmError, and names the pool or device it is about.
+
+/** A dm.* option (or typed option) that is unknown, malformed or contradicts another. */
+export class OptionError extends Error {
+  override readonly name = 'OptionError';
+  readonly code = 'EINVAL';
+  constructor(
+    /** The option key as Docker spells it, e.g. `dm.basesize`. */
+    readonly key: string,
+    readonly value: string | undefined,
+    reason: string,
+  ) {
+    super(value === undefined ? `${key}: ${reason}` : `${key}=${JSON.stringify(value)}: ${reason}`);
+  }
+}
+
+/** A device hash the store cannot hold (empty, '/', too long, reserved). */
+export class InvalidHashError extends Error {
+  override readonly name = 'InvalidHashError';
+  readonly code = 'EINVAL';
+  constructor(
+    readonly hash: string,
+    reason: string,
+  ) {
+    super(`invalid device hash ${JSON.stringify(hash.length > 80 ? `${hash.slice(0, 77)}...` : hash)}: ${reason}`);
+  }
+}
+
+/** Another live process owns the home folder. */
+export class PoolLockedError extends Error {
+  override readonly name = 'PoolLockedError';
+  readonly code = 'EWOULDBLOCK';
+  constructor(
+    readonly lockPath: string,
+    /** The holder's pid as written in the lock file. */
+    readonly holderPid: number,
+  ) {
+    super(`${lockPath} is held by process ${holderPid}: one process at a time may own a pool's home folder`);
+  }
+}
+
+/** The on-disk metadata is unreadable or inconsistent with itself. */
+export class MetadataError extends Error {
+  override readonly name = 'MetadataError';
+  readonly code = 'EUCLEAN';
+  constructor(
+    readonly path: string,
+    reason: string,
+  ) {
+    super(`${path}: ${reason}`);
+  }
+}
+
+/** The pool's transaction id agrees neither with the metadata nor with the open intent. */
+export class TransactionMismatchError extends Error {
+  override readonly name = 'TransactionMismatchError';
+  readonly code = 'EUCLEAN';
+  constructor(
+    readonly poolName: string,
+    readonly poolTransactionId: bigint,
+    readonly metadataTransactionId: bigint,
+    detail = '',
+  ) {
+    super(
+      `pool ${poolName} has transaction id ${poolTransactionId} but the metadata says ${metadataTransactionId}` +
+        (detail ? `: ${detail}` : '') +
+        ' (was the pool used by another program, or the metadata folder replaced?)',
+    );
+  }
+}
+
+/** A device hash the metadata does not know. */
+export class UnknownDeviceError extends Error {
+  override readonly name = 'UnknownDeviceError';
+  readonly code = 'ENOENT';
+  constructor(readonly hash: string) {
+    super(`unknown device ${hash === '' ? '(base)' : JSON.stringify(hash)}`);
+  }
+}
+
+/** A device hash that is already taken. */
+export class DeviceExistsError extends Error {
+  override readonly name = 'DeviceExistsError';
+  readonly code = 'EEXIST';
+  constructor(readonly hash: string) {
+    super(`device ${JSON.stringify(hash)} already exists`);
+  }
+}
+
+/** The pool is short of data or metadata space (under dm.min_free_space, or out of space). */
+export class PoolSpaceError extends Error {
+  override readonly name = 'PoolSpaceError';
+  readonly code = 'ENOSPC';
+  constructor(
+    readonly poolName: string,
+    reason: string,
+  ) {
+    super(`pool ${poolName}: ${reason}`);
+  }
+}
+
+/** The pool is in a state that forbids changes (Fail, Error, needs_check, read-only). */
+export class PoolStateError extends Error {
+  override readonly name = 'PoolStateError';
+  readonly code = 'EIO';
+  constructor(
+    readonly poolName: string,
+    reason: string,
+  ) {
+    super(`pool ${poolName}: ${reason}`);
+  }
+}
+
+/** A device that stays busy after retries, with who holds it. */
+export class DeviceBusyError extends Error {
+  override readonly name = 'DeviceBusyError';
+  readonly code = 'EBUSY';
+  constructor(
+    readonly deviceName: string,
+    /** Human-readable holders: open count, /sys holders, mount points. */
+    readonly holders: string[],
+  ) {
+    super(`device ${deviceName} is busy${holders.length ? `: ${holders.join('; ')}` : ''}`);
+  }
+}
+
+/** An external program (mkfs) that failed. */
+export class CommandError extends Error {
+  override readonly name = 'CommandError';
+  readonly code = 'EIO';
+  constructor(
+    readonly argv: string[],
+    readonly exitCode: number | null,
+    readonly stderr: string,
+  ) {
+    super(`${argv.join(' ')} failed (exit ${exitCode ?? 'signal'})${stderr ? `: ${stderr.trim().slice(0, 500)}` : ''}`);
+  }
+}

@@ -1,0 +1,276 @@
+// The pool manager's own metadata: one JSON file per device, the pool state (next thin id and
+// transaction id) and the open transaction's intent, in <home>/devicemapper/metadata/.
+//
+// Every write is atomic and durable: a temp file in the same folder, fsync, rename over the
+// target, fsync of the folder, so a crash leaves either the old or the new file, never a torn one.
+// Temp files left by a crash (`.tmp-*`) are stale by construction and removed on open.
+import {
+  closeSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  unlinkSync,
+  writeSync,
+} from 'node:fs';
+import { dirname, join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { InvalidHashError, MetadataError } from './errors.js';
+
+/** The base device's hash: "" in the API (as in Docker), stored as the file `base`. */
+export const BASE_HASH = '';
+export const POOL_STATE_FILE = 'deviceset-metadata';
+export const INTENT_FILE = 'transaction-metadata';
+const BASE_FILE = 'base';
+const TMP_PREFIX = '.tmp-';
+// 'pool' too: a device named `<stem>-pool` would be the pool's own name.
+const RESERVED = new Set([BASE_FILE, 'pool', POOL_STATE_FILE, INTENT_FILE]);
+/** A hash must fit a dm name (DM_NAME_LEN - 1) on its own; the full name is checked in naming.ts. */
+export const HASH_MAX_BYTES = 127;
+
+/** A user device hash: 1..127 bytes, no '/' or NUL, not '.', '..', a dot-file or a reserved file name. */
+export function validateHash(hash: string): string {
+  if (typeof hash !== 'string') throw new InvalidHashError(String(hash), 'not a string');
+  if (hash === '') throw new InvalidHashError(hash, 'is empty');
+  const bytes = Buffer.byteLength(hash);
+  if (bytes > HASH_MAX_BYTES) throw new InvalidHashError(hash, `is ${bytes} bytes, at most ${HASH_MAX_BYTES}`);
+  if (hash.includes('/')) throw new InvalidHashError(hash, "contains '/'");
+  if (hash.includes('\0')) throw new InvalidHashError(hash, 'contains a NUL byte');
+  if (hash.startsWith('.')) throw new InvalidHashError(hash, "starts with '.'");
+  if (RESERVED.has(hash)) throw new InvalidHashError(hash, 'is a reserved metadata file name');
+  return hash;
+}
+
+/** One thin device as the metadata knows it. */
+export interface DeviceRecord {
+  hash: string;
+  deviceId: number;
+  sizeBytes: number;
+  /** The pool transaction that created it. */
+  transactionId: bigint;
+  /** The base device: formatted. Others: true. */
+  initialized: boolean;
+  /** Deletion deferred because the device was busy (dm.use_deferred_deletion). */
+  deleted: boolean;
+}
+
+export interface PoolState {
+  nextDeviceId: number;
+  transactionId: bigint;
+}
+
+export type IntentOp = 'create' | 'snapshot' | 'delete';
+
+/** The open transaction, written before the first message is sent to the pool. */
+export interface Intent {
+  op: IntentOp;
+  hash: string;
+  thinId: number;
+  /** snapshot: the origin's thin id and hash. */
+  originId?: number;
+  originHash?: string;
+  /** create/snapshot: the new device's size. */
+  sizeBytes?: number;
+  oldTransactionId: bigint;
+  newTransactionId: bigint;
+}
+
+const u64 = (v: bigint): number | string => (v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v.toString());
+
+export class MetadataStore {
+  private constructor(readonly dir: string) {}
+
+  /** Open (creating) the metadata folder; removes temp files a crash left behind. */
+  static open(dir: string): MetadataStore {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const store = new MetadataStore(dir);
+    let removed = false;
+    for (const name of readdirSync(dir)) {
+      if (name.startsWith(TMP_PREFIX)) {
+        unlinkSync(join(dir, name));
+        removed = true;
+      }
+    }
+    if (removed) fsyncDir(dir);
+    return store;
+  }
+
+  private fileOf(hash: string): string {
+    return join(this.dir, hash === BASE_HASH ? BASE_FILE : validateHash(hash));
+  }
+
+  readPoolState(): PoolState | null {
+    const path = join(this.dir, POOL_STATE_FILE);
+    const obj = readJson(path);
+    if (obj === null) return null;
+    return { nextDeviceId: intField(path, obj, 'next_device_id'), transactionId: txField(path, obj, 'transaction_id') };
+  }
+
+  writePoolState(s: PoolState): void {
+    this.write(POOL_STATE_FILE, { next_device_id: s.nextDeviceId, transaction_id: u64(s.transactionId) });
+  }
+
+  readDevice(hash: string): DeviceRecord | null {
+    const path = this.fileOf(hash);
+    const obj = readJson(path);
+    return obj === null ? null : toRecord(path, hash, obj);
+  }
+
+  /** Every device file: hash -> record ('' for the base). */
+  readDevices(): Map<string, DeviceRecord> {
+    const out = new Map<string, DeviceRecord>();
+    for (const name of readdirSync(this.dir).sort()) {
+      if (name === POOL_STATE_FILE || name === INTENT_FILE || name.startsWith(TMP_PREFIX)) continue;
+      const hash = name === BASE_FILE ? BASE_HASH : name;
+      const path = join(this.dir, name);
+      const obj = readJson(path);
+      if (obj !== null) out.set(hash, toRecord(path, hash, obj));
+    }
+    return out;
+  }
+
+  writeDevice(r: DeviceRecord): void {
+    const name = r.hash === BASE_HASH ? BASE_FILE : validateHash(r.hash);
+    this.write(name, {
+      hash: r.hash,
+      device_id: r.deviceId,
+      size: r.sizeBytes,
+      transaction_id: u64(r.transactionId),
+      initialized: r.initialized,
+      deleted: r.deleted,
+    });
+  }
+
+  removeDevice(hash: string): void {
+    this.remove(this.fileOf(hash));
+  }
+
+  readIntent(): Intent | null {
+    const path = join(this.dir, INTENT_FILE);
+    const o = readJson(path);
+    if (o === null) return null;
+    const op = o['op'];
+    if (op !== 'create' && op !== 'snapshot' && op !== 'delete') throw new MetadataError(path, `unknown op ${JSON.stringify(op)}`);
+    const hash = o['hash'];
+    if (typeof hash !== 'string') throw new MetadataError(path, 'hash is not a string');
+    const intent: Intent = {
+      op,
+      hash,
+      thinId: intField(path, o, 'thin_id'),
+      oldTransactionId: txField(path, o, 'old_transaction_id'),
+      newTransactionId: txField(path, o, 'new_transaction_id'),
+    };
+    if (o['origin_id'] !== undefined) intent.originId = intField(path, o, 'origin_id');
+    if (typeof o['origin_hash'] === 'string') intent.originHash = o['origin_hash'];
+    if (o['size'] !== undefined) intent.sizeBytes = intField(path, o, 'size');
+    return intent;
+  }
+
+  writeIntent(i: Intent): void {
+    const o: Record<string, unknown> = {
+      op: i.op,
+      hash: i.hash,
+      thin_id: i.thinId,
+      old_transaction_id: u64(i.oldTransactionId),
+      new_transaction_id: u64(i.newTransactionId),
+    };
+    if (i.originId !== undefined) o['origin_id'] = i.originId;
+    if (i.originHash !== undefined) o['origin_hash'] = i.originHash;
+    if (i.sizeBytes !== undefined) o['size'] = i.sizeBytes;
+    this.write(INTENT_FILE, o);
+  }
+
+  clearIntent(): void {
+    this.remove(join(this.dir, INTENT_FILE));
+  }
+
+  private write(name: string, obj: unknown): void {
+    writeFileAtomic(join(this.dir, name), `${JSON.stringify(obj, null, 2)}\n`);
+  }
+
+  private remove(path: string): void {
+    try {
+      unlinkSync(path);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw e;
+    }
+    fsyncDir(dirname(path));
+  }
+}
+
+/** Temp file, fsync, rename, fsync of the folder. */
+export function writeFileAtomic(path: string, data: string): void {
+  const dir = dirname(path);
+  const tmp = join(dir, `${TMP_PREFIX}${path.slice(dir.length + 1)}-${process.pid}-${randomBytes(4).toString('hex')}`);
+  const fd = openSync(tmp, 'wx', 0o600);
+  try {
+    const buf = Buffer.from(data);
+    let off = 0;
+    while (off < buf.length) off += writeSync(fd, buf, off, buf.length - off);
+    fsyncSync(fd);
+  } catch (e) {
+    closeSync(fd);
+    unlinkSync(tmp);
+    throw e;
+  }
+  closeSync(fd);
+  renameSync(tmp, path);
+  fsyncDir(dir);
+}
+
+export function fsyncDir(dir: string): void {
+  const fd = openSync(dir, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function readJson(path: string): Record<string, unknown> | null {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw e;
+  }
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (e) {
+    throw new MetadataError(path, `corrupted JSON (${(e as Error).message}); restore it from a backup or remove the pool`);
+  }
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new MetadataError(path, 'not a JSON object');
+  return v as Record<string, unknown>;
+}
+
+function intField(path: string, o: Record<string, unknown>, key: string): number {
+  const v = o[key];
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw new MetadataError(path, `${key} is not a non-negative integer`);
+  return v;
+}
+
+function txField(path: string, o: Record<string, unknown>, key: string): bigint {
+  const v = o[key];
+  if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) return BigInt(v);
+  if (typeof v === 'string' && /^\d{1,20}$/.test(v) && BigInt(v) < 2n ** 64n) return BigInt(v);
+  throw new MetadataError(path, `${key} is not a 64-bit transaction id`);
+}
+
+function toRecord(path: string, hash: string, o: Record<string, unknown>): DeviceRecord {
+  if (o['hash'] !== undefined && o['hash'] !== hash) throw new MetadataError(path, `holds hash ${JSON.stringify(o['hash'])}, not its file name's`);
+  const deviceId = intField(path, o, 'device_id');
+  if (deviceId >= 2 ** 24) throw new MetadataError(path, 'device_id is over 24 bits');
+  return {
+    hash,
+    deviceId,
+    sizeBytes: intField(path, o, 'size'),
+    transactionId: txField(path, o, 'transaction_id'),
+    initialized: o['initialized'] === true,
+    deleted: o['deleted'] === true,
+  };
+}

@@ -1,0 +1,115 @@
+// Mounting thin devices with mount(2)/umount2(2) (through src/ioctl), and reading the mount table
+// from /proc/self/mountinfo (to answer "is it mounted" and "who holds this device").
+import { existsSync, readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import {
+  MS_NOATIME,
+  MS_NODEV,
+  MS_NODIRATIME,
+  MS_NOEXEC,
+  MS_NOSUID,
+  MS_RDONLY,
+  MS_RELATIME,
+  MS_SYNCHRONOUS,
+  sysMount,
+  sysUmount2,
+} from '../ioctl/libc.js';
+import type { FsType } from './options.js';
+
+// Options that are mount(2) flags rather than file system data: [set, clear].
+const FLAGS: Record<string, [number, number]> = {
+  ro: [MS_RDONLY, 0],
+  rw: [0, MS_RDONLY],
+  nosuid: [MS_NOSUID, 0],
+  suid: [0, MS_NOSUID],
+  nodev: [MS_NODEV, 0],
+  dev: [0, MS_NODEV],
+  noexec: [MS_NOEXEC, 0],
+  exec: [0, MS_NOEXEC],
+  sync: [MS_SYNCHRONOUS, 0],
+  async: [0, MS_SYNCHRONOUS],
+  noatime: [MS_NOATIME, 0],
+  atime: [0, MS_NOATIME],
+  nodiratime: [MS_NODIRATIME, 0],
+  diratime: [0, MS_NODIRATIME],
+  relatime: [MS_RELATIME, 0],
+  norelatime: [0, MS_RELATIME],
+  defaults: [0, 0],
+};
+
+/** Split `a,b=c,...` options into mount(2) flags and the file system's data string. */
+export function parseMountOptions(options: readonly string[]): { flags: number; data: string } {
+  let flags = 0;
+  const data: string[] = [];
+  for (const group of options) {
+    for (const opt of group.split(',')) {
+      if (opt === '') continue;
+      const f = FLAGS[opt];
+      if (f) flags = (flags | f[0]) & ~f[1];
+      else data.push(opt);
+    }
+  }
+  return { flags, data: data.join(',') };
+}
+
+/** The option list used for a thin device: dm.mountopt, `nouuid` for xfs (every snapshot shares
+ *  the base's uuid), and an SELinux context when a label is given and SELinux is on. */
+export function mountOptionsFor(fs: FsType, mountOptions: readonly string[], mountLabel = ''): string[] {
+  const opts = [...mountOptions];
+  if (fs === 'xfs') opts.push('nouuid');
+  if (mountLabel !== '' && existsSync('/sys/fs/selinux/enforce')) opts.push(`context="${mountLabel}"`);
+  return opts;
+}
+
+export function mount(device: string, target: string, fs: FsType, options: readonly string[]): void {
+  const { flags, data } = parseMountOptions(options);
+  sysMount(device, target, fs, flags, data === '' ? null : data);
+}
+
+export function unmount(target: string, flags = 0): void {
+  sysUmount2(target, flags);
+}
+
+export interface MountEntry {
+  mountId: number;
+  /** major:minor of the mounted device (st_dev). */
+  majorMinor: string;
+  mountPoint: string;
+  fsType: string;
+  source: string;
+}
+
+/** mountinfo escapes space, tab, newline and backslash as \ooo. */
+function unescape(s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+}
+
+/** Parse /proc/self/mountinfo (proc(5)); lines that do not parse are skipped. */
+export function parseMountInfo(text: string): MountEntry[] {
+  const out: MountEntry[] = [];
+  for (const line of text.split('\n')) {
+    const sep = line.indexOf(' - ');
+    if (sep < 0) continue;
+    const left = line.slice(0, sep).split(' ');
+    const right = line.slice(sep + 3).split(' ');
+    const [id, , majMin, , mountPoint] = left;
+    const [fsType, source] = right;
+    if (id === undefined || majMin === undefined || mountPoint === undefined || fsType === undefined) continue;
+    out.push({ mountId: Number(id), majorMinor: majMin, mountPoint: unescape(mountPoint), fsType, source: unescape(source ?? '') });
+  }
+  return out;
+}
+
+export function mountTable(path = '/proc/self/mountinfo'): MountEntry[] {
+  return parseMountInfo(readFileSync(path, 'utf8'));
+}
+
+export function isMounted(path: string, table: MountEntry[] = mountTable()): boolean {
+  const p = resolve(path);
+  return table.some((m) => m.mountPoint === p);
+}
+
+/** Mount points of a device, by its major:minor. */
+export function mountsOf(majorMinor: string, table: MountEntry[] = mountTable()): MountEntry[] {
+  return table.filter((m) => m.majorMinor === majorMinor);
+}

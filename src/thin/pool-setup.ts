@@ -1,0 +1,162 @@
+// Finding or making the pool: loop files (sparse, attached with autoclear so a crash before the
+// pool holds them leaks no loop device), given block devices, or an existing pool by name.
+import { closeSync, existsSync, fsyncSync, openSync, statSync, writeSync, ftruncateSync } from 'node:fs';
+import { join } from 'node:path';
+import { blockDeviceSizeBytes } from '../blk/index.js';
+import type { DeviceMapper } from '../dm/device-mapper.js';
+import type { ThinPoolTarget } from '../dm/targets.js';
+import { attachLoop, findLoopByFile, releaseLoop, type LoopDevice } from '../loop/index.js';
+import { PoolStateError } from './errors.js';
+import type { PoolOptions } from './options.js';
+
+export const SECTOR_BYTES = 512;
+/** dm-thin metadata blocks are 4 KiB (THIN_METADATA_BLOCK_SIZE). */
+export const METADATA_BLOCK_BYTES = 4096;
+
+export interface PoolDevices {
+  poolName: string;
+  /** Whether we made the pool (and so remove it on shutdown); false for dm.thinpooldev. */
+  owned: boolean;
+  dataBlockSizeBytes: number;
+  /** Loop devices (loopback set-up) or the given block devices; '' for an existing pool. */
+  dataDevice: string;
+  metadataDevice: string;
+  dataFile?: string;
+  metadataFile?: string;
+  /** The pool was created by this open on a zeroed metadata device. */
+  fresh: boolean;
+}
+
+export function loopFiles(root: string): { data: string; metadata: string } {
+  return { data: join(root, 'data'), metadata: join(root, 'metadata') };
+}
+
+/** Create a sparse file of `sizeBytes` if missing; returns whether it was created. */
+function ensureSparseFile(path: string, sizeBytes: number): boolean {
+  if (existsSync(path)) return false;
+  const fd = openSync(path, 'wx', 0o600);
+  try {
+    ftruncateSync(fd, sizeBytes);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  return true;
+}
+
+/** A new pool's metadata must start with a zeroed superblock (thin-provisioning.rst). */
+export function zeroMetadataHeader(path: string): void {
+  const fd = openSync(path, 'r+');
+  try {
+    writeSync(fd, Buffer.alloc(4096), 0, 4096, 0);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function majMin(path: string): string {
+  const st = statSync(path);
+  if (!st.isBlockDevice()) throw new PoolStateError(path, `${path} is not a block device`);
+  const rdev = st.rdev;
+  const major = ((rdev >> 8) & 0xfff) | (Math.floor(rdev / 2 ** 32) & ~0xfff);
+  const minor = (rdev & 0xff) | ((rdev >> 12) & ~0xff);
+  return `${major}:${minor}`;
+}
+
+async function loopFor(file: string): Promise<{ dev: LoopDevice; attached: boolean }> {
+  const found = await findLoopByFile(file);
+  if (found[0]) return { dev: found[0], attached: false };
+  return { dev: await attachLoop(file, { autoclear: true }), attached: true };
+}
+
+/** The pool's table line. Low water mark: Docker's 32768 blocks, capped for small pools. */
+export function poolTable(metadataDevice: string, dataDevice: string, dataSizeBytes: bigint, blockSizeBytes: number): ThinPoolTarget {
+  const blockSectors = blockSizeBytes / SECTOR_BYTES;
+  const lengthSectors = dataSizeBytes / BigInt(SECTOR_BYTES);
+  const blocks = lengthSectors / BigInt(blockSectors);
+  const lwm = blocks / 10n < 32768n ? blocks / 10n : 32768n;
+  return {
+    type: 'thin-pool',
+    startSector: 0n,
+    lengthSectors,
+    metadataDevice,
+    dataDevice,
+    dataBlockSizeSectors: blockSectors,
+    lowWaterMarkBlocks: lwm,
+    // As Docker: new blocks are not zeroed (every file system writes before it reads).
+    features: ['skip_block_zeroing'],
+  };
+}
+
+/**
+ * Find the pool `poolName` if active, else make it. `newPool` says the metadata folder has no pool
+ * state yet, i.e. the metadata device may be zeroed.
+ */
+export async function setUpPool(dm: DeviceMapper, root: string, poolName: string, opts: PoolOptions, newPool: boolean): Promise<PoolDevices> {
+  if (opts.thinPoolDevice !== undefined) {
+    const name = opts.thinPoolDevice;
+    if (dm.info({ name }) === null) throw new PoolStateError(name, `dm.thinpooldev ${name} does not exist`);
+    const t = dm.table({ name })[0];
+    if (!t || t.type !== 'thin-pool') throw new PoolStateError(name, `dm.thinpooldev ${name} is not a thin-pool (table: ${t?.type ?? 'none'})`);
+    const tp = t as ThinPoolTarget;
+    return { poolName: name, owned: false, dataBlockSizeBytes: tp.dataBlockSizeSectors * SECTOR_BYTES, dataDevice: tp.dataDevice, metadataDevice: tp.metadataDevice, fresh: false };
+  }
+
+  const files = loopFiles(root);
+  const loopback = opts.dataDevice === undefined;
+  const info = dm.info({ name: poolName });
+  if (info !== null) {
+    const t = dm.table({ name: poolName })[0];
+    if (!t || t.type !== 'thin-pool') throw new PoolStateError(poolName, `device ${poolName} exists but is not a thin-pool`);
+    const tp = t as ThinPoolTarget;
+    const out: PoolDevices = { poolName, owned: true, dataBlockSizeBytes: tp.dataBlockSizeSectors * SECTOR_BYTES, dataDevice: tp.dataDevice, metadataDevice: tp.metadataDevice, fresh: false };
+    if (loopback) {
+      out.dataFile = files.data;
+      out.metadataFile = files.metadata;
+    }
+    return out;
+  }
+
+  let dataDev: string;
+  let metaDev: string;
+  let dataSize: bigint;
+  const release: LoopDevice[] = [];
+  let fresh = false;
+  try {
+    if (loopback) {
+      const createdData = ensureSparseFile(files.data, opts.loopDataSizeBytes);
+      const createdMeta = ensureSparseFile(files.metadata, opts.loopMetadataSizeBytes);
+      if (createdMeta || newPool) {
+        zeroMetadataHeader(files.metadata);
+        fresh = true;
+      }
+      void createdData;
+      const d = await loopFor(files.data);
+      if (d.attached) release.push(d.dev);
+      const m = await loopFor(files.metadata);
+      if (m.attached) release.push(m.dev);
+      dataDev = `${d.dev.major}:${d.dev.minor}`;
+      metaDev = `${m.dev.major}:${m.dev.minor}`;
+      dataSize = blockDeviceSizeBytes(d.dev.path);
+    } else {
+      dataDev = majMin(opts.dataDevice!);
+      metaDev = majMin(opts.metadataDevice!);
+      if (newPool) {
+        zeroMetadataHeader(opts.metadataDevice!);
+        fresh = true;
+      }
+      dataSize = blockDeviceSizeBytes(opts.dataDevice!);
+    }
+    await dm.create(poolName, { table: [poolTable(metaDev, dataDev, dataSize, opts.dataBlockSizeBytes)] });
+  } finally {
+    // With autoclear, the loops now live as long as the pool holds them (or vanish if it failed).
+    for (const l of release) releaseLoop(l);
+  }
+  const out: PoolDevices = { poolName, owned: true, dataBlockSizeBytes: opts.dataBlockSizeBytes, dataDevice: dataDev, metadataDevice: metaDev, fresh };
+  if (loopback) {
+    out.dataFile = files.data;
+    out.metadataFile = files.metadata;
+  }
+  return out;
+}
