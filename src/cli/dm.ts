@@ -74,6 +74,11 @@ function tableFrom(values: { table?: string[]; 'table-file'?: string }): ReturnT
 const json = (v: unknown): string =>
   `${JSON.stringify(v, (_k, x: unknown) => (typeof x === 'bigint' ? x.toString() : x), 2)}\n`;
 
+/** The CLI entry (src/cli/main.ts): output to stdout. */
+export function run(argv: string[]): Promise<number> {
+  return dmMain(argv, (text) => process.stdout.write(text));
+}
+
 export async function dmMain(argv: string[], out: Out): Promise<number> {
   const [command, ...rest] = argv;
   if (command === undefined || command === '--help' || command === '-h') {

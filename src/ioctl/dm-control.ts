@@ -16,6 +16,7 @@ import {
   type DmIoctl,
 } from '../structs/dm-ioctl.js';
 import { DmError, NoDeviceMapperError } from './errors.js';
+import { Errno } from './errno.js';
 import { O_CLOEXEC, O_RDWR, libcTransport, sysClose, sysMknod, sysOpen } from './libc.js';
 import { ensureNode, type NodeSys } from './nodes.js';
 import type { IoctlResult, Transport } from './transport.js';
@@ -27,7 +28,6 @@ const MISC_MAJOR = 10;
 export const DM_INITIAL_BUFFER_SIZE = 16 * 1024;
 /** A reply that needs more than this is not a reply we can use; stop doubling. */
 export const DM_MAX_BUFFER_SIZE = 256 * 1024 * 1024;
-const ENOBUFS = 105;
 
 export interface DmRunRequest {
   name?: string;
@@ -210,7 +210,7 @@ export class DmControl {
   // (and allocates) all of data_size, so libdevmapper's 16 KiB everywhere would cost a hot path.
   private startSize(info: CommandInfo, req: DmRunRequest): number {
     const used = DM_IOCTL_SIZE + (req.payload?.length ?? 0);
-    if (this.closed) throw new DmError(info.name, 9 /* EBADF */, deviceLabel(req), this.controlPath);
+    if (this.closed) throw new DmError(info.name, Errno.EBADF, deviceLabel(req), this.controlPath);
     return info.returnsData ? Math.max(used, this.bufferSize[info.nr] as number) : used;
   }
 
@@ -246,7 +246,7 @@ export class DmControl {
   // answer (dm-stats, @-messages) can overflow, and those are queries.
   private grow(info: CommandInfo, req: DmRunRequest, size: number): number {
     const next = size * 2;
-    if (next > this.maxBufferSize) throw new DmError(info.name, ENOBUFS, deviceLabel(req), this.controlPath);
+    if (next > this.maxBufferSize) throw new DmError(info.name, Errno.ENOBUFS, deviceLabel(req), this.controlPath);
     return next;
   }
 }

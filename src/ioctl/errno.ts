@@ -185,5 +185,6 @@ export const Errno = {
   ENOSPC: 28,
   EROFS: 30,
   ENODATA: 61,
+  ENOBUFS: 105,
   EOPNOTSUPP: 95,
 } as const;

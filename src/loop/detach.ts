@@ -11,10 +11,9 @@ export class LoopNotOursError extends Error {
   readonly code = 'EPERM';
   constructor(
     readonly device: string,
-    readonly expected: string,
-    readonly actual: string,
+    reason: string,
   ) {
-    super(`refusing to detach ${device}: it is bound to ${actual}, not to ${expected}`);
+    super(`refusing to detach ${device}: ${reason}`);
   }
 }
 
@@ -45,7 +44,7 @@ export async function detachLoop(ref: LoopRef, opts: DetachOptions = {}): Promis
       ? { ...dev.backing, label: `dev ${dev.backing.dev} inode ${dev.backing.inode}` }
       : undefined;
   if (!expected && !opts.force) {
-    throw new LoopNotOursError(dev.path, '(no backing file given: pass expectBackingFile, or force)', 'an unchecked file');
+    throw new LoopNotOursError(dev.path, 'no backing file to check it against (give expectBackingFile, or force)');
   }
   const fd = dev.fd ?? sysOpen(dev.path, O_RDONLY | O_CLOEXEC);
   try {
@@ -54,8 +53,7 @@ export async function detachLoop(ref: LoopRef, opts: DetachOptions = {}): Promis
       if (info.lo_device !== expected.dev || info.lo_inode !== expected.inode) {
         throw new LoopNotOursError(
           dev.path,
-          expected.label,
-          `${info.lo_file_name || '(no name)'} (dev ${info.lo_device} inode ${info.lo_inode})`,
+          `it is bound to ${info.lo_file_name || '(no name)'} (dev ${info.lo_device} inode ${info.lo_inode}), not to ${expected.label}`,
         );
       }
     }

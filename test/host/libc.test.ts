@@ -1,13 +1,16 @@
 // The koffi binding against this host's kernel: buffers come back with the kernel's writes (sync,
 // async, subarrays), errno is the call's own, wrappers throw SysError, ensureNode makes real nodes.
 // Also measures the cost of one ioctl through koffi.
-import { lstatSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdtempSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { BLKGETSIZE64 } from '../../src/structs/blk.js';
 import { LOOP_CTL_GET_FREE, LOOP_GET_STATUS64, LOOP_INFO64_SIZE } from '../../src/structs/loop.js';
 import {
+  MNT_DETACH,
+  MS_NODEV,
+  MS_NOSUID,
   O_CLOEXEC,
   O_RDONLY,
   O_RDWR,
@@ -17,7 +20,9 @@ import {
   makedev,
   splitdev,
   sysClose,
+  sysMount,
   sysOpen,
+  sysUmount2,
 } from '../../src/ioctl/index.js';
 import { attachLoop } from '../../src/loop/index.js';
 import { Scratch, canRunHost } from './support.js';
@@ -111,6 +116,25 @@ describe.skipIf(!canRunHost)('libc binding (host)', () => {
       writeFileSync(file, 'x');
       expect(ensureNode(file, { type: 'block', major: 7, minor: 1, mode: 0o600 })).toBe('replaced');
       expect(() => ensureNode(dir, { type: 'block', major: 7, minor: 1, mode: 0o600 })).toThrow(/a directory is there/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('mounts and unmounts with mount(2)/umount2(2), errors as SysError', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'devmapper-mnt-'));
+    try {
+      sysMount('none', dir, 'tmpfs', MS_NOSUID | MS_NODEV, 'size=1m,mode=0700');
+      try {
+        writeFileSync(join(dir, 'x'), 'y');
+        expect(statfsSync(dir).type).toBe(0x01021994); // TMPFS_MAGIC
+        expect(Number(lstatSync(dir).mode) & 0o777).toBe(0o700);
+      } finally {
+        sysUmount2(dir, MNT_DETACH);
+      }
+      expect(statfsSync(dir).type).not.toBe(0x01021994);
+      expect(() => sysUmount2(dir)).toThrow(/^umount2 .*: EINVAL/);
+      expect(() => sysMount('none', join(dir, 'missing'), 'tmpfs', 0, null)).toThrow(/ENOENT/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -41,8 +41,11 @@ describe.skipIf(!canRunHost)('concurrent attaches (host)', () => {
     writeFileSync(go, '');
     const results = await Promise.all(runs);
     for (const r of results) expect(r.code, r.err).toBe(0);
-    const numbers = results.map((r) => (JSON.parse(r.out) as { number: number }).number);
+    const replies = results.map((r) => JSON.parse(r.out) as { number: number; getFree: number });
+    const numbers = replies.map((r) => r.number);
     expect(new Set(numbers).size).toBe(8);
+    // Races lost (retried GET_FREE) depend on timing; reported, not asserted.
+    console.log(`concurrent attach: ${replies.reduce((n, r) => n + r.getFree - 1, 0)} lost races retried`);
     // Each file is backed by exactly the device its process reported.
     for (const [i, f] of files.entries()) {
       expect((await findLoopByFile(f)).map((d) => d.number)).toEqual([numbers[i]]);

@@ -204,7 +204,7 @@ describe.skipIf(!canRunHost)('loop devices (host)', () => {
     const err = await detachLoop(dev.path, { expectBackingFile: a }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(LoopNotOursError);
     expect((err as Error).message).toMatch(new RegExp(`refusing to detach ${dev.path}: it is bound to ${b}`));
-    await expect(detachLoop(dev.number)).rejects.toBeInstanceOf(LoopNotOursError);
+    await expect(detachLoop(dev.number)).rejects.toThrow(/no backing file to check it against/);
     expect(isBound(dev.number)).toBe(true);
     await detachLoop(dev.path, { expectBackingFile: b });
     await waitFor(() => !isBound(dev.number), 'detach');

@@ -3,7 +3,6 @@
 // read as dmsetup read them. Records marked "synthetic" are derived from golden ones for what the
 // captures lack (deferred remove, ARM_POLL, uuids in the list).
 import { describe, expect, it } from 'vitest';
-import { DmError } from '../../src/ioctl/errors.js';
 import { DM_COMMAND_MIN_VERSION, DmFlag, encodeDmIoctl, type DmCommandName, dmRequest, DmCmd } from '../../src/structs/dm-ioctl.js';
 import { encodeNameList } from '../../src/structs/name-list.js';
 import { encodeTargetMsg } from '../../src/structs/target-msg.js';
@@ -221,8 +220,9 @@ describe('replay: info, table, status, deps', () => {
     }));
   it('#60 status of a missing device -> DmError ENXIO', () =>
     replay(60, async ({ dm }) => expect(await dmErrorOf(() => dm.status({ name: 'nosuchdev' }))).toMatchObject({ code: 'ENXIO', command: 'DM_TABLE_STATUS', device: 'nosuchdev' })));
-  it('#39 deps, #64 deps of 2000 targets, #84 thin deps', () =>
-    replay([39, 64, 84], ({ dm }) => {
+  it('#39/#40 deps, #64 deps of 2000 targets, #84 thin deps', () =>
+    replay([39, 40, 64, 84], ({ dm }) => {
+      expect(dm.deps({ name: 'lin0' })).toEqual([{ major: 7, minor: 2 }]);
       expect(dm.deps({ name: 'lin0' })).toEqual([{ major: 7, minor: 2 }]);
       expect(dm.deps({ name: 'big0' })).toEqual([{ major: 7, minor: 2 }]);
       expect(dm.deps({ name: 'thin0' })).toEqual([{ major: 254, minor: 4 }]);
@@ -243,6 +243,14 @@ describe('replay: suspend, resume, wait, geometry, rename', () => {
       expect(await dm.suspend({ name: 'lin0' }, { noFlush: true, skipLockfs: true })).toMatchObject({ suspended: true });
       expect(await dm.resume({ name: 'lin0' }, { noFlush: true })).toMatchObject({ suspended: false });
     }));
+  it('#73 suspend thin0, #74 create_snap while suspended, #75 resume', async () => {
+    const s = await replay([73, 74, 75], async ({ dm }) => {
+      await dm.suspend({ name: 'thin0' });
+      createSnap(dm, { name: 'pool' }, 1, 0);
+      await dm.resume({ name: 'thin0' });
+    });
+    expect(s.nodes.ops).toEqual(['add thin0 254:5']);
+  });
   it('#51 setGeometry', () => replay(51, ({ dm }) => dm.setGeometry({ name: 'lin0' }, { cylinders: 1, heads: 64, sectors: 32, start: 0 })));
   it('#52 waitEvent returns at once when the event number differs', () =>
     replay(52, async ({ dm }) => expect(await dm.waitEvent({ name: 'lin0' }, 99)).toMatchObject({ name: 'lin0', eventNr: 0 })));
@@ -336,7 +344,7 @@ describe('replay: remove', () => {
     s.finish();
   });
   it('deferred remove sends DM_DEFERRED_REMOVE; a device still open keeps its node (synthetic, from #93)', async () => {
-    const [version, remove] = dmRecords(93) as [GoldenBufRecord, GoldenBufRecord];
+    const version = dmRecords(93)[0]!;
     const req = { version: [4, 0, 0] as const, name: 'pool', flags: DmFlag.DM_DEFERRED_REMOVE, event_nr: 0x430000 };
     const after = encodeDmIoctl({ version: [4, 47, 0], name: 'pool', flags: DmFlag.DM_DEFERRED_REMOVE | DmFlag.DM_ACTIVE_PRESENT_FLAG, dev: encodeDev({ major: 254, minor: 4 }) }, undefined, 312);
     const nodes = new MemoryNodes({ pool: { major: 254, minor: 4 } });
@@ -344,7 +352,6 @@ describe('replay: remove', () => {
     await s.dm.remove({ name: 'pool' }, { deferred: true });
     expect(nodes.ops).toEqual([]);
     s.finish();
-    void remove;
   });
   it('#95 removeAll, then stale nodes dropped as libdevmapper does', async () => {
     const nodes = new MemoryNodes({ lin1: lin0Dev, empty0: { major: 254, minor: 2 }, lin2: { major: 254, minor: 1 } });
@@ -399,4 +406,3 @@ describe('replay: the checker itself', () => {
   });
 });
 
-void DmError;
