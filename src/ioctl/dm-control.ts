@@ -11,7 +11,7 @@ import {
   DmFlag,
   decodeDmIoctl,
   dmRequest,
-  encodeDmIoctl,
+  encodeDmIoctlInto,
   type DmCommandName,
   type DmIoctl,
 } from '../structs/dm-ioctl.js';
@@ -38,7 +38,7 @@ export interface DmRunRequest {
   event_nr?: number;
   target_count?: number;
   payload?: Uint8Array;
-  /** How to name the device in errors when name, uuid and dev are all empty. */
+  /** How to name the device in errors when name and uuid are empty (e.g. a load addressed by dev). */
   label?: string;
 }
 
@@ -132,6 +132,14 @@ export class DmControl {
   readonly driverVersion: readonly [number, number, number];
   /** Per command number: the buffer size that last held the whole reply. */
   private readonly bufferSize: number[] = COMMANDS.map(() => DM_INITIAL_BUFFER_SIZE);
+  /**
+   * Per command number: the buffer that synchronous runs reuse, so that the hot path allocates
+   * nothing. A reply's payload therefore stays valid only until the next run of the same command;
+   * every caller in src/dm decodes it at once.
+   */
+  private readonly buffers: (Buffer | undefined)[] = [];
+  /** Per command number: how far the last run wrote into its reused buffer, to zero it again. */
+  private readonly dirty: number[] = COMMANDS.map(() => 0);
   private closed = false;
 
   private constructor(
@@ -184,8 +192,18 @@ export class DmControl {
     const info = COMMANDS[DmCmd[command]] as CommandInfo;
     let size = this.startSize(info, req);
     for (;;) {
-      const buf = this.encode(info, req, size);
-      const reply = this.finish(info, req, buf, this.transport.ioctl(this.fd, info.request, buf));
+      let buf = this.buffers[info.nr];
+      if (buf === undefined || buf.length < size) buf = this.buffers[info.nr] = Buffer.alloc(size);
+      const view = buf.length === size ? buf : buf.subarray(0, size);
+      // The kernel sees a request exactly as a fresh zeroed buffer would give it: no stale reply.
+      const used = DM_IOCTL_SIZE + (req.payload?.length ?? 0);
+      const dirty = this.dirty[info.nr] as number;
+      if (dirty > used) buf.fill(0, used, dirty);
+      this.encode(info, req, size, view);
+      // What the kernel may write back: the whole buffer when it reports it full, else data_size.
+      this.dirty[info.nr] = size;
+      const reply = this.finish(info, req, view, this.transport.ioctl(this.fd, info.request, view));
+      if (reply) this.dirty[info.nr] = Math.max(used, Math.min(size, reply.header.data_size));
       if (reply) return reply;
       size = this.grow(info, req, size);
     }
@@ -199,7 +217,8 @@ export class DmControl {
     const info = COMMANDS[DmCmd[command]] as CommandInfo;
     let size = this.startSize(info, req);
     for (;;) {
-      const buf = this.encode(info, req, size);
+      // A fresh buffer per call: two asynchronous calls may be in flight at once.
+      const buf = this.encode(info, req, size, Buffer.alloc(size));
       const reply = this.finish(info, req, buf, await this.transport.ioctlAsync(this.fd, info.request, buf));
       if (reply) return reply;
       size = this.grow(info, req, size);
@@ -214,8 +233,9 @@ export class DmControl {
     return info.returnsData ? Math.max(used, this.bufferSize[info.nr] as number) : used;
   }
 
-  private encode(info: CommandInfo, req: DmRunRequest, size: number): Buffer {
-    return encodeDmIoctl(
+  private encode(info: CommandInfo, req: DmRunRequest, size: number, into: Buffer): Buffer {
+    return encodeDmIoctlInto(
+      into,
       {
         version: info.version,
         flags: req.flags ?? 0,
@@ -251,10 +271,14 @@ export class DmControl {
   }
 }
 
-/** The device as the request addressed it, for error messages. */
+/**
+ * The device as the request addressed it, for error messages: name, else uuid, else the caller's
+ * label with the device number beside it (as libdevmapper prints `bad1 (254:1)`), else the number.
+ */
 function deviceLabel(req: DmRunRequest): string | undefined {
   if (req.name) return req.name;
   if (req.uuid) return req.uuid;
-  if (req.dev) return formatDev(decodeDev(req.dev));
-  return req.label;
+  const dev = req.dev ? formatDev(decodeDev(req.dev)) : undefined;
+  if (req.label) return dev ? `${req.label} (${dev})` : req.label;
+  return dev;
 }

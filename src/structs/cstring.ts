@@ -23,6 +23,17 @@ export function writeCString(
   value: string,
   fieldSize: number,
 ): void {
+  if (Buffer.isBuffer(buf)) {
+    // Buffer.write encodes in place without an intermediate array (the dm_ioctl hot path).
+    const length = Buffer.byteLength(value, 'utf8');
+    if (length >= fieldSize) {
+      throw new EncodeError(struct, field, `${length} bytes does not fit ${fieldSize - 1} bytes and a NUL`);
+    }
+    if (value.includes('\0')) throw new EncodeError(struct, field, 'holds a NUL byte');
+    buf.write(value, offset, length, 'utf8');
+    buf.fill(0, offset + length, offset + fieldSize);
+    return;
+  }
   const bytes = cstringBytes(struct, field, value, fieldSize);
   buf.set(bytes, offset);
   buf.fill(0, offset + bytes.length, offset + fieldSize);
@@ -37,5 +48,6 @@ export function readCString(buf: Uint8Array, offset: number, limit: number, stru
   if (offset < 0 || offset > end) throw new DecodeError(struct, offset, `${field} starts outside the buffer`);
   const nul = buf.indexOf(0, offset);
   if (nul < 0 || nul >= end) throw new DecodeError(struct, offset, `${field} has no NUL before byte ${end}`);
+  if (Buffer.isBuffer(buf)) return buf.toString('utf8', offset, nul);
   return utf8Decoder.decode(buf.subarray(offset, nul));
 }

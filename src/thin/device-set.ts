@@ -173,7 +173,9 @@ export class DeviceSet {
       base = undefined;
     }
     if (base) return;
-    this.checkSpace();
+    // No dm.min_free_space here: a fresh pool's own metadata may already pass a high threshold,
+    // and a pool without its base is of no use; health and out-of-space still apply.
+    this.checkSpace(false);
     const rec = await this.tx.create(BASE_HASH, { sizeBytes: this.options.baseSizeBytes });
     this.step('base:created');
     await this.activate(BASE_HASH);
@@ -198,7 +200,7 @@ export class DeviceSet {
   }
 
   /** A snapshot `hash` of `baseHash` ('' = the base device). */
-  addDevice(hash: string, baseHash: string = BASE_HASH): Promise<void> {
+  async addDevice(hash: string, baseHash: string = BASE_HASH): Promise<void> {
     // Validate before anything: the hash and the dm name it makes.
     validateHash(hash);
     this.naming.deviceName(hash);
@@ -227,31 +229,36 @@ export class DeviceSet {
   }
 
   /** Deactivate, discard (dm.blkdiscard) and delete. Busy: deferred (dm.use_deferred_deletion) or DeviceBusyError. */
-  deleteDevice(hash: string): Promise<void> {
+  async deleteDevice(hash: string): Promise<void> {
     validateHash(hash);
     return this.serial(() => this.deleteLocked(hash));
   }
 
   private async deleteLocked(hash: string): Promise<void> {
     const rec = this.record(hash);
-    if (this.mounts.has(hash)) throw new DeviceBusyError(this.naming.deviceName(hash), [`mounted on ${this.mounts.get(hash)!.path} by this process`]);
-    if (this.options.blkDiscard) {
-      await this.activate(hash);
-      // Returns the blocks to the loop file (a hole); deleting the thin id alone does not.
-      discard(this.devicePath(hash), 0n, BigInt(rec.sizeBytes));
-      this.step('delete:discarded');
-    }
-    try {
-      await this.deactivate(hash);
-    } catch (e) {
-      if (e instanceof DeviceBusyError && this.options.useDeferredDeletion) {
+    const name = this.naming.deviceName(hash);
+    const m = this.mounts.get(hash);
+    const info = this.dm.info({ name });
+    // Busy is decided before the intent and the discard, so a busy device keeps its data.
+    if (m || (info && info.openCount > 0)) {
+      if (this.options.useDeferredDeletion) {
         this.tx.updateDevice({ ...rec, deleted: true });
         return;
       }
-      throw e;
+      throw new DeviceBusyError(name, m ? [`mounted on ${m.path} by this process`] : describeHolders(info!));
     }
-    this.step('delete:deactivated');
-    await this.tx.delete(hash);
+    await this.tx.delete(hash, {
+      beforeMessage: async () => {
+        if (this.options.blkDiscard) {
+          await this.activate(hash);
+          // Returns the blocks to the loop file (a hole); deleting the thin id alone does not.
+          discard(this.devicePath(hash), 0n, BigInt(rec.sizeBytes));
+          this.step('delete:discarded');
+        }
+        await this.deactivate(hash);
+        this.step('delete:deactivated');
+      },
+    });
   }
 
   private async retryDeferredDeletes(): Promise<void> {
@@ -423,12 +430,13 @@ export class DeviceSet {
   }
 
   /** Before a create: the pool must be healthy, writable and above dm.min_free_space. */
-  private checkSpace(): void {
+  private checkSpace(minFree = true): void {
     const s = this.poolStatus();
     if (s.state !== 'ok') throw new PoolStateError(this.poolName, `status is ${s.state}: the pool has failed`);
     if (s.needsCheck) throw new PoolStateError(this.poolName, 'metadata needs_check: run thin_check/thin_repair');
     if (s.mode === 'out_of_data_space') throw new PoolSpaceError(this.poolName, 'out of data space');
     if (s.mode === 'ro') throw new PoolStateError(this.poolName, 'read-only (metadata error or out of metadata space)');
+    if (!minFree) return;
     const min = BigInt(this.options.minFreeSpacePercent);
     const check = (what: string, used: bigint, total: bigint) => {
       if (total === 0n) return;

@@ -84,8 +84,10 @@ export function poolTable(metadataDevice: string, dataDevice: string, dataSizeBy
     dataDevice,
     dataBlockSizeSectors: blockSectors,
     lowWaterMarkBlocks: lwm,
-    // As Docker: new blocks are not zeroed (every file system writes before it reads).
-    features: ['skip_block_zeroing'],
+    // As Docker: new blocks are not zeroed (every file system writes before it reads). And a full
+    // pool fails writes at once instead of queueing them for no_space_timeout (60 s): a caller
+    // sees ENOSPC/EIO and status says out_of_data_space, nothing hangs.
+    features: ['skip_block_zeroing', 'error_if_no_space'],
   };
 }
 

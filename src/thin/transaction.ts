@@ -2,6 +2,7 @@
 // updated together: the kernel's pool (which commits each message on its own) and our metadata.
 //
 //   1. write the intent {op, hash, thin id, old txid, new txid} (atomic, durable)
+//      (a delete then discards and deactivates the device: past this point it is going)
 //   2. send the message: create_thin / create_snap / delete
 //   3. set_transaction_id old new
 //   4. commit our metadata: the device file, then the pool state (next id, txid = new)
@@ -150,8 +151,11 @@ export class Transactions {
     }
   }
 
-  /** Delete a device's thin id. The caller has deactivated it (a busy id fails with EBUSY). */
-  async delete(hash: string): Promise<void> {
+  /**
+   * Delete a device's thin id. `beforeMessage` runs once the intent is durable (discard, deactivate):
+   * from then on a crash completes the delete rather than leaving a half-wiped device.
+   */
+  async delete(hash: string, opts: { beforeMessage?: () => Promise<void> } = {}): Promise<void> {
     const rec = this.devices.get(hash);
     if (!rec) throw new UnknownDeviceError(hash);
     const intent: Intent = {
@@ -164,6 +168,7 @@ export class Transactions {
     this.store.writeIntent(intent);
     this.step('delete', 'intent-written');
     try {
+      await opts.beforeMessage?.();
       await this.pool.deleteThin(rec.deviceId);
     } catch (e) {
       if (codeOf(e) !== 'ENODATA') {

@@ -33,7 +33,7 @@ describe.runIf(canRunKernel)('thin pool life', () => {
 
   test('a new pool: base device, names from the home folder, loop files sparse', async () => {
     expect(set.poolName).toMatch(/^dmtest-\d+:\d+-\d+-pool$/);
-    expect(dmsetup('table', set.poolName)).toMatch(/^0 524288 thin-pool \d+:\d+ \d+:\d+ 128 \d+ 1 skip_block_zeroing$/);
+    expect(dmsetup('table', set.poolName)).toMatch(/^0 524288 thin-pool \d+:\d+ \d+:\d+ 128 \d+ 2 skip_block_zeroing error_if_no_space$/);
     expect(set.deviceRecords().map((d) => [d.hash, d.deviceId, d.initialized])).toEqual([['', 0, true]]);
     expect(set.transactionId).toBe(1n);
     const st = set.status();

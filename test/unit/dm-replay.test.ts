@@ -109,7 +109,7 @@ describe('replay: create, load, resume and their errors', () => {
             ? [linear(2048n, '/dev/nonexistent', 0n)]
             : [{ type, startSector: 0n, lengthSectors: 2048n, params }];
         const err = await dmErrorOf(() => dm.create(name, { table }));
-        expect(err).toMatchObject({ code, command: 'DM_TABLE_LOAD', device: '254:1' });
+        expect(err).toMatchObject({ code, command: 'DM_TABLE_LOAD', device: `${name} (254:1)` });
       });
       expect(s.nodes.ops).toEqual([]);
       expect(s.replay.calls.map((c) => c.command)).toEqual(['DM_VERSION', 'DM_DEV_CREATE', 'DM_TABLE_LOAD', 'DM_DEV_REMOVE']);

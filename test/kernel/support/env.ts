@@ -2,11 +2,12 @@
 // per-run names, loop devices on sparse files, dmsetup as an independent oracle, and a sweeper
 // that removes whatever a failed test left behind so that one failure does not cascade.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, rmSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll } from 'vitest';
 import { DeviceMapper, type DeviceMapperOptions } from '../../../src/dm/device-mapper.js';
+import type { DeviceInfo } from '../../../src/dm/info.js';
 import { DmError } from '../../../src/ioctl/errors.js';
 import type { DevT } from '../../../src/structs/dev.js';
 import { attachLoop, detachLoop, listLoops, releaseLoop, type LoopDevice } from '../../../src/loop/index.js';
@@ -54,9 +55,10 @@ export interface DmsetupResult {
 }
 
 /** dmsetup with udev disabled (it then makes and removes /dev/mapper nodes itself); never throws. */
-export function dmsetup(args: readonly string[]): DmsetupResult {
+export function dmsetup(args: readonly string[], opts: { input?: string } = {}): DmsetupResult {
   const r = spawnSync('dmsetup', args, {
     encoding: 'utf8',
+    input: opts.input ?? '',
     env: { ...process.env, DM_DISABLE_UDEV: '1' },
     maxBuffer: 64 * 1024 * 1024,
   });
@@ -65,8 +67,8 @@ export function dmsetup(args: readonly string[]): DmsetupResult {
 }
 
 /** dmsetup that must succeed; its stdout. */
-export function dmsetupOk(args: readonly string[]): string {
-  const r = dmsetup(args);
+export function dmsetupOk(args: readonly string[], opts: { input?: string } = {}): string {
+  const r = dmsetup(args, opts);
   if (r.status !== 0) throw new Error(`dmsetup ${args.join(' ')} exited ${r.status}: ${r.stderr.trim()}`);
   return r.stdout;
 }
@@ -198,9 +200,10 @@ export async function detachTestLoops(dir?: string): Promise<void> {
  * sits on (a pool under its thin devices, a linear under a stack) goes after it. Suspended devices
  * are resumed first so that a remove does not wait on queued I/O. Our remove (with retry) first,
  * then `dmsetup remove --force` as the fallback. Then the loop devices of test files, and stale
- * /dev/mapper/dmtest-* nodes. Returns the names it could not remove.
+ * /dev/mapper/dmtest-* nodes. `loops: false` keeps the loop devices (a file's shared ones between
+ * its tests). Returns the names it could not remove.
  */
-export async function sweep(): Promise<string[]> {
+export async function sweep(opts: { loops?: boolean } = {}): Promise<string[]> {
   const dm = openDm();
   const failed: string[] = [];
   try {
@@ -239,7 +242,7 @@ export async function sweep(): Promise<string[]> {
   } finally {
     dm.close();
   }
-  await detachTestLoops();
+  if (opts.loops ?? true) await detachTestLoops();
   try {
     for (const n of readdirSync('/dev/mapper')) if (n.startsWith(TEST_PREFIX) && !failed.includes(n)) rmSync(join('/dev/mapper', n), { force: true });
   } catch {
@@ -284,12 +287,65 @@ export function kernelHooks(opts: { sweepEach?: boolean } = {}): void {
   });
   if (opts.sweepEach ?? true) {
     afterEach(async () => {
-      await sweep();
+      await sweep({ loops: false });
     });
   }
   afterAll(async () => {
     const left = await sweep();
     if (left.length > 0) throw new Error(`the sweeper could not remove ${left.join(', ')}`);
     rmSync(RUN_DIR, { recursive: true, force: true });
+  });
+}
+
+/** A thin-pool over two fresh loop devices (metadata's first 4 KiB zeroed, as a new pool needs). */
+export interface TestPool {
+  name: string;
+  dev: DevT;
+  meta: LoopDevice;
+  data: LoopDevice;
+  lengthSectors: bigint;
+  blockSectors: number;
+}
+
+export async function makePool(
+  dm: DeviceMapper,
+  scratch: LoopScratch,
+  tag: string,
+  opts: { dataBytes?: number; metaBytes?: number; blockSectors?: number; features?: string[] } = {},
+): Promise<TestPool> {
+  const dataBytes = opts.dataBytes ?? 64 * 1024 * 1024;
+  const meta = await scratch.loop(`${tag}-meta.img`, opts.metaBytes ?? 8 * 1024 * 1024);
+  const data = await scratch.loop(`${tag}-data.img`, dataBytes);
+  const fd = openSync(meta.path, 'r+');
+  try {
+    writeSync(fd, Buffer.alloc(4096), 0, 4096, 0);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  const blockSectors = opts.blockSectors ?? 128;
+  const lengthSectors = BigInt(dataBytes / 512);
+  const name = dmName(`${tag}-pool`);
+  const info = await dm.create(name, {
+    table: [
+      {
+        type: 'thin-pool',
+        startSector: 0n,
+        lengthSectors,
+        metadataDevice: devString(meta),
+        dataDevice: devString(data),
+        dataBlockSizeSectors: blockSectors,
+        lowWaterMarkBlocks: 0n,
+        features: opts.features ?? [],
+      },
+    ],
+  });
+  return { name, dev: info.dev, meta, data, lengthSectors, blockSectors };
+}
+
+/** A thin device `id` of `pool` (the id must exist: createThin first). */
+export async function activateThin(dm: DeviceMapper, pool: TestPool, tag: string, id: number, lengthSectors: bigint): Promise<DeviceInfo> {
+  return dm.create(dmName(tag), {
+    table: [{ type: 'thin', startSector: 0n, lengthSectors, poolDevice: devString(pool.dev), thinId: id }],
   });
 }

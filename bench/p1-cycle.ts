@@ -1,0 +1,86 @@
+// P1: the snapshot cycle (create_snap, create + load + resume with its node, remove, delete), in
+// cycles/s, for our library in process, raw ioctls from C (with and without mknod), libdevmapper,
+// and a shell loop of dmsetup commands, interleaved round by round in one boot.
+import { DeviceMapper } from '../src/dm/device-mapper.js';
+import { createSnap, deleteThin } from '../src/dm/thin-messages.js';
+import { thinTarget, type BenchPool } from './pool.js';
+import type { Report } from './report.js';
+import { bash, runC } from './run-process.js';
+import { afterWarmup, fmt, median, msSince, nowNs, ratio, scaled } from './stats.js';
+
+const DMSETUP_LOOP = `
+pool=$1 pooldev=$2 origin=$3 first=$4 count=$5 name=bench-dmsetup-$$
+t0=$EPOCHREALTIME
+for ((i = first; i < first + count; i++)); do
+  dmsetup message "$pool" 0 "create_snap $i $origin"
+  dmsetup create "$name" --table "0 2097152 thin $pooldev $i"
+  dmsetup remove "$name"
+  dmsetup message "$pool" 0 "delete $i"
+done
+t1=$EPOCHREALTIME
+echo "us $(( (\${t1/./} - \${t0/./}) ))"
+`;
+
+interface Program {
+  label: string;
+  cycles: number;
+  /** Runs `count` cycles with thin ids from `first`; resolves to elapsed ms. */
+  run(first: number, count: number): Promise<number>;
+}
+
+export async function benchSnapshotCycle(report: Report, dm: DeviceMapper, pool: BenchPool, rounds: number): Promise<Record<string, number>> {
+  const ref = { name: pool.name };
+  const ours = (noNode: boolean) => async (first: number, count: number): Promise<number> => {
+    const name = `bench-ts-${process.pid}`;
+    const t0 = nowNs();
+    for (let id = first; id < first + count; id++) {
+      createSnap(dm, ref, id, pool.originId);
+      await dm.create(name, { table: [thinTarget(pool, id)], noNode });
+      await dm.remove({ name }, { noNode });
+      deleteThin(dm, ref, id);
+    }
+    return msSince(t0);
+  };
+  const n = scaled(300);
+  const programs: Program[] = [
+    { label: 'ours (library, with node)', cycles: n, run: ours(false) },
+    { label: 'raw C ioctls + mknod', cycles: n, run: async (f, c) => runC('dmraw', ['cycle', pool.name, pool.dev, '0', `${f}`, `${c}`, dm.mapperDir]).ns! / 1e6 },
+    { label: 'libdevmapper (C)', cycles: n, run: async (f, c) => runC('dmlib', ['cycle', pool.name, pool.dev, '0', `${f}`, `${c}`]).ns! / 1e6 },
+    { label: 'ours (library, noNode)', cycles: n, run: ours(true) },
+    { label: 'raw C ioctls, no node', cycles: n, run: async (f, c) => runC('dmraw', ['cycle', pool.name, pool.dev, '0', `${f}`, `${c}`, '-']).ns! / 1e6 },
+    {
+      label: 'dmsetup shell loop',
+      cycles: scaled(4),
+      run: async (f, c) => Number(/us (\d+)/.exec(bash(DMSETUP_LOOP, [pool.name, pool.dev, '0', `${f}`, `${c}`]))?.[1]) / 1000,
+    },
+  ];
+  const rates = new Map<string, number[]>(programs.map((p) => [p.label, []]));
+  let nextId = 1;
+  for (let r = 0; r < rounds; r++) {
+    for (const p of programs) {
+      const ms = await p.run(nextId, p.cycles);
+      nextId += p.cycles;
+      rates.get(p.label)!.push(p.cycles / (ms / 1000));
+    }
+  }
+  const med: Record<string, number> = {};
+  for (const p of programs) med[p.label] = median(afterWarmup(rates.get(p.label)!));
+  const raw = med['raw C ioctls + mknod']!;
+  const s = report.section('P1 snapshot cycle (create_snap, create+load+resume+node, remove, delete)', [
+    'program',
+    'cycles/s',
+    'µs/cycle',
+    'vs raw C + mknod',
+  ]);
+  for (const p of programs) {
+    const v = med[p.label]!;
+    s.rows.push([p.label, fmt(v), fmt(1e6 / v), ratio(v, raw)]);
+  }
+  const ourVsRaw = med['ours (library, with node)']! / raw;
+  s.notes.push(
+    `${rounds - 1} rounds after a warm-up; ${n} cycles a round (dmsetup ${scaled(4)}); median of the rounds.`,
+    `ours (noNode) vs raw C (no node): ${ratio(med['ours (library, noNode)']!, med['raw C ioctls, no node']!)}.`,
+    `Target: ours ≥ 0.80 of raw C with node creation on both sides: ${ourVsRaw >= 0.8 ? 'met' : 'MISSED'} (${ourVsRaw.toFixed(2)}); libdevmapper ${ratio(med['libdevmapper (C)']!, raw)}.`,
+  );
+  return med;
+}

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# npm run bench: build the library (dist/, what the CLI runs from) and the C programs, then run
+# bench/main.ts where device-mapper is: directly on a host that has it (as root), else in ONE
+# user-mode-linux guest boot (scripts/vm/guest-run), so that every ratio compares one boot.
+#   DEVMAPPER_BENCH_SCALE=0.3   less work per round (quick look); 1 by default
+#   DEVMAPPER_BENCH_ONLY=p1,p2  some parts only (codec,p1,p2,p3,p4), written to results/partial.md
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
+project=$(cd "$here/.." && pwd -P)
+cd "$project"
+
+echo "bench: npm run build" >&2
+if ! npm run --silent build >&2; then
+  echo "bench: WARNING: npm run build failed; P3 measures whatever dist/ holds (or tsx if none)" >&2
+fi
+"$here/build-c.sh"
+
+export DEVMAPPER_BENCH_HOST_LOAD="$(cut -d' ' -f1-3 /proc/loadavg) (start)"
+export DEVMAPPER_BENCH_HOST_CPU="$(sed -n 's/^model name\s*:\s*//p' /proc/cpuinfo | head -n1) x $(nproc)"
+cmd=(node --import tsx "$here/main.ts")
+if [[ -e /sys/class/misc/device-mapper && $EUID -eq 0 ]]; then
+  "${cmd[@]}"
+else
+  echo "bench: no device-mapper here: one user-mode-linux guest boot" >&2
+  "$project/scripts/vm/guest-run" --timeout 1800 -- "${cmd[@]}"
+fi
+echo "bench: host load at the end: $(cut -d' ' -f1-3 /proc/loadavg)" >&2

@@ -1,0 +1,150 @@
+// The pool's edges in a real kernel: a full pool, bad input that must leave nothing behind,
+// dm.min_free_space, busy devices, and two processes on one home.
+import { spawnSync } from 'node:child_process';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, rmSync, writeSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
+import { DeviceMapper } from '../../src/dm/device-mapper.js';
+import { listLoops } from '../../src/loop/index.js';
+import { DeviceBusyError, InvalidHashError, OptionError, PoolLockedError, PoolSpaceError } from '../../src/thin/errors.js';
+import { DeviceSet } from '../../src/thin/device-set.js';
+import { canRunKernel, dmsetup, newHome, probeThinIds, SMALL, sweep } from './thin-support.js';
+
+const child = resolve(import.meta.dirname, 'thin-crash-child.ts');
+
+describe.runIf(canRunKernel)('thin pool edges', () => {
+  let dm: DeviceMapper;
+  const homes: string[] = [];
+  const home = (tag: string) => {
+    const h = newHome(tag);
+    homes.push(h);
+    return h;
+  };
+  beforeAll(async () => {
+    dm = DeviceMapper.open({ udev: 'off' });
+    await sweep(dm);
+  });
+  afterEach(async () => {
+    await sweep(dm);
+    for (const h of homes.splice(0)) rmSync(h, { recursive: true, force: true });
+  });
+  afterAll(() => dm.close());
+
+  test('a full pool: the write fails, status says out_of_data_space, a new snapshot is refused', async () => {
+    const h = home('full');
+    const set = await DeviceSet.open(h, [...SMALL.filter((o) => !o.startsWith('dm.loopdatasize')), 'dm.loopdatasize=32M']);
+    await set.addDevice('fill', '');
+    const mp = join(h, 'm');
+    mkdirSync(mp);
+    await set.mountDevice('fill', mp);
+    const fd = openSync(join(mp, 'blob'), 'w');
+    let err: unknown;
+    try {
+      const chunk = Buffer.alloc(1 << 20, 1);
+      for (let i = 0; i < 64; i++) writeSync(fd, chunk);
+      fsyncSync(fd);
+    } catch (e) {
+      err = e;
+    } finally {
+      closeSync(fd);
+    }
+    expect((err as NodeJS.ErrnoException | undefined)?.code).toMatch(/^(ENOSPC|EIO)$/);
+    const st = set.status();
+    expect(st.mode).toBe('out_of_data_space');
+    expect(dmsetup('status', set.poolName)).toContain('out_of_data_space');
+    expect(st.data.usedBytes).toBe(st.data.totalBytes);
+    await expect(set.addDevice('more', '')).rejects.toBeInstanceOf(PoolSpaceError);
+    await expect(set.addDevice('more', '')).rejects.toThrow(/out of data space/);
+    await set.unmountDevice('fill');
+    await set.deleteDevice('fill');
+    await set.shutdown();
+  });
+
+  test('dm.min_free_space refuses a create under the threshold', async () => {
+    const h = home('minfree');
+    const set = await DeviceSet.open(h, [...SMALL.filter((o) => !o.startsWith('dm.min_free')), 'dm.min_free_space=99%']);
+    await expect(set.addDevice('x', '')).rejects.toThrow(/dm.min_free_space 99%/);
+    expect(set.hasDevice('x')).toBe(false);
+    await set.shutdown();
+  });
+
+  const snapshot = () => ({
+    loops: listLoops().map((l) => l.backingFile).sort(),
+    dms: dm.list().map((d) => d.name).sort(),
+  });
+
+  test.each([
+    ['dm.basesize=lots'],
+    ['dm.blocksize=100K'],
+    ['dm.fs=btrfs'],
+    ['dm.datadev=/dev/nonexistent'],
+    ['dm.nosuch=1'],
+    ['dm.min_free_space=200%'],
+    ['dm.thinpooldev=x', 'dm.loopdatasize=1G'],
+  ])('bad option %j: OptionError, nothing left behind', async (...bad) => {
+    const h = join(newHome('bad'), 'home');
+    homes.push(resolve(h, '..'));
+    const before = snapshot();
+    await expect(DeviceSet.open(h, [...SMALL, ...bad])).rejects.toBeInstanceOf(OptionError);
+    expect(existsSync(h)).toBe(false);
+    expect(snapshot()).toEqual(before);
+  });
+
+  test('bad hashes: a clear error, no thin id, no file, no transaction', async () => {
+    const h = home('hash');
+    const set = await DeviceSet.open(h, SMALL);
+    const files = readdirSync(join(h, 'metadata')).sort();
+    const txid = set.transactionId;
+    for (const bad of ['', '/', 'a/b', 'x'.repeat(128), 'base', 'pool', '.x']) {
+      await expect(set.addDevice(bad, '')).rejects.toBeInstanceOf(InvalidHashError);
+    }
+    // Fits as a hash, but the dm name <prefix>-<maj>:<min>-<inode>-<hash> would pass 127 bytes.
+    await expect(set.addDevice('y'.repeat(120), '')).rejects.toThrow(/bytes/);
+    await expect(set.addDevice('z', 'nosuchparent')).rejects.toThrow(/unknown device/);
+    expect(readdirSync(join(h, 'metadata')).sort()).toEqual(files);
+    expect(set.transactionId).toBe(txid);
+    expect([...(await probeThinIds(dm, set.poolName, 4))]).toEqual([0]);
+    await set.shutdown();
+  });
+
+  test('a busy device: delete says who holds it; deferred deletion completes on reopen', async () => {
+    const h = home('busy');
+    const set = await DeviceSet.open(h, SMALL);
+    await set.addDevice('held', '');
+    await set.activateDevice('held');
+    const fd = openSync(set.devicePath('held'), 'r');
+    try {
+      const err = await set.deleteDevice('held').catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(DeviceBusyError);
+      expect((err as Error).message).toMatch(/open count 1/);
+      expect(set.hasDevice('held')).toBe(true);
+    } finally {
+      closeSync(fd);
+    }
+    await set.shutdown();
+
+    const deferred = await DeviceSet.open(h, [...SMALL, 'dm.use_deferred_deletion=true']);
+    await deferred.activateDevice('held');
+    const fd2 = openSync(deferred.devicePath('held'), 'r');
+    await deferred.deleteDevice('held');
+    expect(deferred.hasDevice('held')).toBe(false);
+    expect([...(await probeThinIds(dm, deferred.poolName, 4))].sort()).toEqual([0, 1]);
+    closeSync(fd2);
+    await deferred.shutdown();
+    const again = await DeviceSet.open(h, [...SMALL, 'dm.use_deferred_deletion=true']);
+    expect([...(await probeThinIds(dm, again.poolName, 4))]).toEqual([0]);
+    expect(again.deviceRecords().map((d) => d.hash)).toEqual(['']);
+    await again.shutdown();
+  });
+
+  test('two processes on one home: the second gets the lock error', async () => {
+    const h = home('lock');
+    const set = await DeviceSet.open(h, SMALL);
+    const r = spawnSync(process.execPath, ['--import', 'tsx', child, h, 'init', 'none'], { encoding: 'utf8' });
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toContain('PoolLockedError');
+    expect(r.stderr).toContain(`held by process ${process.pid}`);
+    await expect(DeviceSet.open(h, SMALL)).rejects.toBeInstanceOf(PoolLockedError);
+    await set.shutdown();
+  });
+});
