@@ -22,6 +22,6 @@ if [[ -e /sys/class/misc/device-mapper && $EUID -eq 0 ]]; then
   "${cmd[@]}"
 else
   echo "bench: no device-mapper here: one user-mode-linux guest boot" >&2
-  "$project/scripts/vm/guest-run" --timeout 1800 -- "${cmd[@]}"
+  "$project/scripts/vm/guest-run" --timeout 1800 --mem "${DEVMAPPER_BENCH_GUEST_MEM:-3G}" -- "${cmd[@]}"
 fi
 echo "bench: host load at the end: $(cut -d' ' -f1-3 /proc/loadavg)" >&2

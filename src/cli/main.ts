@@ -16,6 +16,7 @@ interface CommandEntry {
 // Adding a command is one line here.
 const COMMANDS: Record<string, CommandEntry> = {
   dm: { summary: 'device-mapper commands, as dmsetup (dm --help)', load: () => import('./dm.js') },
+  loop: { summary: 'loop devices, as losetup (loop --help)', load: () => import('./loop.js') },
   decode: { summary: 'decode a captured dm ioctl buffer (hex) to JSON', load: () => import('./decode.js') },
 };
 
