@@ -1,13 +1,15 @@
 // The pool's edges in a real kernel: a full pool, bad input that must leave nothing behind,
 // dm.min_free_space, busy devices, and two processes on one home.
 import { spawnSync } from 'node:child_process';
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, rmSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { DeviceMapper } from '../../src/dm/device-mapper.js';
-import { listLoops } from '../../src/loop/index.js';
+import { attachLoop, detachLoop, listLoops, type LoopDevice } from '../../src/loop/index.js';
+import { poolTable } from '../../src/thin/pool-setup.js';
 import { DeviceBusyError, InvalidHashError, OptionError, PoolLockedError, PoolSpaceError } from '../../src/thin/errors.js';
 import { DeviceSet } from '../../src/thin/device-set.js';
+import { findExecutable } from '../../src/thin/options.js';
 import { canRunKernel, dmsetup, newHome, probeThinIds, SMALL, sweep } from './thin-support.js';
 
 const child = resolve(import.meta.dirname, 'thin-crash-child.ts');
@@ -146,5 +148,112 @@ describe.runIf(canRunKernel)('thin pool edges', () => {
     expect(r.stderr).toContain(`held by process ${process.pid}`);
     await expect(DeviceSet.open(h, SMALL)).rejects.toBeInstanceOf(PoolLockedError);
     await set.shutdown();
+  });
+});
+
+describe.runIf(canRunKernel)('thin pool adoption and xfs', () => {
+  let dm: DeviceMapper;
+  beforeAll(async () => {
+    dm = DeviceMapper.open({ udev: 'off' });
+    await sweep(dm);
+  });
+  afterAll(async () => {
+    await sweep(dm);
+    dm.close();
+  });
+
+  test('a lost metadata folder: the pool files are adopted, never wiped', async () => {
+    const h = newHome('adopt');
+    try {
+      const set = await DeviceSet.open(h, SMALL);
+      await set.addDevice('keep', '');
+      const txid = set.transactionId;
+      await set.shutdown();
+      rmSync(join(h, 'metadata'), { recursive: true });
+      const again = await DeviceSet.open(h, SMALL);
+      // The old thin ids 0 and 1 are still in the pool (not zeroed away); the new base took id 2.
+      expect([...(await probeThinIds(dm, again.poolName, 4))].sort()).toEqual([0, 1, 2]);
+      expect(again.deviceRecords().map((d) => [d.hash, d.deviceId])).toEqual([['', 2]]);
+      expect(again.transactionId).toBe(txid + 1n);
+      await again.shutdown();
+    } finally {
+      await sweep(dm);
+      rmSync(h, { recursive: true, force: true });
+    }
+  });
+
+  test.runIf(findExecutable('mkfs.xfs') !== null)('xfs base: snapshots mount with nouuid', async () => {
+    const h = newHome('xfs');
+    try {
+      // xfsprogs refuses file systems under 300 MiB; thin devices are sparse, so this costs little.
+      const opts = [...SMALL.filter((o) => !o.startsWith('dm.basesize')), 'dm.basesize=320M', 'dm.fs=xfs'];
+      const set = await DeviceSet.open(h, opts);
+      await set.addDevice('x1', '');
+      await set.addDevice('x2', '');
+      for (const x of ['x1', 'x2']) {
+        mkdirSync(join(h, x));
+        await set.mountDevice(x, join(h, x));
+      }
+      writeFileSync(join(h, 'x1', 'f'), 'xfs');
+      expect(existsSync(join(h, 'x2', 'f'))).toBe(false);
+      for (const x of ['x1', 'x2']) await set.unmountDevice(x);
+      await set.shutdown();
+    } finally {
+      await sweep(dm);
+      rmSync(h, { recursive: true, force: true });
+    }
+  });
+});
+
+describe.runIf(canRunKernel)('pools on given block devices and existing pools', () => {
+  let dm: DeviceMapper;
+  const loops: LoopDevice[] = [];
+  let h: string;
+  beforeAll(async () => {
+    dm = DeviceMapper.open({ udev: 'off' });
+    await sweep(dm);
+    h = newHome('blk');
+    for (const [name, size] of [['d', 256 << 20], ['m', 16 << 20]] as const) {
+      const f = join(h, name);
+      writeFileSync(f, '');
+      truncateSync(f, size);
+      loops.push(await attachLoop(f));
+    }
+  });
+  afterAll(async () => {
+    await sweep(dm);
+    for (const l of loops) await detachLoop(l).catch(() => undefined);
+    dm.close();
+    rmSync(h, { recursive: true, force: true });
+  });
+
+  test('dm.datadev + dm.metadatadev: the pool on block devices, metadata zeroed once, reopened', async () => {
+    const [d, m] = loops as [LoopDevice, LoopDevice];
+    writeFileSync(m.path, Buffer.alloc(4096, 0xff)); // garbage where the superblock goes
+    const opts = ['dm.basesize=64M', 'dm.prefix=dmtest', 'dm.min_free_space=0%', `dm.datadev=${d.path}`, `dm.metadatadev=${m.path}`];
+    const home1 = join(h, 'home');
+    const set = await DeviceSet.open(home1, opts);
+    expect(dmsetup('table', set.poolName)).toContain(`thin-pool ${m.major}:${m.minor} ${d.major}:${d.minor} 128`);
+    await set.addDevice('on-blk', '');
+    expect(set.status().dataFile).toBe('');
+    await set.shutdown();
+    const again = await DeviceSet.open(home1, opts);
+    expect(again.hasDevice('on-blk')).toBe(true);
+    await again.shutdown();
+  });
+
+  test('dm.thinpooldev: an existing pool is used and left in place by shutdown', async () => {
+    const [d, m] = loops as [LoopDevice, LoopDevice];
+    writeFileSync(m.path, Buffer.alloc(4096));
+    const name = 'dmtest-external-pool';
+    await dm.create(name, { table: [poolTable(`${m.major}:${m.minor}`, `${d.major}:${d.minor}`, 256n << 20n, 131072)] });
+    const home2 = join(h, 'home2');
+    const set = await DeviceSet.open(home2, ['dm.basesize=64M', 'dm.prefix=dmtest', `dm.thinpooldev=/dev/mapper/${name}`]);
+    expect(set.poolName).toBe(name);
+    expect(set.status().sectorSizeBytes).toBe(131072);
+    await set.addDevice('ext', '');
+    await set.shutdown();
+    expect(dm.info({ name })).not.toBeNull();
+    await dm.remove({ name });
   });
 });
