@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { DeviceMapper } from '../dm/device-mapper.js';
 import type { DeviceRef } from '../dm/names.js';
-import { formatTargetParams, parseTable } from '../dm/targets.js';
+import { parseTable } from '../dm/targets.js';
 import type { DevT } from '../structs/dev.js';
 import {
   formatDeps,
@@ -14,6 +14,7 @@ import {
   formatTargets,
   formatTree,
   formatVersion,
+  localeIsUtf8,
   type InfoView,
 } from './dmsetup-format.js';
 import { noMorePositionals, parse, positional, UsageError } from './usage.js';
@@ -135,7 +136,7 @@ export async function dmMain(argv: string[], out: Out): Promise<number> {
           list = list.filter((e) => d.status({ name: e.name }).some((t) => t.type === type));
         }
         if (values.json) out(json(list));
-        else if (values.tree) out(formatTree(list, (dev) => d.deps({ dev })));
+        else if (values.tree) out(formatTree(list, (dev) => d.deps({ dev }), localeIsUtf8()));
         else out(formatLs(list, values.target !== undefined));
       } finally {
         d.close();
@@ -186,7 +187,7 @@ export async function dmMain(argv: string[], out: Out): Promise<number> {
           if (one !== undefined && d.info({ name }) === null) throw new OperationError('Device does not exist.');
           const lines =
             command === 'table'
-              ? d.table({ name }, { inactive: values.inactive ?? false }).map((t) => ({ ...t, params: formatTargetParams(t) }))
+              ? d.tableLines({ name }, { inactive: values.inactive ?? false })
               : d.status({ name }, { noFlush: values.noflush ?? false, inactive: values.inactive ?? false });
           const kept = values.target === undefined ? lines : lines.filter((l) => l.type === values.target);
           if (kept.length > 0 || values.target === undefined) result.push({ name, targets: kept });
@@ -212,10 +213,13 @@ export async function dmMain(argv: string[], out: Out): Promise<number> {
         const one = positionals[0];
         const names = one !== undefined ? [one] : d.list().map((e) => e.name).sort();
         const all = names.map((name) => ({ name, deps: d.deps({ name }) }));
+        // dmsetup names a dm dependency by its dm name, any other by its kernel name (loop2).
+        const dmNames = new Map(d.list().map((e) => [`${e.dev.major}:${e.dev.minor}`, e.name]));
+        const devName = (dev: DevT): string | undefined => dmNames.get(`${dev.major}:${dev.minor}`) ?? blockDeviceName(dev);
         if (values.json) out(json(all));
         else
           for (const { name, deps } of all) {
-            const devNames = values.output === 'devname' ? deps.map(blockDeviceName) : undefined;
+            const devNames = values.output === 'devname' ? deps.map(devName) : undefined;
             out((one === undefined ? `${name}: ` : '') + formatDeps(deps, devNames));
           }
       } finally {

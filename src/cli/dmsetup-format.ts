@@ -118,7 +118,13 @@ export function formatDeps(deps: readonly DevT[], names?: readonly (string | und
  * `dmsetup ls --tree`: every device that no other device uses, and under it what it stands on
  * (its deps, recursively; a dep that is not a dm device shows as its major:minor alone).
  */
-export function formatTree(list: readonly { name: string; dev: DevT }[], depsOf: (dev: DevT) => readonly DevT[]): string {
+export function formatTree(
+  list: readonly { name: string; dev: DevT }[],
+  depsOf: (dev: DevT) => readonly DevT[],
+  unicode = false,
+): string {
+  // dmsetup draws with box characters when the locale's codeset is UTF-8, else with ASCII.
+  const [branch, lastBranch, pipe] = unicode ? ['├─', '└─', '│'] : ['|-', '`-', '|'];
   const key = (d: DevT): string => `${d.major}:${d.minor}`;
   const nameOf = new Map(list.map((e) => [key(e.dev), e.name]));
   const deps = new Map(list.map((e) => [key(e.dev), depsOf(e.dev)]));
@@ -128,8 +134,8 @@ export function formatTree(list: readonly { name: string; dev: DevT }[], depsOf:
     const below = deps.get(key(dev)) ?? [];
     below.forEach((child, k) => {
       const last = k === below.length - 1;
-      lines.push(`${prefix}${last ? '`-' : '|-'}${nameOf.get(key(child)) ?? ''} (${key(child)})`);
-      children(child, `${prefix}${last ? '   ' : '|  '}`);
+      lines.push(`${prefix}${last ? lastBranch : branch}${nameOf.get(key(child)) ?? ''} (${key(child)})`);
+      children(child, `${prefix}${last ? '   ' : `${pipe}  `}`);
     });
   };
   for (const e of byName(list)) {
@@ -138,4 +144,10 @@ export function formatTree(list: readonly { name: string; dev: DevT }[], depsOf:
     children(e.dev, ' ');
   }
   return lines.map((l) => `${l}\n`).join('');
+}
+
+/** Whether the C library would call this locale's codeset UTF-8 (LC_ALL, then LC_CTYPE, then LANG). */
+export function localeIsUtf8(env: NodeJS.ProcessEnv = process.env): boolean {
+  const locale = env.LC_ALL || env.LC_CTYPE || env.LANG || '';
+  return /\.utf-?8\b/i.test(locale);
 }

@@ -22,7 +22,7 @@ import { cancelDeferredRemove, removeDevice, type RemoveOptions } from './comman
 import { removeAll } from './commands/remove-all.js';
 import { rename, setUuid } from './commands/rename.js';
 import { setGeometry, type Geometry } from './commands/set-geometry.js';
-import { status, table, type TargetStatus } from './commands/status.js';
+import { status, table, tableLines, type TargetStatus } from './commands/status.js';
 import { resume, suspend, type ResumeOptions, type SuspendOptions } from './commands/suspend.js';
 import { clearTable } from './commands/table-clear.js';
 import { loadTable } from './commands/table-load.js';
@@ -111,6 +111,10 @@ export class DeviceMapper {
   }
   table(ref: DeviceRef, opts?: { inactive?: boolean }): Target[] {
     return table(this.ctx, ref, opts);
+  }
+  /** The table as the kernel's text lines, untouched (what `dmsetup table` prints). */
+  tableLines(ref: DeviceRef, opts?: { inactive?: boolean }): TargetStatus[] {
+    return tableLines(this.ctx, ref, opts);
   }
   status(ref: DeviceRef, opts?: { noFlush?: boolean; inactive?: boolean }): TargetStatus[] {
     return status(this.ctx, ref, opts);

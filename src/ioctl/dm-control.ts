@@ -256,7 +256,11 @@ export class DmControl {
     const header = decodeDmIoctl(buf);
     if (info.returnsData) {
       if (header.flags & DmFlag.DM_BUFFER_FULL_FLAG) return undefined;
-      this.bufferSize[info.nr] = buf.length;
+      // Remember what the reply needed plus 1/16 for growth (never below the 16 KiB start), not the
+      // power of two that held it: the kernel allocates and copies in all of data_size on every
+      // call (bench P2: a 1 MiB buffer for a 0.56 MB list of 10,000 devices cost 2.3x the exact size).
+      const needed = header.data_size;
+      this.bufferSize[info.nr] = Math.min(buf.length, Math.max(DM_INITIAL_BUFFER_SIZE, (needed + (needed >> 4) + 7) & ~7));
     }
     const payload = header.data_size > header.data_start ? buf.subarray(header.data_start, header.data_size) : EMPTY;
     return { header, payload };

@@ -75,7 +75,7 @@ export class DeviceSet {
     private readonly dm: DeviceMapper,
     private readonly lock: HomeLock,
     private readonly pool: PoolDevices,
-    private tx: Transactions,
+    private readonly tx: Transactions,
     readonly reconciled: ReconcileResult,
     private readonly hook: DeviceSetHook | undefined,
     private readonly ownsDm: boolean,
@@ -101,13 +101,11 @@ export class DeviceSet {
       const poolName = opts.thinPoolDevice ?? naming.poolName();
       const pool = await setUpPool(dm, root, poolName, opts, newPool);
       const hook = extras.hook;
-      const set = new DeviceSet(home, opts, naming, dm, lock, pool, undefined as unknown as Transactions, { action: 'none' }, hook, !extras.dm);
-      const { tx, reconciled } = await Transactions.open(store, set.messenger(), {
+      const { tx, reconciled } = await Transactions.open(store, poolMessenger(dm, poolName), {
         ...(hook ? { hook: (op, point) => hook(`${op}:${point}`) } : {}),
-        prepare: (intent) => set.prepareReconcile(intent),
+        prepare: (intent) => prepareReconcile(dm!, naming, intent),
       });
-      set.tx = tx;
-      (set as { reconciled: ReconcileResult }).reconciled = reconciled;
+      const set = new DeviceSet(home, opts, naming, dm, lock, pool, tx, reconciled, hook, !extras.dm);
       await set.initBase();
       await set.retryDeferredDeletes();
       return set;
@@ -130,36 +128,8 @@ export class DeviceSet {
     this.hook?.(point);
   }
 
-  private messenger(): PoolMessenger {
-    const ref = { name: this.pool.poolName };
-    return {
-      poolTransactionId: async () => {
-        const s = this.poolStatus();
-        if (s.state !== 'ok') throw new PoolStateError(this.poolName, `status is ${s.state}`);
-        return s.transactionId;
-      },
-      createThin: async (id) => createThin(this.dm, ref, id),
-      createSnap: async (id, origin) => createSnap(this.dm, ref, id, origin),
-      deleteThin: async (id) => deleteThin(this.dm, ref, id),
-      setTransactionId: async (o, n) => setTransactionId(this.dm, ref, o, n),
-    };
-  }
-
   private poolStatus(): ThinPoolStatus {
-    const line = this.dm.status({ name: this.pool.poolName })[0];
-    if (!line || line.type !== 'thin-pool') throw new PoolStateError(this.poolName, 'has no thin-pool target');
-    return parseThinPoolStatus(line.params);
-  }
-
-  /** Before reconcile acts: resume an origin a crash left suspended; deactivate the intent's
-   *  device if nothing holds it (a busy thin id cannot be deleted). */
-  private async prepareReconcile(intent: Intent): Promise<void> {
-    if (intent.originHash !== undefined) {
-      const oi = this.dm.info({ name: this.naming.deviceName(intent.originHash) });
-      if (oi?.suspended) await this.dm.resume({ name: oi.name });
-    }
-    const info = this.dm.info({ name: this.naming.deviceName(intent.hash) });
-    if (info !== null && info.openCount === 0) await this.dm.remove({ name: info.name }, { retry: true });
+    return readPoolStatus(this.dm, this.poolName);
   }
 
   // ---- the base device ---------------------------------------------------------------------------
@@ -510,4 +480,37 @@ export class DeviceSet {
   get transactionId(): bigint {
     return this.tx.transactionId;
   }
+}
+
+function readPoolStatus(dm: DeviceMapper, poolName: string): ThinPoolStatus {
+  const line = dm.status({ name: poolName })[0];
+  if (!line || line.type !== 'thin-pool') throw new PoolStateError(poolName, 'has no thin-pool target');
+  return parseThinPoolStatus(line.params);
+}
+
+/** The transaction protocol's view of the pool: its status and its messages. */
+function poolMessenger(dm: DeviceMapper, poolName: string): PoolMessenger {
+  const ref = { name: poolName };
+  return {
+    poolTransactionId: async () => {
+      const s = readPoolStatus(dm, poolName);
+      if (s.state !== 'ok') throw new PoolStateError(poolName, `status is ${s.state}`);
+      return s.transactionId;
+    },
+    createThin: async (id) => createThin(dm, ref, id),
+    createSnap: async (id, origin) => createSnap(dm, ref, id, origin),
+    deleteThin: async (id) => deleteThin(dm, ref, id),
+    setTransactionId: async (o, n) => setTransactionId(dm, ref, o, n),
+  };
+}
+
+/** Before reconcile acts: resume an origin a crash left suspended, and deactivate the intent's
+ *  device if nothing holds it (a thin id that is open cannot be deleted). */
+async function prepareReconcile(dm: DeviceMapper, naming: PoolNaming, intent: Intent): Promise<void> {
+  if (intent.originHash !== undefined) {
+    const oi = dm.info({ name: naming.deviceName(intent.originHash) });
+    if (oi?.suspended) await dm.resume({ name: oi.name });
+  }
+  const info = dm.info({ name: naming.deviceName(intent.hash) });
+  if (info !== null && info.openCount === 0) await dm.remove({ name: info.name }, { retry: true });
 }

@@ -1,6 +1,6 @@
 // Finding or making the pool: loop files (sparse, attached with autoclear so a crash before the
 // pool holds them leaks no loop device), given block devices, or an existing pool by name.
-import { closeSync, existsSync, fsyncSync, openSync, statSync, writeSync, ftruncateSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, ftruncateSync, openSync, readSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { blockDeviceSizeBytes } from '../blk/index.js';
 import type { DeviceMapper } from '../dm/device-mapper.js';
@@ -50,6 +50,22 @@ export function zeroMetadataHeader(path: string): void {
   try {
     writeSync(fd, Buffer.alloc(4096), 0, 4096, 0);
     fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** dm-thin-metadata.c: thin_disk_superblock.magic (after csum, flags, blocknr, uuid[16]). */
+const THIN_SUPERBLOCK_MAGIC = 27022010n;
+const SUPERBLOCK_MAGIC_OFFSET = 32;
+
+/** Whether a metadata device already holds a pool's superblock (then it is never zeroed). */
+export function hasThinSuperblock(path: string): boolean {
+  const fd = openSync(path, 'r');
+  try {
+    const buf = Buffer.alloc(SUPERBLOCK_MAGIC_OFFSET + 8);
+    const n = readSync(fd, buf, 0, buf.length, 0);
+    return n === buf.length && buf.readBigUInt64LE(SUPERBLOCK_MAGIC_OFFSET) === THIN_SUPERBLOCK_MAGIC;
   } finally {
     closeSync(fd);
   }
@@ -127,13 +143,13 @@ export async function setUpPool(dm: DeviceMapper, root: string, poolName: string
   let fresh = false;
   try {
     if (loopback) {
-      const createdData = ensureSparseFile(files.data, opts.loopDataSizeBytes);
+      ensureSparseFile(files.data, opts.loopDataSizeBytes);
       const createdMeta = ensureSparseFile(files.metadata, opts.loopMetadataSizeBytes);
-      if (createdMeta || newPool) {
+      // Never zero a pool's superblock: metadata files without our metadata folder are adopted.
+      if (createdMeta || (newPool && !hasThinSuperblock(files.metadata))) {
         zeroMetadataHeader(files.metadata);
         fresh = true;
       }
-      void createdData;
       const d = await loopFor(files.data);
       if (d.attached) release.push(d.dev);
       const m = await loopFor(files.metadata);
@@ -144,7 +160,7 @@ export async function setUpPool(dm: DeviceMapper, root: string, poolName: string
     } else {
       dataDev = majMin(opts.dataDevice!);
       metaDev = majMin(opts.metadataDevice!);
-      if (newPool) {
+      if (newPool && !hasThinSuperblock(opts.metadataDevice!)) {
         zeroMetadataHeader(opts.metadataDevice!);
         fresh = true;
       }

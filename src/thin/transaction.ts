@@ -18,9 +18,10 @@
 //                                   if the kernel says EBUSY, roll back (the device stays)
 //   - anything else:                TransactionMismatchError, nothing touched
 // Each of those actions is idempotent, so a crash during reconcile is reconciled next time.
-import { DeviceExistsError, TransactionMismatchError, UnknownDeviceError } from './errors.js';
+import { join } from 'node:path';
+import { DeviceExistsError, MetadataError, TransactionMismatchError, UnknownDeviceError } from './errors.js';
 import { IdAllocator } from './id-allocator.js';
-import { BASE_HASH, type DeviceRecord, type Intent, type IntentOp, type MetadataStore, type PoolState } from './metadata-store.js';
+import { BASE_HASH, POOL_STATE_FILE, type DeviceRecord, type Intent, type IntentOp, type MetadataStore, type PoolState } from './metadata-store.js';
 
 /** What the transaction protocol needs of a pool; the real one sends dm messages. */
 export interface PoolMessenger {
@@ -78,7 +79,7 @@ export class Transactions {
     const devices = store.readDevices();
     if (state === null) {
       if (devices.size > 0 || store.readIntent() !== null) {
-        throw new TransactionMismatchError('(unknown)', -1n, -1n, `${store.dir} has device files but no pool state file`);
+        throw new MetadataError(join(store.dir, POOL_STATE_FILE), 'missing, but the folder holds device files or an intent');
       }
       // A new metadata folder adopts the pool's current transaction id.
       state = { nextDeviceId: 0, transactionId: await pool.poolTransactionId() };

@@ -10,6 +10,7 @@ import {
   formatTargetLines,
   formatTargets,
   formatTree,
+  localeIsUtf8,
   type InfoView,
 } from '../../src/cli/dmsetup-format.js';
 
@@ -91,5 +92,22 @@ describe('dmsetup formats', () => {
       '254:4': [dev(7, 1), dev(7, 0)], '254:6': [dev(254, 4)], '254:5': [dev(254, 4)],
     };
     expect(formatTree(list, (d) => deps[`${d.major}:${d.minor}`] ?? [])).toBe(stdout(85));
+  });
+});
+
+describe('locale', () => {
+  test('UTF-8 codeset as the C library reads it', () => {
+    expect(localeIsUtf8({ LANG: 'C.UTF-8' })).toBe(true);
+    expect(localeIsUtf8({ LANG: 'en_US.utf8' })).toBe(true);
+    expect(localeIsUtf8({ LC_ALL: 'C', LANG: 'C.UTF-8' })).toBe(false);
+    expect(localeIsUtf8({})).toBe(false);
+  });
+  test('the tree in box characters', () => {
+    const tree = formatTree(
+      [{ name: 'thin', dev: dev(254, 1) }, { name: 'pool', dev: dev(254, 0) }],
+      (d) => (d.minor === 1 && d.major === 254 ? [dev(254, 0)] : d.major === 254 ? [dev(7, 1), dev(7, 0)] : []),
+      true,
+    );
+    expect(tree).toBe('thin (254:1)\n └─pool (254:0)\n    ├─ (7:1)\n    └─ (7:0)\n');
   });
 });

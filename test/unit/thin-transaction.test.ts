@@ -137,7 +137,7 @@ describe('crash at every step, reopen, pool and metadata agree', () => {
 describe('a crash during recovery is recovered next time', () => {
   test.each([0, 1, 2])('create crashed after the message; reconcile dies at its call %i', async (failIndex) => {
     await setup();
-    const { tx } = await open((o, p) => {
+    const { tx } = await open((_o, p) => {
       if (p === 'message-sent') throw new Crash();
     });
     await expect(tx.create('n', { sizeBytes: 1 })).rejects.toBeInstanceOf(Crash);
@@ -152,7 +152,7 @@ describe('a crash during recovery is recovered next time', () => {
 
   test('delete crashed after intent; reconcile dies after its delete, before set_transaction_id', async () => {
     await setup();
-    const { tx } = await open((o, p) => {
+    const { tx } = await open((_o, p) => {
       if (p === 'intent-written') throw new Crash();
     });
     await expect(tx.delete('a')).rejects.toBeInstanceOf(Crash);
@@ -196,9 +196,18 @@ describe('failures without a crash', () => {
     expect(tx.devices.has('a')).toBe(true);
   });
 
+  test('a delete whose preparation fails (device busy) keeps the device and clears the intent', async () => {
+    await setup();
+    const { tx } = await open();
+    const busy = Object.assign(new Error('busy'), { code: 'EBUSY' });
+    await expect(tx.delete('a', { beforeMessage: async () => Promise.reject(busy) })).rejects.toBe(busy);
+    expectAgreement(tx);
+    expect(tx.devices.has('a')).toBe(true);
+  });
+
   test('a crashed delete of a device that is busy at reopen is rolled back', async () => {
     await setup();
-    const { tx } = await open((o, p) => {
+    const { tx } = await open((_o, p) => {
       if (p === 'intent-written') throw new Crash();
     });
     await expect(tx.delete('a')).rejects.toBeInstanceOf(Crash);
@@ -239,6 +248,12 @@ describe('failures without a crash', () => {
     await setup();
     MetadataStore.open(dir).writeIntent({ op: 'create', hash: 'q', thinId: 5, oldTransactionId: 7n, newTransactionId: 8n });
     await expect(open()).rejects.toThrow(/expected 7 or 8/);
+  });
+
+  test('device files without a pool state file are refused', async () => {
+    await setup();
+    rmSync(join(dir, 'deviceset-metadata'));
+    await expect(open()).rejects.toThrow(/deviceset-metadata: missing/);
   });
 
   test('a new metadata folder adopts the pool transaction id', async () => {

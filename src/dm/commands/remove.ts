@@ -43,7 +43,9 @@ export async function removeDevice(ctx: DmContext, ref: DeviceRef, opts: RemoveO
   });
   for (let attempt = 1; ; attempt++) {
     try {
-      const reply = await ctx.control.runAsync('DM_DEV_REMOVE', req);
+      // DM_DEV_REMOVE answers at once (EBUSY rather than waiting): only the backoff between
+      // retries takes time, and that is a timer, so the event loop stays free.
+      const reply = ctx.control.run('DM_DEV_REMOVE', req);
       const info = infoFromHeader(reply.header);
       // Still there with DM_DEFERRED_REMOVE set: only scheduled; its node stays until it goes.
       if (!opts.noNode && !info.deferredRemove) {

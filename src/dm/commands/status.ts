@@ -24,10 +24,16 @@ function tableStatus(ctx: DmContext, ref: DeviceRef, flags: number): TargetStatu
   }));
 }
 
-export function table(ctx: DmContext, ref: DeviceRef, opts: { inactive?: boolean } = {}): Target[] {
+/** The table as the kernel prints it (dmsetup table's text: e.g. a pool's `0` feature count kept). */
+export function tableLines(ctx: DmContext, ref: DeviceRef, opts: { inactive?: boolean } = {}): TargetStatus[] {
   let flags = DmFlag.DM_STATUS_TABLE_FLAG;
   if (opts.inactive) flags |= DmFlag.DM_QUERY_INACTIVE_TABLE_FLAG;
-  return tableStatus(ctx, ref, flags).map((s) => parseTarget(s.type, s.startSector, s.lengthSectors, s.params));
+  return tableStatus(ctx, ref, flags);
+}
+
+/** The table as typed targets. */
+export function table(ctx: DmContext, ref: DeviceRef, opts: { inactive?: boolean } = {}): Target[] {
+  return tableLines(ctx, ref, opts).map((s) => parseTarget(s.type, s.startSector, s.lengthSectors, s.params));
 }
 
 export function status(ctx: DmContext, ref: DeviceRef, opts: { noFlush?: boolean; inactive?: boolean } = {}): TargetStatus[] {

@@ -1,5 +1,7 @@
 // DM_DEV_SUSPEND: with DM_SUSPEND_FLAG it suspends; without it, it resumes (swapping in an inactive
-// table). Both run off the event loop: a flushing suspend waits for in-flight I/O.
+// table). A suspend runs off the event loop (a flushing suspend waits for in-flight I/O); a resume
+// returns promptly, so it stays on the calling thread: the worker-thread hop cost a snapshot cycle
+// several times the ioctl itself (bench P1).
 import { DmFlag } from '../../structs/dm-ioctl.js';
 import { addressWith, type DmContext } from '../context.js';
 import { infoFromHeader, type DeviceInfo } from '../info.js';
@@ -31,7 +33,7 @@ export async function resume(ctx: DmContext, ref: DeviceRef, opts: ResumeOptions
   let flags = 0;
   if (opts.noFlush) flags |= DmFlag.DM_NOFLUSH_FLAG;
   if (opts.readOnly) flags |= DmFlag.DM_READONLY_FLAG;
-  const reply = await ctx.control.runAsync(
+  const reply = ctx.control.run(
     'DM_DEV_SUSPEND',
     addressWith(ref, flags, { event_nr: udevEventNr(ctx.udev, 'resume', opts.udevFlags) }),
   );

@@ -1,0 +1,34 @@
+// Profiling aid (not part of `npm run bench`): one workload, for strace -c / node --cpu-prof in the
+// guest (bench/profile.sh).
+//   node --import tsx bench/profile.ts cycle N [node|nonode]   N snapshot cycles of our library
+//   node --import tsx bench/profile.ts list DEVICES CALLS      CALLS lists of DEVICES devices
+import { DeviceMapper } from '../src/dm/device-mapper.js';
+import { createSnap, deleteThin } from '../src/dm/thin-messages.js';
+import { createPool, destroyPool, thinTarget } from './pool.js';
+import { msSince, nowNs } from './stats.js';
+
+const [what, a = '100', b = 'node'] = process.argv.slice(2);
+const dm = DeviceMapper.open({ udev: 'off' });
+if (what === 'cycle') {
+  const pool = await createPool(dm, `bench-prof-${process.pid}`, { mkfs: false });
+  const ref = { name: pool.name };
+  const noNode = b === 'nonode';
+  const t0 = nowNs();
+  for (let id = 1; id <= Number(a); id++) {
+    createSnap(dm, ref, id, 0);
+    await dm.create('bench-prof-snap', { table: [thinTarget(pool, id)], noNode });
+    await dm.remove({ name: 'bench-prof-snap' }, { noNode });
+    deleteThin(dm, ref, id);
+  }
+  process.stderr.write(`cycle: ${((Number(a) / msSince(t0)) * 1000).toFixed(0)} cycles/s\n`);
+  await destroyPool(dm, pool);
+} else if (what === 'list') {
+  const n = Number(a);
+  for (let i = 0; i < n; i++) await dm.create(`bench-prof-${i}`, { noNode: true });
+  dm.list();
+  const t0 = nowNs();
+  for (let i = 0; i < Number(b); i++) dm.list();
+  process.stderr.write(`list: ${(msSince(t0) / Number(b)).toFixed(3)} ms per call of ${n}\n`);
+  for (let i = 0; i < n; i++) await dm.remove({ name: `bench-prof-${i}` }, { noNode: true });
+}
+dm.close();

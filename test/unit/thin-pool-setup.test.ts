@@ -1,0 +1,40 @@
+import { mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, test } from 'vitest';
+import { formatTableLine } from '../../src/dm/targets.js';
+import { hasThinSuperblock, poolTable, zeroMetadataHeader } from '../../src/thin/pool-setup.js';
+
+let dir: string;
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'thin-setup-'));
+});
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('pool table', () => {
+  test('Docker-like line, low water mark capped for small pools', () => {
+    expect(formatTableLine(poolTable('7:1', '7:0', 256n << 20n, 65536))).toBe('0 524288 thin-pool 7:1 7:0 128 409 2 skip_block_zeroing error_if_no_space');
+    expect(poolTable('7:1', '7:0', 100n << 30n, 65536).lowWaterMarkBlocks).toBe(32768n);
+    expect(poolTable('7:1', '7:0', 1n << 30n, 512 * 1024).dataBlockSizeSectors).toBe(1024);
+  });
+});
+
+describe('metadata superblock', () => {
+  test('a dm-thin superblock is recognised by its magic at byte 32; zeroing removes it', () => {
+    const p = join(dir, 'meta');
+    const buf = Buffer.alloc(8192, 0xaa);
+    buf.writeBigUInt64LE(27022010n, 32);
+    writeFileSync(p, buf);
+    expect(hasThinSuperblock(p)).toBe(true);
+    zeroMetadataHeader(p);
+    expect(hasThinSuperblock(p)).toBe(false);
+    const after = readFileSync(p);
+    expect(after.subarray(0, 4096).every((b) => b === 0)).toBe(true);
+    expect(after[4096]).toBe(0xaa);
+  });
+  test('short or other content is not a superblock', () => {
+    const p = join(dir, 'short');
+    writeFileSync(p, Buffer.alloc(16));
+    expect(hasThinSuperblock(p)).toBe(false);
+  });
+});
