@@ -1,4 +1,4 @@
-// The project's only binding of native code: libc's open/close/ioctl/mknod/mount/umount2/fsync
+// The project's only binding of native code: libc's open/close/ioctl/mknod/mount/umount2/fsync/flock
 // through koffi. Loaded on first use (synchronously, via require) so that commands that never touch
 // the kernel do not load the native module.
 import { createRequire } from 'node:module';
@@ -22,6 +22,7 @@ interface Libc {
   mount: KoffiFunction;
   umount2: KoffiFunction;
   fsync: KoffiFunction;
+  flock: KoffiFunction;
 }
 
 let libc: Libc | undefined;
@@ -44,6 +45,7 @@ function load(): Libc {
     ),
     umount2: lib.func('int umount2(const char *target, int flags)'),
     fsync: lib.func('int fsync(int fd)'),
+    flock: lib.func('int flock(int fd, int operation)'),
   };
   return libc;
 }
@@ -89,6 +91,13 @@ export const O_NONBLOCK = 0o4000;
 export const O_DIRECT = 0o40000;
 export const O_LARGEFILE = 0o100000;
 export const O_CLOEXEC = 0o2000000;
+
+/** flock(2) operations: include/uapi/asm-generic/fcntl.h (the same on every architecture). */
+export const LOCK_SH = 1;
+export const LOCK_EX = 2;
+/** Or'd with LOCK_SH / LOCK_EX: fail with EWOULDBLOCK (EAGAIN) instead of waiting. */
+export const LOCK_NB = 4;
+export const LOCK_UN = 8;
 
 /** include/uapi/linux/stat.h */
 export const S_IFMT = 0o170000;
@@ -138,6 +147,15 @@ export function sysClose(fd: number): void {
 
 export function sysFsync(fd: number): void {
   check(load().fsync(fd) as number, 'fsync');
+}
+
+/**
+ * flock(2): an advisory lock on the open file description behind `fd`. The kernel drops it when the
+ * last fd of that description closes, which includes the process dying. A held lock with LOCK_NB
+ * throws SysError code 'EAGAIN' (EWOULDBLOCK on Linux).
+ */
+export function sysFlock(fd: number, operation: number): void {
+  check(load().flock(fd, operation) as number, 'flock');
 }
 
 /**

@@ -24,3 +24,8 @@ export function decodeDev(dev: bigint): DevT {
 export function formatDev({ major, minor }: DevT): string {
   return `${major}:${minor}`;
 }
+
+/** huge_decode_dev of a dev given as its low 32 bits (the only bits the kernel's decoding reads). */
+export function decodeDevLow32(low: number): DevT {
+  return { major: (low & 0xfff00) >>> 8, minor: (low & 0xff) | ((low >>> 12) & 0xfff00) };
+}

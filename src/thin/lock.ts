@@ -1,13 +1,17 @@
-// One process per home folder. Node has no flock(2) and only src/ioctl may bind libc, so the lock
-// is a pid file created atomically: the content is written to a private temp file first and then
-// hard-linked to the lock path (link(2) fails with EEXIST if the lock exists), so a lock file is
-// never seen half-written. A lock whose holder is gone (no such pid, or the pid was reused: its
-// start time in /proc/<pid>/stat differs) is stale and is broken by renaming it away; only one
-// breaker can rename a given file, and the breaker checks that what it renamed is what it judged
-// stale.
-import { linkSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
+// One process per home folder: an exclusive flock(2) on <home>/lock, held for the DeviceSet's
+// lifetime. The kernel drops it when the process dies however it dies, so there is no stale lock to
+// detect or break. The file also records "<pid> <start time>" of the holder, only so that a refused
+// process can say who holds the home; the lock itself is the flock, never the file's content.
+import { closeSync, constants as fsConstants, fstatSync, ftruncateSync, openSync, readFileSync, readSync, writeSync } from 'node:fs';
+import { LOCK_EX, LOCK_NB, LOCK_SH, LOCK_UN, sysFlock } from '../ioctl/libc.js';
 import { PoolLockedError } from './errors.js';
+
+/**
+ * How long a refused acquire waits for the holder's record to name a live process: the holder
+ * writes it just after taking the lock, and HomeLock.holder() probes with a brief shared lock.
+ */
+const SETTLE_MS = 500;
+const SETTLE_STEP_MS = 10;
 
 interface Holder {
   pid: number;
@@ -27,94 +31,112 @@ function startTimeOf(pid: number): string | null {
   return rest[19] ?? '';
 }
 
-function alive(h: Holder): boolean {
+/** The whole file from offset 0 (positional: the fd's offset is never moved, so rereads work). */
+function readRecord(fd: number): string {
+  const buf = Buffer.alloc(Math.min(fstatSync(fd).size, 64));
+  return buf.subarray(0, readSync(fd, buf, 0, buf.length, 0)).toString('utf8');
+}
+
+/** The recorded holder, if the record names a live process (same pid and start time). */
+function liveHolder(fd: number): Holder | null {
+  const m = /^(\d+) ?(\d*)\n?$/.exec(readRecord(fd));
+  if (!m) return null;
+  const h = { pid: Number(m[1]), start: m[2] ?? '' };
   try {
     process.kill(h.pid, 0);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'EPERM') return false;
+    if ((e as NodeJS.ErrnoException).code !== 'EPERM') return null;
   }
   const start = startTimeOf(h.pid);
-  return start === null || h.start === '' || start === h.start;
+  return start === null || h.start === '' || start === h.start ? h : null;
 }
 
-function parse(text: string): Holder | null {
-  const m = /^(\d+) ?(\d*)\n?$/.exec(text);
-  if (!m) return null;
-  return { pid: Number(m[1]), start: m[2] ?? '' };
-}
-
-function readHolder(path: string): { text: string; holder: Holder | null } | null {
+/** flock with LOCK_NB: true if taken, false if someone else holds a conflicting lock. */
+function tryFlock(fd: number, operation: number): boolean {
   try {
-    const text = readFileSync(path, 'utf8');
-    return { text, holder: parse(text) };
+    sysFlock(fd, operation | LOCK_NB);
+    return true;
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    if ((e as { code?: string }).code === 'EAGAIN') return false;
     throw e;
   }
+}
+
+function sleepMs(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
 
 export class HomeLock {
-  private released = false;
+  private fd: number | null;
   private constructor(
     readonly path: string,
-    private readonly content: string,
-  ) {}
+    fd: number,
+  ) {
+    this.fd = fd;
+  }
 
-  /** Take the lock or throw PoolLockedError naming the live holder. */
+  /**
+   * Take the lock or throw PoolLockedError naming the holder. A second acquire in the same process
+   * is refused too: each acquire opens its own file description, and flock locks belong to those.
+   */
   static acquire(path: string): HomeLock {
-    const content = `${process.pid} ${startTimeOf(process.pid) ?? ''}\n`;
-    const tmp = `${path}.${process.pid}-${randomBytes(4).toString('hex')}`;
-    writeFileSync(tmp, content, { flag: 'wx', mode: 0o600 });
+    // Node opens with O_CLOEXEC: mkfs and other children never inherit (and so never keep) the lock.
+    const fd = openSync(path, fsConstants.O_RDWR | fsConstants.O_CREAT, 0o600);
     try {
-      for (let attempt = 0; attempt < 5; attempt++) {
-        try {
-          linkSync(tmp, path);
-          return new HomeLock(path, content);
-        } catch (e) {
-          if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      let holder: Holder | null = null;
+      for (let waited = 0; ; waited += SETTLE_STEP_MS) {
+        if (tryFlock(fd, LOCK_EX)) {
+          const content = `${process.pid} ${startTimeOf(process.pid) ?? ''}\n`;
+          ftruncateSync(fd, 0);
+          writeSync(fd, content, 0);
+          return new HomeLock(path, fd);
         }
-        const seen = readHolder(path);
-        if (seen === null) continue; // released meanwhile
-        if (seen.holder && alive(seen.holder)) throw new PoolLockedError(path, seen.holder.pid);
-        breakStale(path, seen.text);
+        holder = liveHolder(fd);
+        // Held, but the record is not (yet) a live process: the holder is between flock and
+        // write, or a holder() probe holds it for a moment. Look again shortly.
+        if (holder !== null || waited >= SETTLE_MS) break;
+        sleepMs(SETTLE_STEP_MS);
       }
-      const seen = readHolder(path);
-      throw new PoolLockedError(path, seen?.holder?.pid ?? 0);
-    } finally {
-      unlinkSync(tmp);
+      throw new PoolLockedError(path, holder?.pid ?? 0);
+    } catch (e) {
+      closeSync(fd);
+      throw e;
     }
   }
 
-  /** The holder recorded in a lock file, if any and alive. */
+  /**
+   * The pid of the process holding the lock at `path`, or null if nobody does. Probes with a
+   * momentary shared lock (an acquire racing with it waits it out, see SETTLE_MS).
+   */
   static holder(path: string): number | null {
-    const seen = readHolder(path);
-    return seen?.holder && alive(seen.holder) ? seen.holder.pid : null;
+    let fd: number;
+    try {
+      fd = openSync(path, fsConstants.O_RDONLY);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw e;
+    }
+    try {
+      if (tryFlock(fd, LOCK_SH)) {
+        sysFlock(fd, LOCK_UN);
+        return null;
+      }
+      return liveHolder(fd)?.pid ?? 0;
+    } finally {
+      closeSync(fd);
+    }
   }
 
   release(): void {
-    if (this.released) return;
-    this.released = true;
-    const seen = readHolder(this.path);
-    if (seen?.text === this.content) unlinkSync(this.path);
-  }
-}
-
-function breakStale(path: string, staleText: string): void {
-  const aside = `${path}.stale-${process.pid}-${randomBytes(4).toString('hex')}`;
-  try {
-    renameSync(path, aside);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return; // another breaker won
-    throw e;
-  }
-  const moved = readFileSync(aside, 'utf8');
-  if (moved !== staleText) {
-    // A fresh lock replaced the stale one between our read and rename: put it back.
+    if (this.fd === null) return;
+    const fd = this.fd;
+    this.fd = null;
     try {
-      linkSync(aside, path);
-    } catch {
-      // a third process holds the path now; the fresh holder keeps a lock file it no longer owns
+      // Still locked: clear the record so nobody reads our pid after we are gone. The file stays;
+      // unlinking it would let a waiter lock the old inode while a newcomer creates a new one.
+      ftruncateSync(fd, 0);
+    } finally {
+      closeSync(fd); // the last fd of the description: the kernel drops the flock
     }
   }
-  unlinkSync(aside);
 }
