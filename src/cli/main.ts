@@ -17,6 +17,9 @@ interface CommandEntry {
 const COMMANDS: Record<string, CommandEntry> = {
   dm: { summary: 'device-mapper commands, as dmsetup (dm --help)', load: () => import('./dm.js') },
   loop: { summary: 'loop devices, as losetup (loop --help)', load: () => import('./loop.js') },
+  pool: { summary: 'the thin pool of a home folder: init, status, resize, shutdown (pool --help)', load: () => import('./pool.js') },
+  layer: { summary: 'layers (thin snapshots): create, rm, mount, umount, ls, status (layer --help)', load: () => import('./layer.js') },
+  demo: { summary: 'the whole system in seconds on a throwaway pool (demo --help)', load: () => import('./demo.js') },
   decode: { summary: 'decode a captured dm ioctl buffer (hex) to JSON', load: () => import('./decode.js') },
 };
 

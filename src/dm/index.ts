@@ -23,6 +23,10 @@ export {
   formatTableLine,
   formatTargetParams,
   isGenericTarget,
+  isLinearTarget,
+  isTargetType,
+  isThinPoolTarget,
+  isThinTarget,
   parseTable,
   parseTableLine,
   parseTarget,
@@ -32,6 +36,7 @@ export {
   type Target,
   type ThinPoolTarget,
   type ThinTarget,
+  type TypedTarget,
   type ZeroTarget,
 } from './targets.js';
 export { parseThinPoolStatus, type ThinPoolStatus } from './status/thin-pool.js';

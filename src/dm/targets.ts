@@ -55,6 +55,31 @@ export function isGenericTarget(t: Target): t is GenericTarget {
   return 'params' in t && !TYPED.has(t.type);
 }
 
+/** The targets parsed into typed fields: every member of Target but GenericTarget. */
+export type TypedTarget = Exclude<Target, GenericTarget>;
+
+/**
+ * Narrows `t` to the typed target named `type`. A bare `t.type === 'thin-pool'` cannot narrow
+ * Target: GenericTarget's `type: string` admits every name, and TypeScript has no "string except
+ * these literals". The typed members are the ones without `params`, so a GenericTarget spelled with
+ * a typed name (`{ type: 'linear', params }`) is not mistaken for one.
+ */
+export function isTargetType<K extends TypedTarget['type']>(t: Target, type: K): t is Extract<TypedTarget, { type: K }> {
+  return t.type === type && !('params' in t);
+}
+
+export function isLinearTarget(t: Target): t is LinearTarget {
+  return isTargetType(t, 'linear');
+}
+
+export function isThinPoolTarget(t: Target): t is ThinPoolTarget {
+  return isTargetType(t, 'thin-pool');
+}
+
+export function isThinTarget(t: Target): t is ThinTarget {
+  return isTargetType(t, 'thin');
+}
+
 function split(params: string): string[] {
   const trimmed = params.trim();
   return trimmed === '' ? [] : trimmed.split(/\s+/);

@@ -8,7 +8,7 @@ import { DeviceMapper } from '../dm/device-mapper.js';
 import type { DeviceInfo } from '../dm/info.js';
 import { parseThinPoolStatus, type ThinPoolStatus } from '../dm/status/thin-pool.js';
 import { parseThinStatus } from '../dm/status/thin.js';
-import type { ThinPoolTarget, ThinTarget } from '../dm/targets.js';
+import { isThinPoolTarget, type ThinTarget } from '../dm/targets.js';
 import { createSnap, createThin, deleteThin, setTransactionId } from '../dm/thin-messages.js';
 import { findLoopByFile, setLoopCapacity } from '../loop/index.js';
 import { DeviceBusyError, PoolSpaceError, PoolStateError, UnknownDeviceError, DeviceExistsError, OptionError } from './errors.js';
@@ -433,7 +433,8 @@ export class DeviceSet {
       if (!loop) throw new PoolStateError(this.poolName, `no loop device backs ${file}`);
       truncateSync(file, sizeBytes);
       setLoopCapacity(loop);
-      const t = this.dm.table({ name: this.poolName })[0] as ThinPoolTarget;
+      const t = this.dm.table({ name: this.poolName })[0];
+      if (!t || !isThinPoolTarget(t)) throw new PoolStateError(this.poolName, `the pool's table is not a thin-pool (table: ${t?.type ?? 'none'})`);
       const table = poolTable(t.metadataDevice, t.dataDevice, BigInt(sizeBytes), this.pool.dataBlockSizeBytes);
       table.features = t.features;
       table.lowWaterMarkBlocks = t.lowWaterMarkBlocks;

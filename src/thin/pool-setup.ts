@@ -4,7 +4,7 @@ import { closeSync, existsSync, fsyncSync, ftruncateSync, openSync, readSync, st
 import { join } from 'node:path';
 import { blockDeviceSizeBytes } from '../blk/index.js';
 import type { DeviceMapper } from '../dm/device-mapper.js';
-import type { ThinPoolTarget } from '../dm/targets.js';
+import { isThinPoolTarget, type ThinPoolTarget } from '../dm/targets.js';
 import { attachLoop, findLoopByFile, releaseLoop, type LoopDevice } from '../loop/index.js';
 import { PoolStateError } from './errors.js';
 import type { PoolOptions } from './options.js';
@@ -115,9 +115,8 @@ export async function setUpPool(dm: DeviceMapper, root: string, poolName: string
   if (opts.thinPoolDevice !== undefined) {
     const name = opts.thinPoolDevice;
     if (dm.info({ name }) === null) throw new PoolStateError(name, `dm.thinpooldev ${name} does not exist`);
-    const t = dm.table({ name })[0];
-    if (!t || t.type !== 'thin-pool') throw new PoolStateError(name, `dm.thinpooldev ${name} is not a thin-pool (table: ${t?.type ?? 'none'})`);
-    const tp = t as ThinPoolTarget;
+    const tp = dm.table({ name })[0];
+    if (!tp || !isThinPoolTarget(tp)) throw new PoolStateError(name, `dm.thinpooldev ${name} is not a thin-pool (table: ${tp?.type ?? 'none'})`);
     return { poolName: name, owned: false, dataBlockSizeBytes: tp.dataBlockSizeSectors * SECTOR_BYTES, dataDevice: tp.dataDevice, metadataDevice: tp.metadataDevice, fresh: false };
   }
 
@@ -125,9 +124,8 @@ export async function setUpPool(dm: DeviceMapper, root: string, poolName: string
   const loopback = opts.dataDevice === undefined;
   const info = dm.info({ name: poolName });
   if (info !== null) {
-    const t = dm.table({ name: poolName })[0];
-    if (!t || t.type !== 'thin-pool') throw new PoolStateError(poolName, `device ${poolName} exists but is not a thin-pool`);
-    const tp = t as ThinPoolTarget;
+    const tp = dm.table({ name: poolName })[0];
+    if (!tp || !isThinPoolTarget(tp)) throw new PoolStateError(poolName, `device ${poolName} exists but is not a thin-pool`);
     const out: PoolDevices = { poolName, owned: true, dataBlockSizeBytes: tp.dataBlockSizeSectors * SECTOR_BYTES, dataDevice: tp.dataDevice, metadataDevice: tp.metadataDevice, fresh: false };
     if (loopback) {
       out.dataFile = files.data;

@@ -1,9 +1,10 @@
-import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
+import { LOCK_EX, sysFlock } from '../../src/ioctl/libc.js';
 import { PoolLockedError } from '../../src/thin/errors.js';
 import { HomeLock } from '../../src/thin/lock.js';
 
@@ -16,17 +17,45 @@ beforeEach(() => {
 });
 afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
-function tryInChild(mode = ''): { locked: boolean; error?: string; holderPid?: number; pid?: number } {
+interface ChildResult {
+  locked: boolean;
+  error?: string;
+  holderPid?: number;
+  pid?: number;
+  grandchild?: number;
+  message?: string;
+}
+
+function tryInChild(mode = ''): ChildResult {
   return JSON.parse(execFileSync(process.execPath, ['--import', 'tsx', child, lockPath, mode], { encoding: 'utf8' }));
 }
 
-describe('HomeLock', () => {
-  test('a second process gets PoolLockedError naming the holder', () => {
+/** A child that holds the lock until its stdin closes; resolves once it has it. */
+async function holdInChild(mode: 'hold' | 'hold-spawn'): Promise<{ p: ChildProcess; r: ChildResult }> {
+  const p = spawn(process.execPath, ['--import', 'tsx', child, lockPath, mode], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const line = await new Promise<string>((res) => createInterface({ input: p.stdout! }).once('line', res));
+  return { p, r: JSON.parse(line) };
+}
+
+function acquireError(): unknown {
+  try {
+    HomeLock.acquire(lockPath).release();
+  } catch (e) {
+    return e;
+  }
+  return undefined;
+}
+
+describe('HomeLock (flock)', () => {
+  test('a second process gets PoolLockedError naming the holder; after release it gets the lock', () => {
     const lock = HomeLock.acquire(lockPath);
+    expect(readFileSync(lockPath, 'utf8')).toMatch(new RegExp(`^${process.pid} \\d+\\n$`));
     const r = tryInChild();
     expect(r).toMatchObject({ locked: false, error: 'PoolLockedError', holderPid: process.pid });
+    expect(r.message).toContain(String(process.pid));
     lock.release();
-    expect(existsSync(lockPath)).toBe(false);
+    // The file stays (unlinking a flock file races), emptied so no stale pid is ever reported.
+    expect(readFileSync(lockPath, 'utf8')).toBe('');
     expect(tryInChild()).toMatchObject({ locked: true });
   });
 
@@ -34,46 +63,71 @@ describe('HomeLock', () => {
     const lock = HomeLock.acquire(lockPath);
     expect(() => HomeLock.acquire(lockPath)).toThrow(PoolLockedError);
     lock.release();
-    expect(readdirNames()).toEqual([]);
+    lock.release(); // idempotent
+    HomeLock.acquire(lockPath).release();
+    expect(readdirSync(dir)).toEqual(['lock']);
   });
 
-  test('while a child holds it, this process is refused', async () => {
-    const p = spawn(process.execPath, ['--import', 'tsx', child, lockPath, 'hold'], { stdio: ['pipe', 'pipe', 'inherit'] });
-    const line = await new Promise<string>((res) => createInterface({ input: p.stdout! }).once('line', res));
-    expect(JSON.parse(line)).toMatchObject({ locked: true, pid: p.pid });
-    let err: unknown;
-    try {
-      HomeLock.acquire(lockPath);
-    } catch (e) {
-      err = e;
-    }
+  test('while a child holds it, this process is refused and holder() names the child', async () => {
+    const { p, r } = await holdInChild('hold');
+    expect(r).toMatchObject({ locked: true, pid: p.pid });
+    const err = acquireError();
     expect(err).toBeInstanceOf(PoolLockedError);
     expect((err as PoolLockedError).holderPid).toBe(p.pid);
     expect((err as Error).message).toContain(String(p.pid));
+    expect(HomeLock.holder(lockPath)).toBe(p.pid);
     p.stdin!.end();
     await new Promise((res) => p.once('exit', res));
+    expect(HomeLock.holder(lockPath)).toBeNull();
     HomeLock.acquire(lockPath).release();
   });
 
-  test('the lock of a dead process is stale and taken over', () => {
+  test('a SIGKILLed holder: its lock is free at once, even while its own child lives on', async () => {
+    const { p, r } = await holdInChild('hold-spawn');
+    expect(r.grandchild).toBeGreaterThan(0);
+    try {
+      expect(acquireError()).toBeInstanceOf(PoolLockedError);
+      const exited = new Promise((res) => p.once('exit', res));
+      p.kill('SIGKILL');
+      await exited;
+      // The record still names the dead holder; only the flock counts, and the kernel dropped it.
+      expect(readFileSync(lockPath, 'utf8')).toMatch(new RegExp(`^${p.pid} `));
+      const t0 = performance.now();
+      const lock = HomeLock.acquire(lockPath);
+      expect(performance.now() - t0).toBeLessThan(200); // no waiting, no stale-lock heuristics
+      expect(HomeLock.holder(lockPath)).toBe(process.pid);
+      lock.release();
+    } finally {
+      process.kill(r.grandchild!, 'SIGKILL');
+    }
+  });
+
+  test('a holder that exits without releasing leaves no lock', () => {
     expect(tryInChild('die')).toMatchObject({ locked: true });
-    expect(existsSync(lockPath)).toBe(true);
     const lock = HomeLock.acquire(lockPath);
     expect(HomeLock.holder(lockPath)).toBe(process.pid);
     lock.release();
   });
 
-  test('a live pid with another start time (pid reused) is stale', () => {
+  test('the file content is only a record: a live pid in an unlocked file does not block', () => {
     writeFileSync(lockPath, `${process.pid} 1\n`);
+    HomeLock.acquire(lockPath).release();
+    writeFileSync(lockPath, 'not a pid');
+    expect(HomeLock.holder(lockPath)).toBeNull();
     HomeLock.acquire(lockPath).release();
   });
 
-  test('garbage in the lock file counts as stale', () => {
-    writeFileSync(lockPath, 'not a pid');
+  test('held by someone whose record is missing: refused after a short wait, holder pid 0', () => {
+    const fd = openSync(lockPath, 'w');
+    try {
+      sysFlock(fd, LOCK_EX);
+      const err = acquireError();
+      expect(err).toBeInstanceOf(PoolLockedError);
+      expect((err as PoolLockedError).holderPid).toBe(0);
+      expect(HomeLock.holder(lockPath)).toBe(0);
+    } finally {
+      closeSync(fd);
+    }
     HomeLock.acquire(lockPath).release();
   });
 });
-
-function readdirNames(): string[] {
-  return readdirSync(dir);
-}
