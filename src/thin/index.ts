@@ -1,0 +1,23 @@
+// The thin-pool manager (the seed's DeviceSet): its public face.
+export {
+  DeviceSet,
+  type DeviceSetExtras,
+  type DeviceSetHook,
+  type DevStatus,
+  type DiskUsage,
+  type PoolStatus,
+} from './device-set.js';
+export {
+  CommandError,
+  DeviceBusyError,
+  DeviceExistsError,
+  InvalidHashError,
+  MetadataError,
+  OptionError,
+  PoolLockedError,
+  PoolSpaceError,
+  PoolStateError,
+  TransactionMismatchError,
+  UnknownDeviceError,
+} from './errors.js';
+export { DEFAULTS, parsePoolOptions, parseSize, type FsType, type PoolOptions, type PoolOptionsInput } from './options.js';
