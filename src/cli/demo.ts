@@ -158,19 +158,14 @@ async function demo(opts: string[], prefix: string, keep: boolean): Promise<numb
   const out = (t: string): void => void process.stdout.write(t);
   const progress = new Progress();
   const started = process.hrtime.bigint();
+  const dm = DeviceMapper.open(); // first: a kernel without device-mapper fails before any folder is made
   const home = mkdtempSync(join(tmpdir(), 'devmapper-demo-'));
   const stem = PoolNaming.forHome(home, prefix).stem;
-  const dm = DeviceMapper.open();
   let set: DeviceSet | undefined;
   let failure: unknown;
   try {
-    set = await progress.step(`creating a thin pool on sparse files in ${home}`, () =>
-      DeviceSet.open(home, opts, {
-        dm,
-        hook: (point) => {
-          if (point === 'base:activated') progress.note('  formatting the base device (mkfs.ext4)');
-        },
-      }),
+    set = await progress.step(`creating a thin pool on sparse files in ${home}, formatting its base device`, () =>
+      DeviceSet.open(home, opts, { dm }),
     );
     writeRecordedOpts(home, opts); // so that `devmapper layer ls --home` works on a kept home
     const s = set;

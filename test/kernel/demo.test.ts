@@ -32,10 +32,11 @@ test('the demo runs, prints its table and removes everything', () => {
   expect(out).toMatch(/^ +app +app\/server\.js: console\.log\('v1'\) +app\/assets\.bin: 4\.0 MiB$/m);
   expect(out).toMatch(/^ +app-v2 +app\/server\.js: console\.log\('v2'\) +app\/assets\.bin: \(deleted\)$/m);
   expect(out).toMatch(/^removed the layers .*, the pool, its loop devices and /m);
-  // Nothing left: no device of that prefix, no loop on a file of the folder, an empty folder.
+  // Nothing left: no device of that prefix, no loop on a file of the folder, no folder of the demo's.
   expect([...oracleLs().keys()].filter((n) => n.startsWith(prefix))).toEqual([]);
   expect(listLoops().filter((l) => l.backingFile.startsWith(`${tmp}/`))).toEqual([]);
-  expect(readdirSync(tmp)).toEqual([]);
+  // (tsx, when bin/devmapper runs the sources, keeps its cache under TMPDIR too: not the demo's.)
+  expect(readdirSync(tmp).filter((n) => !n.startsWith('tsx-'))).toEqual([]);
 });
 
 test('--keep keeps the pool and says how to remove it; those commands remove it', () => {
