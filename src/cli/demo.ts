@@ -10,7 +10,7 @@ import { DeviceMapper } from '../dm/device-mapper.js';
 import { detachLoop, listLoops } from '../loop/index.js';
 import { DeviceSet } from '../thin/device-set.js';
 import { BASE_HASH } from '../thin/metadata-store.js';
-import { mountTable } from '../thin/mount.js';
+import { mountTable, unmountRetrying } from '../thin/mount.js';
 import { PoolNaming } from '../thin/naming.js';
 import { SECTOR_BYTES } from '../thin/pool-setup.js';
 import {
@@ -20,7 +20,6 @@ import {
   formatColumns,
   mergeStorageOpts,
   percent,
-  unmountRetrying,
   writeRecordedOpts,
 } from './pool.js';
 import { Progress } from './progress.js';

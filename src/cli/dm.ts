@@ -17,7 +17,7 @@ import {
   localeIsUtf8,
   type InfoView,
 } from './dmsetup-format.js';
-import { noMorePositionals, parse, positional, UsageError } from './usage.js';
+import { noMorePositionals, OperationError, parse, positional, UsageError } from './usage.js';
 
 export const LIBRARY_VERSION = 'devmapper 0.1.0';
 
@@ -381,10 +381,6 @@ export async function dmMain(argv: string[], out: Out): Promise<number> {
   }
 }
 
-/** The kernel refused or the device is missing: exit 1 with this line. */
-export class OperationError extends Error {
-  override readonly name = 'OperationError';
-}
 
 
 /** A block device's kernel name (loop2, dm-4) from sysfs, for `deps -o devname`. */

@@ -17,11 +17,9 @@ import {
   formatColumns,
   homeOptions,
   json,
-  mountsOfDevice,
   OperationError,
   percent,
   resolveHome,
-  unmountRetrying,
   withPool,
 } from './pool.js';
 import { noMorePositionals, parse, positional, UsageError } from './usage.js';
@@ -74,7 +72,7 @@ async function layerRow(set: DeviceSet, dm: DeviceMapper, id: string, table = mo
     dmName,
     device: active ? set.devicePath(id) : null,
     active,
-    mounted: active ? mountsOfDevice(dm, dmName, table) : [],
+    mounted: active ? set.mountPoints(id, table) : [],
   };
 }
 
@@ -155,12 +153,10 @@ export async function run(argv: string[]): Promise<number> {
         noMorePositionals(positionals, 2);
         const { home } = resolveHome(values);
         const path = resolve(positionals[1] ?? join(home, 'mnt', id));
-        await withPool(values, async ({ set, dm }) => {
+        await withPool(values, async ({ set }) => {
           if (!set.hasDevice(id)) throw new UnknownDeviceError(id);
-          const now = mountsOfDevice(dm, set.naming.deviceName(id));
-          if (now.includes(path)) return; // already there (an earlier process mounted it)
-          if (now.length > 0) throw new OperationError(`EBUSY: layer ${id} is already mounted on ${now.join(', ')} (unmount it first: 'devmapper layer umount ${id}')`);
           mkdirSync(path, { recursive: true, mode: 0o755 });
+          // Already mounted there by an earlier process: adopted; elsewhere: DeviceBusyError.
           await set.mountDevice(id, path);
         });
         out(values.json ? json({ id, path }) : `${path}\n`);
@@ -172,12 +168,9 @@ export async function run(argv: string[]): Promise<number> {
         if (values.help) return help(out);
         const id = layerId(positional(positionals, 0, 'layer id'));
         noMorePositionals(positionals, 1);
-        const paths = await withPool(values, async ({ set, dm }) => {
-          if (!set.hasDevice(id)) throw new UnknownDeviceError(id);
-          const now = mountsOfDevice(dm, set.naming.deviceName(id));
-          if (now.length === 0) throw new OperationError(`EINVAL: layer ${id} is not mounted`);
-          for (const p of now) await unmountRetrying(p);
-          await set.deactivateDevice(id);
+        const paths = await withPool(values, async ({ set }) => {
+          const now = set.mountPoints(id);
+          await set.unmountDevice(id); // wherever the kernel has it mounted; then deactivates
           return now;
         });
         if (values.json) out(json({ id, unmounted: paths }));

@@ -8,11 +8,13 @@ import { DeviceMapper } from '../dm/device-mapper.js';
 import { DeviceSet, type PoolStatus } from '../thin/device-set.js';
 import { OptionError } from '../thin/errors.js';
 import { BASE_HASH, POOL_STATE_FILE } from '../thin/metadata-store.js';
-import { mountsOf, mountTable, unmount, type MountEntry } from '../thin/mount.js';
+import { mountTable } from '../thin/mount.js';
 import { PoolNaming } from '../thin/naming.js';
 import { parsePoolOptions, parseSize, type PoolOptions } from '../thin/options.js';
 import { Progress } from './progress.js';
-import { noMorePositionals, parse, positional, UsageError } from './usage.js';
+import { noMorePositionals, OperationError, parse, positional, UsageError } from './usage.js';
+
+export { OperationError };
 
 export const DEFAULT_HOME = '/var/lib/devmapper';
 /** `<home>/storage-opts`: the --storage-opt list of `pool init` (JSON), so later commands need not repeat it. */
@@ -87,10 +89,6 @@ export function writeRecordedOpts(home: string, opts: readonly string[]): void {
 
 // ---- errors ----------------------------------------------------------------------------------------
 
-/** An operation failed: exit 1 with this one line. */
-export class OperationError extends Error {
-  override readonly name = 'OperationError';
-}
 
 const HINTS: Record<string, string> = {
   EACCES: 'run as root',
@@ -187,28 +185,6 @@ export async function withPool<T>(
     }
   } finally {
     dm.close();
-  }
-}
-
-// ---- mounts, from the kernel's mount table ---------------------------------------------------------
-
-/** Where a device (by dm name) is mounted now, from /proc/self/mountinfo: any process's mounts count. */
-export function mountsOfDevice(dm: DeviceMapper, dmName: string, table: MountEntry[] = mountTable()): string[] {
-  const info = dm.info({ name: dmName });
-  if (!info) return [];
-  return mountsOf(`${info.dev.major}:${info.dev.minor}`, table).map((m) => m.mountPoint);
-}
-
-/** umount2 with retries on EBUSY (a just-closed file may hold it for a moment). */
-export async function unmountRetrying(path: string): Promise<void> {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      unmount(path);
-      return;
-    } catch (e) {
-      if ((e as { code?: unknown }).code !== 'EBUSY' || attempt >= 10) throw e;
-      await new Promise((r) => setTimeout(r, 100));
-    }
   }
 }
 
@@ -334,17 +310,12 @@ export async function run(argv: string[]): Promise<number> {
         const { values, positionals } = parse(rest, homeOptions);
         if (values.help) return help(out);
         noMorePositionals(positionals, 0);
-        const unmounted = await withPool(values, async ({ set, dm }) => {
-          // Mounts made by earlier processes are not in the DeviceSet's memory: find them in the
-          // kernel's mount table, as Docker's shutdown unmounted everything first.
-          const done: { id: string; path: string }[] = [];
+        const unmounted = await withPool(values, async ({ set }) => {
+          // shutdown unmounts whatever the kernel's mount table has of the pool's devices.
           const table = mountTable();
-          for (const rec of set.deviceRecords()) {
-            for (const path of mountsOfDevice(dm, set.naming.deviceName(rec.hash), table)) {
-              await unmountRetrying(path);
-              done.push({ id: rec.hash === BASE_HASH ? '(base)' : rec.hash, path });
-            }
-          }
+          const done = set
+            .deviceRecords()
+            .flatMap((rec) => set.mountPoints(rec.hash, table).map((path) => ({ id: rec.hash === BASE_HASH ? '(base)' : rec.hash, path })));
           await set.shutdown();
           return done;
         });

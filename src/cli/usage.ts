@@ -5,6 +5,11 @@ export class UsageError extends Error {
   override readonly name = 'UsageError';
 }
 
+/** An operation failed (the kernel refused, a device is missing): exit 1 with this one line. */
+export class OperationError extends Error {
+  override readonly name = 'OperationError';
+}
+
 type Options = NonNullable<ParseArgsConfig['options']>;
 type Config<O extends Options> = { args: string[]; options: O; allowPositionals: true; strict: true };
 type Parsed<O extends Options> = ReturnType<typeof parseArgs<Config<O>>>;

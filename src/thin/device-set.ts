@@ -2,7 +2,7 @@
 // snapshots of it, and their activation and mounting. Every change of the pool's thin ids goes
 // through Transactions (transaction.ts); this module adds the dm devices around them.
 import { mkdirSync, statSync, truncateSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { discard } from '../blk/index.js';
 import { DeviceMapper } from '../dm/device-mapper.js';
 import type { DeviceInfo } from '../dm/info.js';
@@ -11,12 +11,12 @@ import { parseThinStatus } from '../dm/status/thin.js';
 import { isThinPoolTarget, type ThinTarget } from '../dm/targets.js';
 import { createSnap, createThin, deleteThin, setTransactionId } from '../dm/thin-messages.js';
 import { findLoopByFile, setLoopCapacity } from '../loop/index.js';
-import { DeviceBusyError, PoolSpaceError, PoolStateError, UnknownDeviceError, DeviceExistsError, OptionError } from './errors.js';
+import { DeviceBusyError, NotMountedError, PoolSpaceError, PoolStateError, UnknownDeviceError, DeviceExistsError, OptionError } from './errors.js';
 import { describeHolders } from './holders.js';
 import { HomeLock } from './lock.js';
 import { BASE_HASH, MetadataStore, validateHash, type DeviceRecord, type Intent } from './metadata-store.js';
 import { mkfs } from './mkfs.js';
-import { isMounted, mount, mountOptionsFor, unmount } from './mount.js';
+import { mount, mountOptionsFor, mountsOf, mountTable, unmountRetrying, type MountEntry } from './mount.js';
 import { PoolNaming } from './naming.js';
 import { parsePoolOptions, type ParseEnv, type PoolOptions, type PoolOptionsInput } from './options.js';
 import { METADATA_BLOCK_BYTES, SECTOR_BYTES, poolTable, setUpPool, type PoolDevices } from './pool-setup.js';
@@ -286,18 +286,33 @@ export class DeviceSet {
   mountDevice(hash: string, path: string, mountLabel = ''): Promise<void> {
     return this.serial(async () => {
       this.record(hash);
+      const target = resolve(path);
       const m = this.mounts.get(hash);
       if (m) {
-        if (m.path !== path) throw new DeviceBusyError(this.naming.deviceName(hash), [`already mounted on ${m.path}`]);
+        if (m.path !== target) throw new DeviceBusyError(this.naming.deviceName(hash), [`already mounted on ${m.path}`]);
         m.count++;
         return;
       }
+      // Mounted by an earlier process (a CLI call): the kernel's mount table says so, not our memory.
+      const already = this.mountPoints(hash);
+      if (already.includes(target)) {
+        this.mounts.set(hash, { path: target, count: 1 });
+        return;
+      }
+      if (already.length > 0) throw new DeviceBusyError(this.naming.deviceName(hash), [`already mounted on ${already.join(', ')}`]);
       await this.activate(hash);
       const dev = this.devicePath(hash);
-      mount(dev, path, this.options.fs, mountOptionsFor(this.options.fs, this.options.mountOptions, mountLabel));
-      this.mounts.set(hash, { path, count: 1 });
+      mount(dev, target, this.options.fs, mountOptionsFor(this.options.fs, this.options.mountOptions, mountLabel));
+      this.mounts.set(hash, { path: target, count: 1 });
       if (this.options.xfsNoSpaceMaxRetries !== undefined) this.setXfsRetries(hash);
     });
+  }
+
+  /** Where the device is mounted now, from the kernel's mount table (any process's mounts). */
+  mountPoints(hash: string, table: MountEntry[] = mountTable()): string[] {
+    const info = this.dm.info({ name: this.naming.deviceName(hash) });
+    if (!info) return [];
+    return mountsOf(`${info.dev.major}:${info.dev.minor}`, table).map((e) => e.mountPoint);
   }
 
   private setXfsRetries(hash: string): void {
@@ -306,30 +321,32 @@ export class DeviceSet {
     writeFileSync(`/sys/fs/xfs/dm-${info.dev.minor}/error/metadata/ENOSPC/max_retries`, String(this.options.xfsNoSpaceMaxRetries));
   }
 
+  /**
+   * Drop one mount of ours (counted); the last one unmounts and deactivates. A device mounted by an
+   * earlier process is unmounted wherever the kernel's mount table has it.
+   */
   unmountDevice(hash: string): Promise<void> {
     return this.serial(async () => {
       const m = this.mounts.get(hash);
-      if (!m) throw new UnknownDeviceError(hash);
-      if (--m.count > 0) return;
-      await this.unmountPath(hash, m.path);
+      if (m && --m.count > 0) return;
       this.mounts.delete(hash);
+      const paths = new Set(this.mountPoints(hash));
+      if (m) paths.add(m.path);
+      if (paths.size === 0) {
+        if (!this.tx.devices.has(hash)) throw new UnknownDeviceError(hash);
+        throw new NotMountedError(hash);
+      }
+      for (const path of paths) await this.unmountPath(hash, path);
       await this.deactivate(hash);
     });
   }
 
   private async unmountPath(hash: string, path: string): Promise<void> {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        unmount(path);
-        return;
-      } catch (e) {
-        if (codeOf(e) === 'EINVAL' && !isMounted(path)) return;
-        if (codeOf(e) !== 'EBUSY' || attempt >= 10) {
-          if (codeOf(e) === 'EBUSY') throw new DeviceBusyError(this.naming.deviceName(hash), [`${path} is in use`]);
-          throw e;
-        }
-        await new Promise((r) => setTimeout(r, 100));
-      }
+    try {
+      await unmountRetrying(path);
+    } catch (e) {
+      if (codeOf(e) === 'EBUSY') throw new DeviceBusyError(this.naming.deviceName(hash), [`${path} is in use`]);
+      throw e;
     }
   }
 
@@ -450,8 +467,13 @@ export class DeviceSet {
     return this.serial(async () => {
       this.closed = true;
       try {
-        for (const [hash, m] of this.mounts) {
-          await this.unmountPath(hash, m.path);
+        // Ours and those of earlier processes alike: the kernel's mount table is the truth.
+        const table = mountTable();
+        for (const hash of this.tx.devices.keys()) {
+          const paths = new Set(this.mountPoints(hash, table));
+          const m = this.mounts.get(hash);
+          if (m) paths.add(m.path);
+          for (const path of paths) await this.unmountPath(hash, path);
           this.mounts.delete(hash);
         }
         for (const hash of this.tx.devices.keys()) await this.deactivate(hash);

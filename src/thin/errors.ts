@@ -137,3 +137,12 @@ export class CommandError extends Error {
     super(`${argv.join(' ')} failed (exit ${exitCode ?? 'signal'})${stderr ? `: ${stderr.trim().slice(0, 500)}` : ''}`);
   }
 }
+
+/** A device that is not mounted where an unmount was asked. */
+export class NotMountedError extends Error {
+  override readonly name = 'NotMountedError';
+  readonly code = 'EINVAL';
+  constructor(readonly hash: string) {
+    super(`device ${hash === '' ? '(base)' : JSON.stringify(hash)} is not mounted`);
+  }
+}

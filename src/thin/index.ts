@@ -13,6 +13,7 @@ export {
   DeviceExistsError,
   InvalidHashError,
   MetadataError,
+  NotMountedError,
   OptionError,
   PoolLockedError,
   PoolSpaceError,

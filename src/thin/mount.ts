@@ -70,6 +70,24 @@ export function unmount(target: string, flags = 0): void {
   sysUmount2(target, flags);
 }
 
+/**
+ * umount2 with retries while EBUSY (a file closed a moment ago may still pin the mount): about a
+ * second in all. A path that is no longer mounted (EINVAL) counts as done. Rethrows the last error.
+ */
+export async function unmountRetrying(target: string, attempts = 10, delayMs = 100): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      unmount(target);
+      return;
+    } catch (e) {
+      const code = (e as { code?: unknown } | null)?.code;
+      if (code === 'EINVAL' && !isMounted(target)) return;
+      if (code !== 'EBUSY' || attempt >= attempts) throw e;
+      await new Promise((r) => setTimeout(r, delayMs));
+    }
+  }
+}
+
 export interface MountEntry {
   mountId: number;
   /** major:minor of the mounted device (st_dev). */
