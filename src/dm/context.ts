@@ -26,7 +26,10 @@ export function addressOf(ref: DeviceRef): Pick<DmRunRequest, 'name' | 'uuid' | 
 }
 
 /** `addressOf(ref)` with extra flags ORed in. */
-export function addressWith(ref: DeviceRef, flags: number, rest: Omit<DmRunRequest, 'name' | 'uuid' | 'dev' | 'flags'> = {}): DmRunRequest {
-  const a = addressOf(ref);
-  return { ...a, ...rest, flags: ((a.flags ?? 0) | flags) >>> 0 };
+export function addressWith(ref: DeviceRef, flags: number, rest?: Omit<DmRunRequest, 'name' | 'uuid' | 'dev' | 'flags'>): DmRunRequest {
+  const req: DmRunRequest = addressOf(ref);
+  req.flags = ((req.flags ?? 0) | flags) >>> 0;
+  // Assigned, not spread: this runs on every command of the hot path.
+  if (rest) Object.assign(req, rest);
+  return req;
 }

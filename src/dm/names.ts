@@ -12,7 +12,6 @@ export type DeviceUuid = string & { readonly [deviceUuidBrand]: true };
 /** How a command addresses a device: by name, by uuid, or by its major:minor. */
 export type DeviceRef = { name: string } | { uuid: string } | { dev: DevT };
 
-const utf8 = new TextEncoder();
 
 /** Largest dm-thin device id: the pool's metadata keeps 24 bits (thin-provisioning.rst). */
 export const THIN_ID_MAX = 2 ** 24 - 1;
@@ -23,7 +22,7 @@ export const THIN_ID_MAX = 2 ** 24 - 1;
  */
 export function deviceName(s: string): DeviceName {
   if (typeof s !== 'string') throw new InvalidArgumentError('device name', s, 'not a string');
-  const bytes = utf8.encode(s).length;
+  const bytes = Buffer.byteLength(s, 'utf8');
   if (bytes === 0) throw new InvalidArgumentError('device name', s, 'is empty');
   if (bytes > DM_NAME_LEN - 1) {
     throw new InvalidArgumentError('device name', s, `is ${bytes} bytes, the kernel allows ${DM_NAME_LEN - 1}`);
@@ -37,7 +36,7 @@ export function deviceName(s: string): DeviceName {
 /** A device uuid: 1..128 bytes of UTF-8 (DM_UUID_LEN with its NUL), no NUL. */
 export function deviceUuid(s: string): DeviceUuid {
   if (typeof s !== 'string') throw new InvalidArgumentError('device uuid', s, 'not a string');
-  const bytes = utf8.encode(s).length;
+  const bytes = Buffer.byteLength(s, 'utf8');
   if (bytes === 0) throw new InvalidArgumentError('device uuid', s, 'is empty');
   if (bytes > DM_UUID_LEN - 1) {
     throw new InvalidArgumentError('device uuid', s, `is ${bytes} bytes, the kernel allows ${DM_UUID_LEN - 1}`);

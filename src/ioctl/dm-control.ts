@@ -11,7 +11,7 @@ import {
   DmFlag,
   decodeDmIoctl,
   dmRequest,
-  encodeDmIoctlInto,
+  writeDmIoctl,
   type DmCommandName,
   type DmIoctl,
 } from '../structs/dm-ioctl.js';
@@ -234,20 +234,8 @@ export class DmControl {
   }
 
   private encode(info: CommandInfo, req: DmRunRequest, size: number, into: Buffer): Buffer {
-    return encodeDmIoctlInto(
-      into,
-      {
-        version: info.version,
-        flags: req.flags ?? 0,
-        event_nr: req.event_nr ?? 0,
-        dev: req.dev ?? 0n,
-        name: req.name ?? '',
-        uuid: req.uuid ?? '',
-        target_count: req.target_count ?? 0,
-      },
-      req.payload,
-      size,
-    );
+    // The request object is read as it is: no copy per call on the hot path.
+    return writeDmIoctl(into, info.version, req, req.payload, size);
   }
 
   /** The reply, or undefined when it did not fit and the caller must retry with a larger buffer. */

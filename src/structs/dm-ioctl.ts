@@ -181,6 +181,9 @@ export function encodeDmIoctl(req: DmIoctlRequest, payload: Uint8Array | undefin
   return encodeDmIoctlInto(Buffer.alloc(size), req, payload, size);
 }
 
+/** The request fields besides the version, as callers that keep the version apart hold them. */
+export type DmIoctlFields = Omit<DmIoctlRequest, 'version'>;
+
 /**
  * The same into a buffer the caller reuses (the hot path of DmControl): the header is rewritten in
  * full and the payload copied after it; bytes past the payload are left as they are, since the
@@ -192,12 +195,23 @@ export function encodeDmIoctlInto(
   payload: Uint8Array | undefined,
   dataSize: number,
 ): Buffer {
+  return writeDmIoctl(buf, req.version, req, payload, dataSize);
+}
+
+/** encodeDmIoctlInto with the version apart, so a caller's request object is used as it is. */
+export function writeDmIoctl(
+  buf: Buffer,
+  version: readonly [number, number, number],
+  req: DmIoctlFields,
+  payload: Uint8Array | undefined,
+  dataSize: number,
+): Buffer {
   const size = Math.max(dataSize, DM_IOCTL_SIZE + (payload?.length ?? 0));
   if (buf.length < size) throw new EncodeError('dm_ioctl', 'data_size', `${size} bytes do not fit a ${buf.length}-byte buffer`);
   buf.fill(0, 0, DM_IOCTL_SIZE);
-  buf.writeUInt32LE(req.version[0], OFF_VERSION);
-  buf.writeUInt32LE(req.version[1], OFF_VERSION + 4);
-  buf.writeUInt32LE(req.version[2], OFF_VERSION + 8);
+  buf.writeUInt32LE(version[0], OFF_VERSION);
+  buf.writeUInt32LE(version[1], OFF_VERSION + 4);
+  buf.writeUInt32LE(version[2], OFF_VERSION + 8);
   buf.writeUInt32LE(size, OFF_DATA_SIZE);
   buf.writeUInt32LE(DM_IOCTL_SIZE, OFF_DATA_START);
   buf.writeUInt32LE(req.target_count ?? 0, OFF_TARGET_COUNT);

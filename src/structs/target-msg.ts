@@ -5,17 +5,17 @@ import { checkU64, viewOf } from './bytes.js';
 
 const STRUCT = 'dm_target_msg';
 const OFF_MESSAGE = 8;
-const utf8 = new TextEncoder();
 
 /** sector + message + NUL, no padding: libdevmapper sizes it the same way. */
 export function encodeTargetMsg(sector: bigint, message: string): Uint8Array {
   checkU64(STRUCT, 'sector', sector);
-  const bytes = utf8.encode(message);
-  if (bytes.length === 0) throw new EncodeError(STRUCT, 'message', 'is empty (the kernel rejects it)');
-  if (bytes.includes(0)) throw new EncodeError(STRUCT, 'message', 'holds a NUL byte');
-  const out = new Uint8Array(OFF_MESSAGE + bytes.length + 1);
-  viewOf(out).setBigUint64(0, sector, true);
-  out.set(bytes, OFF_MESSAGE);
+  const length = Buffer.byteLength(message, 'utf8');
+  if (length === 0) throw new EncodeError(STRUCT, 'message', 'is empty (the kernel rejects it)');
+  if (message.includes('\0')) throw new EncodeError(STRUCT, 'message', 'holds a NUL byte');
+  // Encoded in place (no intermediate array): thin-pool messages are on the snapshot hot path.
+  const out = Buffer.alloc(OFF_MESSAGE + length + 1);
+  out.writeBigUInt64LE(sector, 0);
+  out.write(message, OFF_MESSAGE, length, 'utf8');
   return out;
 }
 

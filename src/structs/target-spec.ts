@@ -2,7 +2,7 @@
 // next spec starts 8-aligned. TABLE_LOAD sends them with `next` relative to the current spec;
 // TABLE_STATUS and DEV_WAIT return them with `next` counted from the start of the payload.
 import { DecodeError, EncodeError } from './errors.js';
-import { cstringBytes } from './cstring.js';
+import { writeCString } from './cstring.js';
 import { DM_IOCTL_SIZE, DM_MAX_TYPE_NAME } from './dm-ioctl.js';
 import { DM_ALIGNMENT, align8, checkU64, viewOf } from './bytes.js';
 
@@ -34,41 +34,39 @@ export interface DmTargetSpecAt extends DmTargetSpec {
   next: number;
 }
 
-const utf8 = new TextEncoder();
 const utf8Decoder = new TextDecoder('utf-8');
 
-function encodedSpec(spec: DmTargetSpecIn, i: number): { type: Uint8Array; params: Uint8Array; size: number } {
+function checkedSpec(spec: DmTargetSpecIn, i: number): number {
   const field = `[${i}]`;
   checkU64(STRUCT, `${field}.sector_start`, spec.sector_start);
   checkU64(STRUCT, `${field}.length`, spec.length);
-  const type = cstringBytes(STRUCT, `${field}.target_type`, spec.target_type, DM_MAX_TYPE_NAME);
-  if (type.length === 0) throw new EncodeError(STRUCT, `${field}.target_type`, 'is empty');
-  const params = utf8.encode(spec.params);
-  if (params.includes(0)) throw new EncodeError(STRUCT, `${field}.params`, 'holds a NUL byte');
-  return { type, params, size: align8(DM_TARGET_SPEC_SIZE + params.length + 1) };
+  if (spec.target_type === '') throw new EncodeError(STRUCT, `${field}.target_type`, 'is empty');
+  if (spec.params.includes('\0')) throw new EncodeError(STRUCT, `${field}.params`, 'holds a NUL byte');
+  return align8(DM_TARGET_SPEC_SIZE + Buffer.byteLength(spec.params, 'utf8') + 1);
 }
 
 /**
  * The TABLE_LOAD payload, as libdevmapper lays it out: each spec's `next` is the byte count from
  * its own start to the next spec (the last one's too), params NUL-terminated and zero-padded to 8.
  * Params go to the kernel verbatim: its dm_split_args() reads '\' as an escape, which libdevmapper
- * doubles for its callers and we leave to ours.
+ * doubles for its callers and we leave to ours. Strings are encoded in place: one allocation.
  */
 export function encodeTargetSpecs(specs: readonly DmTargetSpecIn[]): Uint8Array {
-  const parts = specs.map(encodedSpec);
-  const total = parts.reduce((sum, p) => sum + p.size, 0);
-  const out = new Uint8Array(total);
-  const view = viewOf(out);
+  const sizes = specs.map(checkedSpec);
+  let total = 0;
+  for (const size of sizes) total += size;
+  const out = Buffer.alloc(total);
   let off = 0;
-  specs.forEach((spec, i) => {
-    const part = parts[i]!;
-    view.setBigUint64(off + OFF_SECTOR_START, spec.sector_start, true);
-    view.setBigUint64(off + OFF_LENGTH, spec.length, true);
-    view.setUint32(off + OFF_NEXT, part.size, true);
-    out.set(part.type, off + OFF_TARGET_TYPE);
-    out.set(part.params, off + DM_TARGET_SPEC_SIZE);
-    off += part.size;
-  });
+  for (let i = 0; i < specs.length; i++) {
+    const spec = specs[i] as DmTargetSpecIn;
+    const size = sizes[i] as number;
+    out.writeBigUInt64LE(spec.sector_start, off + OFF_SECTOR_START);
+    out.writeBigUInt64LE(spec.length, off + OFF_LENGTH);
+    out.writeUInt32LE(size, off + OFF_NEXT);
+    writeCString(out, off + OFF_TARGET_TYPE, STRUCT, `[${i}].target_type`, spec.target_type, DM_MAX_TYPE_NAME);
+    out.write(spec.params, off + DM_TARGET_SPEC_SIZE, 'utf8');
+    off += size;
+  }
   return out;
 }
 
@@ -82,7 +80,7 @@ export const LIBDM_MIN_DATA_SIZE = 16 * 1024;
  */
 export function libdmTableLoadDataSize(specs: readonly DmTargetSpecIn[]): number {
   let len = DM_IOCTL_SIZE;
-  for (const spec of specs) len += DM_TARGET_SPEC_SIZE + utf8.encode(spec.params).length + 1 + DM_ALIGNMENT;
+  for (const spec of specs) len += DM_TARGET_SPEC_SIZE + Buffer.byteLength(spec.params, 'utf8') + 1 + DM_ALIGNMENT;
   return Math.max(len, LIBDM_MIN_DATA_SIZE);
 }
 
@@ -161,7 +159,7 @@ export function encodeTargetSpecsReply(specs: readonly DmTargetSpec[]): Uint8Arr
     const size = view.getUint32(off + OFF_NEXT, true);
     view.setUint32(off + OFF_NEXT, off + size, true);
     view.setInt32(off + OFF_STATUS, spec.status | 0, true);
-    end = off + DM_TARGET_SPEC_SIZE + utf8.encode(specs[i]!.params).length + 1;
+    end = off + DM_TARGET_SPEC_SIZE + Buffer.byteLength(specs[i]!.params, 'utf8') + 1;
     off += size;
   });
   return relative.slice(0, end);
