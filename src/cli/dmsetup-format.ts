@@ -1,21 +1,12 @@
 // dmsetup's output formats (tools/dmsetup.c of lvm2), so that scripts and eyes used to dmsetup
 // read ours the same way. Pure functions over the typed results of src/dm.
+import type { DeviceInfo } from '../dm/info.js';
 import type { DevT } from '../structs/dev.js';
 
-export interface InfoView {
-  name: string;
-  uuid: string;
-  dev: DevT;
-  openCount: number;
-  eventNr: number;
-  targetCount: number;
-  readOnly: boolean;
-  suspended: boolean;
-  liveTable: boolean;
-  inactiveTable: boolean;
-  deferredRemove: boolean;
+/** A device's info as `dmsetup info` shows it: the kernel's answer plus the read-ahead from sysfs. */
+export interface InfoView extends DeviceInfo {
   /** From sysfs (bdi/read_ahead_kb), in sectors; undefined when unknown. */
-  readAheadSectors?: number;
+  readAheadSectors?: number | undefined;
 }
 
 export interface TargetLineView {

@@ -1,7 +1,6 @@
 // The CLI's dm and loop commands, run through the real binary against the real kernel: each
 // output compared with what dmsetup and losetup print for the same devices.
-import { execFileSync, spawnSync } from 'node:child_process';
-import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { createThin } from '../../src/dm/thin-messages.js';
 import type { DeviceMapper } from '../../src/dm/device-mapper.js';
@@ -16,21 +15,13 @@ import {
   makePool,
   openDm,
   type TestPool,
+  cli,
+  cliOk,
 } from './support/env.js';
 
 kernelHooks({ sweepEach: false });
 
-const BIN = join(import.meta.dirname, '../../bin/devmapper');
 
-function cli(args: readonly string[]): { stdout: string; stderr: string; status: number } {
-  const r = spawnSync(BIN, args, { encoding: 'utf8' });
-  return { stdout: r.stdout, stderr: r.stderr, status: r.status ?? -1 };
-}
-function cliOk(args: readonly string[]): string {
-  const r = cli(args);
-  if (r.status !== 0) throw new Error(`devmapper ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
-  return r.stdout;
-}
 
 let dm: DeviceMapper;
 let scratch: LoopScratch;

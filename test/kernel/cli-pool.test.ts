@@ -1,16 +1,14 @@
 // `devmapper pool` and `devmapper layer` through the real binary against the real kernel, each
 // command in its own process: the pool and the mounts must outlive the process that made them,
 // and what the CLI reports must agree with dmsetup and the kernel's mount table.
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, test } from 'vitest';
 import { listLoops } from '../../src/loop/index.js';
-import { dmsetup, dmsetupOk, kernelHooks, oracleLs, RUN_DIR } from './support/env.js';
+import { cli, cliOk, dmsetup, dmsetupOk, kernelHooks, oracleLs, RUN_DIR, type CliRun } from './support/env.js';
 
 kernelHooks({ sweepEach: false });
 
-const BIN = join(import.meta.dirname, '../../bin/devmapper');
 const HOME = join(RUN_DIR, 'cli-home');
 const PREFIX = `dmtest-${process.pid}-cli`;
 const INIT_OPTS = ['dm.loopdatasize=256M', 'dm.loopmetadatasize=16M', 'dm.basesize=64M', 'dm.min_free_space=0%', `dm.prefix=${PREFIX}`].flatMap((o) => [
@@ -18,20 +16,6 @@ const INIT_OPTS = ['dm.loopdatasize=256M', 'dm.loopmetadatasize=16M', 'dm.basesi
   o,
 ]);
 
-interface Run {
-  stdout: string;
-  stderr: string;
-  status: number;
-}
-function cli(args: readonly string[]): Run {
-  const r = spawnSync(BIN, args, { encoding: 'utf8' });
-  return { stdout: r.stdout, stderr: r.stderr, status: r.status ?? -1 };
-}
-function cliOk(args: readonly string[]): string {
-  const r = cli(args);
-  if (r.status !== 0) throw new Error(`devmapper ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
-  return r.stdout;
-}
 /** A command on HOME (the options recorded by `pool init` are not repeated). */
 const on = (...args: string[]): string[] => [...args, '--home', HOME];
 
@@ -56,7 +40,7 @@ const layers = (): LayerJson[] => JSON.parse(cliOk(on('layer', 'ls', '--json')))
 const mountedAt = (path: string): boolean => readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => l.split(' ')[4] === path);
 const ourLoops = () => listLoops().filter((l) => l.backingFile.startsWith(`${HOME}/`));
 /** One message line, plus main's `try 'devmapper X --help'` for usage errors. */
-function expectOneLine(r: Run, code: number, pattern: RegExp): void {
+function expectOneLine(r: CliRun, code: number, pattern: RegExp): void {
   expect(r.status, r.stderr).toBe(code);
   const lines = r.stderr.trim().split('\n');
   expect(lines[0]).toMatch(/^devmapper( \w+)?: /);

@@ -349,3 +349,24 @@ export async function activateThin(dm: DeviceMapper, pool: TestPool, tag: string
     table: [{ type: 'thin', startSector: 0n, lengthSectors, poolDevice: devString(pool.dev), thinId: id }],
   });
 }
+
+/** The project's CLI, run as a real process (argument arrays, never a shell). */
+export const BIN = join(import.meta.dirname, '../../../bin/devmapper');
+
+export interface CliRun {
+  stdout: string;
+  stderr: string;
+  status: number;
+}
+
+export function cli(args: readonly string[]): CliRun {
+  const r = spawnSync(BIN, args, { encoding: 'utf8' });
+  return { stdout: r.stdout, stderr: r.stderr, status: r.status ?? -1 };
+}
+
+/** cli() that must exit 0: its stdout. */
+export function cliOk(args: readonly string[]): string {
+  const r = cli(args);
+  if (r.status !== 0) throw new Error(`devmapper ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
+  return r.stdout;
+}
