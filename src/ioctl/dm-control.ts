@@ -244,11 +244,13 @@ export class DmControl {
     const header = decodeDmIoctl(buf);
     if (info.returnsData) {
       if (header.flags & DmFlag.DM_BUFFER_FULL_FLAG) return undefined;
-      // Remember what the reply needed plus 1/16 for growth (never below the 16 KiB start), not the
-      // power of two that held it: the kernel allocates and copies in all of data_size on every
-      // call (bench P2: a 1 MiB buffer for a 0.56 MB list of 10,000 devices cost 2.3x the exact size).
+      // Remember what the reply needed plus 1/16 for growth, not the power of two that held it: the
+      // kernel allocates and copies in all of data_size on every call (bench P2: a 1 MiB buffer for
+      // a 0.56 MB list of 10,000 devices cost 2.3x the exact size). It never shrinks: one command
+      // serves replies of different sizes (TABLE_STATUS gives both a table and its shorter status).
       const needed = header.data_size;
-      this.bufferSize[info.nr] = Math.min(buf.length, Math.max(DM_INITIAL_BUFFER_SIZE, (needed + (needed >> 4) + 7) & ~7));
+      const tight = Math.min(buf.length, (needed + (needed >> 4) + 7) & ~7);
+      if (tight > (this.bufferSize[info.nr] as number)) this.bufferSize[info.nr] = tight;
     }
     const payload = header.data_size > header.data_start ? buf.subarray(header.data_start, header.data_size) : EMPTY;
     return { header, payload };
