@@ -65,10 +65,10 @@ export async function main(argv: readonly string[]): Promise<number> {
     return await command.run(commandArgs);
   } catch (err) {
     const usageError = isUsageError(err);
-    const message = err instanceof Error ? err.message : String(err);
-    process.stderr.write(`devmapper ${name}: ${message.split('\n')[0]}\n`);
+    const message = (err instanceof Error ? err.message : String(err)).split('\n')[0];
+    // One line, whatever failed; the stack only with --debug.
+    process.stderr.write(`devmapper ${name}: ${message}${usageError ? ` (try 'devmapper ${name} --help')` : ''}\n`);
     if (debug && err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);
-    else if (usageError) process.stderr.write(`try 'devmapper ${name} --help'\n`);
     return usageError ? EXIT_USAGE : EXIT_FAILED;
   }
 }

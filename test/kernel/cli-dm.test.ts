@@ -129,7 +129,8 @@ describe('devmapper dm errors', () => {
     ]) {
       const r = cli(args);
       expect(r.status, args.join(' ')).toBe(2);
-      expect(r.stderr.trim().split('\n')[0]).toMatch(/^devmapper dm: /);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).toMatch(/^devmapper dm: .*\(try 'devmapper dm --help'\)\n$/);
     }
     expect(dmsetup(['info', bad]).status).not.toBe(0);
   });

@@ -78,7 +78,7 @@ describe('devmapper decode', () => {
   test('usage errors exit 2 with one line', () => {
     const bad = devmapper('decode', 'DM_NO_SUCH', '00');
     expect(bad.status).toBe(2);
-    expect(bad.stderr.split('\n')[0]).toBe("devmapper decode: unknown dm command 'DM_NO_SUCH'");
+    expect(bad.stderr).toBe("devmapper decode: unknown dm command 'DM_NO_SUCH' (try 'devmapper decode --help')\n");
     expect(devmapper('decode', 'DM_VERSION', 'xyz').status).toBe(2);
     expect(devmapper('decode').status).toBe(2);
     expect(devmapper('nosuchcommand').status).toBe(2);
