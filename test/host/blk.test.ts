@@ -12,11 +12,13 @@ import {
   physicalSectorSizeBytes,
 } from '../../src/blk/index.js';
 import { O_CLOEXEC, O_RDONLY, SysError, sysClose, sysOpen } from '../../src/ioctl/index.js';
-import { Scratch, canRunHost } from './support.js';
+import { Scratch, requireHostTier } from './support.js';
+
+requireHostTier();
 
 const MiB = 1024 * 1024;
 
-describe.skipIf(!canRunHost)('block devices (host)', () => {
+describe('block devices (host)', () => {
   let s: Scratch;
   beforeEach(() => {
     s = new Scratch();

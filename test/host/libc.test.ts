@@ -25,9 +25,11 @@ import {
   sysUmount2,
 } from '../../src/ioctl/index.js';
 import { attachLoop } from '../../src/loop/index.js';
-import { Scratch, canRunHost } from './support.js';
+import { Scratch, requireHostTier } from './support.js';
 
-describe.skipIf(!canRunHost)('libc binding (host)', () => {
+requireHostTier();
+
+describe('libc binding (host)', () => {
   let s: Scratch;
   beforeEach(() => {
     s = new Scratch();

@@ -6,7 +6,9 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { findLoopByFile } from '../../src/loop/index.js';
-import { Scratch, canRunHost } from './support.js';
+import { Scratch, requireHostTier } from './support.js';
+
+requireHostTier();
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/attach-one.ts', import.meta.url));
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -23,7 +25,7 @@ function run(file: string, go: string): Promise<{ code: number | null; out: stri
   });
 }
 
-describe.skipIf(!canRunHost)('concurrent attaches (host)', () => {
+describe('concurrent attaches (host)', () => {
   let s: Scratch;
   beforeEach(() => {
     s = new Scratch();

@@ -25,11 +25,13 @@ import {
   type LoopDevice,
 } from '../../src/loop/index.js';
 import { blockDeviceSizeBytes, logicalSectorSizeBytes } from '../../src/blk/index.js';
-import { Scratch, canRunHost, isBound, isTmpfs, waitFor } from './support.js';
+import { Scratch, isBound, isTmpfs, requireHostTier, waitFor } from './support.js';
+
+requireHostTier();
 
 const MiB = 1024 * 1024;
 
-describe.skipIf(!canRunHost)('loop devices (host)', () => {
+describe('loop devices (host)', () => {
   let s: Scratch;
   beforeEach(() => {
     s = new Scratch();

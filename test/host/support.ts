@@ -1,12 +1,21 @@
 // Shared by the host tests: a temp folder per test on a real file system, and a cleanup that
 // detaches every loop device backed by a file in it, whatever the test did.
+import { beforeAll } from 'vitest';
 import { existsSync, mkdtempSync, rmSync, statfsSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { detachLoop, listLoops, releaseLoop, type LoopDevice } from '../../src/loop/index.js';
 
-/** Root and loop devices: the host tier's preconditions. */
-export const canRunHost = process.getuid?.() === 0 && existsSync('/dev/loop-control');
+/**
+ * Root and loop devices: the host tier's preconditions, as a failing hook at the top of each host
+ * test file, never a skip: a tier that silently ran nothing must fail.
+ */
+export function requireHostTier(): void {
+  beforeAll(() => {
+    if (process.getuid?.() !== 0) throw new Error('the host test tier must run as root (it attaches loop devices)');
+    if (!existsSync('/dev/loop-control')) throw new Error('the host test tier needs loop devices: /dev/loop-control does not exist');
+  });
+}
 
 const TMPFS_MAGIC = 0x01021994;
 

@@ -6,9 +6,11 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { DeviceMapper } from '../../src/dm/device-mapper.js';
 import { Driver } from '../../src/driver/driver.js';
 import { isMounted } from '../../src/thin/mount.js';
-import { canRunKernel, newHome, SMALL, sweep } from './thin-support.js';
+import { requireKernelTier, newHome, SMALL, sweep } from './thin-support.js';
 
-describe.runIf(canRunKernel)('driver', () => {
+requireKernelTier();
+
+describe('driver', () => {
   let dm: DeviceMapper;
   let home: string;
   let d: Driver;

@@ -11,7 +11,9 @@ import { DeviceSet } from '../../src/thin/device-set.js';
 import { MetadataStore } from '../../src/thin/metadata-store.js';
 import { isMounted } from '../../src/thin/mount.js';
 import { CRASH_POINTS } from '../../src/thin/transaction.js';
-import { canRunKernel, dmsetup, newHome, probeThinIds, SMALL, sweep } from './thin-support.js';
+import { requireKernelTier, dmsetup, newHome, probeThinIds, SMALL, sweep } from './thin-support.js';
+
+requireKernelTier();
 
 const child = resolve(import.meta.dirname, 'thin-crash-child.ts');
 const tx = (op: string) => CRASH_POINTS.map((p) => `${op}:${p}`);
@@ -24,7 +26,7 @@ const CASES: [string, string[]][] = [
 
 const leftBehind: string[] = [];
 
-describe.runIf(canRunKernel)('kill -9 at every step', () => {
+describe('kill -9 at every step', () => {
   let dm: DeviceMapper;
   beforeAll(async () => {
     dm = DeviceMapper.open({ udev: 'off' });

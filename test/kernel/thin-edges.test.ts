@@ -10,11 +10,13 @@ import { poolTable } from '../../src/thin/pool-setup.js';
 import { DeviceBusyError, InvalidHashError, OptionError, PoolLockedError, PoolSpaceError } from '../../src/thin/errors.js';
 import { DeviceSet } from '../../src/thin/device-set.js';
 import { findExecutable } from '../../src/thin/options.js';
-import { canRunKernel, dmsetup, newHome, probeThinIds, SMALL, sweep } from './thin-support.js';
+import { requireKernelTier, dmsetup, newHome, probeThinIds, SMALL, sweep } from './thin-support.js';
+
+requireKernelTier();
 
 const child = resolve(import.meta.dirname, 'thin-crash-child.ts');
 
-describe.runIf(canRunKernel)('thin pool edges', () => {
+describe('thin pool edges', () => {
   let dm: DeviceMapper;
   const homes: string[] = [];
   const home = (tag: string) => {
@@ -151,7 +153,7 @@ describe.runIf(canRunKernel)('thin pool edges', () => {
   });
 });
 
-describe.runIf(canRunKernel)('thin pool adoption and xfs', () => {
+describe('thin pool adoption and xfs', () => {
   let dm: DeviceMapper;
   beforeAll(async () => {
     dm = DeviceMapper.open({ udev: 'off' });
@@ -207,7 +209,7 @@ describe.runIf(canRunKernel)('thin pool adoption and xfs', () => {
   });
 });
 
-describe.runIf(canRunKernel)('pools on given block devices and existing pools', () => {
+describe('pools on given block devices and existing pools', () => {
   let dm: DeviceMapper;
   const loops: LoopDevice[] = [];
   let h: string;

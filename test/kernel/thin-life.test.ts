@@ -6,9 +6,11 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { DeviceMapper } from '../../src/dm/device-mapper.js';
 import { DeviceSet } from '../../src/thin/device-set.js';
-import { canRunKernel, dmsetup, newHome, probeThinIds, SMALL, sweep } from './thin-support.js';
+import { requireKernelTier, dmsetup, newHome, probeThinIds, SMALL, sweep } from './thin-support.js';
 
-describe.runIf(canRunKernel)('thin pool life', () => {
+requireKernelTier();
+
+describe('thin pool life', () => {
   let home: string;
   let dm: DeviceMapper;
   let set: DeviceSet;

@@ -6,8 +6,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DeviceMapper } from '../../src/dm/device-mapper.js';
 import { DmError } from '../../src/ioctl/errors.js';
+import { beforeAll } from 'vitest';
+import { requireDeviceMapper } from './support/env.js';
 
-export const canRunKernel = process.getuid?.() === 0 && existsSync('/dev/mapper/control') && existsSync('/dev/loop-control');
+/**
+ * Called at the top of each thin/driver test file: the tier's precondition as a failing hook, never
+ * a skip (support/env.ts requireDeviceMapper says what is missing).
+ */
+export function requireKernelTier(): void {
+  beforeAll(() => requireDeviceMapper());
+}
 
 /** Small sizes: 256 MiB sparse data, 16 MiB metadata, 64 MiB base; every dm name starts `dmtest-`. */
 export const SMALL = ['dm.loopdatasize=256M', 'dm.loopmetadatasize=16M', 'dm.basesize=64M', 'dm.prefix=dmtest', 'dm.min_free_space=0%'];
