@@ -16,13 +16,13 @@ describe('driver', () => {
   let d: Driver;
   beforeAll(async () => {
     dm = DeviceMapper.open({ udev: 'off' });
-    await sweep(dm);
+    await sweep();
     home = newHome('driver');
     d = await Driver.init(home, SMALL);
   });
   afterAll(async () => {
     await d?.cleanup().catch(() => undefined);
-    await sweep(dm);
+    await sweep();
     dm.close();
     rmSync(home, { recursive: true, force: true });
   });

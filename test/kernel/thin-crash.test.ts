@@ -30,10 +30,10 @@ describe('kill -9 at every step', () => {
   let dm: DeviceMapper;
   beforeAll(async () => {
     dm = DeviceMapper.open({ udev: 'off' });
-    await sweep(dm);
+    await sweep();
   });
   afterAll(async () => {
-    await sweep(dm);
+    await sweep();
     dm.close();
     console.log(`crash points (before reconcile):\n${leftBehind.join('\n')}`);
   });
@@ -88,7 +88,7 @@ describe('kill -9 at every step', () => {
         } finally {
           const mA = join(home, 'm', 'a');
           if (isMounted(mA)) sysUmount2(mA, 0);
-          await sweep(dm);
+          await sweep();
           rmSync(home, { recursive: true, force: true });
         }
       });

@@ -22,13 +22,13 @@ describe('thin pool life', () => {
 
   beforeAll(async () => {
     dm = DeviceMapper.open({ udev: 'off' });
-    await sweep(dm);
+    await sweep();
     home = newHome('life');
     set = await DeviceSet.open(home, SMALL);
   });
   afterAll(async () => {
     await set?.shutdown().catch(() => undefined);
-    await sweep(dm);
+    await sweep();
     dm.close();
     rmSync(home, { recursive: true, force: true });
   });

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { DeviceMapper } from '../../src/dm/device-mapper.js';
 import { DmError } from '../../src/ioctl/errors.js';
 import { beforeAll } from 'vitest';
-import { requireDeviceMapper } from './support/env.js';
+import { requireDeviceMapper, sweep as sweepDevices } from './support/env.js';
 
 /**
  * Called at the top of each thin/driver test file: the tier's precondition as a failing hook, never
@@ -54,10 +54,8 @@ export async function probeThinIds(dm: DeviceMapper, poolName: string, upTo: num
   return ids;
 }
 
-/** Remove every dm device named dmtest-* (thin devices before pools). */
-export async function sweep(dm: DeviceMapper): Promise<void> {
-  const ours = dm.list().filter((d) => d.name.startsWith('dmtest-'));
-  const pools = ours.filter((d) => d.name.endsWith('-pool'));
-  for (const d of ours.filter((x) => !x.name.endsWith('-pool'))) await dm.remove({ name: d.name }, { retry: true }).catch(() => undefined);
-  for (const d of pools) await dm.remove({ name: d.name }, { retry: true }).catch(() => undefined);
+/** Remove every dm device named dmtest-* (dependents first), keeping the loop devices. */
+export async function sweep(): Promise<void> {
+  // The tier's one sweeper (support/env.ts): dependents first, suspended devices resumed first.
+  await sweepDevices({ loops: false });
 }

@@ -9,6 +9,8 @@ import { afterAll, afterEach, beforeAll } from 'vitest';
 import { DeviceMapper, type DeviceMapperOptions } from '../../../src/dm/device-mapper.js';
 import type { DeviceInfo } from '../../../src/dm/info.js';
 import { DmError } from '../../../src/ioctl/errors.js';
+import { MNT_DETACH, sysUmount2 } from '../../../src/ioctl/libc.js';
+import { mountTable } from '../../../src/thin/mount.js';
 import type { DevT } from '../../../src/structs/dev.js';
 import { attachLoop, detachLoop, listLoops, releaseLoop, type LoopDevice } from '../../../src/loop/index.js';
 
@@ -196,7 +198,7 @@ export async function detachTestLoops(dir?: string): Promise<void> {
 }
 
 /**
- * Removes every dm device named `dmtest-*` (any run), dependents first: a device another test device
+ * Removes every dm device named `dmtest-*` (any run), after detaching any mount of them, dependents first: a device another test device
  * sits on (a pool under its thin devices, a linear under a stack) goes after it. Suspended devices
  * are resumed first so that a remove does not wait on queued I/O. Our remove (with retry) first,
  * then `dmsetup remove --force` as the fallback. Then the loop devices of test files, and stale
@@ -208,6 +210,16 @@ export async function sweep(opts: { loops?: boolean } = {}): Promise<string[]> {
   const failed: string[] = [];
   try {
     let left = dm.list().filter((d) => d.name.startsWith(TEST_PREFIX));
+    // A test that failed with a file system still mounted would keep its device busy: detach those
+    // mounts first (lazily, as umount -l), deepest first.
+    const ourDevs = new Set(left.map((d) => devString(d.dev)));
+    for (const m of mountTable().filter((e) => ourDevs.has(e.majorMinor)).reverse()) {
+      try {
+        sysUmount2(m.mountPoint, MNT_DETACH);
+      } catch {
+        // Gone meanwhile.
+      }
+    }
     for (const d of left) {
       const i = dm.info({ name: d.name });
       if (i?.suspended) await dm.resume({ name: d.name }, { noNode: true }).catch(() => undefined);
