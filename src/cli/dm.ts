@@ -17,6 +17,7 @@ import {
   localeIsUtf8,
   type InfoView,
 } from './dmsetup-format.js';
+import { json } from './output.js';
 import { noMorePositionals, OperationError, parse, positional, UsageError } from './usage.js';
 
 export const LIBRARY_VERSION = 'devmapper 0.1.0';
@@ -72,8 +73,6 @@ function tableFrom(values: { table?: string[]; 'table-file'?: string }): ReturnT
   }
 }
 
-const json = (v: unknown): string =>
-  `${JSON.stringify(v, (_k, x: unknown) => (typeof x === 'bigint' ? x.toString() : x), 2)}\n`;
 
 /** The CLI entry (src/cli/main.ts): output to stdout. */
 export function run(argv: string[]): Promise<number> {

@@ -16,12 +16,12 @@ import {
   formatBytes,
   formatColumns,
   homeOptions,
-  json,
   OperationError,
   percent,
   resolveHome,
   withPool,
 } from './pool.js';
+import { json } from './output.js';
 import { noMorePositionals, parse, positional, UsageError } from './usage.js';
 
 export const layerHelp = `devmapper layer <command> [--home DIR] [--storage-opt dm.key=value]... [--json]

@@ -12,6 +12,7 @@ import {
   setLoopCapacity,
 } from '../loop/index.js';
 import { LoFlag } from '../structs/loop.js';
+import { json } from './output.js';
 import { noMorePositionals, parse, positional, UsageError } from './usage.js';
 
 export const loopHelp = `devmapper loop <command> [options]   (every command takes --json)
@@ -22,8 +23,6 @@ export const loopHelp = `devmapper loop <command> [options]   (every command tak
   ls                                         every bound loop device (losetup -l)
   resize DEV                                 re-reads the backing file's size (losetup -c)`;
 
-const json = (v: unknown): string =>
-  `${JSON.stringify(v, (_k, x: unknown) => (typeof x === 'bigint' ? x.toString() : x), 2)}\n`;
 
 function bytes(text: string | undefined, what: string): bigint | undefined {
   if (text === undefined) return undefined;

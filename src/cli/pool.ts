@@ -11,6 +11,7 @@ import { BASE_HASH, POOL_STATE_FILE } from '../thin/metadata-store.js';
 import { mountTable } from '../thin/mount.js';
 import { PoolNaming } from '../thin/naming.js';
 import { parsePoolOptions, parseSize, type PoolOptions } from '../thin/options.js';
+import { json } from './output.js';
 import { Progress } from './progress.js';
 import { noMorePositionals, OperationError, parse, positional, UsageError } from './usage.js';
 
@@ -41,8 +42,6 @@ export const homeOptions = {
   help: { type: 'boolean', short: 'h' },
 } as const;
 
-export const json = (v: unknown): string =>
-  `${JSON.stringify(v, (_k, x: unknown) => (typeof x === 'bigint' ? x.toString() : x), 2)}\n`;
 
 // ---- options ---------------------------------------------------------------------------------------
 
