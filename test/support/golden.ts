@@ -1,4 +1,4 @@
-// The golden ioctl captures (/work/shared/golden, README there): typed records with the buffers
+// The golden ioctl captures (test/golden, README there): typed records with the buffers
 // padded back to `size`. A missing folder is a loud error: these tests never skip.
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -6,8 +6,8 @@ import { fileURLToPath } from 'node:url';
 
 const projectRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
-/** ../shared/golden from the project root, or $DEVMAPPER_GOLDEN. */
-export const GOLDEN_DIR = process.env.DEVMAPPER_GOLDEN ?? resolve(projectRoot, '..', 'shared', 'golden');
+/** test/golden in the repository, or $DEVMAPPER_GOLDEN. */
+export const GOLDEN_DIR = process.env.DEVMAPPER_GOLDEN ?? resolve(projectRoot, 'test', 'golden');
 
 export const IOCTL_FILES = ['udev-disabled.compact.jsonl', 'noudevsync.compact.jsonl', 'plain.compact.jsonl'] as const;
 export type IoctlFile = (typeof IOCTL_FILES)[number];
@@ -76,8 +76,8 @@ export interface GoldenCommand {
 function requireDir(): void {
   if (!existsSync(join(GOLDEN_DIR, 'README.md'))) {
     throw new Error(
-      `golden captures not found at ${GOLDEN_DIR}: they must sit at ../shared/golden beside the project ` +
-        '(or set DEVMAPPER_GOLDEN). The golden tests never skip.',
+      `golden captures not found at ${GOLDEN_DIR} (test/golden in the repository, or $DEVMAPPER_GOLDEN). ` +
+        'The golden tests never skip.',
     );
   }
 }

@@ -1,6 +1,4 @@
 // Our dmsetup-style output against what dmsetup printed for the same devices (golden commands.jsonl).
-import { readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
 import { describe, expect, test } from 'vitest';
 import {
   formatDeps,
@@ -13,20 +11,9 @@ import {
   localeIsUtf8,
   type InfoView,
 } from '../../src/cli/dmsetup-format.js';
+import { command } from '../support/golden.js';
 
-const goldenDir = process.env.DEVMAPPER_GOLDEN ?? resolve(import.meta.dirname, '../../../shared/golden');
-const printed = new Map<number, string>(
-  readFileSync(resolve(goldenDir, 'commands.jsonl'), 'utf8')
-    .trim()
-    .split('\n')
-    .map((l) => JSON.parse(l) as { n: number; stdout: string })
-    .map((r) => [r.n, r.stdout]),
-);
-const stdout = (n: number): string => {
-  const s = printed.get(n);
-  if (s === undefined) throw new Error(`no golden command ${n}`);
-  return s;
-};
+const stdout = (n: number): string => command(n).stdout;
 
 const dev = (major: number, minor: number) => ({ major, minor });
 const info = (over: Partial<InfoView>): InfoView => ({

@@ -1,8 +1,7 @@
 // Table and status parsers against what dmsetup printed in the golden captures, plus every status
 // form the kernel can emit and the input the API must refuse before anything reaches the kernel.
-import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { command, loadCommands } from '../support/golden.js';
 import { InvalidArgumentError } from '../../src/dm/errors.js';
 import { checkDeviceRef, deviceName, deviceUuid, sectors, thinId } from '../../src/dm/names.js';
 import { parseThinPoolStatus } from '../../src/dm/status/thin-pool.js';
@@ -17,26 +16,6 @@ import {
   type Target,
 } from '../../src/dm/targets.js';
 
-interface CommandRecord {
-  n: number;
-  cmd: string;
-  rc: number;
-  stdout: string;
-}
-const commands: CommandRecord[] = readFileSync(
-  fileURLToPath(new URL('../../../shared/golden/commands.jsonl', import.meta.url)),
-  'utf8',
-)
-  .split('\n')
-  .filter((l) => l.trim() !== '')
-  .map((l) => JSON.parse(l) as CommandRecord);
-
-const command = (n: number): CommandRecord => {
-  const c = commands.find((r) => r.n === n);
-  if (!c) throw new Error(`no golden command ${n}`);
-  return c;
-};
-
 // `dmsetup table/status <one device>` prints bare lines; `--target`/all-device forms prefix "name: ".
 function stdoutLines(n: number): string[] {
   return command(n)
@@ -44,6 +23,8 @@ function stdoutLines(n: number): string[] {
     .filter((l) => l !== '')
     .map((l) => l.replace(/^[^\s:]+: /, ''));
 }
+
+const commands = loadCommands();
 
 describe('table lines from the golden `dmsetup table` output', () => {
   const tableCommands = commands.filter((c) => /^dmsetup table\b/.test(c.cmd) && c.rc === 0);

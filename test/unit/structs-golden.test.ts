@@ -1,4 +1,4 @@
-// Every record of the golden captures (../shared/golden) against the struct layer: headers and
+// Every record of the golden captures (test/golden) against the struct layer: headers and
 // payloads decode to what the capture tool and dmsetup/losetup printed, and re-encoding each
 // request from its decoded values gives libdevmapper's/losetup's bytes exactly.
 //
