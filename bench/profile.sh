@@ -20,10 +20,10 @@ import('./bench/pool.ts').then(async ({ createPool, destroyPool }) => {
 });"
 echo "== cpu-prof: 300 cycles"; node --cpu-prof --cpu-prof-dir="$out/prof-cycle" --import tsx bench/profile.ts cycle 300 node
 echo "== cpu-prof: list 1000 x 200"; node --cpu-prof --cpu-prof-dir="$out/prof-list" --import tsx bench/profile.ts list 1000 200
-echo "== cold CLI"; for i in 1 2 3; do
+echo "== cold CLI"; for _ in 1 2 3; do
   /usr/bin/time -f "dm ls %e s" ./bin/devmapper dm ls >/dev/null; /usr/bin/time -f "node -e 0 %e s" node -e 0; done
 strace -f -c -o "$out/strace-cli.txt" ./bin/devmapper dm ls >/dev/null
 strace -f -c -o "$out/strace-node0.txt" node -e 0
 strace -f -e trace=openat,execve -o "$out/strace-cli-files.txt" ./bin/devmapper dm ls >/dev/null
 node --cpu-prof --cpu-prof-dir="$out/prof-cli" ./bin/devmapper dm ls >/dev/null
-echo done
+echo "done"

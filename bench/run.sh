@@ -15,10 +15,11 @@ if ! npm run --silent build >&2; then
 fi
 "$here/build-c.sh"
 
-export DEVMAPPER_BENCH_HOST_LOAD="$(cut -d' ' -f1-3 /proc/loadavg) (start)"
-export DEVMAPPER_BENCH_HOST_CPU="$(sed -n 's/^model name\s*:\s*//p' /proc/cpuinfo | head -n1) x $(nproc)"
+DEVMAPPER_BENCH_HOST_LOAD="$(cut -d' ' -f1-3 /proc/loadavg) (start)"
+DEVMAPPER_BENCH_HOST_CPU="$(sed -n 's/^model name\s*:\s*//p' /proc/cpuinfo | head -n1) x $(nproc)"
+export DEVMAPPER_BENCH_HOST_LOAD DEVMAPPER_BENCH_HOST_CPU
 cmd=(node --import tsx "$here/main.ts")
-if [[ -e /sys/class/misc/device-mapper && $EUID -eq 0 ]]; then
+if "$project/scripts/lib/has-dm" && [[ $EUID -eq 0 ]]; then
   "${cmd[@]}"
 else
   echo "bench: no device-mapper here: one user-mode-linux guest boot" >&2
