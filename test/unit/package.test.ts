@@ -2,31 +2,46 @@
 // dist/ is left alone), installed from the tarball into a scratch project without the network (koffi
 // comes from the npm cache that `npm ci` filled), imported, type-checked with the project's tsc,
 // and the README's examples compiled against it (the ones that need no kernel also run).
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const repo = join(import.meta.dirname, '../..');
 const tsc = join(repo, 'node_modules/.bin/tsc');
+const execFileAsync = promisify(execFile);
 
 interface PackResult {
   filename: string;
   files: { path: string }[];
 }
 
+function failure(cmd: string, args: string[], cwd: string, e: unknown): Error {
+  const err = e as { stdout?: string; stderr?: string; message: string };
+  return new Error(`${cmd} ${args.join(' ')} failed in ${cwd}: ${err.message}\n${err.stdout ?? ''}\n${err.stderr ?? ''}`);
+}
+
 function run(cmd: string, args: string[], cwd: string): string {
   try {
     return execFileSync(cmd, args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   } catch (e) {
-    const err = e as { stdout?: string; stderr?: string; message: string };
-    throw new Error(`${cmd} ${args.join(' ')} failed in ${cwd}: ${err.message}\n${err.stdout ?? ''}\n${err.stderr ?? ''}`);
+    throw failure(cmd, args, cwd, e);
   }
 }
 
-function pack(cwd: string, extra: string[]): PackResult {
-  const out = run('npm', ['pack', '--json', '--silent', ...extra], cwd);
+/** As run(), without blocking: independent steps overlap (npm spends most of its time starting). */
+async function runAsync(cmd: string, args: string[], cwd: string): Promise<string> {
+  try {
+    return (await execFileAsync(cmd, args, { cwd, encoding: 'utf8', maxBuffer: 16 * 1024 * 1024 })).stdout;
+  } catch (e) {
+    throw failure(cmd, args, cwd, e);
+  }
+}
+
+async function pack(cwd: string, extra: string[]): Promise<PackResult> {
+  const out = await runAsync('npm', ['pack', '--json', '--silent', ...extra], cwd);
   const parsed = JSON.parse(out.slice(out.indexOf('['))) as PackResult[];
   expect(parsed).toHaveLength(1);
   return parsed[0]!;
@@ -136,22 +151,24 @@ let packed: PackResult;
 let dryRun: PackResult;
 let app: string;
 
-beforeAll(() => {
+beforeAll(async () => {
   scratch = mkdtempSync(join(tmpdir(), 'devmapper-pack-'));
   const pkg = join(scratch, 'pkg');
   for (const path of ['package.json', 'README.md', 'LICENSE', 'tsconfig.json', 'tsconfig.build.json', 'bin', 'src', 'scripts/build']) {
     cpSync(join(repo, path), join(pkg, path), { recursive: true });
   }
   symlinkSync(join(repo, 'node_modules'), join(pkg, 'node_modules'));
-  packed = pack(pkg, ['--pack-destination', scratch]); // runs `prepare`: the build
-  dryRun = pack(pkg, ['--dry-run', '--ignore-scripts']);
+  packed = await pack(pkg, ['--pack-destination', scratch]); // runs `prepare`: the build
 
   app = join(scratch, 'app');
   mkdirSync(app);
   writeScratchProject(app, packed.filename);
   writeFileSync(join(app, 'check-exports.mjs'), CHECK_EXPORTS);
   writeFileSync(join(app, 'api.ts'), API_TS);
-  run('npm', ['ci', '--offline', '--ignore-scripts', '--no-audit', '--no-fund'], app);
+  [dryRun] = await Promise.all([
+    pack(pkg, ['--dry-run', '--ignore-scripts']),
+    runAsync('npm', ['ci', '--offline', '--ignore-scripts', '--no-audit', '--no-fund'], app),
+  ]);
 }, 120_000);
 
 afterAll(() => {
@@ -204,7 +221,7 @@ describe('the installed package', () => {
     expect(existsSync(join(installed, 'dist/index.js'))).toBe(true);
     expect(existsSync(join(installed, 'src'))).toBe(false);
     expect(run(join(app, 'node_modules/.bin/devmapper'), ['--help'], app)).toMatch(/usage/i);
-  });
+  }, 30_000);
 
   it('imports from the root and the subpaths, and keeps libc and the Task shim off the root', () => {
     const out = run('node', ['check-exports.mjs'], app);
@@ -219,7 +236,7 @@ describe('the installed package', () => {
       structsCodec: 'function',
       deepImport: 'ERR_PACKAGE_PATH_NOT_EXPORTED',
     });
-  });
+  }, 30_000);
 
   it("type-checks a program against the package's declarations, and the README examples with it", () => {
     const kernel = readmeExamples('kernel');
@@ -248,5 +265,5 @@ describe('the installed package', () => {
     );
     run(tsc, ['-p', 'tsconfig.json'], app);
     pure.forEach((_, i) => run('node', [join('out', `readme-pure-${i}.js`)], app));
-  });
+  }, 60_000);
 });
