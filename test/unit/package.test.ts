@@ -142,7 +142,8 @@ function writeScratchProject(dir: string, tarball: string): void {
   }
   expect(Object.keys(manifest['dependencies'] as object)).toEqual(['koffi']);
   expect(packages['node_modules/koffi']).toBeDefined();
-  writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'app', private: true, type: 'module', dependencies: { devmapper: spec } }));
+  const app = { name: 'app', private: true, type: 'module', dependencies: { devmapper: spec } };
+  writeFileSync(join(dir, 'package.json'), JSON.stringify(app));
   writeFileSync(join(dir, 'package-lock.json'), JSON.stringify({ name: 'app', lockfileVersion: 3, requires: true, packages }));
 }
 
