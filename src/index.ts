@@ -1,9 +1,153 @@
 // devmapper: Linux device-mapper, loop devices and a dm-thin pool manager over raw ioctls.
-// Each layer is also importable on its own (devmapper/dist/<layer>/index.js); this is the whole.
-export * from './structs/index.js';
-export * from './ioctl/index.js';
-export * from './dm/index.js';
-export * from './loop/index.js';
-export * from './blk/index.js';
-export * from './thin/index.js';
-export * from './driver/index.js';
+// The package root: what a program that manages devices needs, each name chosen. The kernel
+// struct codecs are `devmapper/structs`, Docker's Go Task API is `devmapper/compat`, the reply
+// encoders and fault injection for tests are `devmapper/testing`; libc stays internal.
+
+// The typed device-mapper API: one method per DM command.
+export {
+  DeviceMapper,
+  DEFAULT_REMOVE_RETRY,
+  type CreateOptions,
+  type DeviceInfo,
+  type DeviceListEntry,
+  type DeviceMapperOptions,
+  type DmTargetVersion,
+  type Geometry,
+  type MakeNode,
+  type NodeManager,
+  type RemoveOptions,
+  type ResumeOptions,
+  type RetryPolicy,
+  type SuspendOptions,
+  type TargetStatus,
+  type UdevMode,
+} from './dm/index.js';
+export type { DmControl, DmControlOptions, IoctlArg, IoctlResult, Transport } from './ioctl/index.js';
+
+// Names, uuids, thin ids and sector counts, validated where they enter.
+export {
+  THIN_ID_MAX,
+  checkDeviceRef,
+  deviceName,
+  deviceUuid,
+  sectors,
+  thinId,
+  type DeviceName,
+  type DeviceRef,
+  type DeviceUuid,
+} from './dm/index.js';
+export { formatDev, type DevT } from './structs/index.js';
+
+// Targets and their table lines; the status lines of dm-thin.
+export {
+  THIN_POOL_BLOCK_MAX_SECTORS,
+  THIN_POOL_BLOCK_MIN_SECTORS,
+  checkTable,
+  formatTableLine,
+  formatTargetParams,
+  isGenericTarget,
+  isLinearTarget,
+  isTargetType,
+  isThinPoolTarget,
+  isThinTarget,
+  parseTable,
+  parseTableLine,
+  parseTarget,
+  parseThinPoolStatus,
+  parseThinStatus,
+  type ErrorTarget,
+  type GenericTarget,
+  type LinearTarget,
+  type Target,
+  type ThinPoolStatus,
+  type ThinPoolTarget,
+  type ThinStatus,
+  type ThinTarget,
+  type TypedTarget,
+  type ZeroTarget,
+} from './dm/index.js';
+
+// dm-thin pool messages.
+export {
+  createSnap,
+  createThin,
+  deleteThin,
+  releaseMetadataSnap,
+  reserveMetadataSnap,
+  setTransactionId,
+} from './dm/index.js';
+
+// Loop devices.
+export {
+  attachLoop,
+  detachLoop,
+  findLoopByFile,
+  listLoops,
+  loopDevice,
+  loopStatus,
+  releaseLoop,
+  setLoopCapacity,
+  type AttachOptions,
+  type BoundLoop,
+  type DetachOptions,
+  type LoopDevice,
+  type LoopOptions,
+  type LoopRef,
+} from './loop/index.js';
+export type { LoopInfo64 } from './structs/index.js';
+
+// Block devices.
+export {
+  blockDeviceSizeBytes,
+  discard,
+  flushBuffers,
+  logicalSectorSizeBytes,
+  physicalSectorSizeBytes,
+  type BlkOptions,
+  type PathOrFd,
+} from './blk/index.js';
+
+// The thin-pool manager and the storage driver over it.
+export {
+  DeviceSet,
+  parsePoolOptions,
+  parseSize,
+  type DevStatus,
+  type DeviceSetExtras,
+  type DeviceSetHook,
+  type DiskUsage,
+  type FsType,
+  type PoolOptions,
+  type PoolOptionsInput,
+  type PoolStatus,
+} from './thin/index.js';
+export { Driver } from './driver/index.js';
+
+// Errors: each carries the errno name as `code` where the kernel or libc gave one.
+export {
+  DmError,
+  DmVersionError,
+  Errno,
+  NoDeviceMapperError,
+  SysError,
+  errnoMessage,
+  errnoName,
+  errnoNumber,
+} from './ioctl/index.js';
+export { InvalidArgumentError } from './dm/index.js';
+export { DecodeError, EncodeError } from './structs/index.js';
+export { LoopNotOursError } from './loop/index.js';
+export {
+  CommandError,
+  DeviceBusyError,
+  DeviceExistsError,
+  InvalidHashError,
+  MetadataError,
+  NotMountedError,
+  OptionError,
+  PoolLockedError,
+  PoolSpaceError,
+  PoolStateError,
+  TransactionMismatchError,
+  UnknownDeviceError,
+} from './thin/index.js';
