@@ -2,19 +2,23 @@
 // count huge_encode_dev()'d u64 devices.
 import { DecodeError } from './errors.js';
 import { checkU64, viewOf } from './bytes.js';
+import { DM_TARGET_DEPS_OFFSETS as DEPS } from './dm-abi.js';
+
+export { DM_TARGET_DEPS_OFFSETS } from './dm-abi.js';
 
 const STRUCT = 'dm_target_deps';
-const HEADER = 8;
+/** offsetof(struct dm_target_deps, dev): count and padding. */
+const HEADER = DEPS.dev;
 
 export function decodeTargetDeps(payload: Uint8Array): bigint[] {
   if (payload.length < HEADER) throw new DecodeError(STRUCT, 0, `${payload.length} bytes cannot hold count and padding`);
   const view = viewOf(payload);
-  const count = view.getUint32(0, true);
+  const count = view.getUint32(DEPS.count, true);
   if (count > (payload.length - HEADER) / 8) {
     throw new DecodeError(STRUCT, 0, `count ${count} needs ${HEADER + count * 8} bytes, payload has ${payload.length}`);
   }
   const devs: bigint[] = [];
-  for (let i = 0; i < count; i++) devs.push(view.getBigUint64(HEADER + i * 8, true));
+  for (let i = 0; i < count; i++) devs.push(view.getBigUint64(DEPS.dev + i * 8, true));
   return devs;
 }
 
@@ -22,7 +26,7 @@ export function decodeTargetDeps(payload: Uint8Array): bigint[] {
 export function encodeTargetDeps(devs: readonly bigint[]): Uint8Array {
   const out = new Uint8Array(HEADER + devs.length * 8);
   const view = viewOf(out);
-  view.setUint32(0, devs.length, true);
-  devs.forEach((dev, i) => view.setBigUint64(HEADER + i * 8, checkU64(STRUCT, `dev[${i}]`, dev), true));
+  view.setUint32(DEPS.count, devs.length, true);
+  devs.forEach((dev, i) => view.setBigUint64(DEPS.dev + i * 8, checkU64(STRUCT, `dev[${i}]`, dev), true));
   return out;
 }

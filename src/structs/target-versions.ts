@@ -2,11 +2,14 @@
 // list), version u32[3], NUL-terminated name. The reply of DM_LIST_VERSIONS and GET_TARGET_VERSION.
 import { DecodeError, EncodeError } from './errors.js';
 import { cstringBytes, readCString } from './cstring.js';
-import { DM_NAME_LEN } from './dm-ioctl.js';
+import { DM_NAME_LEN, DM_TARGET_VERSIONS_OFFSETS as REC } from './dm-abi.js';
 import { align8, checkU32, viewOf } from './bytes.js';
 
+export { DM_TARGET_VERSIONS_OFFSETS } from './dm-abi.js';
+
 const STRUCT = 'dm_target_versions';
-const HEADER = 16;
+/** offsetof(struct dm_target_versions, name): the fixed part of a record. */
+const HEADER = REC.name;
 
 export interface DmTargetVersion {
   name: string;
@@ -20,13 +23,14 @@ export function decodeTargetVersions(payload: Uint8Array): DmTargetVersion[] {
   let off = 0;
   for (;;) {
     if (off + HEADER > payload.length) throw new DecodeError(STRUCT, off, `record runs past the ${payload.length}-byte payload`);
-    const next = view.getUint32(off, true);
+    const next = view.getUint32(off + REC.next, true);
     const end = next === 0 ? payload.length : off + next;
     if (end > payload.length) throw new DecodeError(STRUCT, off, `next ${next} points outside the ${payload.length}-byte payload`);
-    const name = readCString(payload, off + HEADER, end, STRUCT, 'name');
+    const name = readCString(payload, off + REC.name, end, STRUCT, 'name');
+    const version = off + REC.version;
     list.push({
       name,
-      version: [view.getUint32(off + 4, true), view.getUint32(off + 8, true), view.getUint32(off + 12, true)],
+      version: [view.getUint32(version, true), view.getUint32(version + 4, true), view.getUint32(version + 8, true)],
     });
     if (next === 0) return list;
     if (next + HEADER > payload.length - off) throw new DecodeError(STRUCT, off, `next ${next} leaves no room for another record`);
@@ -51,9 +55,9 @@ export function encodeTargetVersions(list: readonly DmTargetVersion[]): Uint8Arr
   list.forEach((t, i) => {
     const name = names[i]!;
     const size = align8(HEADER + name.length + 1);
-    view.setUint32(off, i === list.length - 1 ? 0 : size, true);
-    t.version.forEach((v, j) => view.setUint32(off + 4 + 4 * j, v, true));
-    out.set(name, off + HEADER);
+    view.setUint32(off + REC.next, i === list.length - 1 ? 0 : size, true);
+    t.version.forEach((v, j) => view.setUint32(off + REC.version + 4 * j, v, true));
+    out.set(name, off + REC.name);
     off += size;
   });
   return out;
@@ -62,7 +66,7 @@ export function encodeTargetVersions(list: readonly DmTargetVersion[]): Uint8Arr
 /**
  * The GET_TARGET_VERSION request payload. The kernel (get_target_version) reads the target's name
  * from dm_ioctl.name, not from the payload: libdevmapper sends the name there and an empty
- * payload (golden command 3). So this checks the name fits that field and returns no bytes;
+ * payload (dmsetup target-version). So this checks the name fits that field and returns no bytes;
  * put `name` in the header (see targetVersionRequest).
  */
 export function encodeTargetVersionRequest(name: string): Uint8Array {
