@@ -11,6 +11,7 @@ import { DeviceMapper, type DeviceMapperOptions } from '../../src/dm/device-mapp
 import type { NodeManager } from '../../src/dm/nodes.js';
 import type { DevT } from '../../src/structs/dev.js';
 import { DM_IOCTL_SIZE, DmFlag, decodeDmIoctl, dmCommandName, type DmIoctl } from '../../src/structs/dm-ioctl.js';
+import { writeFields } from './buffers.js';
 import { dmRecordsOf, type GoldenBufRecord, type GoldenName } from './golden.js';
 
 /**
@@ -91,7 +92,7 @@ export class ReplayTransport implements Transport {
       throw new ReplayMismatch(`${where}: the kernel wrote ${after.data_size} bytes, our buffer holds ${arg.length}`);
     }
     arg.set(record.after.subarray(0, Math.min(arg.length, record.after.length)));
-    if (echoed) new DataView(arg.buffer, arg.byteOffset, arg.byteLength).setUint32(12, arg.length, true);
+    if (echoed) writeFields(arg, 'dm_ioctl', { data_size: arg.length });
     return { ret: record.ret, errno: 0 };
   }
 
