@@ -173,7 +173,7 @@ export const DmCmd = Object.fromEntries(DM_COMMAND_LIST.map((c) => [c.name, c.nr
 };
 export type DmCommandNr = (typeof DmCmd)[DmCommandName];
 
-/** The lowest interface version of each command (see CommandFacts.version). */
+/** The lowest interface version of each command (see DmCommandFacts.version). */
 export const DM_COMMAND_MIN_VERSION = Object.fromEntries(DM_COMMAND_LIST.map((c) => [c.name, c.version])) as Record<
   DmCommandName,
   DmVersion
