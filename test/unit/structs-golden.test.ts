@@ -49,7 +49,7 @@ import {
   type DmIoctl,
   type DmTargetSpec,
 } from '../../src/structs/index.js';
-import { command, dmRecords, loadRecords, recordsOf, type GoldenBufRecord, type GoldenDmHeader, type GoldenName } from '../support/golden.js';
+import { GOLDEN, command, dmRecords, loadCommands, loadRecords, recordsOf, type GoldenBufRecord, type GoldenDmHeader, type GoldenName } from '../support/golden.js';
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 const devText = (dev: bigint, sep = ':'): string => {
@@ -101,6 +101,10 @@ describe('golden dm records', () => {
       expect(dmPayload(rec.before, h).every((b) => b === 0)).toBe(true);
       expect(encodeTargetVersionRequest(h.name)).toHaveLength(0);
     }
+  });
+
+  test('GOLDEN names every captured command once', () => {
+    expect(Object.values(GOLDEN).sort((x, y) => x - y)).toEqual(loadCommands().map((c) => c.n));
   });
 
   test('all three capture files are there', () => {
