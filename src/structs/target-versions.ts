@@ -8,8 +8,6 @@ import { align8, checkU32, viewOf } from './bytes.js';
 export { DM_TARGET_VERSIONS_OFFSETS } from './dm-abi.js';
 
 const STRUCT = 'dm_target_versions';
-/** offsetof(struct dm_target_versions, name): the fixed part of a record. */
-const HEADER = REC.name;
 
 export interface DmTargetVersion {
   name: string;
@@ -22,7 +20,7 @@ export function decodeTargetVersions(payload: Uint8Array): DmTargetVersion[] {
   const list: DmTargetVersion[] = [];
   let off = 0;
   for (;;) {
-    if (off + HEADER > payload.length) throw new DecodeError(STRUCT, off, `record runs past the ${payload.length}-byte payload`);
+    if (off + REC.name > payload.length) throw new DecodeError(STRUCT, off, `record runs past the ${payload.length}-byte payload`);
     const next = view.getUint32(off + REC.next, true);
     const end = next === 0 ? payload.length : off + next;
     if (end > payload.length) throw new DecodeError(STRUCT, off, `next ${next} points outside the ${payload.length}-byte payload`);
@@ -33,7 +31,7 @@ export function decodeTargetVersions(payload: Uint8Array): DmTargetVersion[] {
       version: [view.getUint32(version, true), view.getUint32(version + 4, true), view.getUint32(version + 8, true)],
     });
     if (next === 0) return list;
-    if (next + HEADER > payload.length - off) throw new DecodeError(STRUCT, off, `next ${next} leaves no room for another record`);
+    if (next + REC.name > payload.length - off) throw new DecodeError(STRUCT, off, `next ${next} leaves no room for another record`);
     off += next; // next > the name's NUL: always advances.
   }
 }
@@ -49,12 +47,12 @@ export function encodeTargetVersions(list: readonly DmTargetVersion[]): Uint8Arr
     t.version.forEach((v, j) => checkU32(STRUCT, `[${i}].version[${j}]`, v));
     return name;
   });
-  const out = new Uint8Array(names.reduce((s, n) => s + HEADER + n.length + 1 + 7, 0));
+  const out = new Uint8Array(names.reduce((s, n) => s + REC.name + n.length + 1 + 7, 0));
   const view = viewOf(out);
   let off = 0;
   list.forEach((t, i) => {
     const name = names[i]!;
-    const size = align8(HEADER + name.length + 1);
+    const size = align8(REC.name + name.length + 1);
     view.setUint32(off + REC.next, i === list.length - 1 ? 0 : size, true);
     t.version.forEach((v, j) => view.setUint32(off + REC.version + 4 * j, v, true));
     out.set(name, off + REC.name);
