@@ -245,7 +245,7 @@ describe('golden replies match what dmsetup printed', () => {
     expect(lines.join('')).toBe(command(n).stdout);
   });
 
-  test('the 2000-target table came back whole after libdevmapper doubled the buffer 16 -> 128 KiB (command 62)', () => {
+  test('the 2000-target table came back whole after libdevmapper doubled the buffer 16 -> 128 KiB (dmsetup table big0)', () => {
     const sizes = recordsOf('tableBig0').filter((r) => r.req_name === 'DM_TABLE_STATUS').map((r) => (r as GoldenBufRecord).size);
     expect(sizes).toEqual([16384, 32768, 65536, 131072]);
     const { h, payload } = one(okReplies('tableBig0', 'DM_TABLE_STATUS'));
