@@ -3,18 +3,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { decodeDev, formatDev, type DevT } from '../structs/dev.js';
-import {
-  DM_COMMAND_MIN_VERSION,
-  DM_IOCTL_SIZE,
-  DM_VERSION_MAJOR,
-  DmCmd,
-  DmFlag,
-  decodeDmIoctl,
-  dmRequest,
-  writeDmIoctl,
-  type DmCommandName,
-  type DmIoctl,
-} from '../structs/dm-ioctl.js';
+import { DM_COMMANDS, DM_COMMAND_LIST, type DmCommand, type DmCommandName } from '../structs/commands.js';
+import { DM_IOCTL_SIZE, DM_VERSION_MAJOR, DmFlag, decodeDmIoctl, writeDmIoctl, type DmIoctl } from '../structs/dm-ioctl.js';
 import { DmError, NoDeviceMapperError } from './errors.js';
 import { Errno } from './errno.js';
 import { O_CLOEXEC, O_RDWR, libcTransport, sysClose, sysMknod, sysOpen } from './libc.js';
@@ -77,36 +67,8 @@ export class DmVersionError extends Error {
   }
 }
 
-/** Per-command constants, indexed by command number so that run() does no string lookups. */
-interface CommandInfo {
-  name: DmCommandName;
-  nr: number;
-  request: number;
-  version: readonly [number, number, number];
-  /** The kernel writes a payload and signals DM_BUFFER_FULL_FLAG when it does not fit. */
-  returnsData: boolean;
-}
-
-const DATA_COMMANDS = new Set<DmCommandName>([
-  'DM_LIST_DEVICES',
-  'DM_LIST_VERSIONS',
-  'DM_TABLE_DEPS',
-  'DM_TABLE_STATUS',
-  'DM_DEV_WAIT',
-  'DM_TARGET_MSG',
-  'DM_GET_TARGET_VERSION',
-]);
-
-const COMMANDS: CommandInfo[] = [];
-for (const [name, nr] of Object.entries(DmCmd) as [DmCommandName, number][]) {
-  COMMANDS[nr] = {
-    name,
-    nr,
-    request: dmRequest(DmCmd[name]),
-    version: DM_COMMAND_MIN_VERSION[name],
-    returnsData: DATA_COMMANDS.has(name),
-  };
-}
+/** What run() needs of a command (number, request, version, returnsData): its record in DM_COMMANDS. */
+type CommandInfo = DmCommand;
 
 const EMPTY = new Uint8Array(0);
 
@@ -131,7 +93,7 @@ export class DmControl {
   /** The driver's version as DM_VERSION answered when the control node was opened. */
   readonly driverVersion: readonly [number, number, number];
   /** Per command number: the buffer size that last held the whole reply. */
-  private readonly bufferSize: number[] = COMMANDS.map(() => DM_INITIAL_BUFFER_SIZE);
+  private readonly bufferSize: number[] = DM_COMMAND_LIST.map(() => DM_INITIAL_BUFFER_SIZE);
   /**
    * Per command number: the buffer that synchronous runs reuse, so that the hot path allocates
    * nothing. A reply's payload therefore stays valid only until the next run of the same command;
@@ -139,7 +101,7 @@ export class DmControl {
    */
   private readonly buffers: (Buffer | undefined)[] = [];
   /** Per command number: how far the last run wrote into its reused buffer, to zero it again. */
-  private readonly dirty: number[] = COMMANDS.map(() => 0);
+  private readonly dirty: number[] = DM_COMMAND_LIST.map(() => 0);
   private closed = false;
 
   private constructor(
@@ -189,7 +151,7 @@ export class DmControl {
 
   /** Runs a command synchronously: for everything that returns promptly. */
   run(command: DmCommandName, req: DmRunRequest): DmReply {
-    const info = COMMANDS[DmCmd[command]] as CommandInfo;
+    const info: CommandInfo = DM_COMMANDS[command];
     let size = this.startSize(info, req);
     for (;;) {
       let buf = this.buffers[info.nr];
@@ -217,7 +179,7 @@ export class DmControl {
    * so that the event loop keeps running meanwhile.
    */
   async runAsync(command: DmCommandName, req: DmRunRequest): Promise<DmReply> {
-    const info = COMMANDS[DmCmd[command]] as CommandInfo;
+    const info: CommandInfo = DM_COMMANDS[command];
     let size = this.startSize(info, req);
     for (;;) {
       // A fresh buffer per call: two asynchronous calls may be in flight at once.

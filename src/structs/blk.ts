@@ -23,6 +23,10 @@ export const BLKFLSBUF = _IO(BLK_IOC, 97);
 /** Whether discarded blocks read back zero, into an unsigned int (always 0 on current kernels). */
 export const BLKDISCARDZEROES = _IO(BLK_IOC, 124);
 
+/** The __u64 range[2] that BLKDISCARD and BLKZEROOUT read (block/ioctl.c). */
+export const BLK_RANGE_OFFSETS = { start: 0, length: 8 } as const;
+const BLK_RANGE_SIZE = 16;
+
 /** The u64[2] {start, length} of BLKDISCARD/BLKZEROOUT. The kernel refuses ranges not 512-aligned. */
 export function encodeRange(startBytes: bigint, lengthBytes: bigint): Uint8Array {
   checkU64('blk_range', 'start', startBytes);
@@ -31,10 +35,10 @@ export function encodeRange(startBytes: bigint, lengthBytes: bigint): Uint8Array
     throw new EncodeError('blk_range', 'start', `start ${startBytes} and length ${lengthBytes} must be multiples of ${SECTOR_SIZE}`);
   }
   checkU64('blk_range', 'end', startBytes + lengthBytes);
-  const out = new Uint8Array(16);
+  const out = new Uint8Array(BLK_RANGE_SIZE);
   const view = viewOf(out);
-  view.setBigUint64(0, startBytes, true);
-  view.setBigUint64(8, lengthBytes, true);
+  view.setBigUint64(BLK_RANGE_OFFSETS.start, startBytes, true);
+  view.setBigUint64(BLK_RANGE_OFFSETS.length, lengthBytes, true);
   return out;
 }
 

@@ -1,24 +1,10 @@
 // A whole dm ioctl buffer -> a JSON-serialisable description: the header with its flags named,
-// then the payload decoded by command and direction. For the `decode` CLI and for test failures.
-import {
-  DmCmd,
-  DmFlag,
-  DM_UDEV_FLAGS_SHIFT,
-  DmUdevFlag,
-  decodeDmIoctl,
-  dmCommandName,
-  dmFlagNames,
-  dmPayload,
-  type DmCommandName,
-  type DmIoctl,
-} from './dm-ioctl.js';
+// then the payload decoded by the command's codec for that direction (commands.ts).
+// For the `decode` CLI and for test failures.
+import { DM_UDEV_FLAGS_SHIFT, DmFlag, DmUdevFlag } from './dm-abi.js';
+import { DM_COMMANDS, dmCommandName, type DmCommand, type DmCommandName } from './commands.js';
+import { decodeDmIoctl, dmFlagNames, dmPayload, type DmIoctl } from './dm-ioctl.js';
 import { decodeDev } from './dev.js';
-import { readTargetSpecs } from './target-spec.js';
-import { decodeNameList } from './name-list.js';
-import { decodeTargetDeps } from './target-deps.js';
-import { decodeTargetVersions } from './target-versions.js';
-import { decodeTargetMsg } from './target-msg.js';
-import { decodeStringPayload } from './string-payload.js';
 
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
 export type DmDirection = 'request' | 'reply';
@@ -29,7 +15,7 @@ export function parseDmCommand(text: string): DmCommandName | undefined {
   if (/^\d+$/.test(trimmed)) return dmCommandName(Number(trimmed));
   const upper = trimmed.toUpperCase();
   const name = upper.startsWith('DM_') ? upper : `DM_${upper}`;
-  return Object.hasOwn(DmCmd, name) ? (name as DmCommandName) : undefined;
+  return Object.hasOwn(DM_COMMANDS, name) ? (name as DmCommandName) : undefined;
 }
 
 /** bigints as decimal strings, Uint8Array as hex, recursively. */
@@ -71,44 +57,6 @@ function headerJson(h: DmIoctl): JsonValue {
   });
 }
 
-function requestPayload(command: DmCommandName, h: DmIoctl, payload: Uint8Array): unknown {
-  switch (command) {
-    case 'DM_TABLE_LOAD':
-      return { specs: readTargetSpecs(payload, h.target_count, 'relative') };
-    case 'DM_TARGET_MSG':
-      return decodeTargetMsg(payload);
-    case 'DM_DEV_RENAME':
-      return h.flags & DmFlag.DM_UUID_FLAG
-        ? { new_uuid: decodeStringPayload(payload, 'dm_rename_uuid') }
-        : { new_name: decodeStringPayload(payload, 'dm_rename_name') };
-    case 'DM_DEV_SET_GEOMETRY':
-      return { geometry: decodeStringPayload(payload, 'dm_geometry') };
-    default:
-      return undefined;
-  }
-}
-
-function replyPayload(command: DmCommandName, h: DmIoctl, payload: Uint8Array): unknown {
-  switch (command) {
-    case 'DM_TABLE_STATUS':
-    case 'DM_DEV_WAIT':
-      return { specs: readTargetSpecs(payload, h.target_count, 'from-start') };
-    case 'DM_LIST_DEVICES':
-      return {
-        devices: decodeNameList(payload).map((e) => ({ ...e, dev: decodeDev(e.dev) })),
-      };
-    case 'DM_TABLE_DEPS':
-      return { devs: decodeTargetDeps(payload).map(decodeDev) };
-    case 'DM_LIST_VERSIONS':
-    case 'DM_GET_TARGET_VERSION':
-      return { versions: decodeTargetVersions(payload) };
-    case 'DM_TARGET_MSG':
-      return h.flags & DmFlag.DM_DATA_OUT_FLAG ? { data_out: decodeStringPayload(payload, 'dm_target_msg_out') } : undefined;
-    default:
-      return undefined;
-  }
-}
-
 /**
  * Decodes a dm ioctl buffer (header + payload, padded to data_size). A reply with
  * DM_BUFFER_FULL_FLAG says so and decodes no payload: the kernel stopped mid-way.
@@ -122,7 +70,9 @@ export function decodeDmBuffer(command: DmCommandName, buf: Uint8Array, directio
     return out;
   }
   const payload = dmPayload(buf, header);
-  const decoded = direction === 'request' ? requestPayload(command, header, payload) : replyPayload(command, header, payload);
+  const spec: DmCommand = DM_COMMANDS[command];
+  const codec = direction === 'request' ? spec.requestPayload : spec.replyPayload;
+  const decoded = codec?.decode(payload, header);
   out.payload = decoded === undefined ? null : toJson(decoded);
   return out;
 }

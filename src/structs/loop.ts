@@ -41,7 +41,8 @@ export const LOOP_CTL_GET_FREE = 0x4c82;
 export const LOOP_INFO64_SIZE = 232;
 export const LOOP_CONFIG_SIZE = 304;
 
-const OFF = {
+/** struct loop_info64. */
+export const LOOP_INFO64_OFFSETS = {
   lo_device: 0,
   lo_inode: 8,
   lo_rdevice: 16,
@@ -54,12 +55,18 @@ const OFF = {
   lo_file_name: 56,
   lo_crypt_name: 120,
   lo_encrypt_key: 184,
-  lo_init: 216,
+  lo_init: 216, // __u64[2]
 } as const;
-const CFG_FD = 0;
-const CFG_BLOCK_SIZE = 4;
-const CFG_INFO = 8;
-// __u64 __reserved[8] at 240..304: zero on encode, ignored on decode.
+const OFF = LOOP_INFO64_OFFSETS;
+
+/** struct loop_config; __reserved (__u64[8]) is zero on encode and ignored on decode. */
+export const LOOP_CONFIG_OFFSETS = {
+  fd: 0,
+  block_size: 4,
+  info: 8, // struct loop_info64
+  __reserved: 240,
+} as const;
+const CFG = LOOP_CONFIG_OFFSETS;
 
 export interface LoopInfo64 {
   lo_device: bigint;
@@ -173,9 +180,9 @@ export function decodeLoopInfo64(buf: Uint8Array): LoopInfo64 {
 export function encodeLoopConfig(config: LoopConfig): Uint8Array {
   const buf = new Uint8Array(LOOP_CONFIG_SIZE);
   const view = viewOf(buf);
-  view.setUint32(CFG_FD, checkU32('loop_config', 'fd', config.fd), true);
-  view.setUint32(CFG_BLOCK_SIZE, checkU32('loop_config', 'block_size', config.block_size), true);
-  writeInfo(buf, CFG_INFO, config.info, 'loop_config');
+  view.setUint32(CFG.fd, checkU32('loop_config', 'fd', config.fd), true);
+  view.setUint32(CFG.block_size, checkU32('loop_config', 'block_size', config.block_size), true);
+  writeInfo(buf, CFG.info, config.info, 'loop_config');
   return buf;
 }
 
@@ -183,9 +190,9 @@ export function decodeLoopConfig(buf: Uint8Array): LoopConfig & { info: LoopInfo
   if (buf.length < LOOP_CONFIG_SIZE) throw new DecodeError('loop_config', 0, `${buf.length} bytes, need ${LOOP_CONFIG_SIZE}`);
   const view = viewOf(buf);
   return {
-    fd: view.getUint32(CFG_FD, true),
-    block_size: view.getUint32(CFG_BLOCK_SIZE, true),
-    info: readInfo(buf, CFG_INFO),
+    fd: view.getUint32(CFG.fd, true),
+    block_size: view.getUint32(CFG.block_size, true),
+    info: readInfo(buf, CFG.info),
   };
 }
 

@@ -4,16 +4,26 @@
 // with DM_NAME_LIST_FLAG_HAS_UUID, the NUL-terminated uuid.
 import { DecodeError, EncodeError } from './errors.js';
 import { cstringBytes, readCString } from './cstring.js';
-import { DM_NAME_LEN, DM_UUID_LEN } from './dm-ioctl.js';
+import {
+  DM_NAME_LEN,
+  DM_NAME_LIST_FLAG_HAS_UUID,
+  DM_NAME_LIST_OFFSETS as REC,
+  DM_NAME_LIST_TAIL_OFFSETS as TAIL,
+  DM_NAME_LIST_TAIL_SIZE,
+  DM_UUID_LEN,
+} from './dm-abi.js';
 import { align8, checkU32, checkU64, viewOf } from './bytes.js';
+
+export {
+  DM_NAME_LIST_FLAG_DOESNT_HAVE_UUID,
+  DM_NAME_LIST_FLAG_HAS_UUID,
+  DM_NAME_LIST_OFFSETS,
+  DM_NAME_LIST_TAIL_OFFSETS,
+} from './dm-abi.js';
 
 const STRUCT = 'dm_name_list';
 /** offsetof(struct dm_name_list, name): the kernel sizes records from here, not sizeof (16). */
-export const DM_NAME_LIST_NAME_OFFSET = 12;
-const TAIL_SIZE = 8;
-
-export const DM_NAME_LIST_FLAG_HAS_UUID = 1;
-export const DM_NAME_LIST_FLAG_DOESNT_HAVE_UUID = 2;
+export const DM_NAME_LIST_NAME_OFFSET = REC.name;
 
 export interface DmNameListEntry {
   dev: bigint;
@@ -50,32 +60,32 @@ export function readNameList(payload: Uint8Array, visit: (r: DmNameListRecord) =
   const r: DmNameListRecord = { devLow: 0, devHigh: 0, name: '', event_nr: undefined, flags: undefined, uuid: undefined };
   let off = 0;
   for (;;) {
-    if (off + DM_NAME_LIST_NAME_OFFSET > b.length) {
+    if (off + REC.name > b.length) {
       throw new DecodeError(STRUCT, off, `record runs past the ${b.length}-byte payload`);
     }
-    const next = b.readUInt32LE(off + 8);
+    const next = b.readUInt32LE(off + REC.next);
     const end = next === 0 ? b.length : off + next;
     if (end > b.length) {
-      throw new DecodeError(STRUCT, off + 8, `next ${next} points outside the ${b.length}-byte payload`);
+      throw new DecodeError(STRUCT, off + REC.next, `next ${next} points outside the ${b.length}-byte payload`);
     }
-    const nameOff = off + DM_NAME_LIST_NAME_OFFSET;
+    const nameOff = off + REC.name;
     const nul = b.indexOf(0, nameOff);
     if (nul < 0 || nul >= end) throw new DecodeError(STRUCT, nameOff, `name has no NUL before byte ${end}`);
-    r.devLow = b.readUInt32LE(off);
-    r.devHigh = b.readUInt32LE(off + 4);
+    r.devLow = b.readUInt32LE(off + REC.dev);
+    r.devHigh = b.readUInt32LE(off + REC.dev + 4);
     r.name = b.toString('utf8', nameOff, nul);
     const tail = align8(nul + 1);
-    if (end - tail >= TAIL_SIZE) {
-      r.event_nr = b.readUInt32LE(tail);
-      r.flags = b.readUInt32LE(tail + 4);
-      r.uuid = r.flags & DM_NAME_LIST_FLAG_HAS_UUID ? readCString(b, tail + TAIL_SIZE, end, STRUCT, 'uuid') : undefined;
+    if (end - tail >= DM_NAME_LIST_TAIL_SIZE) {
+      r.event_nr = b.readUInt32LE(tail + TAIL.event_nr);
+      r.flags = b.readUInt32LE(tail + TAIL.flags);
+      r.uuid = r.flags & DM_NAME_LIST_FLAG_HAS_UUID ? readCString(b, tail + TAIL.uuid, end, STRUCT, 'uuid') : undefined;
     } else {
       r.event_nr = r.flags = r.uuid = undefined;
     }
     visit(r);
     if (next === 0) return;
-    if (next + DM_NAME_LIST_NAME_OFFSET > b.length - off) {
-      throw new DecodeError(STRUCT, off + 8, `next ${next} leaves no room for another record`);
+    if (next + REC.name > b.length - off) {
+      throw new DecodeError(STRUCT, off + REC.next, `next ${next} leaves no room for another record`);
     }
     off += next; // next >= nul + 1 - off > 0: the walk always advances, so it ends.
   }
@@ -111,9 +121,9 @@ export function encodeNameList(entries: readonly DmNameListEntry[], opts: { with
       if (!opts.withTail) throw new EncodeError(STRUCT, `[${i}].uuid`, 'needs the event_nr/flags tail');
       uuid = cstringBytes(STRUCT, `[${i}].uuid`, e.uuid ?? '', DM_UUID_LEN);
     }
-    const tail = align8(DM_NAME_LIST_NAME_OFFSET + name.length + 1);
+    const tail = align8(REC.name + name.length + 1);
     let size = tail;
-    if (opts.withTail) size += TAIL_SIZE;
+    if (opts.withTail) size += DM_NAME_LIST_TAIL_SIZE;
     if (uuid) size += align8(uuid.length + 1);
     return { e, name, flags, eventNr, uuid, tail, size };
   });
@@ -121,13 +131,13 @@ export function encodeNameList(entries: readonly DmNameListEntry[], opts: { with
   const view = viewOf(out);
   let off = 0;
   parts.forEach((p, i) => {
-    view.setBigUint64(off, p.e.dev, true);
-    view.setUint32(off + 8, i === parts.length - 1 ? 0 : p.size, true);
-    out.set(p.name, off + DM_NAME_LIST_NAME_OFFSET);
+    view.setBigUint64(off + REC.dev, p.e.dev, true);
+    view.setUint32(off + REC.next, i === parts.length - 1 ? 0 : p.size, true);
+    out.set(p.name, off + REC.name);
     if (opts.withTail) {
-      view.setUint32(off + p.tail, p.eventNr, true);
-      view.setUint32(off + p.tail + 4, p.flags, true);
-      if (p.uuid) out.set(p.uuid, off + p.tail + TAIL_SIZE);
+      view.setUint32(off + p.tail + TAIL.event_nr, p.eventNr, true);
+      view.setUint32(off + p.tail + TAIL.flags, p.flags, true);
+      if (p.uuid) out.set(p.uuid, off + p.tail + TAIL.uuid);
     }
     off += p.size;
   });

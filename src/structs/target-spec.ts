@@ -3,16 +3,12 @@
 // TABLE_STATUS and DEV_WAIT return them with `next` counted from the start of the payload.
 import { DecodeError, EncodeError } from './errors.js';
 import { writeCString } from './cstring.js';
-import { DM_IOCTL_SIZE, DM_MAX_TYPE_NAME } from './dm-ioctl.js';
+import { DM_IOCTL_SIZE, DM_MAX_TYPE_NAME, DM_TARGET_SPEC_OFFSETS as SPEC, DM_TARGET_SPEC_SIZE } from './dm-abi.js';
 import { DM_ALIGNMENT, align8, checkU64, viewOf } from './bytes.js';
 
+export { DM_TARGET_SPEC_OFFSETS, DM_TARGET_SPEC_SIZE } from './dm-abi.js';
+
 const STRUCT = 'dm_target_spec';
-export const DM_TARGET_SPEC_SIZE = 40;
-const OFF_SECTOR_START = 0;
-const OFF_LENGTH = 8;
-const OFF_STATUS = 16;
-const OFF_NEXT = 20;
-const OFF_TARGET_TYPE = 24;
 
 export interface DmTargetSpecIn {
   sector_start: bigint;
@@ -60,10 +56,10 @@ export function encodeTargetSpecs(specs: readonly DmTargetSpecIn[]): Uint8Array 
   for (let i = 0; i < specs.length; i++) {
     const spec = specs[i] as DmTargetSpecIn;
     const size = sizes[i] as number;
-    out.writeBigUInt64LE(spec.sector_start, off + OFF_SECTOR_START);
-    out.writeBigUInt64LE(spec.length, off + OFF_LENGTH);
-    out.writeUInt32LE(size, off + OFF_NEXT);
-    writeCString(out, off + OFF_TARGET_TYPE, STRUCT, `[${i}].target_type`, spec.target_type, DM_MAX_TYPE_NAME);
+    out.writeBigUInt64LE(spec.sector_start, off + SPEC.sector_start);
+    out.writeBigUInt64LE(spec.length, off + SPEC.length);
+    out.writeUInt32LE(size, off + SPEC.next);
+    writeCString(out, off + SPEC.target_type, STRUCT, `[${i}].target_type`, spec.target_type, DM_MAX_TYPE_NAME);
     out.write(spec.params, off + DM_TARGET_SPEC_SIZE, 'utf8');
     off += size;
   }
@@ -97,34 +93,34 @@ export function readTargetSpecs(payload: Uint8Array, count: number, mode: Target
     if (off + DM_TARGET_SPEC_SIZE > payload.length) {
       throw new DecodeError(STRUCT, off, `spec ${i} of ${count} runs past the ${payload.length}-byte payload`);
     }
-    const typeEnd = payload.indexOf(0, off + OFF_TARGET_TYPE);
-    if (typeEnd < 0 || typeEnd >= off + OFF_TARGET_TYPE + DM_MAX_TYPE_NAME) {
-      throw new DecodeError(STRUCT, off + OFF_TARGET_TYPE, `target_type of spec ${i} has no NUL within ${DM_MAX_TYPE_NAME} bytes`);
+    const typeEnd = payload.indexOf(0, off + SPEC.target_type);
+    if (typeEnd < 0 || typeEnd >= off + SPEC.target_type + DM_MAX_TYPE_NAME) {
+      throw new DecodeError(STRUCT, off + SPEC.target_type, `target_type of spec ${i} has no NUL within ${DM_MAX_TYPE_NAME} bytes`);
     }
     const paramsOff = off + DM_TARGET_SPEC_SIZE;
     const paramsNul = payload.indexOf(0, paramsOff);
     if (paramsNul < 0) throw new DecodeError(STRUCT, paramsOff, `params of spec ${i} have no NUL before the end of the payload`);
-    const next = view.getUint32(off + OFF_NEXT, true);
+    const next = view.getUint32(off + SPEC.next, true);
     specs.push({
       offset: off,
       next,
-      sector_start: view.getBigUint64(off + OFF_SECTOR_START, true),
-      length: view.getBigUint64(off + OFF_LENGTH, true),
-      status: view.getInt32(off + OFF_STATUS, true),
-      target_type: utf8Decoder.decode(payload.subarray(off + OFF_TARGET_TYPE, typeEnd)),
+      sector_start: view.getBigUint64(off + SPEC.sector_start, true),
+      length: view.getBigUint64(off + SPEC.length, true),
+      status: view.getInt32(off + SPEC.status, true),
+      target_type: utf8Decoder.decode(payload.subarray(off + SPEC.target_type, typeEnd)),
       params: utf8Decoder.decode(payload.subarray(paramsOff, paramsNul)),
     });
     // `next` must land at or after this spec's params (so it advances and specs never overlap)
     // and, unless this is the last spec, leave room for a whole spec header.
     const nextAbs = mode === 'relative' ? off + next : next;
     if (nextAbs <= paramsNul) {
-      throw new DecodeError(STRUCT, off + OFF_NEXT, `next ${next} of spec ${i} does not advance past its params (end ${paramsNul + 1})`);
+      throw new DecodeError(STRUCT, off + SPEC.next, `next ${next} of spec ${i} does not advance past its params (end ${paramsNul + 1})`);
     }
     const last = i === count - 1;
     // The kernel's last `next` is the 8-aligned end of its params, which may lie past data_size.
     const limit = last ? align8(payload.length) : payload.length - DM_TARGET_SPEC_SIZE;
     if (nextAbs > limit) {
-      throw new DecodeError(STRUCT, off + OFF_NEXT, `next ${next} of spec ${i} points outside the ${payload.length}-byte payload`);
+      throw new DecodeError(STRUCT, off + SPEC.next, `next ${next} of spec ${i} points outside the ${payload.length}-byte payload`);
     }
     off = nextAbs;
   }
@@ -156,9 +152,9 @@ export function encodeTargetSpecsReply(specs: readonly DmTargetSpec[]): Uint8Arr
   let off = 0;
   let end = 0;
   specs.forEach((spec, i) => {
-    const size = view.getUint32(off + OFF_NEXT, true);
-    view.setUint32(off + OFF_NEXT, off + size, true);
-    view.setInt32(off + OFF_STATUS, spec.status | 0, true);
+    const size = view.getUint32(off + SPEC.next, true);
+    view.setUint32(off + SPEC.next, off + size, true);
+    view.setInt32(off + SPEC.status, spec.status | 0, true);
     end = off + DM_TARGET_SPEC_SIZE + Buffer.byteLength(specs[i]!.params, 'utf8') + 1;
     off += size;
   });

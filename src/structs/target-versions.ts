@@ -2,11 +2,12 @@
 // list), version u32[3], NUL-terminated name. The reply of DM_LIST_VERSIONS and GET_TARGET_VERSION.
 import { DecodeError, EncodeError } from './errors.js';
 import { cstringBytes, readCString } from './cstring.js';
-import { DM_NAME_LEN } from './dm-ioctl.js';
+import { DM_NAME_LEN, DM_TARGET_VERSIONS_OFFSETS as REC } from './dm-abi.js';
 import { align8, checkU32, viewOf } from './bytes.js';
 
+export { DM_TARGET_VERSIONS_OFFSETS } from './dm-abi.js';
+
 const STRUCT = 'dm_target_versions';
-const HEADER = 16;
 
 export interface DmTargetVersion {
   name: string;
@@ -19,17 +20,18 @@ export function decodeTargetVersions(payload: Uint8Array): DmTargetVersion[] {
   const list: DmTargetVersion[] = [];
   let off = 0;
   for (;;) {
-    if (off + HEADER > payload.length) throw new DecodeError(STRUCT, off, `record runs past the ${payload.length}-byte payload`);
-    const next = view.getUint32(off, true);
+    if (off + REC.name > payload.length) throw new DecodeError(STRUCT, off, `record runs past the ${payload.length}-byte payload`);
+    const next = view.getUint32(off + REC.next, true);
     const end = next === 0 ? payload.length : off + next;
     if (end > payload.length) throw new DecodeError(STRUCT, off, `next ${next} points outside the ${payload.length}-byte payload`);
-    const name = readCString(payload, off + HEADER, end, STRUCT, 'name');
+    const name = readCString(payload, off + REC.name, end, STRUCT, 'name');
+    const version = off + REC.version;
     list.push({
       name,
-      version: [view.getUint32(off + 4, true), view.getUint32(off + 8, true), view.getUint32(off + 12, true)],
+      version: [view.getUint32(version, true), view.getUint32(version + 4, true), view.getUint32(version + 8, true)],
     });
     if (next === 0) return list;
-    if (next + HEADER > payload.length - off) throw new DecodeError(STRUCT, off, `next ${next} leaves no room for another record`);
+    if (next + REC.name > payload.length - off) throw new DecodeError(STRUCT, off, `next ${next} leaves no room for another record`);
     off += next; // next > the name's NUL: always advances.
   }
 }
@@ -45,15 +47,15 @@ export function encodeTargetVersions(list: readonly DmTargetVersion[]): Uint8Arr
     t.version.forEach((v, j) => checkU32(STRUCT, `[${i}].version[${j}]`, v));
     return name;
   });
-  const out = new Uint8Array(names.reduce((s, n) => s + HEADER + n.length + 1 + 7, 0));
+  const out = new Uint8Array(names.reduce((s, n) => s + REC.name + n.length + 1 + 7, 0));
   const view = viewOf(out);
   let off = 0;
   list.forEach((t, i) => {
     const name = names[i]!;
-    const size = align8(HEADER + name.length + 1);
-    view.setUint32(off, i === list.length - 1 ? 0 : size, true);
-    t.version.forEach((v, j) => view.setUint32(off + 4 + 4 * j, v, true));
-    out.set(name, off + HEADER);
+    const size = align8(REC.name + name.length + 1);
+    view.setUint32(off + REC.next, i === list.length - 1 ? 0 : size, true);
+    t.version.forEach((v, j) => view.setUint32(off + REC.version + 4 * j, v, true));
+    out.set(name, off + REC.name);
     off += size;
   });
   return out;
@@ -62,7 +64,7 @@ export function encodeTargetVersions(list: readonly DmTargetVersion[]): Uint8Arr
 /**
  * The GET_TARGET_VERSION request payload. The kernel (get_target_version) reads the target's name
  * from dm_ioctl.name, not from the payload: libdevmapper sends the name there and an empty
- * payload (golden command 3). So this checks the name fits that field and returns no bytes;
+ * payload (dmsetup target-version). So this checks the name fits that field and returns no bytes;
  * put `name` in the header (see targetVersionRequest).
  */
 export function encodeTargetVersionRequest(name: string): Uint8Array {

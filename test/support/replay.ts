@@ -11,7 +11,8 @@ import { DeviceMapper, type DeviceMapperOptions } from '../../src/dm/device-mapp
 import type { NodeManager } from '../../src/dm/nodes.js';
 import type { DevT } from '../../src/structs/dev.js';
 import { DM_IOCTL_SIZE, DmFlag, decodeDmIoctl, dmCommandName, type DmIoctl } from '../../src/structs/dm-ioctl.js';
-import { recordsOf, type GoldenBufRecord, type GoldenRecord } from './golden.js';
+import { writeFields } from './buffers.js';
+import { dmRecordsOf, type GoldenBufRecord, type GoldenName } from './golden.js';
 
 /**
  * Where our requests may differ from libdevmapper's, and why:
@@ -44,14 +45,14 @@ export class ReplayTransport implements Transport {
   constructor(readonly records: readonly GoldenBufRecord[]) {}
 
   /**
-   * The dm-control ioctls of golden commands `ns`, in capture order, as one session: each dmsetup
+   * The dm-control ioctls of golden commands, in capture order, as one session: each dmsetup
    * run began with its own DM_VERSION, which one open control node sends once, so the leading
    * DM_VERSION of every command after the first is left out.
    */
-  static of(...ns: number[]): ReplayTransport {
+  static of(...commands: (GoldenName | number)[]): ReplayTransport {
     return new ReplayTransport(
-      ns.flatMap((n, i) => {
-        const records = dmOnly(recordsOf(n));
+      commands.flatMap((c, i) => {
+        const records = dmRecordsOf(c);
         return i > 0 && records[0]?.req_name === 'DM_VERSION' ? records.slice(1) : records;
       }),
     );
@@ -91,7 +92,7 @@ export class ReplayTransport implements Transport {
       throw new ReplayMismatch(`${where}: the kernel wrote ${after.data_size} bytes, our buffer holds ${arg.length}`);
     }
     arg.set(record.after.subarray(0, Math.min(arg.length, record.after.length)));
-    if (echoed) new DataView(arg.buffer, arg.byteOffset, arg.byteLength).setUint32(12, arg.length, true);
+    if (echoed) writeFields(arg, 'dm_ioctl', { data_size: arg.length });
     return { ret: record.ret, errno: 0 };
   }
 
@@ -99,10 +100,6 @@ export class ReplayTransport implements Transport {
     await Promise.resolve();
     return this.ioctl(fd, request, arg);
   }
-}
-
-function dmOnly(records: GoldenRecord[]): GoldenBufRecord[] {
-  return records.filter((r): r is GoldenBufRecord => r.kind === 'buf' && r.fd_kind === 'dm-control');
 }
 
 function hex(n: number | bigint): string {

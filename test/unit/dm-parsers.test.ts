@@ -1,7 +1,7 @@
 // Table and status parsers against what dmsetup printed in the golden captures, plus every status
 // form the kernel can emit and the input the API must refuse before anything reaches the kernel.
 import { describe, expect, it } from 'vitest';
-import { command, loadCommands } from '../support/golden.js';
+import { GOLDEN, command, loadCommands, type GoldenName } from '../support/golden.js';
 import { InvalidArgumentError } from '../../src/dm/errors.js';
 import { checkDeviceRef, deviceName, deviceUuid, sectors, thinId } from '../../src/dm/names.js';
 import { parseThinPoolStatus } from '../../src/dm/status/thin-pool.js';
@@ -17,7 +17,7 @@ import {
 } from '../../src/dm/targets.js';
 
 // `dmsetup table/status <one device>` prints bare lines; `--target`/all-device forms prefix "name: ".
-function stdoutLines(n: number): string[] {
+function stdoutLines(n: GoldenName | number): string[] {
   return command(n)
     .stdout.split('\n')
     .filter((l) => l !== '')
@@ -30,11 +30,15 @@ describe('table lines from the golden `dmsetup table` output', () => {
   const tableCommands = commands.filter((c) => /^dmsetup table\b/.test(c.cmd) && c.rc === 0);
 
   it('covers every dmsetup table command in the captures', () => {
-    expect(tableCommands.map((c) => c.n)).toEqual([27, 32, 33, 47, 62, 67, 83]);
+    expect(tableCommands.map((c) => c.n)).toEqual(
+      (['tableInactiveEmpty0', 'tableLin0', 'tableAll', 'tableInactiveLin0', 'tableBig0', 'tablePool', 'tableTargetThinPool'] as const).map(
+        (name) => GOLDEN[name],
+      ),
+    );
   });
 
   for (const c of tableCommands) {
-    it(`#${c.n} ${c.cmd}: parse -> format -> parse is stable and keeps the kernel's words`, () => {
+    it(`${c.cmd}: parse -> format -> parse is stable and keeps the kernel's words`, () => {
       const lines = stdoutLines(c.n);
       expect(lines.length).toBeGreaterThan(0);
       for (const line of lines) {
@@ -49,15 +53,15 @@ describe('table lines from the golden `dmsetup table` output', () => {
   }
 
   it('types each golden line', () => {
-    expect(parseTableLine(stdoutLines(32)[0]!)).toEqual({
+    expect(parseTableLine(stdoutLines('tableLin0')[0]!)).toEqual({
       type: 'linear',
       startSector: 0n,
       lengthSectors: 2048n,
       device: '7:2',
       offsetSectors: 0n,
     });
-    expect(parseTableLine(stdoutLines(27)[0]!)).toEqual({ type: 'zero', startSector: 0n, lengthSectors: 1024n });
-    expect(parseTableLine(stdoutLines(67)[0]!)).toEqual({
+    expect(parseTableLine(stdoutLines('tableInactiveEmpty0')[0]!)).toEqual({ type: 'zero', startSector: 0n, lengthSectors: 1024n });
+    expect(parseTableLine(stdoutLines('tablePool')[0]!)).toEqual({
       type: 'thin-pool',
       startSector: 0n,
       lengthSectors: 2097152n,
@@ -67,7 +71,7 @@ describe('table lines from the golden `dmsetup table` output', () => {
       lowWaterMarkBlocks: 32768n,
       features: [],
     });
-    const big = parseTable(command(62).stdout);
+    const big = parseTable(command('tableBig0').stdout);
     expect(big).toHaveLength(2000);
     expect(big[1999]).toEqual({ type: 'linear', startSector: 1999n, lengthSectors: 1n, device: '7:2', offsetSectors: 1999n });
     expect(() => checkTable(big)).not.toThrow();
@@ -120,9 +124,9 @@ describe('table lines from the golden `dmsetup table` output', () => {
 });
 
 describe('thin-pool status', () => {
-  it('reads the golden pool status lines (#66 fresh pool, #79 after set_transaction_id + reserve_metadata_snap)', () => {
-    const p66 = stdoutLines(66)[0]!.split(' ').slice(3).join(' ');
-    expect(parseThinPoolStatus(p66)).toEqual({
+  it('reads the golden pool status lines (a fresh pool; after set_transaction_id + reserve_metadata_snap)', () => {
+    const fresh = stdoutLines('statusPool')[0]!.split(' ').slice(3).join(' ');
+    expect(parseThinPoolStatus(fresh)).toEqual({
       state: 'ok',
       transactionId: 0n,
       usedMetadataBlocks: 1649n,
@@ -137,8 +141,8 @@ describe('thin-pool status', () => {
       needsCheck: false,
       metadataLowWatermark: 1024n,
     });
-    const p79 = stdoutLines(79)[0]!.split(' ').slice(3).join(' ');
-    expect(parseThinPoolStatus(p79)).toMatchObject({ state: 'ok', transactionId: 1n, usedMetadataBlocks: 1651n, heldMetadataRoot: 24n });
+    const held = stdoutLines('statusPoolHeldRoot')[0]!.split(' ').slice(3).join(' ');
+    expect(parseThinPoolStatus(held)).toMatchObject({ state: 'ok', transactionId: 1n, usedMetadataBlocks: 1651n, heldMetadataRoot: 24n });
   });
 
   it('reads every form the kernel emits', () => {
@@ -188,8 +192,8 @@ describe('thin-pool status', () => {
 });
 
 describe('thin status', () => {
-  it('reads the golden thin status (#72, #82: nothing mapped)', () => {
-    for (const line of [...stdoutLines(72), ...stdoutLines(82)]) {
+  it('reads the golden thin status (dmsetup status thin0 and --target thin: nothing mapped)', () => {
+    for (const line of [...stdoutLines('statusThin0'), ...stdoutLines('statusTargetThin')]) {
       expect(parseThinStatus(line.split(' ').slice(3).join(' '))).toEqual({ state: 'ok', mappedSectors: 0n, highestMappedSector: null });
     }
   });

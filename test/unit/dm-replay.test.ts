@@ -19,7 +19,7 @@ import {
   reserveMetadataSnap,
   setTransactionId,
 } from '../../src/dm/thin-messages.js';
-import { command, recordsOf, type GoldenBufRecord } from '../support/golden.js';
+import { command, dmRecord, type GoldenBufRecord, type GoldenName } from '../support/golden.js';
 import { MemoryNodes, ReplayMismatch, ReplayTransport, dmErrorOf, replayDeviceMapper, type ReplaySession } from '../support/replay.js';
 
 const lin0Dev = { major: 254, minor: 0 };
@@ -31,48 +31,44 @@ const linear = (lengthSectors: bigint, device: string, offsetSectors: bigint, st
   offsetSectors,
 });
 
-/** A session replaying golden commands `ns`; `run` gets it and the test ends with every record used. */
-async function replay(ns: number | number[], run: (s: ReplaySession) => unknown, opts: Parameters<typeof replayDeviceMapper>[1] = {}): Promise<ReplaySession> {
+/** A session replaying golden commands; `run` gets it and the test ends with every record used. */
+async function replay(ns: GoldenName | GoldenName[], run: (s: ReplaySession) => unknown, opts: Parameters<typeof replayDeviceMapper>[1] = {}): Promise<ReplaySession> {
   const s = replayDeviceMapper(ReplayTransport.of(...[ns].flat()), opts);
   await run(s);
   s.finish();
   return s;
 }
 
-function dmRecords(n: number): GoldenBufRecord[] {
-  return recordsOf(n).filter((r): r is GoldenBufRecord => r.kind === 'buf' && r.fd_kind === 'dm-control');
-}
-
 /** A record built from our own encoder, answered with `after` (synthetic: no capture has it). */
 function synthetic(name: DmCommandName, req: Parameters<typeof encodeDmIoctl>[0], payload: Uint8Array | undefined, after: Uint8Array, errno = 0): GoldenBufRecord {
   const before = encodeDmIoctl(req, payload, 0);
-  const base = dmRecords(35)[1]!;
+  const base = dmRecord('infoLin0', 'DM_DEV_STATUS');
   return { ...base, label: `synthetic:${name}`, req_name: name, req: dmRequest(DmCmd[name]), size: before.length, before, after, ret: errno ? -1 : 0, errno, errno_name: '' };
 }
 
 describe('replay: version, versions, list', () => {
-  it('#1 version', () => replay(1, ({ dm }) => expect(dm.version()).toEqual([4, 47, 0])));
-  it('#2 listVersions', () =>
-    replay(2, ({ dm }) => {
-      const lines = command(2).stdout.trim().split('\n').map((l) => l.split(/\s+/));
+  it('version', () => replay('version', ({ dm }) => expect(dm.version()).toEqual([4, 47, 0])));
+  it('listVersions (dmsetup targets)', () =>
+    replay('targets', ({ dm }) => {
+      const lines = command('targets').stdout.trim().split('\n').map((l) => l.split(/\s+/));
       expect(dm.listVersions().map((t) => [t.name, `v${t.version.join('.')}`])).toEqual(lines);
     }));
-  it('#3 targetVersion', () =>
-    replay(3, ({ dm }) => {
+  it('targetVersion', () =>
+    replay('targetVersion', ({ dm }) => {
       expect(dm.targetVersion('thin-pool')).toEqual([1, 22, 0]);
       expect(dm.targetVersion('linear')).toEqual([1, 4, 0]);
     }));
-  it('#4 list (empty)', () => replay(4, ({ dm }) => expect(dm.list()).toEqual([])));
-  it('#29 list', () =>
-    replay(29, ({ dm }) =>
+  it('lsEmpty list (empty)', () => replay('lsEmpty', ({ dm }) => expect(dm.list()).toEqual([])));
+  it('ls list', () =>
+    replay('ls', ({ dm }) =>
       expect(dm.list()).toEqual([
         { name: 'empty0', dev: { major: 254, minor: 2 }, eventNr: 0 },
         { name: 'lin0', dev: lin0Dev, eventNr: 0 },
         { name: 'lin2', dev: { major: 254, minor: 1 }, eventNr: 0 },
       ])));
-  it('#96 list after remove_all', () => replay(96, ({ dm }) => expect(dm.list()).toEqual([])));
+  it('lsAfterRemoveAll list after remove_all', () => replay('lsAfterRemoveAll', ({ dm }) => expect(dm.list()).toEqual([])));
   it('list with uuids sends DM_UUID_FLAG and reads them (synthetic reply)', async () => {
-    const version = dmRecords(29)[0]!;
+    const version = dmRecord('ls', 'DM_VERSION');
     const payload = encodeNameList([{ dev: encodeDev({ major: 254, minor: 1 }), name: 'lin2', event_nr: 3, uuid: 'DMGOLD-lin2-uuid' }], { withTail: true });
     const after = encodeDmIoctl({ version: [4, 47, 0], flags: DmFlag.DM_UUID_FLAG }, payload, 16384);
     const list = synthetic('DM_LIST_DEVICES', { version: [4, 0, 0], flags: DmFlag.DM_UUID_FLAG }, undefined, after);
@@ -84,26 +80,26 @@ describe('replay: version, versions, list', () => {
 });
 
 describe('replay: create, load, resume and their errors', () => {
-  it('#19 create with a table: DEV_CREATE, TABLE_LOAD by dev, resume, node', async () => {
-    const s = await replay(19, async ({ dm }) => {
+  it('createLin0 create with a table: DEV_CREATE, TABLE_LOAD by dev, resume, node', async () => {
+    const s = await replay('createLin0', async ({ dm }) => {
       const info = await dm.create('lin0', { table: [linear(2048n, '/dev/loop2', 0n)] });
       expect(info).toMatchObject({ name: 'lin0', dev: lin0Dev, liveTable: true, suspended: false, readOnly: false });
     });
     expect(s.nodes.ops).toEqual(['add lin0 254:0']);
   });
-  it('#20 create of an existing name -> DmError EBUSY from DM_DEV_CREATE', () =>
-    replay(20, async ({ dm }) => {
+  it('createLin0AgainEbusy create of an existing name -> DmError EBUSY from DM_DEV_CREATE', () =>
+    replay('createLin0AgainEbusy', async ({ dm }) => {
       const err = await dmErrorOf(() => dm.create('lin0', { table: [linear(2048n, '/dev/loop2', 0n)] }));
       expect(err).toMatchObject({ code: 'EBUSY', command: 'DM_DEV_CREATE', device: 'lin0' });
       expect(err.message).toMatch(/DM_DEV_CREATE lin0: EBUSY/);
     }));
   for (const [n, code, type, params] of [
-    [21, 'EINVAL', 'nosuchtarget', 'foo'],
-    [22, 'ENODEV', 'linear', '/dev/nonexistent 0'],
+    ['createBadTargetEinval', 'EINVAL', 'nosuchtarget', 'foo'],
+    ['createBadLinearArgsEnodev', 'ENODEV', 'linear', '/dev/nonexistent 0'],
   ] as const) {
-    it(`#${n} a refused TABLE_LOAD (${code}) removes the half-made device, as libdevmapper does`, async () => {
+    it(`${n}: a refused TABLE_LOAD (${code}) removes the half-made device, as libdevmapper does`, async () => {
       const s = await replay(n, async ({ dm }) => {
-        const name = n === 21 ? 'bad0' : 'bad1';
+        const name = n === 'createBadTargetEinval' ? 'bad0' : 'bad1';
         const table: Target[] =
           type === 'linear'
             ? [linear(2048n, '/dev/nonexistent', 0n)]
@@ -115,38 +111,38 @@ describe('replay: create, load, resume and their errors', () => {
       expect(s.replay.calls.map((c) => c.command)).toEqual(['DM_VERSION', 'DM_DEV_CREATE', 'DM_TABLE_LOAD', 'DM_DEV_REMOVE']);
     });
   }
-  it('#23 create with uuid, read-only', () =>
-    replay(23, async ({ dm }) => {
+  it('createLin2UuidReadonly create with uuid, read-only', () =>
+    replay('createLin2UuidReadonly', async ({ dm }) => {
       const info = await dm.create('lin2', { uuid: 'DMGOLD-lin2-uuid', readOnly: true, table: [linear(1024n, '/dev/loop2', 2048n)] });
       expect(info).toMatchObject({ readOnly: true, dev: { major: 254, minor: 1 } });
     }));
-  it('#24 create without a table (no load, no resume, no node)', async () => {
-    const s = await replay(24, async ({ dm }) => {
+  it('createEmpty0NoTable create without a table (no load, no resume, no node)', async () => {
+    const s = await replay('createEmpty0NoTable', async ({ dm }) => {
       expect(await dm.create('empty0')).toMatchObject({ name: 'empty0', liveTable: false });
     });
     expect(s.nodes.ops).toEqual([]);
   });
-  it('#25 loadTable', () =>
-    replay(25, ({ dm }) => expect(dm.loadTable({ name: 'empty0' }, [{ type: 'zero', startSector: 0n, lengthSectors: 1024n }])).toMatchObject({ inactiveTable: true })));
-  it('#28 resume makes the node', async () => {
-    const s = await replay(28, ({ dm }) => dm.resume({ name: 'empty0' }));
+  it('loadEmpty0 loadTable', () =>
+    replay('loadEmpty0', ({ dm }) => expect(dm.loadTable({ name: 'empty0' }, [{ type: 'zero', startSector: 0n, lengthSectors: 1024n }])).toMatchObject({ inactiveTable: true })));
+  it('resumeEmpty0 resume makes the node', async () => {
+    const s = await replay('resumeEmpty0', ({ dm }) => dm.resume({ name: 'empty0' }));
     expect(s.nodes.ops).toEqual(['add empty0 254:2']);
   });
-  it('#61 a 2000-target table', () =>
-    replay(61, async ({ dm }) => {
+  it('createBig0 a 2000-target table', () =>
+    replay('createBig0', async ({ dm }) => {
       const table = Array.from({ length: 2000 }, (_, i) => linear(1n, '/dev/loop2', BigInt(i), BigInt(i)));
       await dm.create('big0', { table });
     }));
-  it('#65 thin-pool, #71 thin, #81 snapshot', () =>
-    replay([65, 71, 81], async ({ dm }) => {
+  it('createPool thin-pool, createThin0 thin, createSnap1 snapshot', () =>
+    replay(['createPool', 'createThin0', 'createSnap1'], async ({ dm }) => {
       await dm.create('pool', {
         table: [{ type: 'thin-pool', startSector: 0n, lengthSectors: 2097152n, metadataDevice: '/dev/loop0', dataDevice: '/dev/loop1', dataBlockSizeSectors: 128, lowWaterMarkBlocks: 32768n, features: [] }],
       });
       await dm.create('thin0', { table: [{ type: 'thin', startSector: 0n, lengthSectors: 2097152n, poolDevice: '/dev/mapper/pool', thinId: 0 }] });
       await dm.create('snap1', { table: [{ type: 'thin', startSector: 0n, lengthSectors: 2097152n, poolDevice: '/dev/mapper/pool', thinId: 1 }] });
     }));
-  it('#46/#49 reload, #48 clear, #50 resume into the new table', () =>
-    replay([46, 48, 49, 50], async ({ dm }) => {
+  it('reloadLin0/reloadLin0Again reload, clearLin0 clear, resumeLin0Reloaded resume into the new table', () =>
+    replay(['reloadLin0', 'clearLin0', 'reloadLin0Again', 'resumeLin0Reloaded'], async ({ dm }) => {
       expect(dm.loadTable({ name: 'lin0' }, [linear(4096n, '/dev/loop2', 0n)])).toMatchObject({ inactiveTable: true, liveTable: true });
       expect(dm.clearTable({ name: 'lin0' })).toMatchObject({ inactiveTable: false });
       dm.loadTable({ name: 'lin0' }, [linear(4096n, '/dev/loop2', 0n)]);
@@ -155,10 +151,10 @@ describe('replay: create, load, resume and their errors', () => {
 });
 
 describe('replay: info, table, status, deps', () => {
-  it('#26 info with only an inactive table', () =>
-    replay(26, ({ dm }) => expect(dm.info({ name: 'empty0' })).toMatchObject({ liveTable: false, inactiveTable: true, targetCount: 0, dev: { major: 254, minor: 2 } })));
-  it('#35 info (active), #42 (suspended), #37 by uuid, #38 by dev', () =>
-    replay([35, 42, 37, 38], ({ dm }) => {
+  it('infoEmpty0Inactive info with only an inactive table', () =>
+    replay('infoEmpty0Inactive', ({ dm }) => expect(dm.info({ name: 'empty0' })).toMatchObject({ liveTable: false, inactiveTable: true, targetCount: 0, dev: { major: 254, minor: 2 } })));
+  it('infoLin0 info (active), infoLin0Suspended (suspended), infoByUuid by uuid, infoByMajorMinor by dev', () =>
+    replay(['infoLin0', 'infoLin0Suspended', 'infoByUuid', 'infoByMajorMinor'], ({ dm }) => {
       expect(dm.info({ name: 'lin0' })).toEqual({
         name: 'lin0', uuid: '', dev: lin0Dev, openCount: 0, eventNr: 0, targetCount: 1,
         readOnly: false, suspended: false, liveTable: true, inactiveTable: false, deferredRemove: false,
@@ -167,14 +163,14 @@ describe('replay: info, table, status, deps', () => {
       expect(dm.info({ uuid: 'DMGOLD-lin2-uuid' })).toMatchObject({ name: 'lin2', uuid: 'DMGOLD-lin2-uuid', readOnly: true });
       expect(dm.info({ dev: lin0Dev })).toMatchObject({ name: 'lin0', liveTable: true });
     }));
-  it('#36 list + info of each', () =>
-    replay(36, ({ dm }) => {
+  it('infoColumns list + info of each', () =>
+    replay('infoColumns', ({ dm }) => {
       const infos = dm.list().map((e) => dm.info({ name: e.name }));
       expect(infos.map((i) => i?.readOnly)).toEqual([false, false, true]);
     }));
-  it('#59 info of a missing device is null', () => replay(59, ({ dm }) => expect(dm.info({ name: 'nosuchdev' })).toBeNull()));
-  it('#27/#47 table --inactive, #32 table, #67 thin-pool table', () =>
-    replay([27, 32, 47, 67], ({ dm }) => {
+  it('infoMissing info of a missing device is null', () => replay('infoMissing', ({ dm }) => expect(dm.info({ name: 'nosuchdev' })).toBeNull()));
+  it('tableInactiveEmpty0/tableInactiveLin0 table --inactive, tableLin0 table, tablePool thin-pool table', () =>
+    replay(['tableInactiveEmpty0', 'tableLin0', 'tableInactiveLin0', 'tablePool'], ({ dm }) => {
       expect(dm.table({ name: 'empty0' }, { inactive: true })).toEqual([{ type: 'zero', startSector: 0n, lengthSectors: 1024n }]);
       expect(dm.table({ name: 'lin0' })).toEqual([linear(2048n, '7:2', 0n)]);
       expect(dm.table({ name: 'lin0' }, { inactive: true })).toEqual([linear(4096n, '7:2', 0n)]);
@@ -182,18 +178,18 @@ describe('replay: info, table, status, deps', () => {
         { type: 'thin-pool', startSector: 0n, lengthSectors: 2097152n, metadataDevice: '7:0', dataDevice: '7:1', dataBlockSizeSectors: 128, lowWaterMarkBlocks: 32768n, features: [] },
       ]);
     }));
-  it('#33 list + table of each', () =>
-    replay(33, ({ dm }) => {
+  it('tableAll list + table of each', () =>
+    replay('tableAll', ({ dm }) => {
       const lines = dm.list().map((e) => dm.table({ name: e.name }).map((t) => t.type));
       expect(lines).toEqual([['zero'], ['linear'], ['linear']]);
     }));
-  it('#30 list + status of each (ls --target linear)', () =>
-    replay(30, ({ dm }) => {
+  it('lsTargetLinear list + status of each (ls --target linear)', () =>
+    replay('lsTargetLinear', ({ dm }) => {
       const linears = dm.list().filter((e) => dm.status({ name: e.name }).some((t) => t.type === 'linear'));
       expect(linears.map((e) => e.name)).toEqual(['lin0', 'lin2']);
     }));
-  it('#34 status, #66/#79 pool status, #72 thin status', () =>
-    replay([34, 66, 72, 79], ({ dm }) => {
+  it('statusLin0 status, statusPool/statusPoolHeldRoot pool status, statusThin0 thin status', () =>
+    replay(['statusLin0', 'statusPool', 'statusThin0', 'statusPoolHeldRoot'], ({ dm }) => {
       expect(dm.status({ name: 'lin0' })).toEqual([{ startSector: 0n, lengthSectors: 2048n, type: 'linear', params: '' }]);
       const pool = dm.status({ name: 'pool' })[0]!;
       expect(parseThinPoolStatus(pool.params)).toMatchObject({ transactionId: 0n, usedMetadataBlocks: 1649n, heldMetadataRoot: null });
@@ -201,34 +197,34 @@ describe('replay: info, table, status, deps', () => {
       expect(parseThinPoolStatus(dm.status({ name: 'pool' })[0]!.params)).toMatchObject({ transactionId: 1n, heldMetadataRoot: 24n });
     }));
   // Separate sessions: DmControl remembers the size that worked per command, as one dmsetup run does.
-  it('#62 table of 2000 targets: DM_BUFFER_FULL_FLAG, doubling 16 KiB -> 128 KiB', () =>
-    replay(62, ({ dm }) => {
+  it('tableBig0 table of 2000 targets: DM_BUFFER_FULL_FLAG, doubling 16 KiB -> 128 KiB', () =>
+    replay('tableBig0', ({ dm }) => {
       const t = dm.table({ name: 'big0' });
       expect(t).toHaveLength(2000);
       expect(t[1999]).toEqual(linear(1n, '7:2', 1999n, 1999n));
     }));
-  it('#63 status of 2000 targets, the same growth', () => replay(63, ({ dm }) => expect(dm.status({ name: 'big0' })).toHaveLength(2000)));
-  it('#82 status of every device (a BUFFER_FULL inside, then the size remembered)', () =>
-    replay(82, ({ dm }) => {
+  it('statusBig0 status of 2000 targets, the same growth', () => replay('statusBig0', ({ dm }) => expect(dm.status({ name: 'big0' })).toHaveLength(2000)));
+  it('statusTargetThin status of every device (a BUFFER_FULL inside, then the size remembered)', () =>
+    replay('statusTargetThin', ({ dm }) => {
       const thins = dm.list().flatMap((e) => dm.status({ name: e.name }).filter((t) => t.type === 'thin').map((t) => `${e.name}: ${t.params}`));
       expect(thins).toEqual(['snap1: 0 -', 'thin0: 0 -']);
     }));
-  it('#83 table of every device', () =>
-    replay(83, ({ dm }) => {
+  it('tableTargetThinPool table of every device', () =>
+    replay('tableTargetThinPool', ({ dm }) => {
       const pools = dm.list().flatMap((e) => dm.table({ name: e.name }).filter((t) => t.type === 'thin-pool').map(() => e.name));
       expect(pools).toEqual(['pool']);
     }));
-  it('#60 status of a missing device -> DmError ENXIO', () =>
-    replay(60, async ({ dm }) => expect(await dmErrorOf(() => dm.status({ name: 'nosuchdev' }))).toMatchObject({ code: 'ENXIO', command: 'DM_TABLE_STATUS', device: 'nosuchdev' })));
-  it('#39/#40 deps, #64 deps of 2000 targets, #84 thin deps', () =>
-    replay([39, 40, 64, 84], ({ dm }) => {
+  it('statusMissingEnxio status of a missing device -> DmError ENXIO', () =>
+    replay('statusMissingEnxio', async ({ dm }) => expect(await dmErrorOf(() => dm.status({ name: 'nosuchdev' }))).toMatchObject({ code: 'ENXIO', command: 'DM_TABLE_STATUS', device: 'nosuchdev' })));
+  it('depsLin0/depsLin0Devname deps, depsBig0 deps of 2000 targets, depsThin0 thin deps', () =>
+    replay(['depsLin0', 'depsLin0Devname', 'depsBig0', 'depsThin0'], ({ dm }) => {
       expect(dm.deps({ name: 'lin0' })).toEqual([{ major: 7, minor: 2 }]);
       expect(dm.deps({ name: 'lin0' })).toEqual([{ major: 7, minor: 2 }]);
       expect(dm.deps({ name: 'big0' })).toEqual([{ major: 7, minor: 2 }]);
       expect(dm.deps({ name: 'thin0' })).toEqual([{ major: 254, minor: 4 }]);
     }));
-  it('#31 and #85 list + deps by dev (ls --tree)', () =>
-    replay([31, 85], ({ dm }) => {
+  it('lsTree and lsTreePool list + deps by dev (ls --tree)', () =>
+    replay(['lsTree', 'lsTreePool'], ({ dm }) => {
       expect(dm.list().map((e) => dm.deps({ dev: e.dev }).length)).toEqual([0, 1, 1]);
       const tree = Object.fromEntries(dm.list().map((e) => [e.name, dm.deps({ dev: e.dev }).map((d) => `${d.major}:${d.minor}`)]));
       expect(tree).toEqual({ big0: ['7:2'], empty0: [], lin1: ['7:2'], lin2: ['7:2'], pool: ['7:1', '7:0'], snap1: ['254:4'], thin0: ['254:4'] });
@@ -236,28 +232,28 @@ describe('replay: info, table, status, deps', () => {
 });
 
 describe('replay: suspend, resume, wait, geometry, rename', () => {
-  it('#41 suspend, #43 resume, #44 suspend --nolockfs --noflush, #45 resume --noflush', () =>
-    replay([41, 43, 44, 45], async ({ dm }) => {
+  it('suspend, resume, suspend --nolockfs --noflush, resume --noflush', () =>
+    replay(['suspendLin0', 'resumeLin0', 'suspendNoLockfsNoFlush', 'resumeNoFlush'], async ({ dm }) => {
       expect(await dm.suspend({ name: 'lin0' })).toMatchObject({ suspended: true });
       expect(await dm.resume({ name: 'lin0' })).toMatchObject({ suspended: false });
       expect(await dm.suspend({ name: 'lin0' }, { noFlush: true, skipLockfs: true })).toMatchObject({ suspended: true });
       expect(await dm.resume({ name: 'lin0' }, { noFlush: true })).toMatchObject({ suspended: false });
     }));
-  it('#73 suspend thin0, #74 create_snap while suspended, #75 resume', async () => {
-    const s = await replay([73, 74, 75], async ({ dm }) => {
+  it('suspendThin0 suspend thin0, messageCreateSnap create_snap while suspended, resumeThin0 resume', async () => {
+    const s = await replay(['suspendThin0', 'messageCreateSnap', 'resumeThin0'], async ({ dm }) => {
       await dm.suspend({ name: 'thin0' });
       createSnap(dm, { name: 'pool' }, 1, 0);
       await dm.resume({ name: 'thin0' });
     });
     expect(s.nodes.ops).toEqual(['add thin0 254:5']);
   });
-  it('#51 setGeometry', () => replay(51, ({ dm }) => dm.setGeometry({ name: 'lin0' }, { cylinders: 1, heads: 64, sectors: 32, start: 0 })));
-  it('#52 waitEvent returns at once when the event number differs', () =>
-    replay(52, async ({ dm }) => expect(await dm.waitEvent({ name: 'lin0' }, 99)).toMatchObject({ name: 'lin0', eventNr: 0 })));
-  it('#53 rename moves the node, #54 setUuid', async () => {
+  it('setGeometryLin0 setGeometry', () => replay('setGeometryLin0', ({ dm }) => dm.setGeometry({ name: 'lin0' }, { cylinders: 1, heads: 64, sectors: 32, start: 0 })));
+  it('waitLin0 waitEvent returns at once when the event number differs', () =>
+    replay('waitLin0', async ({ dm }) => expect(await dm.waitEvent({ name: 'lin0' }, 99)).toMatchObject({ name: 'lin0', eventNr: 0 })));
+  it('renameLin0 rename moves the node, renameSetUuid setUuid', async () => {
     const nodes = new MemoryNodes({ lin0: lin0Dev });
     const s = await replay(
-      [53, 54],
+      ['renameLin0', 'renameSetUuid'],
       async ({ dm }) => {
         expect(await dm.rename({ name: 'lin0' }, 'lin1')).toMatchObject({ name: 'lin1' });
         expect(dm.setUuid({ name: 'lin1' }, 'DMGOLD-lin1-uuid')).toMatchObject({ uuid: 'DMGOLD-lin1-uuid' });
@@ -267,13 +263,13 @@ describe('replay: suspend, resume, wait, geometry, rename', () => {
     expect(s.nodes.ops).toEqual(['rename lin0 lin1']);
     expect([...s.nodes.nodes.keys()]).toEqual(['lin1']);
   });
-  it('#55 rename of a missing device -> ENXIO', () =>
-    replay(55, async ({ dm }) => expect(await dmErrorOf(() => dm.rename({ name: 'nosuchdev' }, 'foo'))).toMatchObject({ code: 'ENXIO', command: 'DM_DEV_RENAME', device: 'nosuchdev' })));
+  it('renameMissingEnxio rename of a missing device -> ENXIO', () =>
+    replay('renameMissingEnxio', async ({ dm }) => expect(await dmErrorOf(() => dm.rename({ name: 'nosuchdev' }, 'foo'))).toMatchObject({ code: 'ENXIO', command: 'DM_DEV_RENAME', device: 'nosuchdev' })));
 });
 
 describe('replay: messages', () => {
-  it('#68 create_thin, #74 create_snap, #76 set_transaction_id, #78/#80 metadata snap, #89/#92 delete', () =>
-    replay([68, 74, 76, 78, 80, 89, 92], ({ dm }) => {
+  it('thin-pool messages: create_thin, create_snap, set_transaction_id, metadata snap, delete', () =>
+    replay(['messageCreateThin', 'messageCreateSnap', 'messageSetTransactionId', 'messageReserveMetadataSnap', 'messageReleaseMetadataSnap', 'messageDeleteSnap1', 'messageDeleteThin0'], ({ dm }) => {
       const pool = { name: 'pool' };
       createThin(dm, pool, 0);
       createSnap(dm, pool, 1, 0);
@@ -283,26 +279,27 @@ describe('replay: messages', () => {
       deleteThin(dm, pool, 1);
       deleteThin(dm, pool, 0);
     }));
-  it('message returns "" when the target sends no data', () => replay(68, ({ dm }) => expect(dm.message({ name: 'pool' }, 0n, 'create_thin 0')).toBe('')));
+  it('message returns "" when the target sends no data', () => replay('messageCreateThin', ({ dm }) => expect(dm.message({ name: 'pool' }, 0n, 'create_thin 0')).toBe('')));
   for (const [n, code, f] of [
-    [57, 'ENXIO', (dm: ReplaySession['dm']) => dm.message({ name: 'nosuchdev' }, 0n, 'hello')],
-    [58, 'EINVAL', (dm: ReplaySession['dm']) => dm.message({ name: 'lin1' }, 0n, 'hello')],
-    [69, 'EEXIST', (dm: ReplaySession['dm']) => createThin(dm, { name: 'pool' }, 0)],
-    [70, 'EINVAL', (dm: ReplaySession['dm']) => dm.message({ name: 'pool' }, 0n, 'bogus_message 1')],
-    [77, 'EINVAL', (dm: ReplaySession['dm']) => setTransactionId(dm, { name: 'pool' }, 0n, 5n)],
-    [87, 'EBUSY', (dm: ReplaySession['dm']) => deleteThin(dm, { name: 'pool' }, 1)],
-    [90, 'ENODATA', (dm: ReplaySession['dm']) => deleteThin(dm, { name: 'pool' }, 7)],
+    ['messageMissingEnxio', 'ENXIO', (dm: ReplaySession['dm']) => dm.message({ name: 'nosuchdev' }, 0n, 'hello')],
+    ['messageLinearEinval', 'EINVAL', (dm: ReplaySession['dm']) => dm.message({ name: 'lin1' }, 0n, 'hello')],
+    ['messageCreateThinAgainEexist', 'EEXIST', (dm: ReplaySession['dm']) => createThin(dm, { name: 'pool' }, 0)],
+    ['messageBogusEinval', 'EINVAL', (dm: ReplaySession['dm']) => dm.message({ name: 'pool' }, 0n, 'bogus_message 1')],
+    ['messageSetTransactionIdEinval', 'EINVAL', (dm: ReplaySession['dm']) => setTransactionId(dm, { name: 'pool' }, 0n, 5n)],
+    ['messageDeleteOpenEbusy', 'EBUSY', (dm: ReplaySession['dm']) => deleteThin(dm, { name: 'pool' }, 1)],
+    ['messageDeleteMissingEnodata', 'ENODATA', (dm: ReplaySession['dm']) => deleteThin(dm, { name: 'pool' }, 7)],
   ] as const) {
-    it(`#${n} ${command(n).cmd} -> DmError ${code}`, () =>
+    it(`${n}: ${command(n).cmd} -> DmError ${code}`, () =>
       replay(n, async ({ dm }) => {
         const err = await dmErrorOf(() => f(dm));
         expect(err.code).toBe(code);
         expect(err.command).toBe('DM_TARGET_MSG');
-        expect(err.device).toBe(n === 57 ? 'nosuchdev' : n === 58 ? 'lin1' : 'pool');
+        expect(err.device).toBe(n === 'messageMissingEnxio' ? 'nosuchdev' : n === 'messageLinearEinval' ? 'lin1' : 'pool');
       }));
   }
-  it('cancelDeferredRemove sends "@cancel_deferred_remove" at sector 0 (synthetic, from #68)', () => {
-    const [version, msg] = dmRecords(68) as [GoldenBufRecord, GoldenBufRecord];
+  it('cancelDeferredRemove sends "@cancel_deferred_remove" at sector 0 (synthetic, from messageCreateThin)', () => {
+    const version = dmRecord('messageCreateThin', 'DM_VERSION');
+    const msg = dmRecord('messageCreateThin', 'DM_TARGET_MSG');
     const rec = synthetic('DM_TARGET_MSG', { version: DM_COMMAND_MIN_VERSION.DM_TARGET_MSG, name: 'pool' }, encodeTargetMsg(0n, '@cancel_deferred_remove'), msg.after);
     const s = replayDeviceMapper(new ReplayTransport([version, rec]));
     s.dm.cancelDeferredRemove({ name: 'pool' });
@@ -311,24 +308,24 @@ describe('replay: messages', () => {
 });
 
 describe('replay: remove', () => {
-  it('#88 remove drops the node; #91, #93', async () => {
+  it('removeSnap1 remove drops the node; removeThin0, removePool', async () => {
     const nodes = new MemoryNodes({ snap1: { major: 254, minor: 6 }, thin0: { major: 254, minor: 5 }, pool: { major: 254, minor: 4 } });
-    const s = await replay([88, 91, 93], async ({ dm }) => {
+    const s = await replay(['removeSnap1', 'removeThin0', 'removePool'], async ({ dm }) => {
       await dm.remove({ name: 'snap1' });
       await dm.remove({ name: 'thin0' });
       await dm.remove({ name: 'pool' });
     }, { nodes });
     expect(s.nodes.ops).toEqual(['remove snap1', 'remove thin0', 'remove pool']);
   });
-  it('#56 remove of a missing device -> ENXIO; #86 of a device in use -> EBUSY (no retry asked)', () =>
-    replay([56, 86], async ({ dm }) => {
+  it('removeMissingEnxio remove of a missing device -> ENXIO; removePoolEbusy of a device in use -> EBUSY (no retry asked)', () =>
+    replay(['removeMissingEnxio', 'removePoolEbusy'], async ({ dm }) => {
       expect(await dmErrorOf(() => dm.remove({ name: 'nosuchdev' }))).toMatchObject({ code: 'ENXIO', command: 'DM_DEV_REMOVE' });
       expect(await dmErrorOf(() => dm.remove({ name: 'pool' }))).toMatchObject({ code: 'EBUSY', command: 'DM_DEV_REMOVE', device: 'pool' });
     }));
-  it('#94 remove --retry', () => replay(94, ({ dm }) => dm.remove({ name: 'big0' }, { retry: true })));
-  it('retry: EBUSY twice (#86), then success (#93), with backoff off the event loop', async () => {
-    const busy = dmRecords(86)[1]!;
-    const s = replayDeviceMapper(new ReplayTransport([dmRecords(86)[0]!, busy, busy, dmRecords(93)[1]!]));
+  it('removeRetryBig0 remove --retry', () => replay('removeRetryBig0', ({ dm }) => dm.remove({ name: 'big0' }, { retry: true })));
+  it('retry: EBUSY twice (removePoolEbusy), then success (removePool), with backoff off the event loop', async () => {
+    const busy = dmRecord('removePoolEbusy', 'DM_DEV_REMOVE');
+    const s = replayDeviceMapper(new ReplayTransport([dmRecord('removePoolEbusy', 'DM_VERSION'), busy, busy, dmRecord('removePool', 'DM_DEV_REMOVE')]));
     let ticks = 0;
     const timer = setInterval(() => ticks++, 1);
     await s.dm.remove({ name: 'pool' }, { retry: { attempts: 5, firstDelayMs: 5, maxDelayMs: 20 } });
@@ -337,14 +334,14 @@ describe('replay: remove', () => {
     s.finish();
   });
   it('retry gives up after its attempts with the EBUSY', async () => {
-    const busy = dmRecords(86)[1]!;
-    const s = replayDeviceMapper(new ReplayTransport([dmRecords(86)[0]!, busy, busy, busy]));
+    const busy = dmRecord('removePoolEbusy', 'DM_DEV_REMOVE');
+    const s = replayDeviceMapper(new ReplayTransport([dmRecord('removePoolEbusy', 'DM_VERSION'), busy, busy, busy]));
     const err = await dmErrorOf(() => s.dm.remove({ name: 'pool' }, { retry: { attempts: 3, firstDelayMs: 1, maxDelayMs: 2 } }));
     expect(err.code).toBe('EBUSY');
     s.finish();
   });
-  it('deferred remove sends DM_DEFERRED_REMOVE; a device still open keeps its node (synthetic, from #93)', async () => {
-    const version = dmRecords(93)[0]!;
+  it('deferred remove sends DM_DEFERRED_REMOVE; a device still open keeps its node (synthetic, from removePool)', async () => {
+    const version = dmRecord('removePool', 'DM_VERSION');
     const req = { version: [4, 0, 0] as const, name: 'pool', flags: DmFlag.DM_DEFERRED_REMOVE, event_nr: 0x430000 };
     const after = encodeDmIoctl({ version: [4, 47, 0], name: 'pool', flags: DmFlag.DM_DEFERRED_REMOVE | DmFlag.DM_ACTIVE_PRESENT_FLAG, dev: encodeDev({ major: 254, minor: 4 }) }, undefined, 312);
     const nodes = new MemoryNodes({ pool: { major: 254, minor: 4 } });
@@ -353,16 +350,18 @@ describe('replay: remove', () => {
     expect(nodes.ops).toEqual([]);
     s.finish();
   });
-  it('#95 removeAll, then stale nodes dropped as libdevmapper does', async () => {
+  it('removeAll, then stale nodes dropped as libdevmapper does', async () => {
     const nodes = new MemoryNodes({ lin1: lin0Dev, empty0: { major: 254, minor: 2 }, lin2: { major: 254, minor: 1 } });
-    const s = await replay(95, ({ dm }) => dm.removeAll(), { nodes });
+    const s = await replay('removeAll', ({ dm }) => dm.removeAll(), { nodes });
     expect(s.nodes.list()).toEqual([]);
   });
 });
 
 describe('replay: udev running (noudevsync/plain captures: flags 0x200000 on create, 0x600000 after)', () => {
-  for (const ns of [[97, 98, 99, 100, 101], [102, 103, 104, 105]]) {
-    it(`#${ns.join(', #')}`, async () => {
+  const noUdevSync: GoldenName[] = ['noUdevSyncCreate', 'noUdevSyncSuspend', 'noUdevSyncResume', 'noUdevSyncRename', 'noUdevSyncRemove'];
+  const plain: GoldenName[] = ['plainCreate', 'plainSuspend', 'plainResume', 'plainRemove'];
+  for (const ns of [noUdevSync, plain]) {
+    it(ns.join(', '), async () => {
       const s = await replay(
         ns,
         async ({ dm }) => {
@@ -385,11 +384,11 @@ describe('replay: udev running (noudevsync/plain captures: flags 0x200000 on cre
 
 describe('replay: the checker itself', () => {
   it('refuses a request that differs from the capture', async () => {
-    const s = replayDeviceMapper(ReplayTransport.of(35));
+    const s = replayDeviceMapper(ReplayTransport.of('infoLin0'));
     expect(() => s.dm.info({ name: 'lin1' })).toThrow(ReplayMismatch);
   });
   it('bad input reaches no transport', async () => {
-    const s = replayDeviceMapper(ReplayTransport.of(35));
+    const s = replayDeviceMapper(ReplayTransport.of('infoLin0'));
     expect(() => s.dm.info({ name: 'a/b' })).toThrow(InvalidArgumentError);
     await expect(s.dm.create('x'.repeat(128))).rejects.toThrow(InvalidArgumentError);
     expect(() => s.dm.loadTable({ name: 'lin0' }, [])).toThrow(InvalidArgumentError);
@@ -398,7 +397,7 @@ describe('replay: the checker itself', () => {
     expect(s.replay.remaining).toBe(1);
   });
   it('armPoll sends DM_DEV_ARM_POLL 4.36.0 (synthetic: no capture has it)', () => {
-    const version = dmRecords(35)[0]!;
+    const version = dmRecord('infoLin0', 'DM_VERSION');
     const rec = synthetic('DM_DEV_ARM_POLL', { version: DM_COMMAND_MIN_VERSION.DM_DEV_ARM_POLL }, undefined, encodeDmIoctl({ version: [4, 47, 0] }, undefined, 312));
     const s = replayDeviceMapper(new ReplayTransport([version, rec]));
     s.dm.armPoll();

@@ -4,9 +4,10 @@ import { mkdtempSync, mkdirSync, rmSync, writeFileSync, statSync } from 'node:fs
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { recordsOf, type GoldenBufRecord } from '../support/golden.js';
+import { dmRecord, dmRecordsOf, type GoldenBufRecord } from '../support/golden.js';
+import { patched, writeFields } from '../support/buffers.js';
 import { encodeDev } from '../../src/structs/dev.js';
-import { DM_IOCTL_SIZE, DmFlag, dmRequest, DmCmd } from '../../src/structs/dm-ioctl.js';
+import { DM_IOCTL_OFFSETS, DM_IOCTL_SIZE, DmFlag, decodeDmIoctl, dmRequest, DmCmd } from '../../src/structs/dm-ioctl.js';
 import {
   DmControl,
   DmError,
@@ -18,11 +19,6 @@ import {
   type IoctlResult,
   type Transport,
 } from '../../src/ioctl/index.js';
-
-/** The dm-control ioctls of golden command `n`, in order. */
-function dmCalls(n: number): GoldenBufRecord[] {
-  return recordsOf(n).filter((r): r is GoldenBufRecord => r.kind === 'buf' && r.fd_kind === 'dm-control');
-}
 
 /** A copy of a captured buffer, resized to `size` bytes (padding with zeros). */
 function bytes(buf: Uint8Array, size = buf.length): Buffer {
@@ -73,7 +69,8 @@ class ReplayTransport implements Transport {
     buf.fill(0);
     buf.set(rec.after.subarray(0, buf.length));
     // Where the kernel left data_size as the caller sent it (DM_VERSION), it echoes ours.
-    if (buf.readUInt32LE(12) === rec.size) buf.writeUInt32LE(arg.byteLength, 12);
+    // (Read raw: an echoed data_size is larger than our buffer, which decodeDmIoctl refuses.)
+    if (buf.readUInt32LE(DM_IOCTL_OFFSETS.data_size) === rec.size) writeFields(buf, 'dm_ioctl', { data_size: arg.byteLength });
     return { ret: rec.ret, errno: 0 };
   }
 
@@ -87,7 +84,7 @@ class ReplayTransport implements Transport {
   }
 }
 
-const VERSION_RECORD = dmCalls(1)[0] as GoldenBufRecord; // DM_VERSION 4.0.0 -> 4.47.0
+const VERSION_RECORD = dmRecord('version', 'DM_VERSION'); // 4.0.0 -> 4.47.0
 
 let dir: string;
 beforeEach(() => {
@@ -142,17 +139,16 @@ describe('DmControl.open', () => {
     expect(dm.fd).toBe(FD);
     const sent = t.sent[0] as Buffer;
     // Same bytes as libdevmapper's DM_VERSION except flags: it sends 0x4, its private bit.
-    const golden = bytes(VERSION_RECORD.before, DM_IOCTL_SIZE);
-    expect(golden.readUInt32LE(28)).toBe(EXISTS);
-    golden.writeUInt32LE(0, 28);
-    golden.writeUInt32LE(DM_IOCTL_SIZE, 12); // DM_VERSION writes no payload: we send header-sized buffers
+    const captured = bytes(VERSION_RECORD.before, DM_IOCTL_SIZE);
+    expect(decodeDmIoctl(VERSION_RECORD.before).flags).toBe(EXISTS);
+    // DM_VERSION writes no payload: we send header-sized buffers.
+    const golden = patched(captured, 'dm_ioctl', { flags: 0, data_size: DM_IOCTL_SIZE });
     expect(sent.subarray(0, DM_IOCTL_SIZE)).toEqual(golden);
     expect(sent.length).toBe(DM_IOCTL_SIZE);
   });
 
   it('refuses a driver whose interface major is not 4, and closes the fd', () => {
-    const after = bytes(VERSION_RECORD.after);
-    after.writeUInt32LE(5, 0);
+    const after = patched(VERSION_RECORD.after, 'dm_ioctl', { version: [5, 47, 0] });
     const v5: GoldenBufRecord = { ...VERSION_RECORD, after };
     const controlPath = join(dir, 'control');
     writeFileSync(controlPath, '');
@@ -229,8 +225,8 @@ describe('DmControl.open', () => {
 });
 
 describe('DmControl.run', () => {
-  it('grows the buffer on DM_BUFFER_FULL_FLAG 16K -> 32K -> 64K -> 128K and remembers what the reply needed (golden 62)', () => {
-    const calls = dmCalls(62).slice(1); // after DM_VERSION: four DM_TABLE_STATUS
+  it('grows the buffer on DM_BUFFER_FULL_FLAG 16K -> 32K -> 64K -> 128K and remembers what the reply needed (dmsetup table big0)', () => {
+    const calls = dmRecordsOf('tableBig0').slice(1); // after DM_VERSION: four DM_TABLE_STATUS
     expect(calls.map((c) => c.size)).toEqual([16384, 32768, 65536, 131072]);
     const last = calls[3] as GoldenBufRecord;
     const { dm, t } = openWith([...calls, last]);
@@ -238,15 +234,14 @@ describe('DmControl.run', () => {
     expect(t.sent.slice(1).map((b) => b.length)).toEqual([16384, 32768, 65536, 131072]);
     // Every attempt is libdevmapper's request but for its private DM_EXISTS_FLAG.
     for (const [i, rec] of calls.entries()) {
-      const golden = bytes(rec.before);
-      golden.writeUInt32LE(golden.readUInt32LE(28) & ~EXISTS, 28);
+      const golden = patched(rec.before, 'dm_ioctl', { flags: decodeDmIoctl(rec.before).flags & ~EXISTS });
       expectBytes(t.sent[i + 1], golden);
     }
     expect(reply.header.target_count).toBe(2000);
     expect(reply.header.flags & DmFlag.DM_BUFFER_FULL_FLAG).toBe(0);
     expect(reply.header.data_size).toBe(104305);
-    expect(reply.payload.length).toBe(104305 - 312);
-    expectBytes(reply.payload, bytes(last.after, 104305).subarray(312));
+    expect(reply.payload.length).toBe(104305 - DM_IOCTL_SIZE);
+    expectBytes(reply.payload, bytes(last.after, 104305).subarray(DM_IOCTL_SIZE));
 
     // The next call starts at the reply's data_size plus 1/16, 8-aligned: not the 128 KiB that held it.
     dm.run('DM_TABLE_STATUS', { name: 'big0', flags: DmFlag.DM_STATUS_TABLE_FLAG });
@@ -255,17 +250,17 @@ describe('DmControl.run', () => {
   });
 
   it('remembers sizes per command: another command still starts at 16 KiB', () => {
-    const table = dmCalls(62).slice(1);
-    const deps = dmCalls(39)[1] as GoldenBufRecord; // DM_TABLE_DEPS lin0
+    const table = dmRecordsOf('tableBig0').slice(1);
+    const deps = dmRecord('depsLin0', 'DM_TABLE_DEPS');
     const { dm, t } = openWith([...table, deps]);
     dm.run('DM_TABLE_STATUS', { name: 'big0', flags: DmFlag.DM_STATUS_TABLE_FLAG });
     const reply = dm.run('DM_TABLE_DEPS', { name: 'lin0' });
     expect(t.sent[5]?.length).toBe(16384);
-    expect(reply.payload.length).toBe(328 - 312);
+    expect(reply.payload.length).toBe(328 - DM_IOCTL_SIZE);
   });
 
-  it('maps errno to DmError with code, command and device (golden 59: ENXIO)', () => {
-    const [, status] = dmCalls(59) as [GoldenBufRecord, GoldenBufRecord];
+  it('maps errno to DmError with code, command and device (dmsetup info nonexistent: ENXIO)', () => {
+    const status = dmRecord('infoMissing', 'DM_DEV_STATUS');
     expect(status.errno).toBe(6);
     const { dm } = openWith([status]);
     let err: unknown;
@@ -294,13 +289,14 @@ describe('DmControl.run', () => {
     expect(() => dm.run('DM_DEV_REMOVE', {})).toThrow(/^DM_DEV_REMOVE: EBUSY/);
   });
 
-  it('sends a header-sized buffer for commands without output, same fields as libdevmapper (golden 41)', () => {
-    const suspend = dmCalls(41)[1] as GoldenBufRecord;
+  it('sends a header-sized buffer for commands without output, same fields as libdevmapper (dmsetup suspend lin0)', () => {
+    const suspend = dmRecord('suspendLin0', 'DM_DEV_SUSPEND');
     const { dm, t } = openWith([suspend]);
     const reply = dm.run('DM_DEV_SUSPEND', { name: 'lin0', flags: DmFlag.DM_SUSPEND_FLAG });
-    const golden = bytes(suspend.before, DM_IOCTL_SIZE);
-    golden.writeUInt32LE(DmFlag.DM_SUSPEND_FLAG, 28); // libdevmapper: 0x6 (with DM_EXISTS_FLAG)
-    golden.writeUInt32LE(DM_IOCTL_SIZE, 12); // libdevmapper: 16384, a deliberate difference
+    const golden = patched(bytes(suspend.before, DM_IOCTL_SIZE), 'dm_ioctl', {
+      flags: DmFlag.DM_SUSPEND_FLAG, // libdevmapper: 0x6 (with DM_EXISTS_FLAG)
+      data_size: DM_IOCTL_SIZE, // libdevmapper: 16384, a deliberate difference
+    });
     expect(t.sent[1]).toEqual(golden);
     // The kernel answers data_size = offsetof(struct dm_ioctl, data) = 305: no payload.
     expect(reply.header.data_size).toBe(305);
@@ -309,22 +305,21 @@ describe('DmControl.run', () => {
     expect(reply.payload.length).toBe(0);
   });
 
-  it('puts a large input payload in a buffer of header + payload (TABLE_LOAD of golden 61)', () => {
-    const load = dmCalls(61).find((r) => r.req_name === 'DM_TABLE_LOAD') as GoldenBufRecord;
-    const before = bytes(load.before);
+  it('puts a large input payload in a buffer of header + payload (TABLE_LOAD of dmsetup create big0)', () => {
+    const load = dmRecord('createBig0', 'DM_TABLE_LOAD');
+    const h = decodeDmIoctl(load.before);
     const { dm, t } = openWith([load]);
     dm.run('DM_TABLE_LOAD', {
-      dev: before.readBigUInt64LE(40),
+      dev: h.dev,
       flags: DmFlag.DM_PERSISTENT_DEV_FLAG,
-      target_count: before.readUInt32LE(20),
-      payload: before.subarray(312),
+      target_count: h.target_count,
+      payload: load.before.subarray(DM_IOCTL_SIZE),
     });
-    before.writeUInt32LE(DmFlag.DM_PERSISTENT_DEV_FLAG, 28);
-    expectBytes(t.sent[1], before);
+    expectBytes(t.sent[1], patched(load.before, 'dm_ioctl', { flags: DmFlag.DM_PERSISTENT_DEV_FLAG }));
   });
 
   it('runAsync goes through ioctlAsync with the same protocol', async () => {
-    const calls = dmCalls(62).slice(1);
+    const calls = dmRecordsOf('tableBig0').slice(1);
     const { dm, t } = openWith(calls);
     let asyncCalls = 0;
     const inner = t.ioctlAsync.bind(t);
@@ -338,7 +333,7 @@ describe('DmControl.run', () => {
   });
 
   it('gives up with ENOBUFS when a reply never fits', () => {
-    const full = dmCalls(62)[1] as GoldenBufRecord;
+    const full = dmRecord('tableBig0', 'DM_TABLE_STATUS');
     const { dm, t } = openWith([full, full, full], 65536);
     expect(() => dm.run('DM_TABLE_STATUS', { name: 'big0' })).toThrow(
       'DM_TABLE_STATUS big0: ENOBUFS (No buffer space available)',

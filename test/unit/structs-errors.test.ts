@@ -31,7 +31,10 @@ import {
   encodeTargetVersions,
   formatGeometry,
   DM_NAME_LIST_FLAG_HAS_UUID,
+  DmFlag,
+  readTargetSpecs,
 } from '../../src/structs/index.js';
+import { dmIoctlBuffer, nameList, patched, targetSpecList } from '../support/buffers.js';
 
 function decodeErr(fn: () => unknown, struct: string, offset?: number): DecodeError {
   let caught: unknown;
@@ -63,11 +66,6 @@ function encodeErr(fn: () => unknown, struct: string, field?: string): EncodeErr
 }
 
 const spec = (i: number, params = `7:2 ${i}`) => ({ sector_start: BigInt(i), length: 1n, target_type: 'linear', params });
-const u32At = (buf: Uint8Array, off: number, v: number): Uint8Array => {
-  const copy = buf.slice();
-  new DataView(copy.buffer).setUint32(off, v, true);
-  return copy;
-};
 
 describe('dm_target_spec', () => {
   const reply = encodeTargetSpecsReply([{ ...spec(0), status: 0 }, { ...spec(1), status: 0 }]);
@@ -77,24 +75,26 @@ describe('dm_target_spec', () => {
     expect(decodeTargetSpecs(reply, 2).map((s) => s.params)).toEqual(['7:2 0', '7:2 1']);
     expect(decodeTableLoadSpecs(load, 2).map((s) => s.params)).toEqual(['7:2 0', '7:2 1']);
     // the two layouts differ only in the second spec's next (relative 48 vs from-start 96)
-    expect(new DataView(load.buffer).getUint32(48 + 20, true)).toBe(48);
-    expect(new DataView(reply.buffer).getUint32(48 + 20, true)).toBe(96);
+    expect(readTargetSpecs(load, 2, 'relative')[1]!.next).toBe(48);
+    expect(readTargetSpecs(reply, 2, 'from-start')[1]!.next).toBe(96);
+    // and the builder lays them out the same way
+    expect(targetSpecList([spec(0), spec(1)], 'relative')).toEqual(Buffer.from(load));
+    expect(targetSpecList([spec(0), spec(1)], 'from-start').subarray(0, reply.length)).toEqual(Buffer.from(reply));
   });
   test('count larger than the buffer', () => decodeErr(() => decodeTargetSpecs(reply, 3), 'dm_target_spec', 0));
   test('absurd count does not loop', () => decodeErr(() => decodeTargetSpecs(reply, 0xffffffff), 'dm_target_spec', 0));
   test('truncated', () => decodeErr(() => decodeTargetSpecs(reply.subarray(0, 30), 1), 'dm_target_spec', 0));
-  test('next outside the payload', () => decodeErr(() => decodeTargetSpecs(u32At(reply, 20, 4000), 2), 'dm_target_spec', 20));
+  test('next outside the payload', () => decodeErr(() => decodeTargetSpecs(patched(reply, 'dm_target_spec', { next: 4000 }), 2), 'dm_target_spec', 20));
   test('next not advancing (points back at the spec itself)', () =>
-    decodeErr(() => decodeTargetSpecs(u32At(reply, 20, 0), 2), 'dm_target_spec', 20));
-  test('relative next of 0 does not advance', () => decodeErr(() => decodeTableLoadSpecs(u32At(load, 20, 0), 2), 'dm_target_spec', 20));
-  test('next into the params of the same spec', () => decodeErr(() => decodeTargetSpecs(u32At(reply, 20, 42), 2), 'dm_target_spec', 20));
+    decodeErr(() => decodeTargetSpecs(patched(reply, 'dm_target_spec', { next: 0 }), 2), 'dm_target_spec', 20));
+  test('relative next of 0 does not advance', () => decodeErr(() => decodeTableLoadSpecs(patched(load, 'dm_target_spec', { next: 0 }), 2), 'dm_target_spec', 20));
+  test('next into the params of the same spec', () => decodeErr(() => decodeTargetSpecs(patched(reply, 'dm_target_spec', { next: 42 }), 2), 'dm_target_spec', 20));
   test('params without a NUL', () => {
     const bad = reply.slice(0, 45); // cut inside the first params, before its NUL
     decodeErr(() => decodeTargetSpecs(bad, 1), 'dm_target_spec', 40);
   });
   test('target_type without a NUL within 16 bytes', () => {
-    const bad = reply.slice();
-    bad.fill(0x41, 24, 40);
+    const bad = patched(reply, 'dm_target_spec', { target_type: 'A'.repeat(16) });
     decodeErr(() => decodeTargetSpecs(bad, 1), 'dm_target_spec', 24);
   });
   test('encode: target_type over 15 bytes, empty, NUL in params, negative sector', () => {
@@ -114,7 +114,13 @@ describe('dm_name_list', () => {
     ],
     { withTail: true },
   );
-  test('round trip, uuid only with the flag', () => {
+  test('round trip, uuid only with the flag; the builder lays it out the same', () => {
+    expect(
+      nameList([
+        { dev: 0xfe00n, name: 'a', event_nr: 1, flags: 0 },
+        { dev: 0xfe01n, name: 'bb', event_nr: 0, flags: DM_NAME_LIST_FLAG_HAS_UUID, uuid: 'U-1' },
+      ]),
+    ).toEqual(Buffer.from(list));
     expect(decodeNameList(list)).toEqual([
       { dev: 0xfe00n, name: 'a', event_nr: 1, flags: 0 },
       { dev: 0xfe01n, name: 'bb', event_nr: 0, flags: DM_NAME_LIST_FLAG_HAS_UUID, uuid: 'U-1' },
@@ -132,13 +138,11 @@ describe('dm_name_list', () => {
   });
   test('truncated', () => decodeErr(() => decodeNameList(list.subarray(0, 5)), 'dm_name_list', 0));
   test('record header cut', () => decodeErr(() => decodeNameList(list.subarray(0, 10)), 'dm_name_list', 0));
-  test('next outside', () => decodeErr(() => decodeNameList(u32At(list, 8, 1000)), 'dm_name_list', 8));
-  test('next inside the name (not advancing past it)', () => decodeErr(() => decodeNameList(u32At(list, 8, 13)), 'dm_name_list'));
-  test('next too small to hold the name header', () => decodeErr(() => decodeNameList(u32At(list, 8, 4)), 'dm_name_list'));
+  test('next outside', () => decodeErr(() => decodeNameList(patched(list, 'dm_name_list', { next: 1000 })), 'dm_name_list', 8));
+  test('next inside the name (not advancing past it)', () => decodeErr(() => decodeNameList(patched(list, 'dm_name_list', { next: 13 })), 'dm_name_list'));
+  test('next too small to hold the name header', () => decodeErr(() => decodeNameList(patched(list, 'dm_name_list', { next: 4 })), 'dm_name_list'));
   test('name without a NUL', () => {
-    const bad = new Uint8Array(20);
-    bad[0] = 1;
-    bad.fill(0x61, 12);
+    const bad = patched(new Uint8Array(20), 'dm_name_list', { dev: 1n, name: 'a'.repeat(8) });
     decodeErr(() => decodeNameList(bad), 'dm_name_list', 12);
   });
   test('uuid flag but no NUL-terminated uuid', () => {
@@ -157,8 +161,8 @@ describe('dm_name_list', () => {
 describe('dm_target_deps', () => {
   test('round trip', () => expect(decodeTargetDeps(encodeTargetDeps([0x702n, 0xfe04n]))).toEqual([0x702n, 0xfe04n]));
   test('truncated', () => decodeErr(() => decodeTargetDeps(new Uint8Array(7)), 'dm_target_deps', 0));
-  test('count larger than the buffer', () => decodeErr(() => decodeTargetDeps(u32At(encodeTargetDeps([1n]), 0, 2)), 'dm_target_deps', 0));
-  test('huge count', () => decodeErr(() => decodeTargetDeps(u32At(new Uint8Array(8), 0, 0xffffffff)), 'dm_target_deps', 0));
+  test('count larger than the buffer', () => decodeErr(() => decodeTargetDeps(patched(encodeTargetDeps([1n]), 'dm_target_deps', { count: 2 })), 'dm_target_deps', 0));
+  test('huge count', () => decodeErr(() => decodeTargetDeps(patched(new Uint8Array(8), 'dm_target_deps', { count: 0xffffffff })), 'dm_target_deps', 0));
   test('encode: negative dev', () => encodeErr(() => encodeTargetDeps([-1n]), 'dm_target_deps', 'dev[0]'));
 });
 
@@ -169,11 +173,10 @@ describe('dm_target_versions', () => {
   ]);
   test('round trip', () => expect(decodeTargetVersions(list).map((t) => t.name)).toEqual(['zero', 'thin-pool']));
   test('truncated', () => decodeErr(() => decodeTargetVersions(list.subarray(0, 10)), 'dm_target_versions', 0));
-  test('next outside', () => decodeErr(() => decodeTargetVersions(u32At(list, 0, 999)), 'dm_target_versions', 0));
-  test('next not past the name', () => decodeErr(() => decodeTargetVersions(u32At(list, 0, 18)), 'dm_target_versions'));
+  test('next outside', () => decodeErr(() => decodeTargetVersions(patched(list, 'dm_target_versions', { next: 999 })), 'dm_target_versions', 0));
+  test('next not past the name', () => decodeErr(() => decodeTargetVersions(patched(list, 'dm_target_versions', { next: 18 })), 'dm_target_versions'));
   test('name without a NUL', () => {
-    const bad = new Uint8Array(24);
-    bad.fill(0x61, 16);
+    const bad = patched(new Uint8Array(24), 'dm_target_versions', { name: 'a'.repeat(8) });
     decodeErr(() => decodeTargetVersions(bad), 'dm_target_versions', 16);
   });
   test('encode: name over 127 bytes, empty name, version not u32', () => {
@@ -188,7 +191,7 @@ describe('dm_target_versions', () => {
 describe('dm_target_msg and string payloads', () => {
   test('round trip', () => expect(decodeTargetMsg(encodeTargetMsg(7n, 'delete 1'))).toEqual({ sector: 7n, message: 'delete 1' }));
   test('truncated', () => decodeErr(() => decodeTargetMsg(new Uint8Array(4)), 'dm_target_msg', 0));
-  test('no NUL', () => decodeErr(() => decodeTargetMsg(new Uint8Array([0, 0, 0, 0, 0, 0, 0, 0, 0x61])), 'dm_target_msg', 8));
+  test('no NUL', () => decodeErr(() => decodeTargetMsg(patched(new Uint8Array(9), 'dm_target_msg', { message: 'a' })), 'dm_target_msg', 8));
   test('encode: empty, NUL, negative sector', () => {
     encodeErr(() => encodeTargetMsg(0n, ''), 'dm_target_msg', 'message');
     encodeErr(() => encodeTargetMsg(0n, 'a\0'), 'dm_target_msg', 'message');
@@ -209,17 +212,13 @@ describe('dm_target_msg and string payloads', () => {
 describe('dm_ioctl via decodeDmBuffer', () => {
   test('short buffer', () => decodeErr(() => decodeDmBuffer('DM_VERSION', new Uint8Array(100), 'reply'), 'dm_ioctl', 0));
   test('data_size beyond the buffer', () => {
-    const buf = encodeDmIoctl({ version: [4, 0, 0] }, undefined, 400);
-    decodeErr(() => decodeDmIoctl(u32At(buf, 12, 500)), 'dm_ioctl', 12);
+    decodeErr(() => decodeDmIoctl(dmIoctlBuffer({ data_size: 500 }, undefined, 400)), 'dm_ioctl', 12);
   });
   test('data_start before the header end', () => {
-    const buf = encodeDmIoctl({ version: [4, 0, 0] }, undefined, 400);
-    decodeErr(() => decodeDmIoctl(u32At(buf, 16, 100)), 'dm_ioctl', 16);
+    decodeErr(() => decodeDmIoctl(dmIoctlBuffer({ data_start: 100 }, undefined, 400)), 'dm_ioctl', 16);
   });
   test('name without a NUL', () => {
-    const buf = encodeDmIoctl({ version: [4, 0, 0] }, undefined, 400);
-    buf.fill(0x61, 48, 48 + 128);
-    decodeErr(() => decodeDmIoctl(buf), 'dm_ioctl', 48);
+    decodeErr(() => decodeDmIoctl(dmIoctlBuffer({ name: 'a'.repeat(128) }, undefined, 400)), 'dm_ioctl', 48);
   });
   test('target_count larger than the TABLE_STATUS payload', () => {
     const payload = encodeTargetSpecsReply([{ ...spec(0), status: 0 }]);
@@ -227,7 +226,7 @@ describe('dm_ioctl via decodeDmBuffer', () => {
     decodeErr(() => decodeDmBuffer('DM_TABLE_STATUS', buf, 'reply'), 'dm_target_spec', 0);
   });
   test('DM_BUFFER_FULL_FLAG: no payload decoded, even a garbage one', () => {
-    const buf = encodeDmIoctl({ version: [4, 47, 0], target_count: 5, flags: 0x100 }, new Uint8Array([1, 2, 3]), 0);
+    const buf = dmIoctlBuffer({ version: [4, 47, 0], target_count: 5, flags: DmFlag.DM_BUFFER_FULL_FLAG }, new Uint8Array([1, 2, 3]));
     expect(decodeDmBuffer('DM_TABLE_STATUS', buf, 'reply')).toMatchObject({ buffer_full: true, payload: null });
   });
   test('encode: name over 127 bytes', () =>
@@ -240,8 +239,7 @@ describe('loop_info64 / loop_config', () => {
     decodeErr(() => decodeLoopConfig(new Uint8Array(303)), 'loop_config', 0);
   });
   test('lo_file_name filled to the end without a NUL decodes as 64 bytes', () => {
-    const buf = encodeLoopInfo64({});
-    buf.fill(0x61, 56, 120);
+    const buf = patched(encodeLoopInfo64({}), 'loop_info64', { lo_file_name: 'a'.repeat(64) });
     expect(decodeLoopInfo64(buf).lo_file_name).toBe('a'.repeat(64));
     expect(Buffer.from(encodeLoopInfo64(decodeLoopInfo64(buf))).equals(Buffer.from(buf))).toBe(true);
   });

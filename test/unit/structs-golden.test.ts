@@ -12,9 +12,8 @@
 import { describe, expect, test } from 'vitest';
 import {
   BLKGETSIZE64,
-  DM_NAME_LEN,
-  DM_UUID_LEN,
-  DmCmd,
+  DM_COMMANDS,
+  DM_IOCTL_SIZE,
   DmFlag,
   LIBDM_MIN_DATA_SIZE,
   LOOP_CLR_FD,
@@ -38,26 +37,19 @@ import {
   decodeTargetVersions,
   decodeU64,
   dmPayload,
-  dmRequest,
   encodeDmIoctl,
   encodeLoopConfig,
   encodeLoopInfo64,
-  encodeNameList,
-  encodeStringPayload,
-  encodeTargetDeps,
-  encodeTargetMsg,
-  encodeTargetSpecs,
-  encodeTargetSpecsReply,
   encodeTargetVersionRequest,
-  encodeTargetVersions,
   formatGeometry,
   libdmTableLoadDataSize,
+  type AnyDmPayloadCodec,
+  type DmCommand,
   type DmCommandName,
   type DmIoctl,
-  type DmNameListEntry,
   type DmTargetSpec,
 } from '../../src/structs/index.js';
-import { command, dmRecords, loadRecords, recordsOf, type GoldenBufRecord, type GoldenDmHeader } from '../support/golden.js';
+import { GOLDEN, command, dmRecords, loadCommands, loadRecords, recordsOf, type GoldenBufRecord, type GoldenDmHeader, type GoldenName } from '../support/golden.js';
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 const devText = (dev: bigint, sep = ':'): string => {
@@ -78,68 +70,43 @@ function expectHeader(h: DmIoctl, g: GoldenDmHeader): void {
   expect(h.uuid).toBe(g.uuid);
 }
 
-/** The request payload rebuilt with our encoders from what the decoders read out of `before`. */
-function rebuildRequestPayload(cmd: DmCommandName, h: DmIoctl, buf: Uint8Array): Uint8Array | undefined {
-  const payload = dmPayload(buf, h);
-  switch (cmd) {
-    case 'DM_TABLE_LOAD': {
-      const specs = decodeTableLoadSpecs(payload, h.target_count);
-      expect(specs.every((s) => s.status === 0)).toBe(true);
-      // libdevmapper's data_size rule, so the dm layer can match it if it wants to.
-      expect(libdmTableLoadDataSize(specs)).toBe(h.data_size);
-      return encodeTargetSpecs(specs);
-    }
-    case 'DM_TARGET_MSG': {
-      const { sector, message } = decodeTargetMsg(payload);
-      return encodeTargetMsg(sector, message);
-    }
-    case 'DM_DEV_RENAME': {
-      const value = decodeStringPayload(payload, 'dm_rename');
-      return h.flags & DmFlag.DM_UUID_FLAG
-        ? encodeStringPayload('dm_rename', 'new_uuid', value, DM_UUID_LEN)
-        : encodeStringPayload('dm_rename', 'new_name', value, DM_NAME_LEN);
-    }
-    case 'DM_DEV_SET_GEOMETRY': {
-      const [cylinders, heads, sectors, start] = decodeStringPayload(payload, 'dm_geometry').split(' ').map(Number);
-      return encodeStringPayload('dm_geometry', 'geometry', formatGeometry({ cylinders: cylinders!, heads: heads!, sectors: sectors!, start: start! }));
-    }
-    case 'DM_GET_TARGET_VERSION':
-      // The target's name travels in dm_ioctl.name; the payload is empty.
-      return encodeTargetVersionRequest(h.name);
-    default:
-      return undefined;
-  }
-}
-
-/** For replies that carry kernel-written data: our kernel-shaped encoder gives the same payload. */
-function rebuildReplyPayload(cmd: DmCommandName, h: DmIoctl, payload: Uint8Array): Uint8Array | undefined {
-  switch (cmd) {
-    case 'DM_LIST_DEVICES':
-      return encodeNameList(decodeNameList(payload), { withTail: true });
-    case 'DM_LIST_VERSIONS':
-    case 'DM_GET_TARGET_VERSION':
-      return encodeTargetVersions(decodeTargetVersions(payload));
-    case 'DM_TABLE_DEPS':
-      return encodeTargetDeps(decodeTargetDeps(payload));
-    case 'DM_TABLE_STATUS':
-    case 'DM_DEV_WAIT':
-      return encodeTargetSpecsReply(decodeTargetSpecs(payload, h.target_count));
-    default:
-      return undefined;
-  }
+/**
+ * A payload decoded by the command's codec (src/structs/commands.ts) and encoded again, or
+ * undefined when the command has no codec for that direction or the header says there is none.
+ */
+function roundTrip(codec: AnyDmPayloadCodec | undefined, h: DmIoctl, payload: Uint8Array): Uint8Array | undefined {
+  const value = codec?.decode(payload, h);
+  return value === undefined ? undefined : codec!.encode(value as never);
 }
 
 const dm = dmRecords();
-const REPLY_PAYLOAD_COMMANDS = new Set<DmCommandName>([
-  'DM_LIST_DEVICES',
-  'DM_LIST_VERSIONS',
-  'DM_GET_TARGET_VERSION',
-  'DM_TABLE_DEPS',
-  'DM_TABLE_STATUS',
-  'DM_DEV_WAIT',
-]);
 
 describe('golden dm records', () => {
+  test('TABLE_LOAD: specs carry no status, data_size follows libdevmapper\'s rule', () => {
+    const loads = dm.filter((r) => r.req_name === 'DM_TABLE_LOAD');
+    expect(loads.length).toBeGreaterThan(0);
+    for (const rec of loads) {
+      const h = decodeDmIoctl(rec.before);
+      const specs = decodeTableLoadSpecs(dmPayload(rec.before, h), h.target_count);
+      expect(specs.every((s) => s.status === 0)).toBe(true);
+      expect(libdmTableLoadDataSize(specs)).toBe(h.data_size);
+    }
+  });
+
+  test('GET_TARGET_VERSION: the name in the header, an empty payload', () => {
+    const gets = dm.filter((r) => r.req_name === 'DM_GET_TARGET_VERSION');
+    expect(gets.map((r) => decodeDmIoctl(r.before).name)).toEqual(['thin-pool', 'linear']);
+    for (const rec of gets) {
+      const h = decodeDmIoctl(rec.before);
+      expect(dmPayload(rec.before, h).every((b) => b === 0)).toBe(true);
+      expect(encodeTargetVersionRequest(h.name)).toHaveLength(0);
+    }
+  });
+
+  test('GOLDEN names every captured command once', () => {
+    expect(Object.values(GOLDEN).sort((x, y) => x - y)).toEqual(loadCommands().map((c) => c.n));
+  });
+
   test('all three capture files are there', () => {
     expect(dm.length).toBe(252); // + 30 loop records = all 282 ioctls of the three files
     expect(new Set(dm.map((r) => r.file)).size).toBe(3);
@@ -147,13 +114,16 @@ describe('golden dm records', () => {
 
   test.each(dm.map((r) => [`${r.file} #${r.seq} ${r.label} ${r.req_name}`, r] as const))('%s', (_title, rec) => {
     const cmd = rec.req_name as DmCommandName;
-    expect(Object.hasOwn(DmCmd, cmd)).toBe(true);
-    expect(Number(rec.req)).toBe(dmRequest(DmCmd[cmd]));
+    expect(Object.hasOwn(DM_COMMANDS, cmd)).toBe(true);
+    const spec: DmCommand = DM_COMMANDS[cmd];
+    expect(Number(rec.req)).toBe(spec.request);
+    // libdevmapper sends each command's minimum version: the table's `version`.
+    expect(decodeDmIoctl(rec.before).version).toEqual(spec.version);
 
     // Request: header as printed, then rebuilt byte for byte (header fields, payload, zero fill).
     const hb = decodeDmIoctl(rec.before);
     expectHeader(hb, rec.dm_before!);
-    const payload = rebuildRequestPayload(cmd, hb, rec.before);
+    const payload = roundTrip(spec.requestPayload, hb, dmPayload(rec.before, hb));
     const rebuilt = encodeDmIoctl(
       { version: hb.version, flags: hb.flags, event_nr: hb.event_nr, dev: hb.dev, name: hb.name, uuid: hb.uuid, target_count: hb.target_count },
       payload,
@@ -171,16 +141,21 @@ describe('golden dm records', () => {
     expect(() => JSON.stringify(decoded)).not.toThrow();
     const full = (ha.flags & DmFlag.DM_BUFFER_FULL_FLAG) !== 0;
     expect(decoded.buffer_full === true).toBe(full);
-    if (rec.ret === 0 && !full && REPLY_PAYLOAD_COMMANDS.has(cmd)) {
+    // A command that returns data has a reply codec, and it gives the kernel's bytes back.
+    expect(spec.replyPayload !== undefined).toBe(spec.returnsData);
+    if (rec.ret === 0 && !full && spec.returnsData) {
       const replyPayload = dmPayload(rec.after, ha);
-      expect(hex(rebuildReplyPayload(cmd, ha, replyPayload)!)).toBe(hex(replyPayload));
+      const rebuiltReply = roundTrip(spec.replyPayload, ha, replyPayload);
+      // Only DM_TARGET_MSG may have nothing to give back (no DM_DATA_OUT_FLAG).
+      if (rebuiltReply === undefined) expect([cmd, replyPayload.length]).toEqual(['DM_TARGET_MSG', 0]);
+      else expect(hex(rebuiltReply)).toBe(hex(replyPayload));
     }
   });
 });
 
 // ---- what dmsetup printed, rebuilt from the decoded replies ----
 
-function okReplies(n: number, cmd: DmCommandName): { h: DmIoctl; payload: Uint8Array; rec: GoldenBufRecord }[] {
+function okReplies(n: GoldenName, cmd: DmCommandName): { h: DmIoctl; payload: Uint8Array; rec: GoldenBufRecord }[] {
   return recordsOf(n)
     .filter((r): r is GoldenBufRecord => r.kind === 'buf' && r.req_name === cmd && r.ret === 0)
     .map((rec) => ({ rec, h: decodeDmIoctl(rec.after), payload: new Uint8Array(0) }))
@@ -196,7 +171,7 @@ function one<T>(list: readonly T[]): T {
 const specLine = (s: DmTargetSpec): string => `${s.sector_start} ${s.length} ${s.target_type} ${s.params}`;
 
 describe('golden replies match what dmsetup printed', () => {
-  test.each([2, 3])('dmsetup targets / target-version (command %i)', (n) => {
+  test.each(['targets', 'targetVersion'] as const)('dmsetup targets / target-version (%s)', (n) => {
     const replies = [...okReplies(n, 'DM_LIST_VERSIONS'), ...okReplies(n, 'DM_GET_TARGET_VERSION')];
     const lines = replies.flatMap(({ payload }) =>
       decodeTargetVersions(payload).map((t) => `${t.name.padEnd(16)} v${t.version.join('.')}`),
@@ -204,14 +179,14 @@ describe('golden replies match what dmsetup printed', () => {
     expect(lines.join('\n') + '\n').toBe(command(n).stdout);
   });
 
-  test.each([4, 29, 96])('dmsetup ls (command %i)', (n) => {
+  test.each(['lsEmpty', 'ls', 'lsAfterRemoveAll'] as const)('dmsetup ls (%s)', (n) => {
     const names = decodeNameList(one(okReplies(n, 'DM_LIST_DEVICES')).payload);
     const text = names.length === 0 ? 'No devices found\n' : names.map((e) => `${e.name}\t(${devText(e.dev)})\n`).join('');
     expect(text).toBe(command(n).stdout);
   });
 
-  test('the tail of newer kernels: event_nr counts renames (command 82: lin1 renamed twice)', () => {
-    const names = decodeNameList(okReplies(82, 'DM_LIST_DEVICES')[0]!.payload);
+  test('the tail of newer kernels: event_nr counts renames (dmsetup status --target thin: lin1 renamed twice)', () => {
+    const names = decodeNameList(okReplies('statusTargetThin', 'DM_LIST_DEVICES')[0]!.payload);
     expect(names.map((e) => [e.name, e.event_nr, e.flags])).toEqual([
       ['big0', 0, 0],
       ['empty0', 0, 0],
@@ -224,14 +199,14 @@ describe('golden replies match what dmsetup printed', () => {
     expect(names.every((e) => e.uuid === undefined)).toBe(true); // no DM_UUID_FLAG asked
   });
 
-  test('dmsetup ls --target linear (command 30)', () => {
-    const lines = okReplies(30, 'DM_TABLE_STATUS')
+  test('dmsetup ls --target linear', () => {
+    const lines = okReplies('lsTargetLinear', 'DM_TABLE_STATUS')
       .filter(({ h, payload }) => decodeTargetSpecs(payload, h.target_count).some((s) => s.target_type === 'linear'))
       .map(({ h }) => `${h.name}\t(${devText(h.dev, ', ')})\n`);
-    expect(lines.join('')).toBe(command(30).stdout);
+    expect(lines.join('')).toBe(command('lsTargetLinear').stdout);
   });
 
-  test.each([31, 85])('dmsetup ls --tree (command %i)', (n) => {
+  test.each(['lsTree', 'lsTreePool'] as const)('dmsetup ls --tree (%s)', (n) => {
     const names = decodeNameList(one(okReplies(n, 'DM_LIST_DEVICES')).payload);
     const deps = new Map<bigint, bigint[]>();
     for (const { h, payload } of okReplies(n, 'DM_TABLE_DEPS')) deps.set(h.dev, decodeTargetDeps(payload));
@@ -256,9 +231,10 @@ describe('golden replies match what dmsetup printed', () => {
 
   // Table and status lines; with no device named, dmsetup prefixes each with "name: ".
   test.each([
-    [27, ''], [32, ''], [33, ''], [34, ''], [47, ''], [62, ''], [63, ''], [66, ''], [67, ''], [72, ''], [79, ''],
-    [82, 'thin'], [83, 'thin-pool'],
-  ] as const)('dmsetup table/status (command %i)', (n, target) => {
+    ['tableInactiveEmpty0', ''], ['tableLin0', ''], ['tableAll', ''], ['statusLin0', ''], ['tableInactiveLin0', ''],
+    ['tableBig0', ''], ['statusBig0', ''], ['statusPool', ''], ['tablePool', ''], ['statusThin0', ''], ['statusPoolHeldRoot', ''],
+    ['statusTargetThin', 'thin'], ['tableTargetThinPool', 'thin-pool'],
+  ] as const)('dmsetup table/status (%s)', (n, target) => {
     const replies = okReplies(n, 'DM_TABLE_STATUS');
     const prefixed = !/ (table|status)( --inactive)? [a-z0-9]+$/.test(command(n).cmd) || target !== '';
     const lines = replies.flatMap(({ h, payload }) =>
@@ -269,16 +245,16 @@ describe('golden replies match what dmsetup printed', () => {
     expect(lines.join('')).toBe(command(n).stdout);
   });
 
-  test('the 2000-target table came back whole after libdevmapper doubled the buffer 16 -> 128 KiB (command 62)', () => {
-    const sizes = recordsOf(62).filter((r) => r.req_name === 'DM_TABLE_STATUS').map((r) => (r as GoldenBufRecord).size);
+  test('the 2000-target table came back whole after libdevmapper doubled the buffer 16 -> 128 KiB (dmsetup table big0)', () => {
+    const sizes = recordsOf('tableBig0').filter((r) => r.req_name === 'DM_TABLE_STATUS').map((r) => (r as GoldenBufRecord).size);
     expect(sizes).toEqual([16384, 32768, 65536, 131072]);
-    const { h, payload } = one(okReplies(62, 'DM_TABLE_STATUS'));
+    const { h, payload } = one(okReplies('tableBig0', 'DM_TABLE_STATUS'));
     const specs = decodeTargetSpecs(payload, h.target_count);
     expect(specs).toHaveLength(2000);
     expect(specs[1999]).toEqual({ sector_start: 1999n, length: 1n, status: 0, target_type: 'linear', params: '7:2 1999' });
   });
 
-  test.each([26, 35, 37, 38, 42])('dmsetup info (command %i), from the DEV_STATUS header', (n) => {
+  test.each(['infoEmpty0Inactive', 'infoLin0', 'infoByUuid', 'infoByMajorMinor', 'infoLin0Suspended'] as const)('dmsetup info (%s), from the DEV_STATUS header', (n) => {
     const { h } = one(okReplies(n, 'DM_DEV_STATUS'));
     const tables = [h.flags & DmFlag.DM_ACTIVE_PRESENT_FLAG ? 'LIVE' : '', h.flags & DmFlag.DM_INACTIVE_PRESENT_FLAG ? 'INACTIVE' : '']
       .filter(Boolean)
@@ -299,9 +275,9 @@ describe('golden replies match what dmsetup printed', () => {
     expect(printed).toEqual(expected);
   });
 
-  test('dmsetup info -c (command 36)', () => {
-    const rows = command(36).stdout.trim().split('\n').slice(1).map((l) => l.trim().split(/\s+/));
-    const replies = okReplies(36, 'DM_DEV_STATUS');
+  test('dmsetup info -c', () => {
+    const rows = command('infoColumns').stdout.trim().split('\n').slice(1).map((l) => l.trim().split(/\s+/));
+    const replies = okReplies('infoColumns', 'DM_DEV_STATUS');
     expect(rows).toHaveLength(replies.length);
     replies.forEach(({ h }, i) => {
       const [name, maj, min, stat, open, targ, event, uuid] = rows[i]!;
@@ -314,7 +290,7 @@ describe('golden replies match what dmsetup printed', () => {
     });
   });
 
-  test.each([39, 40, 64, 84])('dmsetup deps (command %i)', (n) => {
+  test.each(['depsLin0', 'depsLin0Devname', 'depsBig0', 'depsThin0'] as const)('dmsetup deps (%s)', (n) => {
     const devs = decodeTargetDeps(one(okReplies(n, 'DM_TABLE_DEPS')).payload);
     const devname = command(n).cmd.includes('-o devname');
     const shown = devs.map((d) => {
@@ -325,7 +301,7 @@ describe('golden replies match what dmsetup printed', () => {
     expect(`${devs.length} dependencies\t: ${shown.join(' ')}\n`).toBe(command(n).stdout);
   });
 
-  test('message payloads carry what dmsetup message was given (commands 57-92)', () => {
+  test('message payloads carry what dmsetup message was given (dmsetup message)', () => {
     const msgs = loadRecords().filter((r): r is GoldenBufRecord => r.kind === 'buf' && r.req_name === 'DM_TARGET_MSG');
     expect(msgs.length).toBe(14);
     for (const rec of msgs) {
@@ -338,22 +314,22 @@ describe('golden replies match what dmsetup printed', () => {
     }
   });
 
-  test('rename and setgeometry strings (commands 51, 53, 54)', () => {
-    const str = (n: number, cmd: DmCommandName): string => {
+  test('rename and setgeometry strings', () => {
+    const str = (n: GoldenName, cmd: DmCommandName): string => {
       const rec = recordsOf(n).find((r) => r.req_name === cmd) as GoldenBufRecord;
       return decodeStringPayload(dmPayload(rec.before, decodeDmIoctl(rec.before)), 'string');
     };
-    expect(str(51, 'DM_DEV_SET_GEOMETRY')).toBe('1 64 32 0');
-    expect(str(53, 'DM_DEV_RENAME')).toBe('lin1');
-    expect(str(54, 'DM_DEV_RENAME')).toBe('DMGOLD-lin1-uuid');
+    expect(str('setGeometryLin0', 'DM_DEV_SET_GEOMETRY')).toBe(formatGeometry({ cylinders: 1, heads: 64, sectors: 32, start: 0 }));
+    expect(str('renameLin0', 'DM_DEV_RENAME')).toBe('lin1');
+    expect(str('renameSetUuid', 'DM_DEV_RENAME')).toBe('DMGOLD-lin1-uuid');
   });
 
   test('a reply for a command without data has data_size 305 (offsetof data) and stale request bytes after it', () => {
-    const rec = recordsOf(53).find((r) => r.req_name === 'DM_DEV_RENAME') as GoldenBufRecord;
+    const rec = recordsOf('renameLin0').find((r) => r.req_name === 'DM_DEV_RENAME') as GoldenBufRecord;
     const h = decodeDmIoctl(rec.after);
     expect(h.data_size).toBe(305);
     expect(dmPayload(rec.after, h)).toHaveLength(0);
-    expect(decodeStringPayload(rec.after.subarray(312), 'stale')).toBe('lin1');
+    expect(decodeStringPayload(rec.after.subarray(DM_IOCTL_SIZE), 'stale')).toBe('lin1');
   });
 });
 
@@ -393,14 +369,14 @@ describe('golden loop records', () => {
     }
   });
 
-  test.each([9, 10])('losetup -j / -a (command %i) from LOOP_GET_STATUS64', (n) => {
+  test.each(['loopFindByFile', 'loopListAll'] as const)('losetup -j / -a (%s) from LOOP_GET_STATUS64', (n) => {
     const infos = recordsOf(n).map((r) => decodeLoopInfo64((r as GoldenBufRecord).after));
     const lines = infos.map((i) => `/dev/loop${i.lo_number}: [${String(i.lo_device).padStart(4, '0')}]:${i.lo_inode} (${i.lo_file_name})\n`);
-    const wanted = n === 9 ? lines.filter((l) => l.includes('/lin.img)')) : lines;
+    const wanted = n === 'loopFindByFile' ? lines.filter((l) => l.includes('/lin.img)')) : lines;
     expect(wanted.join('')).toBe(command(n).stdout);
   });
 
-  test.each([6, 7, 8, 13, 14, 107])('losetup -f --show (command %i): LOOP_CONFIGURE carries the options', (n) => {
+  test.each(['loopAttachMeta', 'loopAttachData', 'loopAttachLin', 'loopAttachReadOnlyOffset', 'loopAttachBlockSize', 'loopAttachLinAgain'] as const)('losetup -f --show (%s): LOOP_CONFIGURE carries the options', (n) => {
     const recs = recordsOf(n);
     const free = recs.find((r) => r.req_name === 'LOOP_CTL_GET_FREE')!;
     expect(`/dev/loop${free.ret}\n`).toBe(command(n).stdout);
