@@ -2,7 +2,7 @@
 // formats (dmsetup-format.ts) and --json for scripts. One record per command (command.ts).
 import { DeviceMapper } from '../dm/device-mapper.js';
 import type { DeviceInfo } from '../dm/info.js';
-import type { DeviceRef } from '../dm/names.js';
+import { deviceName, deviceUuid, type DeviceRef } from '../dm/names.js';
 import { DEFAULT_REMOVE_RETRY } from '../dm/commands/remove.js';
 import { DmError } from '../ioctl/errors.js';
 import type { DevT } from '../structs/dev.js';
@@ -58,6 +58,16 @@ function mustInfo(d: DeviceMapper, ref: DeviceRef): DeviceInfo {
   const label = 'name' in ref ? ref.name : 'uuid' in ref ? `with uuid ${ref.uuid}` : '';
   if (i === null) throw new OperationError(`ENXIO: device ${label} does not exist (see 'devmapper dm ls')`);
   return i;
+}
+
+/** Checks a name or uuid the kernel would refuse, before anything is opened: a usage error. */
+function checked<T>(check: (s: string) => T, value: string | undefined): void {
+  if (value === undefined) return;
+  try {
+    check(value);
+  } catch (err) {
+    throw explain(err);
+  }
 }
 
 const sortedNames = (d: DeviceMapper): string[] => d.list().map((e) => e.name).sort();
@@ -200,6 +210,8 @@ const commands: Command[] = [
       if (table !== undefined && flag(inv.values, 'notable')) throw new UsageError('--notable and a table exclude each other');
       if (table === undefined && !flag(inv.values, 'notable')) throw new UsageError('create needs --table, --table-file or --notable');
       const uuid = str(inv.values, 'uuid');
+      checked(deviceName, name);
+      checked(deviceUuid, uuid);
       return withDm(async (d) => {
         try {
           const info = await d.create(name, { ...(uuid !== undefined ? { uuid } : {}), readOnly: flag(inv.values, 'readonly'), ...(table ? { table } : {}) });
@@ -315,6 +327,8 @@ const commands: Command[] = [
       const next = inv.positionals[1];
       if (uuid !== undefined && next !== undefined) throw new UsageError('give NEW or --setuuid UUID, not both');
       if (uuid === undefined && next === undefined) throw new UsageError('missing new name');
+      checked(deviceName, next);
+      checked(deviceUuid, uuid);
       return withDm(async (d) => {
         const ref = { name: name0(inv) };
         const info = uuid !== undefined ? d.setUuid(ref, uuid) : await d.rename(ref, next as string);

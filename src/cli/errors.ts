@@ -10,12 +10,10 @@ export const ERRNO_HINTS: Readonly<Record<string, string>> = {
   EACCES: 'run as root',
   EPERM: 'run as root',
   ENXIO: "no such device: see 'devmapper dm ls'",
-  ENODEV: 'load the kernel module (modprobe dm-mod, loop)',
   EWOULDBLOCK: 'wait for that process to finish',
   EROFS: 'the file is on a read-only file system: use --read-only',
   ENOSPC: "grow the pool ('devmapper pool resize SIZE') or remove layers",
   EUCLEAN: 'the metadata and the pool disagree: see docs/pool.md (Transactions)',
-  ENOENT: 'check the path or name',
   ENOMEM: 'the kernel is short of memory: retry with a smaller table or free memory',
   ENOTTY: 'not a device of that kind',
 };
