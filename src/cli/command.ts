@@ -177,3 +177,8 @@ export const list = (v: Values, key: string): string[] => {
   const x = v[key];
   return Array.isArray(x) ? x : typeof x === 'string' ? [x] : [];
 };
+
+/** The usage lines of every subcommand of the groups, as docs/cli.md lists them (a unit test compares). */
+export function usageBlock(groups: readonly Group[]): string {
+  return groups.map((g) => g.commands.map((c) => `${usageLine(g, c)}\n`).join('')).join('');
+}

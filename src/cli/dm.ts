@@ -147,11 +147,11 @@ const commands: Command[] = [
       uuid: { type: 'string', short: 'u', arg: 'UUID', help: 'the device with this uuid' },
     },
     positionals: OPTIONAL,
-    run: (inv) =>
-      withDm((d) => {
-        const one = inv.positionals[0] !== undefined || str(inv.values, 'uuid') !== undefined;
+    run: (inv) => {
+      const one = inv.positionals[0] !== undefined || str(inv.values, 'uuid') !== undefined ? refOf(inv) : undefined;
+      return withDm((d) => {
         const infos: InfoView[] = one
-          ? [infoView(mustInfo(d, refOf(inv)))]
+          ? [infoView(mustInfo(d, one))]
           : d.list().flatMap((e) => {
               const i = d.info({ name: e.name });
               return i === null ? [] : [infoView(i)];
@@ -159,7 +159,8 @@ const commands: Command[] = [
         if (isJson(inv)) inv.out(json(infos));
         else if (flag(inv.values, 'columns')) inv.out(formatInfoColumns(infos));
         else inv.out(infos.map(formatInfo).join(''));
-      }),
+      });
+    },
   },
   tableOrStatus('table', 'the table: start length type params', {
     inactive: { type: 'boolean', help: 'the inactive table (loaded, not yet resumed)' },
