@@ -2,14 +2,14 @@
 // order given, dmsetup's view of devices without a live table, and the hints of its errors (who
 // holds a busy device, which target the kernel lacks, which thin id a pool lacks).
 import { readdirSync, readFileSync } from 'node:fs';
-import type { DeviceMapper } from '../dm/device-mapper.js';
+import { DeviceMapper } from '../dm/device-mapper.js';
 import type { DeviceInfo } from '../dm/info.js';
 import type { DeviceRef } from '../dm/names.js';
 import { isThinTarget, parseTable, type Target } from '../dm/targets.js';
 import { DmError } from '../ioctl/errors.js';
 import type { DevT } from '../structs/dev.js';
 import { mountsOf, mountTable } from '../thin/mount.js';
-import type { ArgToken } from './command.js';
+import { flag, str, type ArgToken, type Command, type Invocation } from './command.js';
 import type { InfoView } from './dmsetup-format.js';
 import { explain } from './errors.js';
 import { OperationError, UsageError } from './usage.js';
@@ -147,3 +147,55 @@ export function createHint(d: DeviceMapper, err: unknown, ctx: { name: string; u
   }
   return explain(err);
 }
+
+// ---- what every dm command uses ----------------------------------------------------------------
+
+/** Opens the control node for one command and closes it whatever happens. */
+export async function withDm<T>(fn: (d: DeviceMapper) => T | Promise<T>): Promise<T> {
+  const d = DeviceMapper.open();
+  try {
+    return await fn(d);
+  } catch (err) {
+    throw explain(err);
+  } finally {
+    d.close();
+  }
+}
+
+export const isJson = (inv: Invocation): boolean => flag(inv.values, 'json');
+export const name0 = (inv: Invocation): string => inv.positionals[0] as string;
+
+/** A device named by NAME or `-u UUID`. */
+export function refOf(inv: Invocation): DeviceRef {
+  const uuid = str(inv.values, 'uuid');
+  const name = inv.positionals[0];
+  if (uuid !== undefined && name !== undefined) throw new UsageError('give NAME or -u UUID, not both');
+  if (uuid !== undefined) return { uuid };
+  if (name === undefined) throw new UsageError('missing device name');
+  return { name };
+}
+
+export function mustInfo(d: DeviceMapper, ref: DeviceRef): DeviceInfo {
+  const i = d.info(ref);
+  const label = 'name' in ref ? ref.name : 'uuid' in ref ? `with uuid ${ref.uuid}` : '';
+  if (i === null) throw new OperationError(`ENXIO: device ${label} does not exist (see 'devmapper dm ls')`);
+  return i;
+}
+
+/** Checks a name or uuid the kernel would refuse, before anything is opened: a usage error. */
+export function checked<T>(check: (s: string) => T, value: string | undefined): void {
+  if (value === undefined) return;
+  try {
+    check(value);
+  } catch (err) {
+    throw explain(err);
+  }
+}
+
+export const sortedNames = (d: DeviceMapper): string[] => d.list().map((e) => e.name).sort();
+
+
+export const ONE: Command['positionals'] = { min: 1, max: 1, missing: 'device name' };
+export const NONE: Command['positionals'] = { min: 0, max: 0 };
+export const OPTIONAL: Command['positionals'] = { min: 0, max: 1 };
+
