@@ -140,8 +140,11 @@ export function createHint(d: DeviceMapper, err: unknown, ctx: { name: string; u
   if (err.code === 'ENODATA') {
     const thin = ctx.table.find(isThinTarget);
     if (thin) {
+      // The pool as the table names it (a path or maj:min), shown by its dm name when it has one.
+      const byDev = new Map(d.list().map((e) => [`${e.dev.major}:${e.dev.minor}`, e.name]));
+      const pool = byDev.get(thin.poolDevice) ?? thin.poolDevice.replace(/^\/dev\/mapper\//, '');
       return new OperationError(
-        `ENODATA: the pool ${thin.poolDevice} has no thin device with id ${thin.thinId} (create it first: devmapper dm message POOL 0 create_thin ${thin.thinId})`,
+        `ENODATA: the pool ${pool} has no thin device with id ${thin.thinId} (create it first: devmapper dm message ${pool} 0 create_thin ${thin.thinId})`,
       );
     }
   }
