@@ -2,6 +2,7 @@
 //   `EBUSY: DM_DEV_REMOVE pool0: Device or resource busy (held by thin1; remove those first)`.
 // Bad input the library refused before touching anything is a usage error (exit 2).
 import { InvalidArgumentError } from '../dm/errors.js';
+import { SysError } from '../ioctl/errors.js';
 import { OptionError, InvalidHashError } from '../thin/errors.js';
 import { OperationError, UsageError } from './usage.js';
 
@@ -10,6 +11,12 @@ export const ERRNO_HINTS: Readonly<Record<string, string>> = {
   EACCES: 'run as root',
   EPERM: 'run as root',
   ENXIO: "no such device: see 'devmapper dm ls'",
+  EBUSY: "in use, or the name or uuid is taken: see 'devmapper dm ls --tree' and 'devmapper dm info NAME'",
+  EEXIST: 'it exists already',
+  EINVAL: "the kernel refused the arguments; its reason is in its log ('dmesg | tail')",
+  ENODATA: "no such thin device id in the pool: create it with 'devmapper dm message POOL 0 create_thin ID'",
+  EIO: "an I/O error below the device: see 'dmesg | tail'",
+  ENOTBLK: 'not a block device',
   EWOULDBLOCK: 'wait for that process to finish',
   EROFS: 'the file is on a read-only file system: use --read-only',
   ENOSPC: "grow the pool ('devmapper pool resize SIZE') or remove layers",
@@ -17,6 +24,9 @@ export const ERRNO_HINTS: Readonly<Record<string, string>> = {
   ENOMEM: 'the kernel is short of memory: retry with a smaller table or free memory',
   ENOTTY: 'not a device of that kind',
 };
+
+/** Hints about what the kernel said; the library's own errors with these codes say more themselves. */
+const KERNEL_ONLY = new Set(['EBUSY', 'EEXIST', 'EINVAL', 'ENODATA', 'EIO', 'ENXIO']);
 
 /** `123n` (a BigInt's source text) as `123`: no message of ours shows JavaScript syntax. */
 const plainNumbers = (s: string): string => s.replace(/\b(\d+)n\b/g, '$1');
@@ -51,7 +61,8 @@ export function explain(err: unknown, hints: Readonly<Record<string, string>> = 
   let line = firstLine;
   if (typeof code === 'string') {
     line = errnoFirst(code, line);
-    const hint = hints[err.name] ?? hints[code] ?? ERRNO_HINTS[code];
+    const general = err instanceof SysError || !KERNEL_ONLY.has(code) ? ERRNO_HINTS[code] : undefined;
+    const hint = hints[err.name] ?? hints[code] ?? general;
     if (hint && !line.includes(hint)) line += ` (${hint})`;
   }
   const out = new OperationError(line);

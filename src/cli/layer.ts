@@ -23,6 +23,7 @@ const HINTS: Readonly<Record<string, string>> = {
   ...POOL_HINTS,
   UnknownDeviceError: "see 'devmapper layer ls'",
   DeviceBusyError: "unmount it first ('devmapper layer umount ID')",
+  NotMountedError: "see 'devmapper layer ls'",
 };
 
 /** A mount point that will not let go is held by a process, not by us. */
