@@ -158,5 +158,5 @@ describe('through the binary', () => {
       expect(r.stdout).toMatch(/^usage: devmapper (dm|loop) [\w-]+/);
     }
     expect(state()).toEqual(before);
-  });
+  }, 600_000); // eight cold starts of the binary: slow in a loaded guest without a build
 });
