@@ -14,7 +14,7 @@ import { flag, runGroup, str, type Command, type Group, type Invocation } from '
 import { json } from './output.js';
 import { formatLayerRows, formatLayerStatus, type LayerRow } from './pool-format.js';
 import { homeOptions, resolveHome, withPool } from './pool-home.js';
-import { homeArgs, POOL_HINTS, poolStep } from './pool.js';
+import { homeArgs, MOUNT_IN_USE, POOL_HINTS, poolStep } from './pool.js';
 import { UsageError } from './usage.js';
 
 export { formatLayerRows, formatLayerStatus, type LayerRow } from './pool-format.js';
@@ -26,12 +26,7 @@ const HINTS: Readonly<Record<string, string>> = {
   NotMountedError: "see 'devmapper layer ls'",
 };
 
-/** A mount point that will not let go is held by a process, not by us. */
-const UMOUNT_HINTS: Readonly<Record<string, string>> = {
-  ...HINTS,
-  DeviceBusyError: "a process uses the mount (a shell cd'd into it, an open file): find it with 'fuser -vm PATH', end it, then retry",
-  EBUSY: "a process uses the mount (a shell cd'd into it, an open file): find it with 'fuser -vm PATH', end it, then retry",
-};
+const UMOUNT_HINTS: Readonly<Record<string, string>> = { ...HINTS, DeviceBusyError: MOUNT_IN_USE, EBUSY: MOUNT_IN_USE };
 
 function layerId(text: string): string {
   try {

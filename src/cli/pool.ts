@@ -27,6 +27,9 @@ export const POOL_HINTS: Readonly<Record<string, string>> = {
   EEXIST: "choose another id, or remove it first ('devmapper layer rm ID')",
 };
 
+/** A mount point that will not let go is held by a process, not by us. */
+export const MOUNT_IN_USE = "a process uses the mount (a shell cd'd into it, an open file): find it with 'fuser -vm PATH', end it, then retry";
+
 export function homeArgs(inv: Invocation): HomeArgs {
   return { home: inv.values['home'] as string | undefined, 'storage-opt': inv.values['storage-opt'] as string[] | undefined };
 }
@@ -134,6 +137,7 @@ const commands: Command[] = [
           await set.shutdown();
           return done;
         }),
+        { ...POOL_HINTS, DeviceBusyError: MOUNT_IN_USE },
       );
       if (isJson(inv)) inv.out(json({ poolName: state.poolName, home: state.home, active: false, unmounted }));
       else for (const u of unmounted) inv.out(`unmounted ${u.id} from ${u.path}\n`);

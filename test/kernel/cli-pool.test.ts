@@ -132,12 +132,15 @@ describe('devmapper pool', () => {
 
   test('layer umount of a mount a shell is in: says a process uses it, not to run layer umount', async () => {
     const mnt = cliOk(on('layer', 'mount', 'l1')).trim();
-    const shell = spawn('sh', ['-c', 'cd "$0" && sleep 60', mnt], { stdio: 'ignore' });
+    // exec: the process we kill is the one whose working directory holds the mount.
+    const shell = spawn('sh', ['-c', 'cd "$0" && exec sleep 60', mnt], { stdio: 'ignore' });
     try {
       await new Promise((r) => setTimeout(r, 300));
       const r = cli(on('layer', 'umount', 'l1'));
       expectOneLine(r, 1, /^devmapper layer: EBUSY: .*\(a process uses the mount \(a shell cd'd into it, an open file\): find it with 'fuser -vm PATH'/);
       expect(r.stderr).not.toMatch(/'devmapper layer umount ID'/);
+      const down = cli(on('pool', 'shutdown'));
+      expectOneLine(down, 1, /^devmapper pool: EBUSY: .*\(a process uses the mount .*'fuser -vm PATH'/);
     } finally {
       shell.kill();
       await new Promise((r) => shell.once('exit', r));
