@@ -154,7 +154,9 @@ const commands: Command[] = [
     positionals: { min: 1, max: 1, missing: 'file' },
     run: async (inv) => {
       const file = inv.positionals[0] as string;
+      // losetup -j of a file that does not exist: no device is bound to it, exit 0 all the same.
       const found = await findLoopByFile(file).catch((e: unknown) => {
+        if ((e as { code?: unknown }).code === 'ENOENT') return [];
         throw explain(e);
       });
       const bound = new Map(listLoops().map((l) => [l.number, l.backingFile]));

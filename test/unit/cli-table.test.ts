@@ -187,6 +187,12 @@ describe('tables in command-line order', () => {
   });
 });
 
+describe('loop find as losetup -j', () => {
+  test('a file that does not exist: nothing bound to it, nothing printed, exit 0', async () => {
+    expect(await run(['loop', 'find', '/nonexistent/file.img'])).toEqual({ code: 0, stdout: '', stderr: '' });
+  });
+});
+
 describe('--json', () => {
   test('byte and sector counts and bigints are strings; other numbers stay numbers', () => {
     expect(JSON.parse(json({ sizeBytes: 4096, readAheadSectors: 256, thinId: 3, transactionId: 5n, dev: { major: 7 } }))).toEqual({
