@@ -1,43 +1,47 @@
 // `devmapper <command> ...`: the dispatcher. Each command is a module loaded on demand, so that
-// `devmapper decode` never loads koffi and `--help` loads nothing.
+// `devmapper decode` never loads koffi. Help is answered before anything runs: `-h`/`--help`
+// anywhere, `help CMD [SUB]`, `CMD help [SUB]`.
+import { EXIT_FAILED, EXIT_OK, EXIT_USAGE, isHelpToken, wantsHelp, type Group } from './command.js';
+import { explain } from './errors.js';
 import { UsageError } from './usage.js';
+import { VERSION } from './version.js';
 
-/** What a command module exports. */
-export interface CliCommand {
-  /** Runs the command; resolves to the exit code. Throws UsageError for a bad command line. */
+export { EXIT_FAILED, EXIT_OK, EXIT_USAGE };
+
+/** What a command module exports: a command table, or (decode, demo) its own runner and help. */
+export interface CliModule {
+  group?: Group;
   run(argv: string[]): Promise<number>;
 }
 
-interface CommandEntry {
+export interface TopCommand {
+  name: string;
   summary: string;
-  load: () => Promise<CliCommand>;
+  load: () => Promise<CliModule>;
 }
 
 // Adding a command is one line here.
-const COMMANDS: Record<string, CommandEntry> = {
-  dm: { summary: 'device-mapper commands, as dmsetup (dm --help)', load: () => import('./dm.js') },
-  loop: { summary: 'loop devices, as losetup (loop --help)', load: () => import('./loop.js') },
-  pool: { summary: 'the thin pool of a home folder: init, status, resize, shutdown (pool --help)', load: () => import('./pool.js') },
-  layer: { summary: 'layers (thin snapshots): create, rm, mount, umount, ls, status (layer --help)', load: () => import('./layer.js') },
-  demo: { summary: 'the whole system in seconds on a throwaway pool (demo --help)', load: () => import('./demo.js') },
-  decode: { summary: 'decode a captured dm ioctl buffer (hex) to JSON', load: () => import('./decode.js') },
-};
+export const COMMANDS: readonly TopCommand[] = [
+  { name: 'dm', summary: 'device-mapper commands, as dmsetup', load: () => import('./dm.js') },
+  { name: 'loop', summary: 'loop devices, as losetup', load: () => import('./loop.js') },
+  { name: 'pool', summary: 'the thin pool of a home folder: init, status, resize, shutdown', load: () => import('./pool.js') },
+  { name: 'layer', summary: 'layers (thin snapshots): create, rm, mount, umount, ls, status', load: () => import('./layer.js') },
+  { name: 'demo', summary: 'the whole system in seconds on a throwaway pool', load: () => import('./demo.js') },
+  { name: 'decode', summary: 'decode a captured dm ioctl buffer (hex) to JSON', load: () => import('./decode.js') },
+];
 
-export const EXIT_OK = 0;
-export const EXIT_FAILED = 1;
-export const EXIT_USAGE = 2;
-
-function usage(): string {
-  const width = Math.max(...Object.keys(COMMANDS).map((c) => c.length));
-  const lines = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`);
+export function topHelp(): string {
+  const width = Math.max(...COMMANDS.map((c) => c.name.length));
   return [
     'usage: devmapper [--debug] <command> [args...]',
-    '       devmapper <command> --help',
+    '       devmapper <command> --help | devmapper help <command> [<subcommand>]',
+    '       devmapper --version',
     '',
     'commands:',
-    ...lines,
+    ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}  ${c.summary} (devmapper ${c.name} --help)`),
     '',
-    'exit codes: 0 ok, 1 operation failed, 2 usage error',
+    'exit codes: 0 ok, 1 the system refused (errno first on stderr), 2 the command line is wrong',
+    '',
   ].join('\n');
 }
 
@@ -47,28 +51,36 @@ function isUsageError(err: unknown): boolean {
 
 /** Runs the CLI; resolves to the exit code. Errors are printed as one line (a stack with --debug). */
 export async function main(argv: readonly string[]): Promise<number> {
-  const args = [...argv];
-  const debug = args.includes('--debug');
-  const rest = args.filter((a) => a !== '--debug');
-  const [name, ...commandArgs] = rest;
-  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
-    (name === undefined ? process.stderr : process.stdout).write(`${usage()}\n`);
-    return name === undefined ? EXIT_USAGE : EXIT_OK;
+  const debug = argv.includes('--debug');
+  let args = argv.filter((a) => a !== '--debug');
+  const first = args[0];
+  if (first === '--version' || first === '-V') {
+    process.stdout.write(`devmapper ${VERSION}\n`);
+    return EXIT_OK;
   }
-  const entry = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+  if (first === undefined || isHelpToken(first) || (first === 'help' && args.length === 1)) {
+    (first === undefined ? process.stderr : process.stdout).write(topHelp());
+    return first === undefined ? EXIT_USAGE : EXIT_OK;
+  }
+  // `help dm create` is `dm help create`.
+  if (first === 'help') args = [args[1] as string, 'help', ...args.slice(2)];
+  const [name, ...rest] = args as [string, ...string[]];
+  const entry = COMMANDS.find((c) => c.name === name);
   if (!entry) {
-    process.stderr.write(`devmapper: unknown command '${name}' (try --help)\n`);
+    process.stderr.write(`devmapper: unknown command '${name}' (try 'devmapper --help')\n`);
     return EXIT_USAGE;
   }
   try {
-    const command = await entry.load();
-    return await command.run(commandArgs);
+    const mod = await entry.load();
+    // A module without a table gets `help` as --help (it answers help itself, before acting).
+    if (!mod.group && (rest[0] === 'help' || wantsHelp(rest))) return await mod.run(['--help']);
+    return await mod.run(rest);
   } catch (err) {
-    const usageError = isUsageError(err);
-    const message = (err instanceof Error ? err.message : String(err)).split('\n')[0];
+    const e = explain(err);
+    const usage = isUsageError(e);
     // One line, whatever failed; the stack only with --debug.
-    process.stderr.write(`devmapper ${name}: ${message}${usageError ? ` (try 'devmapper ${name} --help')` : ''}\n`);
+    process.stderr.write(`devmapper ${name}: ${e.message.split('\n')[0]}${usage ? ` (try 'devmapper ${(e as UsageError).helpFor ?? name} --help')` : ''}\n`);
     if (debug && err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);
-    return usageError ? EXIT_USAGE : EXIT_FAILED;
+    return usage ? EXIT_USAGE : EXIT_FAILED;
   }
 }

@@ -3,6 +3,8 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 
 export class UsageError extends Error {
   override readonly name = 'UsageError';
+  /** The command whose help answers the mistake (`dm create`); main names it. */
+  helpFor?: string;
 }
 
 /** An operation failed (the kernel refused, a device is missing): exit 1 with this one line. */

@@ -1,6 +1,7 @@
 // `devmapper pool` and `devmapper layer` through the real binary against the real kernel, each
 // command in its own process: the pool and the mounts must outlive the process that made them,
 // and what the CLI reports must agree with dmsetup and the kernel's mount table.
+import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, test } from 'vitest';
@@ -22,7 +23,8 @@ const on = (...args: string[]): string[] => [...args, '--home', HOME];
 interface StatusJson {
   poolName: string;
   transactionId: string;
-  sectorSizeBytes: number;
+  blockSizeBytes: string;
+  baseSizeBytes: string;
   data: { usedBytes: string; totalBytes: string };
   metadata: { usedBytes: string; totalBytes: string };
   dataFile: string;
@@ -30,7 +32,7 @@ interface StatusJson {
 interface LayerJson {
   id: string;
   thinId: number;
-  sizeBytes: number;
+  sizeBytes: string;
   mappedSectors: string;
   active: boolean;
   mounted: string[];
@@ -67,7 +69,12 @@ describe('devmapper pool', () => {
     expect(w[2]).toBe('thin-pool');
     expect(s.transactionId).toBe(w[3]);
     expect(`${BigInt(s.metadata.usedBytes) / 4096n}/${BigInt(s.metadata.totalBytes) / 4096n}`).toBe(w[4]);
-    const block = BigInt(s.sectorSizeBytes);
+    // The pool's data block size, as its table has it (<start> <len> thin-pool <meta> <data> <block sectors> ...).
+    const table = dmsetupOk(['table', poolName]).trim().split(' ');
+    expect(s.blockSizeBytes).toBe(String(BigInt(table[5] as string) * 512n));
+    expect(s).not.toHaveProperty('sectorSizeBytes');
+    expect(s.baseSizeBytes).toBe(String(64 * 2 ** 20));
+    const block = BigInt(s.blockSizeBytes);
     expect(`${BigInt(s.data.usedBytes) / block}/${BigInt(s.data.totalBytes) / block}`).toBe(w[5]);
     expect(s.data.totalBytes).toBe(String(256 * 2 ** 20));
     expect(s.dataFile).toBe(join(HOME, 'devicemapper', 'data'));
@@ -82,7 +89,7 @@ describe('devmapper pool', () => {
     writeFileSync(join(mnt1, 'hello'), 'from l1');
     expect(cliOk(on('layer', 'mount', 'l1')).trim()).toBe(mnt1); // again: already there, no second mount
     const l1 = layers().find((l) => l.id === 'l1');
-    expect(l1).toMatchObject({ active: true, mounted: [mnt1], thinId: 1, sizeBytes: 64 * 2 ** 20 });
+    expect(l1).toMatchObject({ active: true, mounted: [mnt1], thinId: 1, sizeBytes: String(64 * 2 ** 20) });
     expect(cliOk(on('layer', 'ls'))).toMatch(new RegExp(`^l1 +1 +64\\.0 MiB +\\S+ MiB +yes +${mnt1}$`, 'm'));
 
     cliOk(on('layer', 'umount', 'l1')); // a later process finds the mount in the mount table
@@ -105,7 +112,7 @@ describe('devmapper pool', () => {
     expect(mountedAt(mnt2)).toBe(true);
     expectOneLine(cli(on('layer', 'mount', 'l2', join(RUN_DIR, 'elsewhere'))), 1, /EBUSY: device \S+-l2 is busy: already mounted on/);
     cliOk(on('layer', 'umount', 'l2'));
-    cliOk(on('layer', 'rm', 'l2'));
+    expect(JSON.parse(cliOk(on('layer', 'rm', 'l2', '--json')))).toEqual({ id: 'l2', removed: true });
     expect(layers().map((l) => l.id)).toEqual(['l1']);
   });
 
@@ -113,10 +120,33 @@ describe('devmapper pool', () => {
     expectOneLine(cli(on('layer', 'rm', 'nosuch')), 1, /ENOENT: unknown device "nosuch"/);
     expectOneLine(cli(on('layer', 'create', 'l1')), 1, /EEXIST/);
     expectOneLine(cli(on('layer', 'create', 'l3', '--parent', 'nosuch')), 1, /ENOENT/);
-    expectOneLine(cli(on('pool', 'resize', '128M')), 1, /EINVAL.*can only grow/);
+    expectOneLine(cli(on('pool', 'resize', '128M')), 2, /^devmapper pool: SIZE 128\.0 MiB \(134217728 bytes\): the pool's data is 256\.0 MiB already; it can only grow/);
+    const odd = cli(on('pool', 'resize', '600000001'));
+    expectOneLine(odd, 2, /^devmapper pool: SIZE 572\.2 MiB \(600000001 bytes\) is not a multiple of the pool's block size 64\.0 KiB \(e\.g\. \d+ or \d+\) \(try 'devmapper pool resize --help'\)$/);
+    expect(odd.stderr).not.toMatch(/resizePool|\d+n\b/);
+    expect(poolStatus().data.totalBytes).toBe(String(256 * 2 ** 20));
     const other = join(RUN_DIR, 'cli-nopool');
     expectOneLine(cli(['layer', 'ls', '--home', other]), 1, /ENOENT: no pool in .*pool init/);
     expect(existsSync(other)).toBe(false);
+  });
+
+  test('layer umount of a mount a shell is in: says a process uses it, not to run layer umount', async () => {
+    const mnt = cliOk(on('layer', 'mount', 'l1')).trim();
+    // exec: the process we kill is the one whose working directory holds the mount.
+    const shell = spawn('sh', ['-c', 'cd "$0" && exec sleep 60', mnt], { stdio: 'ignore' });
+    try {
+      await new Promise((r) => setTimeout(r, 300));
+      const r = cli(on('layer', 'umount', 'l1'));
+      expectOneLine(r, 1, /^devmapper layer: EBUSY: .*\(a process uses the mount \(a shell cd'd into it, an open file\): find it with 'fuser -vm PATH'/);
+      expect(r.stderr).not.toMatch(/'devmapper layer umount ID'/);
+      const down = cli(on('pool', 'shutdown'));
+      expectOneLine(down, 1, /^devmapper pool: EBUSY: .*\(a process uses the mount .*'fuser -vm PATH'/);
+    } finally {
+      shell.kill();
+      await new Promise((r) => shell.once('exit', r));
+    }
+    cliOk(on('layer', 'umount', 'l1'));
+    expect(mountedAt(mnt)).toBe(false);
   });
 
   test('resize grows the data file and the pool', () => {
@@ -141,6 +171,11 @@ describe('devmapper pool', () => {
     expect(readFileSync(join(again, 'hello'), 'utf8')).toBe('from l1');
     cliOk(on('pool', 'shutdown'));
     expect(ourLoops()).toEqual([]);
+    // Again: nothing to do, exit 0 (stop scripts run it twice).
+    const again2 = cli(on('pool', 'shutdown'));
+    expect(again2.status, again2.stderr).toBe(0);
+    expect(again2.stdout).toMatch(/^pool \S+ of .* is not active: nothing to shut down\n$/);
+    expect(JSON.parse(cliOk(on('pool', 'shutdown', '--json')))).toMatchObject({ poolName, active: false, unmounted: [] });
   });
 });
 

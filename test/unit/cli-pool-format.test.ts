@@ -51,7 +51,7 @@ describe('error lines', () => {
     const e = new DmError('DM_DEV_REMOVE', 6, 'lin0');
     expect(DmCmd).toBeDefined();
     const line = explain(e).message;
-    expect(line).toMatch(/^DM_DEV_REMOVE lin0: ENXIO \(/);
+    expect(line).toMatch(/^ENXIO: DM_DEV_REMOVE lin0: No such device or address/);
     expect(line.match(/ENXIO/g)).toHaveLength(1);
     expect(explain(e).stack).toBe(e.stack);
   });
@@ -86,14 +86,14 @@ describe('formats', () => {
       metadataDevice: '4095:999998',
       data: { usedBytes: 25n * 2n ** 20n, totalBytes: 2n ** 30n },
       metadata: { usedBytes: 6n * 2n ** 20n, totalBytes: 64n * 2n ** 20n },
-      sectorSizeBytes: 65536,
+      blockSizeBytes: 65536n,
       transactionId: 5n,
       state: 'ok',
       mode: 'rw',
       needsCheck: false,
       home: '/h',
       layers: 3,
-      baseSizeBytes: 256 * 2 ** 20,
+      baseSizeBytes: 256n * 2n ** 20n,
     };
     const text = formatPoolStatus(view);
     expect(text).toMatch(/^pool {12}dm-8:1-2-pool \(ok, rw\)$/m);
@@ -108,7 +108,7 @@ describe('formats', () => {
     const row: LayerRow = {
       id: 'app',
       thinId: 2,
-      sizeBytes: 256 * 2 ** 20,
+      sizeBytes: 256n * 2n ** 20n,
       mappedBytes: 2n ** 20n,
       mappedSectors: 2048n,
       highestMappedSector: 4095n,
