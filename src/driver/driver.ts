@@ -60,8 +60,8 @@ export class Driver {
       this.refs.set(id, n + 1);
       return rootfs;
     }
-    mkdirSync(mp, { recursive: true, mode: 0o755 });
-    await this.deviceSet.mountDevice(id, mp, mountLabel);
+    // The mount point is made only when the mount is sure to be tried, and removed if it fails.
+    await this.deviceSet.mountDevice(id, mp, mountLabel, { createMountPoint: true });
     this.refs.set(id, 1);
     try {
       mkdirSync(rootfs, { recursive: true, mode: 0o755 });

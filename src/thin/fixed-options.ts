@@ -7,21 +7,8 @@ import type { DeviceMapper } from '../dm/device-mapper.js';
 import { isThinPoolTarget } from '../dm/targets.js';
 import { PoolOptionConflictError } from './errors.js';
 import type { DeviceRecord } from './metadata-store.js';
-import type { PoolOptions, PoolOptionsInput } from './options.js';
+import { formatSize, type PoolOptions, type PoolOptionsInput } from './options.js';
 import { loopFiles, SECTOR_BYTES, superblockDataBlockBytes } from './pool-setup.js';
-
-const UNITS = ['', 'K', 'M', 'G', 'T', 'P'];
-
-/** Bytes in the options' own spelling: the largest binary unit that divides them (1073741824 -> 1G). */
-export function formatSize(bytes: number): string {
-  let unit = 0;
-  let v = bytes;
-  while (v >= 1024 && v % 1024 === 0 && unit < UNITS.length - 1) {
-    v /= 1024;
-    unit++;
-  }
-  return `${v}${UNITS[unit]}`;
-}
 
 export interface ExistingPool {
   dm: DeviceMapper;

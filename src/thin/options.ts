@@ -93,6 +93,19 @@ export function parseSize(key: string, value: string): number {
   return bytes;
 }
 
+const SIZE_UNITS = ['', 'K', 'M', 'G', 'T', 'P'];
+
+/** Bytes in the options' own spelling: the largest binary unit that divides them (1073741824 -> 1G). */
+export function formatSize(bytes: number): string {
+  let unit = 0;
+  let v = bytes;
+  while (v >= 1024 && v % 1024 === 0 && unit < SIZE_UNITS.length - 1) {
+    v /= 1024;
+    unit++;
+  }
+  return `${v}${SIZE_UNITS[unit]}`;
+}
+
 /** Go's strconv.ParseBool, as Docker used it. */
 export function parseBool(key: string, value: string): boolean {
   if (['1', 't', 'T', 'true', 'TRUE', 'True'].includes(value)) return true;
@@ -212,7 +225,7 @@ export function parsePoolOptions(options: readonly string[] | PoolOptionsInput =
   const fsName = input.fs ?? DEFAULTS.fs;
   if (fsName !== 'ext4' && fsName !== 'xfs') throw new OptionError('dm.fs', fsName, 'supported file systems are ext4 and xfs');
   if (fsName === 'xfs' && baseSizeBytes < XFS_MIN_BYTES) {
-    throw new OptionError('dm.basesize', String(input.baseSize), 'mkfs.xfs refuses file systems under 300 MiB (xfsprogs 5.19 and later): give dm.basesize=300M or more');
+    throw new OptionError('dm.basesize', formatSize(baseSizeBytes), 'mkfs.xfs refuses file systems under 300 MiB (xfsprogs 5.19 and later): give dm.basesize=300M or more');
   }
   if (find(`mkfs.${fsName}`) === null) {
     throw new OptionError('dm.fs', fsName, `mkfs.${fsName} is not installed (not found on PATH, /sbin or /usr/sbin)`);
@@ -242,8 +255,8 @@ export function parsePoolOptions(options: readonly string[] | PoolOptionsInput =
     if (dataDevice !== undefined) throw new OptionError('dm.thinpooldev', thinPoolDevice, 'cannot be combined with dm.datadev/dm.metadatadev');
   }
   const loopback = dataDevice === undefined && thinPoolDevice === undefined;
-  if (loopback && loopDataSizeBytes % dataBlockSizeBytes !== 0) {
-    throw new OptionError('dm.loopdatasize', String(input.loopDataSize ?? loopDataSizeBytes), `must be a whole number of data blocks (dm.blocksize ${dataBlockSizeBytes / KiB} KiB)`);
+  if (loopback && loopDataSizeBytes < dataBlockSizeBytes) {
+    throw new OptionError('dm.loopdatasize', formatSize(loopDataSizeBytes), `must hold at least one data block (dm.blocksize ${dataBlockSizeBytes / KiB} KiB)`);
   }
   if (!loopback) {
     // Options that would silently do nothing are mistakes, not preferences.
