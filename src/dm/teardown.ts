@@ -37,6 +37,8 @@ export function teardownOrder(nodes: readonly TeardownNode[]): string[][] {
 export interface TeardownOptions {
   /** How each remove retries EBUSY (default: a short policy, the caller reports what stays). */
   retry?: RetryPolicy;
+  /** Names of the family to leave in place (e.g. a pool someone else made). */
+  keep?: readonly string[];
   /** Called when our remove of `name` failed; return true if it removed the device another way. */
   fallback?: (name: string, error: unknown) => boolean | Promise<boolean>;
 }
@@ -51,7 +53,8 @@ const SHORT_RETRY: RetryPolicy = { attempts: 5, firstDelayMs: 10, maxDelayMs: 10
 
 /** Removes every device whose name starts with `prefix`, holders first; never throws for one device. */
 export async function removeByPrefix(dm: DeviceMapper, prefix: string, opts: TeardownOptions = {}): Promise<TeardownResult> {
-  const ours = () => dm.list().filter((d) => d.name.startsWith(prefix));
+  const keep = new Set(opts.keep ?? []);
+  const ours = () => dm.list().filter((d) => d.name.startsWith(prefix) && !keep.has(d.name));
   const result: TeardownResult = { removed: [], failed: [] };
   for (const d of ours()) {
     try {

@@ -4,10 +4,13 @@
 // mount-tracker.ts, the pool's health and space in pool-health.ts, growth in resize.ts.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { DEFAULT_REMOVE_RETRY } from '../dm/commands/remove.js';
 import { DeviceMapper } from '../dm/device-mapper.js';
+import { removeByPrefix } from '../dm/teardown.js';
 import type { DeviceInfo } from '../dm/info.js';
 import type { LoopOptions } from '../loop/index.js';
-import { PoolStateError } from './errors.js';
+import { DeviceBusyError, errnoOf, PoolStateError } from './errors.js';
+import { describeHolders } from './holders.js';
 import { checkFixedOptions } from './fixed-options.js';
 import { HomeLock } from './lock.js';
 import { BASE_HASH, MetadataStore, validateHash, type DeviceRecord, type Intent } from './metadata-store.js';
@@ -15,7 +18,7 @@ import type { MountEntry } from './mount.js';
 import { MountTracker, type MountOptions } from './mount-tracker.js';
 import { PoolNaming } from './naming.js';
 import { optionsFromStrings, parsePoolOptions, type ParseEnv, type PoolOptions, type PoolOptionsInput } from './options.js';
-import { poolMessenger, poolStatusOf, readPoolStatus, type PoolStatus } from './pool-health.js';
+import { poolMessenger, poolStatusOf, type PoolStatus } from './pool-health.js';
 import { setUpPool, type PoolDevices } from './pool-setup.js';
 import { resizePool } from './resize.js';
 import { ThinDevices, type DevStatus } from './thin-devices.js';
@@ -251,11 +254,15 @@ export class DeviceSet {
       try {
         // Ours and those of earlier processes alike: the kernel's mount table is the truth.
         const unmounted = await this.mounts.unmountAll(this.tx.devices.keys());
-        for (const hash of this.tx.devices.keys()) await this.deactivate(hash);
-        if (this.pool.owned && this.dm.info({ name: this.poolName })) {
-          // The pool resumed first if a crash left it suspended: a remove would wait on its I/O.
-          if (this.dm.info({ name: this.poolName })?.suspended) await this.dm.resume({ name: this.poolName });
-          await this.dm.remove({ name: this.poolName }, { retry: true });
+        // Every device of this home's names, holders first, suspended ones resumed first: those
+        // the metadata knows and any a crash left. The pool's name is among them only if we made it.
+        const keep = this.pool.owned ? [] : [this.poolName];
+        const left = await removeByPrefix(this.dm, `${this.naming.stem}-`, { retry: DEFAULT_REMOVE_RETRY, keep });
+        const failed = left.failed[0];
+        if (failed) {
+          const info = this.dm.info({ name: failed.name });
+          if (errnoOf(failed.error) === 'EBUSY') throw new DeviceBusyError(failed.name, info ? describeHolders(info) : []);
+          throw failed.error;
         }
         return { unmounted };
       } finally {
@@ -279,11 +286,6 @@ export class DeviceSet {
 
   get transactionId(): bigint {
     return this.tx.transactionId;
-  }
-
-  /** The kernel's status of the pool (for callers that need more than status()). */
-  poolStatus(): ReturnType<typeof readPoolStatus> {
-    return readPoolStatus(this.dm, this.poolName);
   }
 }
 
