@@ -1,4 +1,4 @@
-// The thin-pool manager (the seed's DeviceSet): its public face.
+// The thin-pool manager (Docker's devmapper DeviceSet): its public face.
 export {
   DeviceSet,
   type DeviceSetExtras,
