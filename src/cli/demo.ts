@@ -3,10 +3,11 @@
 // written through their mounts, and a table of what each layer shows and what it costs in the
 // pool: how copy-on-write shares blocks. Then everything is removed (unless --keep).
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { basename, delimiter, dirname, join, resolve } from 'node:path';
 import { DeviceMapper } from '../dm/device-mapper.js';
+import { DEFAULT_REMOVE_RETRY, removeByPrefix } from '../dm/index.js';
 import { detachLoop, listLoops } from '../loop/index.js';
 import { DeviceSet } from '../thin/device-set.js';
 import { BASE_HASH } from '../thin/metadata-store.js';
@@ -268,11 +269,7 @@ async function demo(opts: string[], prefix: string, keep: boolean): Promise<numb
     out(formatColumns(cow));
 
     if (keep) {
-      out(
-        `\nkept: ${home} (pool ${status.poolName}, ${PLANS.length} layers)\n` +
-          `  look:   devmapper layer ls --home ${home}\n` +
-          `  remove: devmapper pool shutdown --home ${home} && rm -rf ${home}\n`,
-      );
+      out(`\n${keptText(home, status.poolName, PLANS.length)}`);
       return 0;
     }
     await progress.step('removing the layers (their blocks discarded)', async () => {
@@ -285,7 +282,7 @@ async function demo(opts: string[], prefix: string, keep: boolean): Promise<numb
     failure = e;
   } finally {
     if (!keep || failure !== undefined) {
-      if (keep) process.stderr.write(`devmapper demo: kept ${home} after the failure below; remove it with: devmapper pool shutdown --home ${home} && rm -rf ${home}\n`);
+      if (keep) process.stderr.write(`devmapper demo: kept ${home} after the failure below; remove it with: ${cliCommand()} pool shutdown --home ${home} && rm -rf ${home}\n`);
       else {
         set?.close();
         const left = await removeLeftovers(dm, home, stem);
@@ -301,6 +298,44 @@ async function demo(opts: string[], prefix: string, keep: boolean): Promise<numb
   return 0;
 }
 
+/** The guest of scripts/vm/guest-run sets DEVMAPPER_GUEST; its /tmp and devices end with it. */
+function inThrowawayGuest(): boolean {
+  return (process.env['DEVMAPPER_GUEST'] ?? '') !== '' && process.stdin.isTTY !== true;
+}
+
+/** How to call this CLI again: `devmapper` when that is on PATH and is us, else our own path. */
+export function cliCommand(): string {
+  const self = process.argv[1] ? resolve(process.argv[1]) : '';
+  if (self === '' || basename(self) !== 'devmapper') return 'devmapper';
+  for (const dir of (process.env['PATH'] ?? '').split(delimiter)) {
+    if (dir === '') continue;
+    const p = join(dir, 'devmapper');
+    try {
+      if (existsSync(p) && realpathSync(p) === realpathSync(self)) return 'devmapper';
+    } catch {
+      // unreadable: not this one
+    }
+  }
+  return self;
+}
+
+/** What --keep prints: commands that work where the demo ran, or why there is nothing to look at. */
+export function keptText(home: string, poolName: string, layers: number, guest = inThrowawayGuest(), cli = cliCommand()): string {
+  if (guest) {
+    return (
+      `kept: ${home} (pool ${poolName}, ${layers} layers) in the test guest, which powers off now: its /tmp, the pool\n` +
+      `and its devices go with it. To keep a pool and look at it, run the demo in the guest's shell\n` +
+      `(scripts/vm/guest-run --shell, then: bin/devmapper demo --keep), or on a host with device-mapper\n` +
+      `(sudo bin/devmapper demo --keep).\n`
+    );
+  }
+  return (
+    `kept: ${home} (pool ${poolName}, ${layers} layers)\n` +
+    `  look:   ${cli} layer ls --home ${home}\n` +
+    `  remove: ${cli} pool shutdown --home ${home} && rm -rf ${home}\n`
+  );
+}
+
 /**
  * Whatever a failed (or interrupted) demo left: mounts under the home, dm devices of the home's
  * names (thin devices before the pool), loop devices on its files, the folder. Returns what stayed.
@@ -310,11 +345,9 @@ async function removeLeftovers(dm: DeviceMapper, home: string, stem: string): Pr
   for (const m of mountTable().filter((x) => x.mountPoint.startsWith(`${home}/`)).reverse()) {
     await unmountRetrying(m.mountPoint).catch(() => left.push(m.mountPoint));
   }
-  const ours = dm.list().filter((d) => d.name.startsWith(`${stem}-`));
-  const pool = `${stem}-pool`;
-  for (const d of [...ours.filter((x) => x.name !== pool), ...ours.filter((x) => x.name === pool)]) {
-    await dm.remove({ name: d.name }, { retry: true }).catch(() => left.push(d.name));
-  }
+  // Thin devices before their pool, suspended ones resumed first (the library's teardown).
+  const teardown = await removeByPrefix(dm, `${stem}-`, { retry: DEFAULT_REMOVE_RETRY });
+  for (const f of teardown.failed) left.push(f.name);
   for (const l of listLoops()) {
     const file = l.backingFile.replace(/ \(deleted\)$/, '');
     if (!file.startsWith(`${home}/`)) continue;

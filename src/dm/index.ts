@@ -55,4 +55,5 @@ export type { ResumeOptions, SuspendOptions } from './commands/suspend.js';
 export type { TargetStatus } from './commands/status.js';
 export type { Geometry } from './commands/set-geometry.js';
 export type { DmTargetVersion } from '../structs/target-versions.js';
+export { removeByPrefix, teardownOrder, type TeardownNode, type TeardownOptions, type TeardownResult } from './teardown.js';
 export * from './task.js';

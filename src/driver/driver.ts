@@ -1,4 +1,4 @@
-// The storage-driver face of the pool (the seed's Driver): layers by id, mounted under
+// The storage-driver face of the pool (Docker's devmapper Driver): layers by id, mounted under
 // <home>/mnt/<id>, their root at <mount>/rootfs. get/put are reference counted, so a layer
 // mounted twice is unmounted once, by the last put.
 import { mkdirSync, rmSync } from 'node:fs';
@@ -14,7 +14,7 @@ export class Driver {
     readonly deviceSet: DeviceSet,
   ) {}
 
-  /** The seed's Init(home, options). */
+  /** Docker's Init(home, options). */
   static async init(home: string, options: readonly string[] | PoolOptionsInput = {}, extras: DeviceSetExtras = {}): Promise<Driver> {
     const set = await DeviceSet.open(home, options, extras);
     try {
@@ -39,11 +39,11 @@ export class Driver {
     return this.deviceSet.addDevice(id, parent);
   }
 
-  /** Delete a layer; an unknown id is not an error (as in the seed). */
+  /** Delete a layer; an unknown id is not an error (as in Docker). */
   async remove(id: string): Promise<void> {
     if (!this.deviceSet.hasDevice(id)) return;
     if ((this.refs.get(id) ?? 0) > 0) {
-      // Still mounted by a get without its put: unmount first, as the seed's Remove did.
+      // Still mounted by a get without its put: unmount first, as Docker's Remove did.
       this.refs.delete(id);
       await this.deviceSet.unmountDevice(id);
     }
@@ -60,8 +60,8 @@ export class Driver {
       this.refs.set(id, n + 1);
       return rootfs;
     }
-    mkdirSync(mp, { recursive: true, mode: 0o755 });
-    await this.deviceSet.mountDevice(id, mp, mountLabel);
+    // The mount point is made only when the mount is sure to be tried, and removed if it fails.
+    await this.deviceSet.mountDevice(id, mp, mountLabel, { createMountPoint: true });
     this.refs.set(id, 1);
     try {
       mkdirSync(rootfs, { recursive: true, mode: 0o755 });
@@ -88,7 +88,7 @@ export class Driver {
     return this.deviceSet.hasDevice(id);
   }
 
-  /** Key/value rows as the seed's Status. */
+  /** Key/value rows as Docker's Status. */
   status(): [string, string][] {
     const s = this.deviceSet.status();
     const mb = (b: bigint) => `${(Number(b) / (1024 * 1024)).toFixed(1)} Mb`;

@@ -1,2 +1,2 @@
-// The storage-driver face of the pool (the seed's Driver).
+// The storage-driver face of the pool (Docker's devmapper Driver).
 export { Driver } from './driver.js';

@@ -1,9 +1,10 @@
 // Errors of the thin-pool manager. Each carries an errno-like `code` so callers can branch on it
 // the way they do on DmError, and names the pool or device it is about.
+import { basename } from 'node:path';
 
 /** A dm.* option (or typed option) that is unknown, malformed or contradicts another. */
 export class OptionError extends Error {
-  override readonly name = 'OptionError';
+  override readonly name: string = 'OptionError';
   readonly code = 'EINVAL';
   constructor(
     /** The option key as Docker spells it, e.g. `dm.basesize`. */
@@ -125,17 +126,57 @@ export class DeviceBusyError extends Error {
   }
 }
 
-/** An external program (mkfs) that failed. */
+/** An external program (mkfs) that failed. The message names the stderr line that says why. */
 export class CommandError extends Error {
   override readonly name = 'CommandError';
   readonly code = 'EIO';
+  /** The line of stderr that says why it failed (see reasonLine). */
+  readonly reason: string;
   constructor(
     readonly argv: string[],
     readonly exitCode: number | null,
     readonly stderr: string,
   ) {
-    super(`${argv.join(' ')} failed (exit ${exitCode ?? 'signal'})${stderr ? `: ${stderr.trim().slice(0, 500)}` : ''}`);
+    const reason = reasonLine(stderr);
+    super(`${basename(argv[0] ?? 'command')} failed (exit ${exitCode ?? 'signal'})${reason ? `: ${reason}` : ''}\n${argv.join(' ')}\n${stderr.trim().slice(0, 2000)}`);
+    this.reason = reason;
   }
+}
+
+/**
+ * The line of a tool's stderr that says why it failed: the last line before its usage text that is
+ * not a warning. mkfs.xfs, for one, may warn first and then print "Filesystem must be larger than
+ * 300MB." followed by its usage.
+ */
+export function reasonLine(stderr: string): string {
+  const lines: string[] = [];
+  for (const raw of stderr.split('\n')) {
+    const line = raw.trim();
+    if (/^usage:/i.test(line)) break;
+    if (line === '' || /\bwarning\b/i.test(line)) continue;
+    lines.push(line);
+  }
+  return lines.at(-1) ?? stderr.trim().split('\n')[0] ?? '';
+}
+
+/** An option that an existing pool cannot take: its value differs from what the pool has. */
+export class PoolOptionConflictError extends OptionError {
+  override readonly name = 'PoolOptionConflictError';
+  constructor(
+    key: string,
+    value: string,
+    /** What the pool has, in the option's own spelling (e.g. "1G", "xfs"). */
+    readonly current: string,
+    why: string,
+  ) {
+    super(key, value, `the pool already has ${current} (${why}); this option only applies when the pool is created`);
+  }
+}
+
+/** The errno-like code of any error (DmError, SysError, Node's fs errors, ours), if it has one. */
+export function errnoOf(e: unknown): string | undefined {
+  const code = (e as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : undefined;
 }
 
 /** A device that is not mounted where an unmount was asked. */

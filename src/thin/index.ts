@@ -1,11 +1,14 @@
-// The thin-pool manager (the seed's DeviceSet): its public face.
+// The thin-pool manager (Docker's devmapper DeviceSet): its public face.
 export {
   DeviceSet,
   type DeviceSetExtras,
   type DeviceSetHook,
   type DevStatus,
   type DiskUsage,
+  type HomeShutdown,
+  type MountOptions,
   type PoolStatus,
+  type ShutdownResult,
 } from './device-set.js';
 export {
   CommandError,
@@ -16,9 +19,10 @@ export {
   NotMountedError,
   OptionError,
   PoolLockedError,
+  PoolOptionConflictError,
   PoolSpaceError,
   PoolStateError,
   TransactionMismatchError,
   UnknownDeviceError,
 } from './errors.js';
-export { DEFAULTS, parsePoolOptions, parseSize, type FsType, type PoolOptions, type PoolOptionsInput } from './options.js';
+export { DEFAULTS, XFS_MIN_BYTES, parsePoolOptions, parseSize, type FsType, type PoolOptions, type PoolOptionsInput } from './options.js';

@@ -54,6 +54,8 @@ export interface DeviceRecord {
   initialized: boolean;
   /** Deletion deferred because the device was busy (dm.use_deferred_deletion). */
   deleted: boolean;
+  /** The base device: the file system mkfs made on it (what dm.fs was when the pool was made). */
+  filesystem?: 'ext4' | 'xfs';
 }
 
 export interface PoolState {
@@ -140,6 +142,7 @@ export class MetadataStore {
       transaction_id: u64(r.transactionId),
       initialized: r.initialized,
       deleted: r.deleted,
+      ...(r.filesystem !== undefined ? { filesystem: r.filesystem } : {}),
     });
   }
 
@@ -180,6 +183,12 @@ export class MetadataStore {
     if (i.originHash !== undefined) o['origin_hash'] = i.originHash;
     if (i.sizeBytes !== undefined) o['size'] = i.sizeBytes;
     this.write(INTENT_FILE, o);
+  }
+
+  /** Undo a new pool's first steps: the pool state, the base's record, an intent (never other devices'). */
+  forgetPool(): void {
+    for (const name of [INTENT_FILE, BASE_FILE, POOL_STATE_FILE]) this.remove(join(this.dir, name));
+    for (const name of readdirSync(this.dir)) if (name.startsWith(TMP_PREFIX)) unlinkSync(join(this.dir, name));
   }
 
   clearIntent(): void {
@@ -265,7 +274,7 @@ function toRecord(path: string, hash: string, o: Record<string, unknown>): Devic
   if (o['hash'] !== undefined && o['hash'] !== hash) throw new MetadataError(path, `holds hash ${JSON.stringify(o['hash'])}, not its file name's`);
   const deviceId = intField(path, o, 'device_id');
   if (deviceId >= 2 ** 24) throw new MetadataError(path, 'device_id is over 24 bits');
-  return {
+  const rec: DeviceRecord = {
     hash,
     deviceId,
     sizeBytes: intField(path, o, 'size'),
@@ -273,4 +282,7 @@ function toRecord(path: string, hash: string, o: Record<string, unknown>): Devic
     initialized: o['initialized'] === true,
     deleted: o['deleted'] === true,
   };
+  const fs = o['filesystem'];
+  if (fs === 'ext4' || fs === 'xfs') rec.filesystem = fs;
+  return rec;
 }

@@ -1,4 +1,4 @@
-// Names of the pool and its devices, unique per home folder as in the seed:
+// Names of the pool and its devices, unique per home folder as in Docker's devmapper:
 // `<prefix>-<maj>:<min>-<inode>-pool`, `...-base`, `...-<hash>`, where maj:min is the device of
 // the file system holding the home folder and inode the folder's inode number.
 import { statSync } from 'node:fs';

@@ -75,6 +75,9 @@ export const DEFAULTS = {
   prefix: 'devmapper',
 } as const;
 
+/** xfsprogs' mkfs.xfs refuses a data section under 300 MiB ("Filesystem must be larger than 300MB."). */
+export const XFS_MIN_BYTES = 300 * 1024 * 1024;
+
 const SIZE_RE = /^(\d+(?:\.\d+)?) ?(?:([kmgtp])i?b?|b)?$/i;
 const UNIT: Record<string, number> = { k: 1, m: 2, g: 3, t: 4, p: 5 };
 
@@ -88,6 +91,19 @@ export function parseSize(key: string, value: string): number {
   const bytes = Math.floor(Number(m[1]) * 1024 ** (unit ? (UNIT[unit] ?? 0) : 0));
   if (!Number.isSafeInteger(bytes)) throw new OptionError(key, value, 'size too large');
   return bytes;
+}
+
+const SIZE_UNITS = ['', 'K', 'M', 'G', 'T', 'P'];
+
+/** Bytes in the options' own spelling: the largest binary unit that divides them (1073741824 -> 1G). */
+export function formatSize(bytes: number): string {
+  let unit = 0;
+  let v = bytes;
+  while (v >= 1024 && v % 1024 === 0 && unit < SIZE_UNITS.length - 1) {
+    v /= 1024;
+    unit++;
+  }
+  return `${v}${SIZE_UNITS[unit]}`;
 }
 
 /** Go's strconv.ParseBool, as Docker used it. */
@@ -208,6 +224,9 @@ export function parsePoolOptions(options: readonly string[] | PoolOptionsInput =
 
   const fsName = input.fs ?? DEFAULTS.fs;
   if (fsName !== 'ext4' && fsName !== 'xfs') throw new OptionError('dm.fs', fsName, 'supported file systems are ext4 and xfs');
+  if (fsName === 'xfs' && baseSizeBytes < XFS_MIN_BYTES) {
+    throw new OptionError('dm.basesize', formatSize(baseSizeBytes), 'mkfs.xfs refuses file systems under 300 MiB (xfsprogs 5.19 and later): give dm.basesize=300M or more');
+  }
   if (find(`mkfs.${fsName}`) === null) {
     throw new OptionError('dm.fs', fsName, `mkfs.${fsName} is not installed (not found on PATH, /sbin or /usr/sbin)`);
   }
@@ -236,6 +255,9 @@ export function parsePoolOptions(options: readonly string[] | PoolOptionsInput =
     if (dataDevice !== undefined) throw new OptionError('dm.thinpooldev', thinPoolDevice, 'cannot be combined with dm.datadev/dm.metadatadev');
   }
   const loopback = dataDevice === undefined && thinPoolDevice === undefined;
+  if (loopback && loopDataSizeBytes < dataBlockSizeBytes) {
+    throw new OptionError('dm.loopdatasize', formatSize(loopDataSizeBytes), `must hold at least one data block (dm.blocksize ${dataBlockSizeBytes / KiB} KiB)`);
+  }
   if (!loopback) {
     // Options that would silently do nothing are mistakes, not preferences.
     if (input.loopDataSize !== undefined) throw new OptionError('dm.loopdatasize', String(input.loopDataSize), 'only applies to loop files (no dm.datadev/dm.thinpooldev)');

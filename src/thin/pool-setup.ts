@@ -5,9 +5,10 @@ import { join } from 'node:path';
 import { blockDeviceSizeBytes } from '../blk/index.js';
 import type { DeviceMapper } from '../dm/device-mapper.js';
 import { isThinPoolTarget, type ThinPoolTarget } from '../dm/targets.js';
-import { attachLoop, findLoopByFile, releaseLoop, type LoopDevice } from '../loop/index.js';
+import { attachLoop, detachLoop, findLoopByFile, releaseLoop, type LoopDevice, type LoopOptions } from '../loop/index.js';
 import { PoolStateError } from './errors.js';
 import type { PoolOptions } from './options.js';
+import type { Undo } from './undo.js';
 
 export const SECTOR_BYTES = 512;
 /** dm-thin metadata blocks are 4 KiB (THIN_METADATA_BLOCK_SIZE). */
@@ -32,9 +33,10 @@ export function loopFiles(root: string): { data: string; metadata: string } {
 }
 
 /** Create a sparse file of `sizeBytes` if missing; returns whether it was created. */
-function ensureSparseFile(path: string, sizeBytes: number): boolean {
+function ensureSparseFile(path: string, sizeBytes: number, undo: Undo): boolean {
   if (existsSync(path)) return false;
   const fd = openSync(path, 'wx', 0o600);
+  undo.file(path);
   try {
     ftruncateSync(fd, sizeBytes);
     fsyncSync(fd);
@@ -58,6 +60,25 @@ export function zeroMetadataHeader(path: string): void {
 /** dm-thin-metadata.c: thin_disk_superblock.magic (after csum, flags, blocknr, uuid[16]). */
 const THIN_SUPERBLOCK_MAGIC = 27022010n;
 const SUPERBLOCK_MAGIC_OFFSET = 32;
+/**
+ * thin_disk_superblock.data_block_size (__le32, sectors): after magic, version, time, trans_id,
+ * held_root, data_space_map_root[SPACE_MAP_ROOT_SIZE = 128], metadata_space_map_root[128],
+ * data_mapping_root and device_details_root.
+ */
+const SUPERBLOCK_DATA_BLOCK_SIZE_OFFSET = 32 + 8 + 4 + 4 + 8 + 8 + 128 + 128 + 8 + 8;
+
+/** The data block size (bytes) a pool's metadata records, or null when it holds no pool. */
+export function superblockDataBlockBytes(path: string): number | null {
+  const fd = openSync(path, 'r');
+  try {
+    const buf = Buffer.alloc(SUPERBLOCK_DATA_BLOCK_SIZE_OFFSET + 4);
+    const n = readSync(fd, buf, 0, buf.length, 0);
+    if (n !== buf.length || buf.readBigUInt64LE(SUPERBLOCK_MAGIC_OFFSET) !== THIN_SUPERBLOCK_MAGIC) return null;
+    return buf.readUInt32LE(SUPERBLOCK_DATA_BLOCK_SIZE_OFFSET) * SECTOR_BYTES;
+  } finally {
+    closeSync(fd);
+  }
+}
 
 /** Whether a metadata device already holds a pool's superblock (then it is never zeroed). */
 export function hasThinSuperblock(path: string): boolean {
@@ -80,10 +101,19 @@ function majMin(path: string): string {
   return `${major}:${minor}`;
 }
 
-async function loopFor(file: string): Promise<{ dev: LoopDevice; attached: boolean }> {
-  const found = await findLoopByFile(file);
+/** The loop device of `file`, attached (autoclear) if none is; an attached one is detached by `undo`. */
+async function loopFor(file: string, undo: Undo, loopOpts: LoopOptions): Promise<{ dev: LoopDevice; attached: boolean }> {
+  const found = await findLoopByFile(file, loopOpts);
   if (found[0]) return { dev: found[0], attached: false };
-  return { dev: await attachLoop(file, { autoclear: true }), attached: true };
+  const dev = await attachLoop(file, { ...loopOpts, autoclear: true });
+  undo.push(`loop device ${dev.path}`, async () => {
+    // Autoclear detached it when its last holder let go; detach it here if it is still bound.
+    releaseLoop(dev);
+    if ((await findLoopByFile(file, loopOpts)).some((l) => l.number === dev.number)) {
+      await detachLoop(dev, { ...loopOpts, expectBackingFile: file });
+    }
+  });
+  return { dev, attached: true };
 }
 
 /** The pool's table line. Low water mark: Docker's 32768 blocks, capped for small pools. */
@@ -111,7 +141,15 @@ export function poolTable(metadataDevice: string, dataDevice: string, dataSizeBy
  * Find the pool `poolName` if active, else make it. `newPool` says the metadata folder has no pool
  * state yet, i.e. the metadata device may be zeroed.
  */
-export async function setUpPool(dm: DeviceMapper, root: string, poolName: string, opts: PoolOptions, newPool: boolean): Promise<PoolDevices> {
+export async function setUpPool(
+  dm: DeviceMapper,
+  root: string,
+  poolName: string,
+  opts: PoolOptions,
+  newPool: boolean,
+  undo: Undo,
+  loopOpts: LoopOptions = {},
+): Promise<PoolDevices> {
   if (opts.thinPoolDevice !== undefined) {
     const name = opts.thinPoolDevice;
     if (dm.info({ name }) === null) throw new PoolStateError(name, `dm.thinpooldev ${name} does not exist`);
@@ -141,16 +179,16 @@ export async function setUpPool(dm: DeviceMapper, root: string, poolName: string
   let fresh = false;
   try {
     if (loopback) {
-      ensureSparseFile(files.data, opts.loopDataSizeBytes);
-      const createdMeta = ensureSparseFile(files.metadata, opts.loopMetadataSizeBytes);
+      ensureSparseFile(files.data, opts.loopDataSizeBytes, undo);
+      const createdMeta = ensureSparseFile(files.metadata, opts.loopMetadataSizeBytes, undo);
       // Never zero a pool's superblock: metadata files without our metadata folder are adopted.
       if (createdMeta || (newPool && !hasThinSuperblock(files.metadata))) {
         zeroMetadataHeader(files.metadata);
         fresh = true;
       }
-      const d = await loopFor(files.data);
+      const d = await loopFor(files.data, undo, loopOpts);
       if (d.attached) release.push(d.dev);
-      const m = await loopFor(files.metadata);
+      const m = await loopFor(files.metadata, undo, loopOpts);
       if (m.attached) release.push(m.dev);
       dataDev = `${d.dev.major}:${d.dev.minor}`;
       metaDev = `${m.dev.major}:${m.dev.minor}`;
@@ -165,6 +203,7 @@ export async function setUpPool(dm: DeviceMapper, root: string, poolName: string
       dataSize = blockDeviceSizeBytes(opts.dataDevice!);
     }
     await dm.create(poolName, { table: [poolTable(metaDev, dataDev, dataSize, opts.dataBlockSizeBytes)] });
+    undo.push(`pool ${poolName}`, () => dm.remove({ name: poolName }, { retry: true }));
   } finally {
     // With autoclear, the loops now live as long as the pool holds them (or vanish if it failed).
     for (const l of release) releaseLoop(l);

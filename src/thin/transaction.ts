@@ -19,7 +19,7 @@
 //   - anything else:                TransactionMismatchError, nothing touched
 // Each of those actions is idempotent, so a crash during reconcile is reconciled next time.
 import { join } from 'node:path';
-import { DeviceExistsError, MetadataError, TransactionMismatchError, UnknownDeviceError } from './errors.js';
+import { DeviceExistsError, errnoOf, MetadataError, TransactionMismatchError, UnknownDeviceError } from './errors.js';
 import { IdAllocator } from './id-allocator.js';
 import { BASE_HASH, POOL_STATE_FILE, type DeviceRecord, type Intent, type IntentOp, type MetadataStore, type PoolState } from './metadata-store.js';
 
@@ -49,8 +49,6 @@ export interface TransactionOptions {
   /** How many taken ids (EEXIST: unknown to our metadata) to skip before giving up. */
   maxIdCollisions?: number;
 }
-
-const codeOf = (e: unknown): unknown => (e as { code?: unknown } | null)?.code;
 
 export class Transactions {
   readonly devices: Map<string, DeviceRecord>;
@@ -135,7 +133,7 @@ export class Transactions {
       try {
         await (opts.aroundMessage ? opts.aroundMessage(send) : send());
       } catch (e) {
-        if (codeOf(e) === 'EEXIST' && collisions < maxCollisions) {
+        if (errnoOf(e) === 'EEXIST' && collisions < maxCollisions) {
           // The id is in the pool but not in our metadata (another user of the pool, or a leak):
           // leave it alone and try the next one. The next intent replaces this one.
           from = thinId + 1;
@@ -172,7 +170,7 @@ export class Transactions {
       await opts.beforeMessage?.();
       await this.pool.deleteThin(rec.deviceId);
     } catch (e) {
-      if (codeOf(e) !== 'ENODATA') {
+      if (errnoOf(e) !== 'ENODATA') {
         // Nothing changed in the pool: drop the intent, keep the device.
         this.store.clearIntent();
         throw e;
@@ -275,11 +273,11 @@ export class Transactions {
       try {
         await this.pool.deleteThin(intent.thinId);
       } catch (e) {
-        if (codeOf(e) === 'EBUSY') {
+        if (errnoOf(e) === 'EBUSY') {
           this.store.clearIntent();
           return { action: 'rolled-back', intent };
         }
-        if (codeOf(e) !== 'ENODATA') throw e;
+        if (errnoOf(e) !== 'ENODATA') throw e;
       }
       await this.pool.setTransactionId(intent.oldTransactionId, intent.newTransactionId);
       this.commit(intent, false);
@@ -289,7 +287,7 @@ export class Transactions {
     try {
       await this.pool.deleteThin(intent.thinId);
     } catch (e) {
-      if (codeOf(e) !== 'ENODATA') throw e;
+      if (errnoOf(e) !== 'ENODATA') throw e;
     }
     // Step 4 cannot have begun (the pool never reached the new txid), but be strict: a device
     // file naming this very transaction is dropped with the thin id it names.

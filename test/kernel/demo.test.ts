@@ -1,7 +1,7 @@
 // `devmapper demo` end to end in the real kernel: it prints the table, exits 0 and leaves nothing
 // behind: no dm device, no loop device, no file in its temporary folder.
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect, test } from 'vitest';
 import { listLoops } from '../../src/loop/index.js';
@@ -39,19 +39,43 @@ test('the demo runs, prints its table and removes everything', () => {
   expect(readdirSync(tmp).filter((n) => !n.startsWith('tsx-'))).toEqual([]);
 });
 
-test('--keep keeps the pool and says how to remove it; those commands remove it', () => {
+test('--keep where device-mapper stays: commands that work, with the path of bin/devmapper when not on PATH', () => {
   const tmp = join(RUN_DIR, 'demo-keep');
   mkdirSync(tmp, { recursive: true });
   const prefix = `dmtest-${process.pid}-keep`;
-  const r = spawnSync(BIN, ['demo', '--keep', '--storage-opt', `dm.prefix=${prefix}`], { encoding: 'utf8', env: { ...process.env, TMPDIR: tmp } });
+  // As on a host: no guest variable. PATH without bin/devmapper, as in the guest and a fresh clone.
+  const env = { ...process.env, TMPDIR: tmp, DEVMAPPER_GUEST: '' };
+  const r = spawnSync(BIN, ['demo', '--keep', '--storage-opt', `dm.prefix=${prefix}`], { encoding: 'utf8', env });
   expect(r.status, r.stderr).toBe(0);
   const home = /^kept: (\S+) /m.exec(r.stdout)?.[1];
   expect(home?.startsWith(`${tmp}/devmapper-demo-`)).toBe(true);
-  const ls = spawnSync(BIN, ['layer', 'ls', '--home', home!], { encoding: 'utf8' });
+  const look = /^ {2}look: {3}(.*)$/m.exec(r.stdout)?.[1];
+  const remove = /^ {2}remove: (.*)$/m.exec(r.stdout)?.[1];
+  expect(look).toBe(`${BIN} layer ls --home ${home}`);
+  const ls = spawnSync('bash', ['-c', look!], { encoding: 'utf8', env });
   expect(ls.stdout).toMatch(/^app-v2 +3 /m);
   expect([...oracleLs().keys()].filter((n) => n.startsWith(prefix)).length).toBeGreaterThan(0);
-  const shutdown = spawnSync(BIN, ['pool', 'shutdown', '--home', home!], { encoding: 'utf8' });
-  expect(shutdown.status, shutdown.stderr).toBe(0);
+  const rm = spawnSync('bash', ['-c', remove!], { encoding: 'utf8', env });
+  expect(rm.status, rm.stderr).toBe(0);
+  expect(existsSync(home!)).toBe(false);
   expect([...oracleLs().keys()].filter((n) => n.startsWith(prefix))).toEqual([]);
   expect(listLoops().filter((l) => l.backingFile.startsWith(`${tmp}/`))).toEqual([]);
+});
+
+test('--keep in the throwaway guest says the pool goes with it and how to keep one', () => {
+  const tmp = join(RUN_DIR, 'demo-keep-guest');
+  mkdirSync(tmp, { recursive: true });
+  const prefix = `dmtest-${process.pid}-kg`;
+  const r = spawnSync(BIN, ['demo', '--keep', '--storage-opt', `dm.prefix=${prefix}`], {
+    encoding: 'utf8',
+    env: { ...process.env, TMPDIR: tmp, DEVMAPPER_GUEST: 'uml' },
+  });
+  expect(r.status, r.stderr).toBe(0);
+  expect(r.stdout).toMatch(/^kept: \S+ \(pool \S+, 4 layers\) in the test guest, which powers off now/m);
+  expect(r.stdout).toContain('scripts/vm/guest-run --shell');
+  expect(r.stdout).not.toMatch(/^ {2}(look|remove):/m);
+  // This guest is still up (the test runs in it): the pool is there; take it down.
+  const home = /^kept: (\S+) /m.exec(r.stdout)?.[1];
+  expect(spawnSync(BIN, ['pool', 'shutdown', '--home', home!], { encoding: 'utf8' }).status).toBe(0);
+  rmSync(home!, { recursive: true, force: true });
 });

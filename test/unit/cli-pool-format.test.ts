@@ -35,7 +35,8 @@ describe('storage options', () => {
       expect(() => checkStorageOpts([bad]), bad).toThrow(UsageError);
     }
     expect(() => checkStorageOpts(['dm.basesize=huge'])).toThrow(/^--storage-opt dm\.basesize="huge": not a size/);
-    expect(checkStorageOpts(['dm.fs=xfs', 'dm.basesize=256M']).baseSizeBytes).toBe(256 * 2 ** 20);
+    expect(checkStorageOpts(['dm.fs=xfs', 'dm.basesize=300M']).baseSizeBytes).toBe(300 * 2 ** 20);
+    expect(() => checkStorageOpts(['dm.fs=xfs', 'dm.basesize=256M'])).toThrow(/300 MiB/);
   });
 });
 

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll } from 'vitest';
 import { DeviceMapper, type DeviceMapperOptions } from '../../../src/dm/device-mapper.js';
 import type { DeviceInfo } from '../../../src/dm/info.js';
-import { DmError } from '../../../src/ioctl/errors.js';
+import { removeByPrefix } from '../../../src/dm/teardown.js';
 import { MNT_DETACH, sysUmount2 } from '../../../src/ioctl/libc.js';
 import { mountTable } from '../../../src/thin/mount.js';
 import type { DevT } from '../../../src/structs/dev.js';
@@ -198,10 +198,9 @@ export async function detachTestLoops(dir?: string): Promise<void> {
 }
 
 /**
- * Removes every dm device named `dmtest-*` (any run), after detaching any mount of them, dependents first: a device another test device
- * sits on (a pool under its thin devices, a linear under a stack) goes after it. Suspended devices
- * are resumed first so that a remove does not wait on queued I/O. Our remove (with retry) first,
- * then `dmsetup remove --force` as the fallback. Then the loop devices of test files, and stale
+ * Removes every dm device named `dmtest-*` (any run), after detaching any mount of them, with the
+ * library's removeByPrefix (dependents first, suspended devices resumed first), `dmsetup remove
+ * --force` as the fallback. Then the loop devices of test files, and stale
  * /dev/mapper/dmtest-* nodes. `loops: false` keeps the loop devices (a file's shared ones between
  * its tests). Returns the names it could not remove.
  */
@@ -209,7 +208,7 @@ export async function sweep(opts: { loops?: boolean } = {}): Promise<string[]> {
   const dm = openDm();
   const failed: string[] = [];
   try {
-    let left = dm.list().filter((d) => d.name.startsWith(TEST_PREFIX));
+    const left = dm.list().filter((d) => d.name.startsWith(TEST_PREFIX));
     // A test that failed with a file system still mounted would keep its device busy: detach those
     // mounts first (lazily, as umount -l), deepest first.
     const ourDevs = new Set(left.map((d) => devString(d.dev)));
@@ -220,36 +219,12 @@ export async function sweep(opts: { loops?: boolean } = {}): Promise<string[]> {
         // Gone meanwhile.
       }
     }
-    for (const d of left) {
-      const i = dm.info({ name: d.name });
-      if (i?.suspended) await dm.resume({ name: d.name }, { noNode: true }).catch(() => undefined);
-    }
-    while (left.length > 0) {
-      const devs = new Set(left.map((d) => devString(d.dev)));
-      const held = new Set<string>();
-      for (const d of left) {
-        try {
-          for (const dep of dm.deps({ name: d.name })) if (devs.has(devString(dep))) held.add(devString(dep));
-        } catch {
-          // Gone meanwhile.
-        }
-      }
-      const now = left.filter((d) => !held.has(devString(d.dev)));
-      // A cycle cannot happen in device-mapper; if deps fail us, remove everything in one pass.
-      const batch = now.length > 0 ? now : left;
-      for (const d of batch) {
-        try {
-          await dm.remove({ name: d.name }, { retry: { attempts: 5, firstDelayMs: 10, maxDelayMs: 100 } });
-        } catch (err) {
-          if (err instanceof DmError && err.code === 'ENXIO') continue;
-          const r = dmsetup(['remove', '--force', d.name]);
-          if (r.status !== 0 && dm.info({ name: d.name }) !== null) failed.push(d.name);
-        }
-      }
-      const remaining = dm.list().filter((d) => d.name.startsWith(TEST_PREFIX) && !failed.includes(d.name));
-      if (remaining.length >= left.length) break; // no progress
-      left = remaining;
-    }
+    // The library's teardown: holders first, suspended devices resumed first; dmsetup's forced
+    // remove (an error table swapped in) as the fallback.
+    const result = await removeByPrefix(dm, TEST_PREFIX, {
+      fallback: (name) => dmsetup(['remove', '--force', name]).status === 0,
+    });
+    for (const f of result.failed) failed.push(f.name);
     for (const d of dm.list()) if (d.name.startsWith(TEST_PREFIX) && !failed.includes(d.name)) failed.push(d.name);
   } finally {
     dm.close();
