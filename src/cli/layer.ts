@@ -2,7 +2,7 @@
 // base device or of each other, mounted and unmounted across separate processes. Whether a layer
 // is mounted is read from the kernel's mount table, never from a process's memory: a later
 // `layer umount` finds the mount an earlier `layer mount` made.
-import { existsSync, mkdirSync, rmdirSync } from 'node:fs';
+import { rmdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { DeviceMapper } from '../dm/device-mapper.js';
 import type { DeviceSet } from '../thin/device-set.js';
@@ -111,15 +111,9 @@ const commands: Command[] = [
         () =>
           withPool(homeArgs(inv), async ({ set }) => {
             if (!set.hasDevice(id)) throw new UnknownDeviceError(id);
-            const made = !existsSync(path);
-            if (made) mkdirSync(path, { recursive: true, mode: 0o755 });
-            try {
-              // Already mounted there by an earlier process: adopted; elsewhere: DeviceBusyError.
-              await set.mountDevice(id, path);
-            } catch (err) {
-              if (made) rmdirSync(path); // a refused mount leaves no folder of ours behind
-              throw err;
-            }
+            // Already mounted there by an earlier process: adopted; elsewhere: DeviceBusyError. The
+            // folders are made only for a mount that is tried, and removed again if it fails.
+            await set.mountDevice(id, path, '', { createMountPoint: true });
           }),
         HINTS,
       );

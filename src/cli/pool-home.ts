@@ -1,6 +1,6 @@
 // The home folder of a pool: its options (Docker's dm.* list, recorded by `pool init` in
 // DIR/storage-opts so later commands need not repeat it) and opening it for one command.
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { DeviceMapper } from '../dm/device-mapper.js';
 import { DeviceSet } from '../thin/device-set.js';
@@ -119,8 +119,6 @@ export async function withPool<T>(
       if (dm.info({ name: poolName }) === null) {
         throw new OperationError(`ENXIO: the pool ${poolName} of ${home} is not active, it was shut down (${initHint})`);
       }
-    } else {
-      mkdirSync(home, { recursive: true, mode: 0o700 });
     }
     const progress = opts.progress;
     let formatting: (() => void) | undefined;

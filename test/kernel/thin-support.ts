@@ -1,7 +1,7 @@
 // Shared by the thin/driver kernel tests: small pools in throwaway homes, dmsetup as an
 // independent oracle, a probe of which thin ids the kernel's pool holds, and a sweeper.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DeviceMapper } from '../../src/dm/device-mapper.js';
