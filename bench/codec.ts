@@ -27,7 +27,15 @@ function opsPerSecond(fn: () => unknown, rounds: number): number {
 }
 
 export function benchCodec(report: Report, rounds: number): Record<string, number> {
-  const header = { version: [4, 0, 0] as const, flags: 0x4, event_nr: 0x430000, dev: 0xfc01n, name: 'bench-device-name', uuid: 'LVM-0123456789abcdef', target_count: 1 };
+  const header = {
+    version: [4, 0, 0] as const,
+    flags: 0x4,
+    event_nr: 0x430000,
+    dev: 0xfc01n,
+    name: 'bench-device-name',
+    uuid: 'LVM-0123456789abcdef',
+    target_count: 1,
+  };
   const headerBuf = encodeDmIoctl(header, undefined, DM_IOCTL_SIZE);
   const targets: Target[] = Array.from({ length: 2000 }, (_, i) => ({
     type: 'linear' as const,
@@ -36,16 +44,37 @@ export function benchCodec(report: Report, rounds: number): Record<string, numbe
     device: '7:0',
     offsetSectors: BigInt(i) * 4096n,
   }));
-  const specsIn = targets.map((t) => ({ sector_start: t.startSector, length: t.lengthSectors, target_type: t.type, params: formatTargetParams(t) }));
+  const specsIn = targets.map((t) => ({
+    sector_start: t.startSector,
+    length: t.lengthSectors,
+    target_type: t.type,
+    params: formatTargetParams(t),
+  }));
   const reply: DmTargetSpec[] = specsIn.map((sp) => ({ ...sp, status: 0 }));
   const replyBuf = encodeTargetSpecsReply(reply);
   const tableText = targets.map((t) => formatTableLine(t)).join('\n');
-  const names = Array.from({ length: 10000 }, (_, i) => ({ dev: BigInt(0xfd00 + i + 1), name: `bench-list-${String(i).padStart(5, '0')}`, event_nr: 0, flags: 0 }));
+  const names = Array.from({ length: 10000 }, (_, i) => ({
+    dev: BigInt(0xfd00 + i + 1),
+    name: `bench-list-${String(i).padStart(5, '0')}`,
+    event_nr: 0,
+    flags: 0,
+  }));
   const nameBuf = encodeNameList(names, { withTail: true });
   const cases: [string, () => unknown][] = [
     ['dm_ioctl header encode (312 B)', () => encodeDmIoctl(header, undefined, DM_IOCTL_SIZE)],
     ['dm_ioctl header decode', () => decodeDmIoctl(headerBuf)],
-    ['2,000-target table: Target[] -> TABLE_LOAD payload', () => encodeTargetSpecs(targets.map((t) => ({ sector_start: t.startSector, length: t.lengthSectors, target_type: t.type, params: formatTargetParams(t) })))],
+    [
+      '2,000-target table: Target[] -> TABLE_LOAD payload',
+      () =>
+        encodeTargetSpecs(
+          targets.map((t) => ({
+            sector_start: t.startSector,
+            length: t.lengthSectors,
+            target_type: t.type,
+            params: formatTargetParams(t),
+          })),
+        ),
+    ],
     ['2,000-target table: reply payload -> specs', () => decodeTargetSpecs(replyBuf, 2000)],
     ['2,000-line table text -> Target[] (parseTable)', () => parseTable(tableText)],
     ['10,000-entry name list decode', () => decodeNameList(nameBuf)],

@@ -28,26 +28,45 @@ interface Program {
   run(first: number, count: number): Promise<number>;
 }
 
-export async function benchSnapshotCycle(report: Report, dm: DeviceMapper, pool: BenchPool, rounds: number): Promise<Record<string, number>> {
+export async function benchSnapshotCycle(
+  report: Report,
+  dm: DeviceMapper,
+  pool: BenchPool,
+  rounds: number,
+): Promise<Record<string, number>> {
   const ref = { name: pool.name };
-  const ours = (noNode: boolean) => async (first: number, count: number): Promise<number> => {
-    const name = `bench-ts-${process.pid}`;
-    const t0 = nowNs();
-    for (let id = first; id < first + count; id++) {
-      createSnap(dm, ref, id, pool.originId);
-      await dm.create(name, { table: [thinTarget(pool, id)], noNode });
-      await dm.remove({ name }, { noNode });
-      deleteThin(dm, ref, id);
-    }
-    return msSince(t0);
-  };
+  const ours =
+    (noNode: boolean) =>
+    async (first: number, count: number): Promise<number> => {
+      const name = `bench-ts-${process.pid}`;
+      const t0 = nowNs();
+      for (let id = first; id < first + count; id++) {
+        createSnap(dm, ref, id, pool.originId);
+        await dm.create(name, { table: [thinTarget(pool, id)], noNode });
+        await dm.remove({ name }, { noNode });
+        deleteThin(dm, ref, id);
+      }
+      return msSince(t0);
+    };
   const n = scaled(300);
   const programs: Program[] = [
     { label: 'ours (library, with node)', cycles: n, run: ours(false) },
-    { label: 'raw C ioctls + mknod', cycles: n, run: async (f, c) => runC('dmraw', ['cycle', pool.name, pool.dev, '0', `${f}`, `${c}`, dm.mapperDir]).ns! / 1e6 },
-    { label: 'libdevmapper (C)', cycles: n, run: async (f, c) => runC('dmlib', ['cycle', pool.name, pool.dev, '0', `${f}`, `${c}`]).ns! / 1e6 },
+    {
+      label: 'raw C ioctls + mknod',
+      cycles: n,
+      run: async (f, c) => runC('dmraw', ['cycle', pool.name, pool.dev, '0', `${f}`, `${c}`, dm.mapperDir]).ns! / 1e6,
+    },
+    {
+      label: 'libdevmapper (C)',
+      cycles: n,
+      run: async (f, c) => runC('dmlib', ['cycle', pool.name, pool.dev, '0', `${f}`, `${c}`]).ns! / 1e6,
+    },
     { label: 'ours (library, noNode)', cycles: n, run: ours(true) },
-    { label: 'raw C ioctls, no node', cycles: n, run: async (f, c) => runC('dmraw', ['cycle', pool.name, pool.dev, '0', `${f}`, `${c}`, '-']).ns! / 1e6 },
+    {
+      label: 'raw C ioctls, no node',
+      cycles: n,
+      run: async (f, c) => runC('dmraw', ['cycle', pool.name, pool.dev, '0', `${f}`, `${c}`, '-']).ns! / 1e6,
+    },
     {
       label: 'dmsetup shell loop',
       cycles: scaled(4),

@@ -9,7 +9,12 @@ import { afterWarmup, fmt, median, ratio } from './stats.js';
 export function benchCli(report: Report, rounds: number): Record<string, number> {
   // bin/devmapper runs dist/ only when dist/.built is newer than every file under src/.
   const newest = (dir: string): number =>
-    Math.max(0, ...readdirSync(dir, { withFileTypes: true }).map((e) => (e.isDirectory() ? newest(join(dir, e.name)) : statSync(join(dir, e.name)).mtimeMs)));
+    Math.max(
+      0,
+      ...readdirSync(dir, { withFileTypes: true }).map((e) =>
+        e.isDirectory() ? newest(join(dir, e.name)) : statSync(join(dir, e.name)).mtimeMs,
+      ),
+    );
   const built = (): boolean => {
     try {
       return statSync(join(PROJECT, 'dist', '.built')).mtimeMs >= newest(join(PROJECT, 'src'));

@@ -32,10 +32,23 @@ echo "tx $tx"
 `;
 
 /** Driver options: small loop files, and no discard before delete (the shell loop does none). */
-const DRIVER_OPTIONS = ['dm.loopdatasize=1G', 'dm.loopmetadatasize=64M', 'dm.basesize=64M', 'dm.prefix=bench', 'dm.min_free_space=0%', 'dm.blkdiscard=false'];
+const DRIVER_OPTIONS = [
+  'dm.loopdatasize=1G',
+  'dm.loopmetadatasize=64M',
+  'dm.basesize=64M',
+  'dm.prefix=bench',
+  'dm.min_free_space=0%',
+  'dm.blkdiscard=false',
+];
 
 export async function benchLayers(report: Report, pool: BenchPool): Promise<Record<string, number>> {
-  const s = report.section('P4 layers: create + get (mount) + put + remove, ms per layer', ['program', 'layers', 'median', 'p99', 'vs dmsetup (median)']);
+  const s = report.section('P4 layers: create + get (mount) + put + remove, ms per layer', [
+    'program',
+    'layers',
+    'median',
+    'p99',
+    'vs dmsetup (median)',
+  ]);
   const home = mkdtempSync(join(tmpdir(), 'dm-bench-driver-'));
   const mnt = join(home, 'shell-mnt');
   mkdirSync(mnt);

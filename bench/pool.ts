@@ -59,7 +59,9 @@ export async function createPool(dm: DeviceMapper, name: string, opts: { mkfs: b
   if (opts.mkfs) {
     const base = `${name}-base`;
     await dm.create(base, { table: [thinTarget(pool, pool.originId, BASE_SECTORS)] });
-    execFileSync('mkfs.ext4', ['-q', '-F', '-E', 'nodiscard,lazy_itable_init=1,lazy_journal_init=1', join(dm.mapperDir, base)], { stdio: 'inherit' });
+    execFileSync('mkfs.ext4', ['-q', '-F', '-E', 'nodiscard,lazy_itable_init=1,lazy_journal_init=1', join(dm.mapperDir, base)], {
+      stdio: 'inherit',
+    });
     await dm.remove({ name: base });
   }
   return pool;

@@ -1,14 +1,5 @@
 // Block-device queries and operations by ioctl: size, sector sizes, discard, buffer flush.
-import {
-  BLKDISCARD,
-  BLKFLSBUF,
-  BLKGETSIZE64,
-  BLKPBSZGET,
-  BLKSSZGET,
-  decodeU32,
-  decodeU64,
-  encodeRange,
-} from '../structs/blk.js';
+import { BLKDISCARD, BLKFLSBUF, BLKGETSIZE64, BLKPBSZGET, BLKSSZGET, decodeU32, decodeU64, encodeRange } from '../structs/blk.js';
 import { Errno, O_CLOEXEC, O_RDONLY, O_WRONLY, SysError, libcTransport, sysClose, sysOpen } from '../ioctl/index.js';
 import type { IoctlArg, Transport } from '../ioctl/index.js';
 

@@ -91,14 +91,27 @@ function optionLines(options: Readonly<Record<string, OptionSpec>>): string[] {
 /** The help of one subcommand. */
 export function commandHelp(group: Group, c: Command): string {
   const aliases = c.aliases?.length ? ` (alias: ${c.aliases.join(', ')})` : '';
-  const lines = [`usage: ${usageLine(group, c)}`, '', `${c.summary}${aliases}`, '', 'options:', ...optionLines({ ...c.options, ...group.common })];
+  const lines = [
+    `usage: ${usageLine(group, c)}`,
+    '',
+    `${c.summary}${aliases}`,
+    '',
+    'options:',
+    ...optionLines({ ...c.options, ...group.common }),
+  ];
   if (c.details) lines.push('', c.details);
   return `${lines.join('\n')}\n`;
 }
 
 /** The help of a command group: every subcommand's usage line and summary. */
 export function groupHelp(group: Group): string {
-  const lines = [`usage: devmapper ${group.name} <command> [options]   (devmapper ${group.name} <command> --help)`, '', group.summary, '', 'commands:'];
+  const lines = [
+    `usage: devmapper ${group.name} <command> [options]   (devmapper ${group.name} <command> --help)`,
+    '',
+    group.summary,
+    '',
+    'commands:',
+  ];
   for (const c of group.commands) {
     lines.push(`  ${usageLine(group, c)}`);
     lines.push(`      ${c.summary}${c.aliases?.length ? ` (alias: ${c.aliases.join(', ')})` : ''}`);
@@ -126,7 +139,11 @@ export function parseInvocation(group: Group, c: Command, args: string[], out: (
   if (positionals.length < c.positionals.min) throw new UsageError(`missing ${c.positionals.missing ?? 'argument'}`);
   if (positionals.length > c.positionals.max) throw new UsageError(`unexpected argument '${positionals[c.positionals.max]}'`);
   const tokens: ArgToken[] = (parsed.tokens ?? []).flatMap((t): ArgToken[] =>
-    t.kind === 'option' ? [{ kind: 'option', name: t.name, value: t.value }] : t.kind === 'positional' ? [{ kind: 'positional', value: t.value }] : [],
+    t.kind === 'option'
+      ? [{ kind: 'option', name: t.name, value: t.value }]
+      : t.kind === 'positional'
+        ? [{ kind: 'positional', value: t.value }]
+        : [],
   );
   return { values: parsed.values as Values, positionals, tokens, out };
 }
@@ -135,7 +152,11 @@ export function parseInvocation(group: Group, c: Command, args: string[], out: (
  * Runs `devmapper <group> ...`: help first (never running anything), then the parse, then the
  * command. Resolves to the exit code; errors propagate to main, which prints them.
  */
-export async function runGroup(group: Group, argv: string[], out: (t: string) => void = (t) => void process.stdout.write(t)): Promise<number> {
+export async function runGroup(
+  group: Group,
+  argv: string[],
+  out: (t: string) => void = (t) => void process.stdout.write(t),
+): Promise<number> {
   const [sub, ...rest] = argv;
   if (sub === undefined) {
     process.stderr.write(groupHelp(group));

@@ -3,7 +3,18 @@
 // written through their mounts, and a table of what each layer shows and what it costs in the
 // pool: how copy-on-write shares blocks. Then everything is removed (unless --keep).
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, delimiter, dirname, join, resolve } from 'node:path';
 import { DeviceMapper } from '../dm/device-mapper.js';
@@ -14,15 +25,7 @@ import { BASE_HASH } from '../thin/metadata-store.js';
 import { mountTable, unmountRetrying } from '../thin/mount.js';
 import { PoolNaming } from '../thin/naming.js';
 import { SECTOR_BYTES } from '../thin/pool-setup.js';
-import {
-  checkStorageOpts,
-  explain,
-  formatBytes,
-  formatColumns,
-  mergeStorageOpts,
-  percent,
-  writeRecordedOpts,
-} from './pool.js';
+import { checkStorageOpts, explain, formatBytes, formatColumns, mergeStorageOpts, percent, writeRecordedOpts } from './pool.js';
 import { Progress } from './progress.js';
 import { noMorePositionals, parse } from './usage.js';
 
@@ -39,7 +42,13 @@ export const demoHelp = `devmapper demo [--keep] [--storage-opt dm.key=value]...
 
 /** Small enough to run in seconds, big enough to show the numbers. */
 // dm.mountopt=discard: a file deleted in a layer gives its blocks back (the thin device unmaps them).
-export const DEMO_OPTS = ['dm.loopdatasize=1G', 'dm.loopmetadatasize=64M', 'dm.basesize=256M', 'dm.prefix=devmapper-demo', 'dm.mountopt=discard'];
+export const DEMO_OPTS = [
+  'dm.loopdatasize=1G',
+  'dm.loopmetadatasize=64M',
+  'dm.basesize=256M',
+  'dm.prefix=devmapper-demo',
+  'dm.mountopt=discard',
+];
 
 const MiB = 1024 * 1024;
 
@@ -178,34 +187,45 @@ async function demo(opts: string[], prefix: string, keep: boolean): Promise<numb
 
     const base = s.deviceRecords().find((r) => r.hash === BASE_HASH);
     const rows: Row[] = [
-      { id: '(base)', parent: '-', thinId: base?.deviceId ?? 0, files: new Map(), changes: 'mkfs.ext4', mappedBytes: 0n, newBytes: poolUsed() },
+      {
+        id: '(base)',
+        parent: '-',
+        thinId: base?.deviceId ?? 0,
+        files: new Map(),
+        changes: 'mkfs.ext4',
+        mappedBytes: 0n,
+        newBytes: poolUsed(),
+      },
     ];
     const listings = new Map<string, Listing>([[BASE_HASH, new Map()]]);
     for (const plan of PLANS) {
-      await progress.step(`layer ${plan.id}: snapshot of ${plan.parent === BASE_HASH ? 'the base device' : plan.parent}, files written through its mount`, async () => {
-        const before = poolUsed();
-        await s.addDevice(plan.id, plan.parent);
-        const path = mnt(plan.id);
-        await s.mountDevice(plan.id, path);
-        let files: Listing;
-        try {
-          plan.write(path);
-          files = listFiles(path);
-        } finally {
-          await s.unmountDevice(plan.id);
-        }
-        listings.set(plan.id, files);
-        const rec = s.deviceRecords().find((r) => r.hash === plan.id);
-        rows.push({
-          id: plan.id,
-          parent: plan.parent === BASE_HASH ? '(base)' : plan.parent,
-          thinId: rec?.deviceId ?? -1,
-          files,
-          changes: diffListing(listings.get(plan.parent) ?? new Map(), files),
-          mappedBytes: 0n,
-          newBytes: poolUsed() - before,
-        });
-      });
+      await progress.step(
+        `layer ${plan.id}: snapshot of ${plan.parent === BASE_HASH ? 'the base device' : plan.parent}, files written through its mount`,
+        async () => {
+          const before = poolUsed();
+          await s.addDevice(plan.id, plan.parent);
+          const path = mnt(plan.id);
+          await s.mountDevice(plan.id, path);
+          let files: Listing;
+          try {
+            plan.write(path);
+            files = listFiles(path);
+          } finally {
+            await s.unmountDevice(plan.id);
+          }
+          listings.set(plan.id, files);
+          const rec = s.deviceRecords().find((r) => r.hash === plan.id);
+          rows.push({
+            id: plan.id,
+            parent: plan.parent === BASE_HASH ? '(base)' : plan.parent,
+            thinId: rec?.deviceId ?? -1,
+            files,
+            changes: diffListing(listings.get(plan.parent) ?? new Map(), files),
+            mappedBytes: 0n,
+            newBytes: poolUsed() - before,
+          });
+        },
+      );
     }
     for (const row of rows) {
       const st = await s.getDeviceStatus(row.id === '(base)' ? BASE_HASH : row.id);
@@ -277,12 +297,17 @@ async function demo(opts: string[], prefix: string, keep: boolean): Promise<numb
     });
     const afterDelete = poolUsed();
     await progress.step('removing the pool and its loop devices', () => s.shutdown());
-    out(`\nremoved the layers (pool data used back to ${formatBytes(afterDelete)}: the base device), the pool, its loop devices and ${home}\n`);
+    out(
+      `\nremoved the layers (pool data used back to ${formatBytes(afterDelete)}: the base device), the pool, its loop devices and ${home}\n`,
+    );
   } catch (e) {
     failure = e;
   } finally {
     if (!keep || failure !== undefined) {
-      if (keep) process.stderr.write(`devmapper demo: kept ${home} after the failure below; remove it with: ${cliCommand()} pool shutdown --home ${home} && rm -rf ${home}\n`);
+      if (keep)
+        process.stderr.write(
+          `devmapper demo: kept ${home} after the failure below; remove it with: ${cliCommand()} pool shutdown --home ${home} && rm -rf ${home}\n`,
+        );
       else {
         set?.close();
         const left = await removeLeftovers(dm, home, stem);
@@ -342,7 +367,9 @@ export function keptText(home: string, poolName: string, layers: number, guest =
  */
 async function removeLeftovers(dm: DeviceMapper, home: string, stem: string): Promise<string[]> {
   const left: string[] = [];
-  for (const m of mountTable().filter((x) => x.mountPoint.startsWith(`${home}/`)).reverse()) {
+  for (const m of mountTable()
+    .filter((x) => x.mountPoint.startsWith(`${home}/`))
+    .reverse()) {
     await unmountRetrying(m.mountPoint).catch(() => left.push(m.mountPoint));
   }
   // Thin devices before their pool, suspended ones resumed first (the library's teardown).

@@ -45,7 +45,11 @@ export const changeCommands: Command[] = [
       checked(deviceUuid, uuid);
       return withDm(async (d) => {
         try {
-          const info = await d.create(name, { ...(uuid !== undefined ? { uuid } : {}), readOnly: flag(inv.values, 'readonly'), ...(table ? { table } : {}) });
+          const info = await d.create(name, {
+            ...(uuid !== undefined ? { uuid } : {}),
+            readOnly: flag(inv.values, 'readonly'),
+            ...(table ? { table } : {}),
+          });
           if (isJson(inv)) inv.out(json(infoView(info)));
         } catch (err) {
           throw createHint(d, err, { name, uuid, table: table ?? [] });
@@ -102,7 +106,10 @@ export const changeCommands: Command[] = [
     positionals: ONE,
     run: (inv) =>
       withDm(async (d) => {
-        const info = await d.suspend({ name: name0(inv) }, { noFlush: flag(inv.values, 'noflush'), skipLockfs: flag(inv.values, 'nolockfs') });
+        const info = await d.suspend(
+          { name: name0(inv) },
+          { noFlush: flag(inv.values, 'noflush'), skipLockfs: flag(inv.values, 'nolockfs') },
+        );
         if (isJson(inv)) inv.out(json(infoView(info)));
       }),
   },
@@ -169,7 +176,7 @@ export const changeCommands: Command[] = [
   },
   {
     name: 'message',
-    summary: "send a message to the target at SECTOR (thin-pool: create_thin ID, delete ID, ...)",
+    summary: 'send a message to the target at SECTOR (thin-pool: create_thin ID, delete ID, ...)',
     usage: 'NAME SECTOR MESSAGE...',
     options: {},
     positionals: { min: 3, max: Number.POSITIVE_INFINITY, missing: 'device name, sector or message' },
@@ -251,10 +258,15 @@ async function removeCommand(inv: Invocation): Promise<void> {
       if (!(err instanceof DmError) || err.code !== 'EBUSY') throw err;
       const now = d.info({ name }) ?? first;
       const why = busyReason(d, now);
-      const tried = tries > 1 ? `; tried ${tries} times over ${((Date.now() - started) / 1000).toFixed(1)} s` : why.lasting && flag(inv.values, 'retry') ? '; not retried: waiting cannot free it' : '';
+      const tried =
+        tries > 1
+          ? `; tried ${tries} times over ${((Date.now() - started) / 1000).toFixed(1)} s`
+          : why.lasting && flag(inv.values, 'retry')
+            ? '; not retried: waiting cannot free it'
+            : '';
       throw new OperationError(`EBUSY: device ${name} is in use: ${why.text}${tried} (${why.hint})`);
     }
-    if (isJson(inv)) inv.out(json({ ...infoView(first), removed: !deferred || first.openCount === 0, deferredRemove: deferred && first.openCount > 0 }));
+    if (isJson(inv))
+      inv.out(json({ ...infoView(first), removed: !deferred || first.openCount === 0, deferredRemove: deferred && first.openCount > 0 }));
   });
 }
-

@@ -90,7 +90,9 @@ export function busyReason(d: DeviceMapper, info: DeviceInfo): { text: string; h
   let holders: string[] = [];
   try {
     const dmByMinor = new Map(d.list().map((e) => [`dm-${e.dev.minor}`, e.name]));
-    holders = readdirSync(`/sys/dev/block/${key}/holders`).map((h) => dmByMinor.get(h) ?? h).sort();
+    holders = readdirSync(`/sys/dev/block/${key}/holders`)
+      .map((h) => dmByMinor.get(h) ?? h)
+      .sort();
   } catch {
     // no sysfs entry: the device went meanwhile
   }
@@ -112,17 +114,23 @@ export function busyReason(d: DeviceMapper, info: DeviceInfo): { text: string; h
       : mounts.length > 0
         ? `unmount ${mounts.join(', ')} first`
         : info.openCount > 0
-          ? "close what holds it open, or use --deferred (it goes with its last user)"
+          ? 'close what holds it open, or use --deferred (it goes with its last user)'
           : 'retry, or use --retry';
   return { text: parts.join('; '), hint, lasting: holders.length > 0 || mounts.length > 0 || info.deferredRemove };
 }
 
 /** A create or load error with what the user can do about it. */
-export function createHint(d: DeviceMapper, err: unknown, ctx: { name: string; uuid: string | undefined; table: readonly Target[] }): Error {
+export function createHint(
+  d: DeviceMapper,
+  err: unknown,
+  ctx: { name: string; uuid: string | undefined; table: readonly Target[] },
+): Error {
   if (!(err instanceof DmError)) return explain(err);
   if (err.code === 'EBUSY' && err.command === 'DM_DEV_CREATE') {
     if (d.info({ name: ctx.name }) !== null) {
-      return new OperationError(`EBUSY: device ${ctx.name} already exists (see 'devmapper dm info ${ctx.name}'; remove it first or choose another name)`);
+      return new OperationError(
+        `EBUSY: device ${ctx.name} already exists (see 'devmapper dm info ${ctx.name}'; remove it first or choose another name)`,
+      );
     }
     if (ctx.uuid !== undefined && d.info({ uuid: ctx.uuid }) !== null) {
       return new OperationError(`EBUSY: a device with uuid ${ctx.uuid} already exists (choose another uuid)`);
@@ -195,10 +203,12 @@ export function checked<T>(check: (s: string) => T, value: string | undefined): 
   }
 }
 
-export const sortedNames = (d: DeviceMapper): string[] => d.list().map((e) => e.name).sort();
-
+export const sortedNames = (d: DeviceMapper): string[] =>
+  d
+    .list()
+    .map((e) => e.name)
+    .sort();
 
 export const ONE: Command['positionals'] = { min: 1, max: 1, missing: 'device name' };
 export const NONE: Command['positionals'] = { min: 0, max: 0 };
 export const OPTIONAL: Command['positionals'] = { min: 0, max: 1 };
-

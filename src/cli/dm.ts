@@ -120,7 +120,9 @@ const commands: Command[] = [
     name: 'deps',
     summary: 'the devices the live table uses; every device when NAME is omitted',
     usage: '[NAME] [-o devno|devname]',
-    options: { output: { type: 'string', short: 'o', arg: 'devno|devname', help: 'name dependencies by major, minor (default) or by name' } },
+    options: {
+      output: { type: 'string', short: 'o', arg: 'devno|devname', help: 'name dependencies by major, minor (default) or by name' },
+    },
     positionals: OPTIONAL,
     run: (inv) => {
       const output = str(inv.values, 'output') ?? 'devno';
@@ -147,7 +149,9 @@ function tableOrStatus(which: 'table' | 'status', summary: string, extra: Comman
   return {
     name: which,
     summary: `${summary}; every device when NAME is omitted`,
-    usage: `[NAME] [--target TYPE] ${Object.keys(extra).map((k) => `[--${k}]`).join(' ')}`,
+    usage: `[NAME] [--target TYPE] ${Object.keys(extra)
+      .map((k) => `[--${k}]`)
+      .join(' ')}`,
     options: { target: { type: 'string', arg: 'TYPE', help: 'only targets of this type' }, ...extra },
     positionals: OPTIONAL,
     run: (inv) =>
@@ -175,10 +179,10 @@ function tableOrStatus(which: 'table' | 'status', summary: string, extra: Comman
 
 export const group: Group = {
   name: 'dm',
-  summary: "device-mapper commands, as dmsetup (same output formats); --json for scripts",
+  summary: 'device-mapper commands, as dmsetup (same output formats); --json for scripts',
   common: { json: JSON_OPTION },
   commands,
-  details: 'Table lines use dmsetup\'s syntax; a device may be given as major:minor or a path.',
+  details: "Table lines use dmsetup's syntax; a device may be given as major:minor or a path.",
 };
 
 export function run(argv: string[]): Promise<number> {

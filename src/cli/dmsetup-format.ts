@@ -71,14 +71,20 @@ export function formatInfo(i: InfoView): string {
 /** `dmsetup info -c`: the default columns, sorted by name. */
 export function formatInfoColumns(list: readonly InfoView[]): string {
   const rows = byName(list).map((i) => {
-    const stat =
-      (i.liveTable ? 'L' : '-') + (i.inactiveTable ? 'I' : '-') + (i.suspended ? 's' : '-') + (i.readOnly ? 'r' : 'w');
-    return { name: i.name, maj: `${i.dev.major}`, min: `${i.dev.minor}`, stat, open: `${i.openCount}`,
-      targ: `${i.targetCount}`, event: `${i.eventNr}`, uuid: i.uuid };
+    const stat = (i.liveTable ? 'L' : '-') + (i.inactiveTable ? 'I' : '-') + (i.suspended ? 's' : '-') + (i.readOnly ? 'r' : 'w');
+    return {
+      name: i.name,
+      maj: `${i.dev.major}`,
+      min: `${i.dev.minor}`,
+      stat,
+      open: `${i.openCount}`,
+      targ: `${i.targetCount}`,
+      event: `${i.eventNr}`,
+      uuid: i.uuid,
+    };
   });
   // dmsetup's report fields have default widths (name 16 ... uuid 32) that grow with content.
-  const w = (key: keyof (typeof rows)[number], min: number): number =>
-    Math.max(min, ...rows.map((r) => r[key].length));
+  const w = (key: keyof (typeof rows)[number], min: number): number => Math.max(min, ...rows.map((r) => r[key].length));
   const nameW = w('name', 16);
   const majW = w('maj', 3);
   const minW = w('min', 3);
@@ -89,7 +95,8 @@ export function formatInfoColumns(list: readonly InfoView[]): string {
   const line = (c: [string, string, string, string, string, string, string, string]): string =>
     `${c[0].padEnd(nameW)} ${c[1].padStart(majW)} ${c[2].padStart(minW)} ${c[3].padEnd(4)} ${c[4].padStart(openW)} ` +
     `${c[5].padStart(targW)} ${c[6].padStart(eventW)} ${c[7].padEnd(uuidW)}\n`;
-  const header = `${'Name'.padEnd(nameW)} ${'Maj'.padStart(majW)} ${'Min'.padStart(minW)} Stat ${'Open'.padStart(openW)} ` +
+  const header =
+    `${'Name'.padEnd(nameW)} ${'Maj'.padStart(majW)} ${'Min'.padStart(minW)} Stat ${'Open'.padStart(openW)} ` +
     `${'Targ'.padStart(targW)} ${'Event'.padEnd(eventW)} ${'UUID'.padEnd(uuidW)}\n`;
   return header + rows.map((r) => line([r.name, r.maj, r.min, r.stat, r.open, r.targ, r.event, r.uuid])).join('');
 }
@@ -109,11 +116,7 @@ export function formatDeps(deps: readonly DevT[], names?: readonly (string | und
  * `dmsetup ls --tree`: every device that no other device uses, and under it what it stands on
  * (its deps, recursively; a dep that is not a dm device shows as its major:minor alone).
  */
-export function formatTree(
-  list: readonly { name: string; dev: DevT }[],
-  depsOf: (dev: DevT) => readonly DevT[],
-  unicode = false,
-): string {
+export function formatTree(list: readonly { name: string; dev: DevT }[], depsOf: (dev: DevT) => readonly DevT[], unicode = false): string {
   // dmsetup draws with box characters when the locale's codeset is UTF-8, else with ASCII.
   const [branch, lastBranch, pipe] = unicode ? ['├─', '└─', '│'] : ['|-', '`-', '|'];
   const key = (d: DevT): string => `${d.major}:${d.minor}`;

@@ -66,13 +66,24 @@ function view(dev: { path: string; number: number }, backingFile?: string): Loop
 
 /** losetup -l's table: NAME SIZELIMIT OFFSET AUTOCLEAR RO BACK-FILE DIO LOG-SEC. */
 export function formatRows(rows: readonly LoopView[]): string {
-  const cells = rows.map((r) => [r.device, `${r.sizeLimitBytes}`, `${r.offsetBytes}`, r.autoclear ? '1' : '0', r.readOnly ? '1' : '0',
-    r.backingFile, r.directIo ? '1' : '0', `${r.logicalBlockSizeBytes}`]);
+  const cells = rows.map((r) => [
+    r.device,
+    `${r.sizeLimitBytes}`,
+    `${r.offsetBytes}`,
+    r.autoclear ? '1' : '0',
+    r.readOnly ? '1' : '0',
+    r.backingFile,
+    r.directIo ? '1' : '0',
+    `${r.logicalBlockSizeBytes}`,
+  ]);
   const head = ['NAME', 'SIZELIMIT', 'OFFSET', 'AUTOCLEAR', 'RO', 'BACK-FILE', 'DIO', 'LOG-SEC'];
   const width = head.map((h, k) => Math.max(h.length, ...cells.map((c) => (c[k] as string).length)));
   const leftAligned = new Set([0, 5]);
   const line = (c: readonly string[]): string =>
-    c.map((v, k) => (leftAligned.has(k) ? v.padEnd(width[k] as number) : v.padStart(width[k] as number))).join(' ').trimEnd();
+    c
+      .map((v, k) => (leftAligned.has(k) ? v.padEnd(width[k] as number) : v.padStart(width[k] as number)))
+      .join(' ')
+      .trimEnd();
   return [head, ...cells].map((c) => `${line(c)}\n`).join('');
 }
 
@@ -107,8 +118,10 @@ async function attach(inv: Invocation): Promise<void> {
   const v = view(dev);
   releaseLoop(dev);
   if (opts.autoclear) {
-    note(`${dev.path} was set to detach on last close; this command was its only user, so it is gone now ` +
-      '(losetup behaves the same; mount or map it from a program that holds it open, or drop --autoclear)');
+    note(
+      `${dev.path} was set to detach on last close; this command was its only user, so it is gone now ` +
+        '(losetup behaves the same; mount or map it from a program that holds it open, or drop --autoclear)',
+    );
   }
   inv.out(isJson(inv) ? json(v) : `${dev.path}\n`);
 }
@@ -124,7 +137,12 @@ const commands: Command[] = [
       autoclear: { type: 'boolean', help: 'detach on last close: with no other user the device goes when this command exits' },
       offset: { type: 'string', short: 'o', arg: 'BYTES', help: 'start this many bytes into FILE' },
       sizelimit: { type: 'string', arg: 'BYTES', help: 'use at most this many bytes of FILE' },
-      'sector-size': { type: 'string', short: 'b', arg: 'BYTES', help: `logical sector size: a power of two from 512 to ${MAX_SECTOR_SIZE}` },
+      'sector-size': {
+        type: 'string',
+        short: 'b',
+        arg: 'BYTES',
+        help: `logical sector size: a power of two from 512 to ${MAX_SECTOR_SIZE}`,
+      },
     },
     positionals: { min: 1, max: 1, missing: 'file' },
     run: attach,

@@ -79,7 +79,9 @@ export async function main(argv: readonly string[]): Promise<number> {
     const e = explain(err);
     const usage = isUsageError(e);
     // One line, whatever failed; the stack only with --debug.
-    process.stderr.write(`devmapper ${name}: ${e.message.split('\n')[0]}${usage ? ` (try 'devmapper ${(e as UsageError).helpFor ?? name} --help')` : ''}\n`);
+    process.stderr.write(
+      `devmapper ${name}: ${e.message.split('\n')[0]}${usage ? ` (try 'devmapper ${(e as UsageError).helpFor ?? name} --help')` : ''}\n`,
+    );
     if (debug && err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);
     return usage ? EXIT_USAGE : EXIT_FAILED;
   }

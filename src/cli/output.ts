@@ -3,8 +3,4 @@
 const COUNT_KEY = /(Bytes|Sectors)$/;
 
 export const json = (v: unknown): string =>
-  `${JSON.stringify(
-    v,
-    (k, x: unknown) => (typeof x === 'bigint' || (typeof x === 'number' && COUNT_KEY.test(k)) ? String(x) : x),
-    2,
-  )}\n`;
+  `${JSON.stringify(v, (k, x: unknown) => (typeof x === 'bigint' || (typeof x === 'number' && COUNT_KEY.test(k)) ? String(x) : x), 2)}\n`;

@@ -30,7 +30,13 @@ export function formatColumns(rows: readonly (readonly string[])[], right: reado
   const widths: number[] = [];
   for (const r of rows) r.forEach((c, k) => (widths[k] = Math.max(widths[k] ?? 0, c.length)));
   return rows
-    .map((r) => `${r.map((c, k) => (right.includes(k) ? c.padStart(widths[k] ?? 0) : c.padEnd(widths[k] ?? 0))).join('  ').trimEnd()}\n`)
+    .map(
+      (r) =>
+        `${r
+          .map((c, k) => (right.includes(k) ? c.padStart(widths[k] ?? 0) : c.padEnd(widths[k] ?? 0)))
+          .join('  ')
+          .trimEnd()}\n`,
+    )
     .join('');
 }
 
@@ -75,7 +81,12 @@ export function formatPoolStatus(s: PoolStatusView): string {
     [
       ['', 'USED', 'TOTAL', 'USE%'],
       ['data', formatBytes(s.data.usedBytes), formatBytes(s.data.totalBytes), percent(s.data.usedBytes, s.data.totalBytes)],
-      ['metadata', formatBytes(s.metadata.usedBytes), formatBytes(s.metadata.totalBytes), percent(s.metadata.usedBytes, s.metadata.totalBytes)],
+      [
+        'metadata',
+        formatBytes(s.metadata.usedBytes),
+        formatBytes(s.metadata.totalBytes),
+        percent(s.metadata.usedBytes, s.metadata.totalBytes),
+      ],
     ],
     [1, 2, 3],
   );

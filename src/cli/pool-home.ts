@@ -17,7 +17,6 @@ export const DEFAULT_HOME = '/var/lib/devmapper';
 /** `<home>/storage-opts`: the --storage-opt list of `pool init` (JSON), so later commands need not repeat it. */
 export const STORAGE_OPTS_FILE = 'storage-opts';
 
-
 /** Options every pool/layer command takes. */
 export const homeOptions: Readonly<Record<string, OptionSpec>> = {
   home: { type: 'string', arg: 'DIR', help: `the pool's folder (default ${DEFAULT_HOME})` },
@@ -29,7 +28,6 @@ export const homeOptions: Readonly<Record<string, OptionSpec>> = {
   },
   json: { type: 'boolean', help: 'machine-readable output (docs/cli.md, --json)' },
 };
-
 
 // ---- options ---------------------------------------------------------------------------------------
 
@@ -126,7 +124,8 @@ export async function withPool<T>(
       dm,
       hook: (point) => {
         if (!progress) return;
-        if (point === 'base:activated') formatting = progress.begin(`formatting the base device (mkfs.${parsed.fs}, ${formatBytes(BigInt(parsed.baseSizeBytes))})`);
+        if (point === 'base:activated')
+          formatting = progress.begin(`formatting the base device (mkfs.${parsed.fs}, ${formatBytes(BigInt(parsed.baseSizeBytes))})`);
         if (point === 'base:formatted') formatting?.();
       },
     }).catch((e: unknown) => {

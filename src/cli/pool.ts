@@ -28,7 +28,8 @@ export const POOL_HINTS: Readonly<Record<string, string>> = {
 };
 
 /** A mount point that will not let go is held by a process, not by us. */
-export const MOUNT_IN_USE = "a process uses the mount (a shell cd'd into it, an open file): find it with 'fuser -vm PATH', end it, then retry";
+export const MOUNT_IN_USE =
+  "a process uses the mount (a shell cd'd into it, an open file): find it with 'fuser -vm PATH', end it, then retry";
 
 export function homeArgs(inv: Invocation): HomeArgs {
   return { home: inv.values['home'] as string | undefined, 'storage-opt': inv.values['storage-opt'] as string[] | undefined };
@@ -64,7 +65,9 @@ function checkResize(view: PoolStatusView, sizeBytes: number): void {
   const shown = `${formatBytes(size)} (${size} bytes)`;
   if (size % view.blockSizeBytes !== 0n) {
     const down = (size / view.blockSizeBytes) * view.blockSizeBytes;
-    throw new UsageError(`SIZE ${shown} is not a multiple of the pool's block size ${formatBytes(view.blockSizeBytes)} (e.g. ${down} or ${down + view.blockSizeBytes})`);
+    throw new UsageError(
+      `SIZE ${shown} is not a multiple of the pool's block size ${formatBytes(view.blockSizeBytes)} (e.g. ${down} or ${down + view.blockSizeBytes})`,
+    );
   }
   if (size <= view.data.totalBytes) {
     throw new UsageError(`SIZE ${shown}: the pool's data is ${formatBytes(view.data.totalBytes)} already; it can only grow`);
@@ -79,7 +82,9 @@ const commands: Command[] = [
     options: {},
     positionals: { min: 0, max: 0 },
     run: async (inv) => {
-      const view = await poolStep(() => withPool(homeArgs(inv), async ({ home, set }) => statusView(home, set), { create: true, progress: new Progress() }));
+      const view = await poolStep(() =>
+        withPool(homeArgs(inv), async ({ home, set }) => statusView(home, set), { create: true, progress: new Progress() }),
+      );
       inv.out(isJson(inv) ? json(view) : formatPoolStatus(view));
     },
   },
@@ -127,16 +132,19 @@ const commands: Command[] = [
         else inv.out(`pool ${state.poolName} of ${state.home} is not active: nothing to shut down\n`);
         return;
       }
-      const unmounted = await poolStep(() =>
-        withPool(args, async ({ set }) => {
-          // shutdown unmounts whatever the kernel's mount table has of the pool's devices.
-          const table = mountTable();
-          const done = set
-            .deviceRecords()
-            .flatMap((rec) => set.mountPoints(rec.hash, table).map((path) => ({ id: rec.hash === BASE_HASH ? '(base)' : rec.hash, path })));
-          await set.shutdown();
-          return done;
-        }),
+      const unmounted = await poolStep(
+        () =>
+          withPool(args, async ({ set }) => {
+            // shutdown unmounts whatever the kernel's mount table has of the pool's devices.
+            const table = mountTable();
+            const done = set
+              .deviceRecords()
+              .flatMap((rec) =>
+                set.mountPoints(rec.hash, table).map((path) => ({ id: rec.hash === BASE_HASH ? '(base)' : rec.hash, path })),
+              );
+            await set.shutdown();
+            return done;
+          }),
         { ...POOL_HINTS, DeviceBusyError: MOUNT_IN_USE },
       );
       if (isJson(inv)) inv.out(json({ poolName: state.poolName, home: state.home, active: false, unmounted }));
@@ -151,8 +159,7 @@ export const group: Group = {
   common: homeOptions,
   commands,
   details:
-    `Options given to init are recorded in DIR/${STORAGE_OPTS_FILE} and reused by later commands. ` +
-    `The default DIR is ${DEFAULT_HOME}.`,
+    `Options given to init are recorded in DIR/${STORAGE_OPTS_FILE} and reused by later commands. ` + `The default DIR is ${DEFAULT_HOME}.`,
 };
 
 export function run(argv: string[]): Promise<number> {

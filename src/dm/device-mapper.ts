@@ -52,9 +52,7 @@ export class DeviceMapper {
   static open(opts: DeviceMapperOptions = {}): DeviceMapper {
     const devDir = opts.devDir ?? '/dev';
     const udev: UdevPolicy = { running: detectUdev(opts.udev ?? 'auto', devDir), waitMs: opts.udevWaitMs ?? 5000 };
-    const control =
-      opts.controlNode ??
-      DmControl.open({ ...opts.control, ...(opts.transport ? { transport: opts.transport } : {}) });
+    const control = opts.controlNode ?? DmControl.open({ ...opts.control, ...(opts.transport ? { transport: opts.transport } : {}) });
     return new DeviceMapper({ control, nodes: opts.nodes ?? new MapperNodes(devDir), udev });
   }
 

@@ -12,7 +12,6 @@ export type DeviceUuid = string & { readonly [deviceUuidBrand]: true };
 /** How a command addresses a device: by name, by uuid, or by its major:minor. */
 export type DeviceRef = { name: string } | { uuid: string } | { dev: DevT };
 
-
 /** Largest dm-thin device id: the pool's metadata keeps 24 bits (thin-provisioning.rst). */
 export const THIN_ID_MAX = 2 ** 24 - 1;
 

@@ -7,10 +7,7 @@ import { DM_CONTROL_NODE, DM_DIR } from '../structs/dm-ioctl.js';
 import { ensureNode } from '../ioctl/index.js';
 
 /** How a node is made: ensureNode() of src/ioctl (mknod), replaceable in tests that are not root. */
-export type MakeNode = (
-  path: string,
-  spec: { type: 'block' | 'char'; major: number; minor: number; mode: number },
-) => unknown;
+export type MakeNode = (path: string, spec: { type: 'block' | 'char'; major: number; minor: number; mode: number }) => unknown;
 
 /** The /dev/mapper entries the library maintains. */
 export interface NodeManager {

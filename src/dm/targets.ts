@@ -102,12 +102,7 @@ function checkDevice(type: string, field: string, dev: string): string {
 }
 
 function checkBlockSize(n: number): number {
-  if (
-    !Number.isInteger(n) ||
-    n < THIN_POOL_BLOCK_MIN_SECTORS ||
-    n > THIN_POOL_BLOCK_MAX_SECTORS ||
-    n % THIN_POOL_BLOCK_MIN_SECTORS !== 0
-  ) {
+  if (!Number.isInteger(n) || n < THIN_POOL_BLOCK_MIN_SECTORS || n > THIN_POOL_BLOCK_MAX_SECTORS || n % THIN_POOL_BLOCK_MIN_SECTORS !== 0) {
     throw new InvalidArgumentError(
       'thin-pool data block size',
       n,
@@ -135,7 +130,8 @@ export function parseTarget(type: string, startSector: bigint, lengthSectors: bi
       return { type, ...base, device: checkDevice(type, 'device', args[0]!), offsetSectors: uint(type, params, 'offset', args[1]) };
     }
     case 'thin-pool': {
-      if (args.length < 4) throw bad(type, params, 'takes <metadata dev> <data dev> <block size> <low water mark> [<#features> <feature>...]');
+      if (args.length < 4)
+        throw bad(type, params, 'takes <metadata dev> <data dev> <block size> <low water mark> [<#features> <feature>...]');
       const blockSize = uint(type, params, 'data block size', args[2]);
       const features: string[] = [];
       if (args.length > 4) {
@@ -244,7 +240,11 @@ export function checkTable(targets: readonly Target[]): void {
     formatTableLine(t);
     if (t.lengthSectors === 0n) throw new InvalidArgumentError(`target ${i} length`, t.lengthSectors, 'must be > 0');
     if (t.startSector !== next) {
-      throw new InvalidArgumentError(`target ${i} start sector`, t.startSector, `must be ${next}: targets must be contiguous from sector 0`);
+      throw new InvalidArgumentError(
+        `target ${i} start sector`,
+        t.startSector,
+        `must be ${next}: targets must be contiguous from sector 0`,
+      );
     }
     next = t.startSector + t.lengthSectors;
   }

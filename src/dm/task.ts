@@ -70,18 +70,42 @@ const seedError = (message: string) =>
       super(message, cause);
     }
   };
-export class ErrTaskRun extends seedError('dm_task_run failed') { override name = 'ErrTaskRun'; }
-export class ErrTaskSetName extends seedError('dm_task_set_name failed') { override name = 'ErrTaskSetName'; }
-export class ErrTaskSetMessage extends seedError('dm_task_set_message failed') { override name = 'ErrTaskSetMessage'; }
-export class ErrTaskSetAddNode extends seedError('dm_task_set_add_node failed') { override name = 'ErrTaskSetAddNode'; }
-export class ErrTaskSetRo extends seedError('dm_task_set_ro failed') { override name = 'ErrTaskSetRo'; }
-export class ErrTaskAddTarget extends seedError('dm_task_add_target failed') { override name = 'ErrTaskAddTarget'; }
-export class ErrTaskSetSector extends seedError('dm_task_set_sector failed') { override name = 'ErrTaskSetSector'; }
-export class ErrTaskGetInfo extends seedError('dm_task_get_info failed') { override name = 'ErrTaskGetInfo'; }
-export class ErrTaskGetDriverVersion extends seedError('dm_task_get_driver_version failed') { override name = 'ErrTaskGetDriverVersion'; }
-export class ErrTaskSetCookie extends seedError('dm_task_set_cookie failed') { override name = 'ErrTaskSetCookie'; }
-export class ErrNilCookie extends seedError("cookie ptr can't be nil") { override name = 'ErrNilCookie'; }
-export class ErrInvalidAddNode extends seedError('Invalide AddNoce type') { override name = 'ErrInvalidAddNode'; }
+export class ErrTaskRun extends seedError('dm_task_run failed') {
+  override name = 'ErrTaskRun';
+}
+export class ErrTaskSetName extends seedError('dm_task_set_name failed') {
+  override name = 'ErrTaskSetName';
+}
+export class ErrTaskSetMessage extends seedError('dm_task_set_message failed') {
+  override name = 'ErrTaskSetMessage';
+}
+export class ErrTaskSetAddNode extends seedError('dm_task_set_add_node failed') {
+  override name = 'ErrTaskSetAddNode';
+}
+export class ErrTaskSetRo extends seedError('dm_task_set_ro failed') {
+  override name = 'ErrTaskSetRo';
+}
+export class ErrTaskAddTarget extends seedError('dm_task_add_target failed') {
+  override name = 'ErrTaskAddTarget';
+}
+export class ErrTaskSetSector extends seedError('dm_task_set_sector failed') {
+  override name = 'ErrTaskSetSector';
+}
+export class ErrTaskGetInfo extends seedError('dm_task_get_info failed') {
+  override name = 'ErrTaskGetInfo';
+}
+export class ErrTaskGetDriverVersion extends seedError('dm_task_get_driver_version failed') {
+  override name = 'ErrTaskGetDriverVersion';
+}
+export class ErrTaskSetCookie extends seedError('dm_task_set_cookie failed') {
+  override name = 'ErrTaskSetCookie';
+}
+export class ErrNilCookie extends seedError("cookie ptr can't be nil") {
+  override name = 'ErrNilCookie';
+}
+export class ErrInvalidAddNode extends seedError('Invalide AddNoce type') {
+  override name = 'ErrInvalidAddNode';
+}
 /** A run that failed with EBUSY; also an ErrTaskRun. */
 export class ErrBusy extends ErrTaskRun {
   override name = 'ErrBusy';
@@ -292,7 +316,18 @@ export class Task {
     if (!this.ran || this.info === undefined) throw new ErrTaskGetInfo(new Error('no device information: run() a device task first'));
     const i = this.info;
     if (i === null) {
-      return { exists: 0, suspended: 0, liveTable: 0, inactiveTable: 0, openCount: 0, eventNr: 0, major: 0, minor: 0, readOnly: 0, targetCount: 0 };
+      return {
+        exists: 0,
+        suspended: 0,
+        liveTable: 0,
+        inactiveTable: 0,
+        openCount: 0,
+        eventNr: 0,
+        major: 0,
+        minor: 0,
+        readOnly: 0,
+        targetCount: 0,
+      };
     }
     const b = (v: boolean): number => (v ? 1 : 0);
     return {

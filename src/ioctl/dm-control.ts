@@ -61,9 +61,7 @@ export class DmVersionError extends Error {
   override name = 'DmVersionError';
   readonly code = 'EINVAL';
   constructor(readonly driverVersion: readonly [number, number, number]) {
-    super(
-      `device-mapper driver speaks interface ${driverVersion.join('.')}; this library speaks ${DM_VERSION_MAJOR}.x`,
-    );
+    super(`device-mapper driver speaks interface ${driverVersion.join('.')}; this library speaks ${DM_VERSION_MAJOR}.x`);
   }
 }
 

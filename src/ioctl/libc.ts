@@ -40,9 +40,7 @@ function load(): Libc {
     ioctlInt: lib.func('int ioctl(int fd, unsigned long request, unsigned long arg)'),
     ioctlPtr: lib.func('int ioctl(int fd, unsigned long request, void *arg)'),
     mknod: lib.func('int mknod(const char *path, uint32_t mode, uint64_t dev)'),
-    mount: lib.func(
-      'int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const char *data)',
-    ),
+    mount: lib.func('int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const char *data)'),
     umount2: lib.func('int umount2(const char *target, int flags)'),
     fsync: lib.func('int fsync(int fd)'),
     flock: lib.func('int flock(int fd, int operation)'),

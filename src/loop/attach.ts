@@ -109,7 +109,12 @@ export async function attachLoop(file: string, opts: AttachOptions = {}): Promis
           if (!keep) sysClose(loopFd);
         }
         if (attempt >= maxAttempts) {
-          throw new SysError('LOOP_CONFIGURE', Errno.EBUSY, path, `attach ${path}: other processes took all of ${attempt} free loop devices offered`);
+          throw new SysError(
+            'LOOP_CONFIGURE',
+            Errno.EBUSY,
+            path,
+            `attach ${path}: other processes took all of ${attempt} free loop devices offered`,
+          );
         }
         // Lost the race for this device: yield, then ask for another.
         await new Promise((resolve) => setImmediate(resolve));

@@ -49,7 +49,8 @@ export function loopDevice(ref: LoopRef): LoopDevice {
     throw new SysError('loop', Errno.ENXIO, `/dev/${name}`, `/dev/${name}: no such loop device in ${SYS_BLOCK_DIR}`);
   }
   const m = /^(\d+):(\d+)\s*$/.exec(text);
-  if (!m) throw new SysError('loop', Errno.EIO, `${SYS_BLOCK_DIR}/${name}/dev`, `${SYS_BLOCK_DIR}/${name}/dev reads ${JSON.stringify(text)}`);
+  if (!m)
+    throw new SysError('loop', Errno.EIO, `${SYS_BLOCK_DIR}/${name}/dev`, `${SYS_BLOCK_DIR}/${name}/dev reads ${JSON.stringify(text)}`);
   const dev: LoopDevice = { path: `${DEV_DIR}/${name}`, number: n, major: Number(m[1]), minor: Number(m[2]) };
   ensureNode(dev.path, { type: 'block', major: dev.major, minor: dev.minor, mode: 0o660 });
   if (typeof ref === 'object') {

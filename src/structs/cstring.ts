@@ -15,14 +15,7 @@ export function cstringBytes(struct: string, field: string, value: string, field
 }
 
 /** Writes `value` into `buf` at `offset` as a NUL-terminated string in a field of `fieldSize` bytes. */
-export function writeCString(
-  buf: Uint8Array,
-  offset: number,
-  struct: string,
-  field: string,
-  value: string,
-  fieldSize: number,
-): void {
+export function writeCString(buf: Uint8Array, offset: number, struct: string, field: string, value: string, fieldSize: number): void {
   if (Buffer.isBuffer(buf)) {
     // Buffer.write encodes in place without an intermediate array (the dm_ioctl hot path).
     const length = Buffer.byteLength(value, 'utf8');

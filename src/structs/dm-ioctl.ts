@@ -1,14 +1,7 @@
 // struct dm_ioctl (include/uapi/linux/dm-ioctl.h): the 312-byte header of every DM command.
 import { DecodeError, EncodeError } from './errors.js';
 import { readCString, writeCString } from './cstring.js';
-import {
-  DM_IOCTL_OFFSETS,
-  DM_IOCTL_SIZE,
-  DM_NAME_LEN,
-  DM_UUID_LEN,
-  DmFlag,
-  type DmVersion,
-} from './dm-abi.js';
+import { DM_IOCTL_OFFSETS, DM_IOCTL_SIZE, DM_NAME_LEN, DM_UUID_LEN, DmFlag, type DmVersion } from './dm-abi.js';
 
 // The header's constants and the command table, where callers have always found them.
 export {
@@ -93,12 +86,7 @@ export type DmIoctlFields = Omit<DmIoctlRequest, 'version'>;
  * full and the payload copied after it; bytes past the payload are left as they are, since the
  * kernel reads only what the header and payload describe. `buf` must hold `dataSize` bytes.
  */
-export function encodeDmIoctlInto(
-  buf: Buffer,
-  req: DmIoctlRequest,
-  payload: Uint8Array | undefined,
-  dataSize: number,
-): Buffer {
+export function encodeDmIoctlInto(buf: Buffer, req: DmIoctlRequest, payload: Uint8Array | undefined, dataSize: number): Buffer {
   return writeDmIoctl(buf, req.version, req, payload, dataSize);
 }
 

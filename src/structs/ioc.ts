@@ -16,16 +16,13 @@ export const _IOC_READ = 2;
 
 /** _IOC(dir, type, nr, size), as an unsigned 32-bit number. */
 export function _IOC(dir: number, type: number, nr: number, size: number): number {
-  return (
-    ((dir << _IOC_DIRSHIFT) | (type << _IOC_TYPESHIFT) | (nr << _IOC_NRSHIFT) | (size << _IOC_SIZESHIFT)) >>> 0
-  );
+  return ((dir << _IOC_DIRSHIFT) | (type << _IOC_TYPESHIFT) | (nr << _IOC_NRSHIFT) | (size << _IOC_SIZESHIFT)) >>> 0;
 }
 
 export const _IO = (type: number, nr: number): number => _IOC(_IOC_NONE, type, nr, 0);
 export const _IOR = (type: number, nr: number, size: number): number => _IOC(_IOC_READ, type, nr, size);
 export const _IOW = (type: number, nr: number, size: number): number => _IOC(_IOC_WRITE, type, nr, size);
-export const _IOWR = (type: number, nr: number, size: number): number =>
-  _IOC(_IOC_READ | _IOC_WRITE, type, nr, size);
+export const _IOWR = (type: number, nr: number, size: number): number => _IOC(_IOC_READ | _IOC_WRITE, type, nr, size);
 
 /** The fields of a request number, for decoders and error messages. */
 export function iocFields(request: number): { dir: number; type: number; nr: number; size: number } {

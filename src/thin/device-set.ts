@@ -136,7 +136,11 @@ export class DeviceSet {
    * Shut down the pool of `home` if it is active; a pool that is not active is left as it is (no
    * pool is made to be taken down again): `{ active: false }`, for a caller to report, not fail on.
    */
-  static async shutdownHome(home: string, options: readonly string[] | PoolOptionsInput = {}, extras: DeviceSetExtras = {}): Promise<HomeShutdown> {
+  static async shutdownHome(
+    home: string,
+    options: readonly string[] | PoolOptionsInput = {},
+    extras: DeviceSetExtras = {},
+  ): Promise<HomeShutdown> {
     const opts = parsePoolOptions(options, extras);
     const dm = extras.dm ?? DeviceMapper.open();
     try {

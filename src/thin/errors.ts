@@ -138,7 +138,9 @@ export class CommandError extends Error {
     readonly stderr: string,
   ) {
     const reason = reasonLine(stderr);
-    super(`${basename(argv[0] ?? 'command')} failed (exit ${exitCode ?? 'signal'})${reason ? `: ${reason}` : ''}\n${argv.join(' ')}\n${stderr.trim().slice(0, 2000)}`);
+    super(
+      `${basename(argv[0] ?? 'command')} failed (exit ${exitCode ?? 'signal'})${reason ? `: ${reason}` : ''}\n${argv.join(' ')}\n${stderr.trim().slice(0, 2000)}`,
+    );
     this.reason = reason;
   }
 }

@@ -4,17 +4,7 @@
 // Every write is atomic and durable: a temp file in the same folder, fsync, rename over the
 // target, fsync of the folder, so a crash leaves either the old or the new file, never a torn one.
 // Temp files left by a crash (`.tmp-*`) are stale by construction and removed on open.
-import {
-  closeSync,
-  fsyncSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  readdirSync,
-  renameSync,
-  unlinkSync,
-  writeSync,
-} from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { InvalidHashError, MetadataError } from './errors.js';
@@ -271,7 +261,8 @@ function txField(path: string, o: Record<string, unknown>, key: string): bigint 
 }
 
 function toRecord(path: string, hash: string, o: Record<string, unknown>): DeviceRecord {
-  if (o['hash'] !== undefined && o['hash'] !== hash) throw new MetadataError(path, `holds hash ${JSON.stringify(o['hash'])}, not its file name's`);
+  if (o['hash'] !== undefined && o['hash'] !== hash)
+    throw new MetadataError(path, `holds hash ${JSON.stringify(o['hash'])}, not its file name's`);
   const deviceId = intField(path, o, 'device_id');
   if (deviceId >= 2 ** 24) throw new MetadataError(path, 'device_id is over 24 bits');
   const rec: DeviceRecord = {

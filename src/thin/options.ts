@@ -150,22 +150,54 @@ export function optionsFromStrings(options: readonly string[]): PoolOptionsInput
     if (seen.has(key) && !REPEATABLE.has(key)) throw new OptionError(key, value, 'given more than once');
     seen.add(key);
     switch (key) {
-      case 'dm.basesize': input.baseSize = parseSize(key, value); break;
-      case 'dm.loopdatasize': input.loopDataSize = parseSize(key, value); break;
-      case 'dm.loopmetadatasize': input.loopMetadataSize = parseSize(key, value); break;
-      case 'dm.blocksize': input.blockSize = parseSize(key, value); break;
-      case 'dm.fs': input.fs = value; break;
-      case 'dm.mkfsarg': (input.mkfsArgs ??= []).push(value); break;
-      case 'dm.mountopt': (input.mountOptions ??= []).push(value); break;
-      case 'dm.datadev': input.dataDevice = value; break;
-      case 'dm.metadatadev': input.metadataDevice = value; break;
-      case 'dm.thinpooldev': input.thinPoolDevice = value; break;
-      case 'dm.blkdiscard': input.blkDiscard = parseBool(key, value); break;
-      case 'dm.use_deferred_removal': input.useDeferredRemoval = parseBool(key, value); break;
-      case 'dm.use_deferred_deletion': input.useDeferredDeletion = parseBool(key, value); break;
-      case 'dm.min_free_space': input.minFreeSpace = value; break;
-      case 'dm.xfs_nospace_max_retries': input.xfsNoSpaceMaxRetries = parseUint(key, value); break;
-      case 'dm.prefix': input.prefix = value; break;
+      case 'dm.basesize':
+        input.baseSize = parseSize(key, value);
+        break;
+      case 'dm.loopdatasize':
+        input.loopDataSize = parseSize(key, value);
+        break;
+      case 'dm.loopmetadatasize':
+        input.loopMetadataSize = parseSize(key, value);
+        break;
+      case 'dm.blocksize':
+        input.blockSize = parseSize(key, value);
+        break;
+      case 'dm.fs':
+        input.fs = value;
+        break;
+      case 'dm.mkfsarg':
+        (input.mkfsArgs ??= []).push(value);
+        break;
+      case 'dm.mountopt':
+        (input.mountOptions ??= []).push(value);
+        break;
+      case 'dm.datadev':
+        input.dataDevice = value;
+        break;
+      case 'dm.metadatadev':
+        input.metadataDevice = value;
+        break;
+      case 'dm.thinpooldev':
+        input.thinPoolDevice = value;
+        break;
+      case 'dm.blkdiscard':
+        input.blkDiscard = parseBool(key, value);
+        break;
+      case 'dm.use_deferred_removal':
+        input.useDeferredRemoval = parseBool(key, value);
+        break;
+      case 'dm.use_deferred_deletion':
+        input.useDeferredDeletion = parseBool(key, value);
+        break;
+      case 'dm.min_free_space':
+        input.minFreeSpace = value;
+        break;
+      case 'dm.xfs_nospace_max_retries':
+        input.xfsNoSpaceMaxRetries = parseUint(key, value);
+        break;
+      case 'dm.prefix':
+        input.prefix = value;
+        break;
     }
   }
   return input;
@@ -225,7 +257,11 @@ export function parsePoolOptions(options: readonly string[] | PoolOptionsInput =
   const fsName = input.fs ?? DEFAULTS.fs;
   if (fsName !== 'ext4' && fsName !== 'xfs') throw new OptionError('dm.fs', fsName, 'supported file systems are ext4 and xfs');
   if (fsName === 'xfs' && baseSizeBytes < XFS_MIN_BYTES) {
-    throw new OptionError('dm.basesize', formatSize(baseSizeBytes), 'mkfs.xfs refuses file systems under 300 MiB (xfsprogs 5.19 and later): give dm.basesize=300M or more');
+    throw new OptionError(
+      'dm.basesize',
+      formatSize(baseSizeBytes),
+      'mkfs.xfs refuses file systems under 300 MiB (xfsprogs 5.19 and later): give dm.basesize=300M or more',
+    );
   }
   if (find(`mkfs.${fsName}`) === null) {
     throw new OptionError('dm.fs', fsName, `mkfs.${fsName} is not installed (not found on PATH, /sbin or /usr/sbin)`);
@@ -237,7 +273,8 @@ export function parsePoolOptions(options: readonly string[] | PoolOptionsInput =
   }
   const mountOptions = [...(input.mountOptions ?? [])];
   for (const o of mountOptions) {
-    if (typeof o !== 'string' || o === '' || o.includes('\0')) throw new OptionError('dm.mountopt', String(o), 'must be a non-empty string');
+    if (typeof o !== 'string' || o === '' || o.includes('\0'))
+      throw new OptionError('dm.mountopt', String(o), 'must be a non-empty string');
   }
 
   const dataDevice = devicePath('dm.datadev', input.dataDevice);
@@ -252,16 +289,27 @@ export function parsePoolOptions(options: readonly string[] | PoolOptionsInput =
     if (thinPoolDevice === '' || thinPoolDevice.includes('/') || Buffer.byteLength(thinPoolDevice) > 127) {
       throw new OptionError('dm.thinpooldev', input.thinPoolDevice, 'must be a device-mapper name (or /dev/mapper/<name>)');
     }
-    if (dataDevice !== undefined) throw new OptionError('dm.thinpooldev', thinPoolDevice, 'cannot be combined with dm.datadev/dm.metadatadev');
+    if (dataDevice !== undefined)
+      throw new OptionError('dm.thinpooldev', thinPoolDevice, 'cannot be combined with dm.datadev/dm.metadatadev');
   }
   const loopback = dataDevice === undefined && thinPoolDevice === undefined;
   if (loopback && loopDataSizeBytes < dataBlockSizeBytes) {
-    throw new OptionError('dm.loopdatasize', formatSize(loopDataSizeBytes), `must hold at least one data block (dm.blocksize ${dataBlockSizeBytes / KiB} KiB)`);
+    throw new OptionError(
+      'dm.loopdatasize',
+      formatSize(loopDataSizeBytes),
+      `must hold at least one data block (dm.blocksize ${dataBlockSizeBytes / KiB} KiB)`,
+    );
   }
   if (!loopback) {
     // Options that would silently do nothing are mistakes, not preferences.
-    if (input.loopDataSize !== undefined) throw new OptionError('dm.loopdatasize', String(input.loopDataSize), 'only applies to loop files (no dm.datadev/dm.thinpooldev)');
-    if (input.loopMetadataSize !== undefined) throw new OptionError('dm.loopmetadatasize', String(input.loopMetadataSize), 'only applies to loop files (no dm.datadev/dm.thinpooldev)');
+    if (input.loopDataSize !== undefined)
+      throw new OptionError('dm.loopdatasize', String(input.loopDataSize), 'only applies to loop files (no dm.datadev/dm.thinpooldev)');
+    if (input.loopMetadataSize !== undefined)
+      throw new OptionError(
+        'dm.loopmetadatasize',
+        String(input.loopMetadataSize),
+        'only applies to loop files (no dm.datadev/dm.thinpooldev)',
+      );
   }
   if (thinPoolDevice !== undefined && input.blockSize !== undefined) {
     throw new OptionError('dm.blocksize', String(input.blockSize), 'an existing pool (dm.thinpooldev) keeps its own block size');
@@ -271,7 +319,8 @@ export function parsePoolOptions(options: readonly string[] | PoolOptionsInput =
 
   const retries = input.xfsNoSpaceMaxRetries;
   if (retries !== undefined) {
-    if (!Number.isSafeInteger(retries) || retries < 0) throw new OptionError('dm.xfs_nospace_max_retries', String(retries), 'not a non-negative integer');
+    if (!Number.isSafeInteger(retries) || retries < 0)
+      throw new OptionError('dm.xfs_nospace_max_retries', String(retries), 'not a non-negative integer');
     if (fsName !== 'xfs') throw new OptionError('dm.xfs_nospace_max_retries', String(retries), 'only applies to dm.fs=xfs');
   }
 

@@ -154,8 +154,16 @@ export async function setUpPool(
     const name = opts.thinPoolDevice;
     if (dm.info({ name }) === null) throw new PoolStateError(name, `dm.thinpooldev ${name} does not exist`);
     const tp = dm.table({ name })[0];
-    if (!tp || !isThinPoolTarget(tp)) throw new PoolStateError(name, `dm.thinpooldev ${name} is not a thin-pool (table: ${tp?.type ?? 'none'})`);
-    return { poolName: name, owned: false, dataBlockSizeBytes: tp.dataBlockSizeSectors * SECTOR_BYTES, dataDevice: tp.dataDevice, metadataDevice: tp.metadataDevice, fresh: false };
+    if (!tp || !isThinPoolTarget(tp))
+      throw new PoolStateError(name, `dm.thinpooldev ${name} is not a thin-pool (table: ${tp?.type ?? 'none'})`);
+    return {
+      poolName: name,
+      owned: false,
+      dataBlockSizeBytes: tp.dataBlockSizeSectors * SECTOR_BYTES,
+      dataDevice: tp.dataDevice,
+      metadataDevice: tp.metadataDevice,
+      fresh: false,
+    };
   }
 
   const files = loopFiles(root);
@@ -164,7 +172,14 @@ export async function setUpPool(
   if (info !== null) {
     const tp = dm.table({ name: poolName })[0];
     if (!tp || !isThinPoolTarget(tp)) throw new PoolStateError(poolName, `device ${poolName} exists but is not a thin-pool`);
-    const out: PoolDevices = { poolName, owned: true, dataBlockSizeBytes: tp.dataBlockSizeSectors * SECTOR_BYTES, dataDevice: tp.dataDevice, metadataDevice: tp.metadataDevice, fresh: false };
+    const out: PoolDevices = {
+      poolName,
+      owned: true,
+      dataBlockSizeBytes: tp.dataBlockSizeSectors * SECTOR_BYTES,
+      dataDevice: tp.dataDevice,
+      metadataDevice: tp.metadataDevice,
+      fresh: false,
+    };
     if (loopback) {
       out.dataFile = files.data;
       out.metadataFile = files.metadata;
@@ -208,7 +223,14 @@ export async function setUpPool(
     // With autoclear, the loops now live as long as the pool holds them (or vanish if it failed).
     for (const l of release) releaseLoop(l);
   }
-  const out: PoolDevices = { poolName, owned: true, dataBlockSizeBytes: opts.dataBlockSizeBytes, dataDevice: dataDev, metadataDevice: metaDev, fresh };
+  const out: PoolDevices = {
+    poolName,
+    owned: true,
+    dataBlockSizeBytes: opts.dataBlockSizeBytes,
+    dataDevice: dataDev,
+    metadataDevice: metaDev,
+    fresh,
+  };
   if (loopback) {
     out.dataFile = files.data;
     out.metadataFile = files.metadata;

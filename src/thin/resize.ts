@@ -16,7 +16,8 @@ export async function resizePool(dm: DeviceMapper, pool: PoolDevices, sizeBytes:
   if (!Number.isSafeInteger(sizeBytes) || sizeBytes % pool.dataBlockSizeBytes !== 0) {
     throw new OptionError('resizePool', String(sizeBytes), `must be a multiple of the pool block size ${pool.dataBlockSizeBytes}`);
   }
-  if (sizeBytes <= current) throw new OptionError('resizePool', String(sizeBytes), `the data file is already ${current} bytes; it can only grow`);
+  if (sizeBytes <= current)
+    throw new OptionError('resizePool', String(sizeBytes), `the data file is already ${current} bytes; it can only grow`);
   const loop = (await findLoopByFile(file))[0];
   if (!loop) throw new PoolStateError(poolName, `no loop device backs ${file}`);
   truncateSync(file, sizeBytes);

@@ -21,7 +21,15 @@
 import { join } from 'node:path';
 import { DeviceExistsError, errnoOf, MetadataError, TransactionMismatchError, UnknownDeviceError } from './errors.js';
 import { IdAllocator } from './id-allocator.js';
-import { BASE_HASH, POOL_STATE_FILE, type DeviceRecord, type Intent, type IntentOp, type MetadataStore, type PoolState } from './metadata-store.js';
+import {
+  BASE_HASH,
+  POOL_STATE_FILE,
+  type DeviceRecord,
+  type Intent,
+  type IntentOp,
+  type MetadataStore,
+  type PoolState,
+} from './metadata-store.js';
 
 /** What the transaction protocol needs of a pool; the real one sends dm messages. */
 export interface PoolMessenger {
@@ -35,7 +43,14 @@ export interface PoolMessenger {
 }
 
 export type CrashPoint = 'intent-written' | 'message-sent' | 'txid-set' | 'device-committed' | 'state-committed' | 'intent-cleared';
-export const CRASH_POINTS: readonly CrashPoint[] = ['intent-written', 'message-sent', 'txid-set', 'device-committed', 'state-committed', 'intent-cleared'];
+export const CRASH_POINTS: readonly CrashPoint[] = [
+  'intent-written',
+  'message-sent',
+  'txid-set',
+  'device-committed',
+  'state-committed',
+  'intent-cleared',
+];
 
 /** Called after each step; tests throw (or kill the process) here to simulate a crash. */
 export type StepHook = (op: IntentOp, point: CrashPoint) => void;
@@ -206,7 +221,10 @@ export class Transactions {
     try {
       await this.reconcile();
     } catch (e) {
-      throw new AggregateError([cause, e], `${(cause as Error).message}; and recovery failed (the intent stays for the next open): ${(e as Error).message}`);
+      throw new AggregateError(
+        [cause, e],
+        `${(cause as Error).message}; and recovery failed (the intent stays for the next open): ${(e as Error).message}`,
+      );
     }
   }
 
@@ -252,7 +270,12 @@ export class Transactions {
       return { action: 'none' };
     }
     const mismatch = () =>
-      new TransactionMismatchError(poolName, poolTx, metaTx, `open ${intent.op} of ${JSON.stringify(intent.hash)} expected ${intent.oldTransactionId} or ${intent.newTransactionId}`);
+      new TransactionMismatchError(
+        poolName,
+        poolTx,
+        metaTx,
+        `open ${intent.op} of ${JSON.stringify(intent.hash)} expected ${intent.oldTransactionId} or ${intent.newTransactionId}`,
+      );
     if (metaTx === intent.newTransactionId) {
       if (poolTx !== intent.newTransactionId) throw mismatch();
       await this.opts.prepare?.(intent);

@@ -4,13 +4,7 @@ import { closeSync, fsyncSync, openSync, readSync, statSync, writeSync } from 'n
 import { randomBytes } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { attachLoop } from '../../src/loop/index.js';
-import {
-  blockDeviceSizeBytes,
-  discard,
-  flushBuffers,
-  logicalSectorSizeBytes,
-  physicalSectorSizeBytes,
-} from '../../src/blk/index.js';
+import { blockDeviceSizeBytes, discard, flushBuffers, logicalSectorSizeBytes, physicalSectorSizeBytes } from '../../src/blk/index.js';
 import { O_CLOEXEC, O_RDONLY, SysError, sysClose, sysOpen } from '../../src/ioctl/index.js';
 import { Scratch, requireHostTier } from './support.js';
 

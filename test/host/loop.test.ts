@@ -140,9 +140,7 @@ describe('loop devices (host)', () => {
 
   it('rejects a block size that is not a power of two before touching the kernel', async () => {
     const t = new FaultInjectingTransport(libcTransport);
-    await expect(attachLoop(s.file('bad.img', MiB), { blockSizeBytes: 1000, transport: t })).rejects.toThrow(
-      /blockSizeBytes 1000/,
-    );
+    await expect(attachLoop(s.file('bad.img', MiB), { blockSizeBytes: 1000, transport: t })).rejects.toThrow(/blockSizeBytes 1000/);
     expect(t.calls).toEqual([]);
   });
 

@@ -25,8 +25,6 @@ import {
 
 kernelHooks({ sweepEach: false });
 
-
-
 let dm: DeviceMapper;
 let scratch: LoopScratch;
 let lin: string;
@@ -72,7 +70,10 @@ afterAll(async () => {
 const ours = (name: string) => [lin, ro, pool.name, thin, nt, sp, io].includes(name);
 /** dmsetup's all-devices output, kept to this file's devices (lines start with the name). */
 const onlyOurs = (text: string): string =>
-  text.split('\n').filter((l) => l === '' || ours(l.split(/[:\t ]/)[0] ?? '')).join('\n');
+  text
+    .split('\n')
+    .filter((l) => l === '' || ours(l.split(/[:\t ]/)[0] ?? ''))
+    .join('\n');
 
 describe('devmapper dm against dmsetup', () => {
   test('version: the driver line', () => {
@@ -106,7 +107,15 @@ describe('devmapper dm against dmsetup', () => {
       }
     }
     // Every device: dmsetup prints `nt: ` alone for a device without the table asked for.
-    for (const cmd of [['table'], ['status'], ['table', '--inactive'], ['status', '--inactive'], ['deps'], ['deps', '-o', 'devname'], ['deps', '-o', 'devno']]) {
+    for (const cmd of [
+      ['table'],
+      ['status'],
+      ['table', '--inactive'],
+      ['status', '--inactive'],
+      ['deps'],
+      ['deps', '-o', 'devname'],
+      ['deps', '-o', 'devno'],
+    ]) {
       const ourText = onlyOurs(cliOk(['dm', ...cmd]));
       expect(ourText, cmd.join(' ')).toBe(onlyOurs(dmsetupOk(cmd)));
       expect(ourText).toContain(`${nt}: `);
@@ -205,7 +214,9 @@ describe('devmapper dm errors', () => {
   test('remove of a busy pool names its holders; --retry does not wait for what waiting cannot free', () => {
     const r = cli(['dm', 'remove', pool.name]);
     expect(r.status).toBe(1);
-    expect(r.stderr).toMatch(new RegExp(`^devmapper dm: EBUSY: device ${pool.name} is in use: held by ${thin} \\(remove ${thin} first\\)\n$`));
+    expect(r.stderr).toMatch(
+      new RegExp(`^devmapper dm: EBUSY: device ${pool.name} is in use: held by ${thin} \\(remove ${thin} first\\)\n$`),
+    );
     const started = Date.now();
     const retried = cli(['dm', 'remove', pool.name, '--retry']);
     expect(Date.now() - started).toBeLessThan(4000);
@@ -217,7 +228,11 @@ describe('devmapper dm errors', () => {
     try {
       const r = cli(['dm', 'remove', lin, '--retry']);
       expect(r.status).toBe(1);
-      expect(r.stderr).toMatch(new RegExp(`^devmapper dm: EBUSY: device ${lin} is in use: open count 1; tried 26 times over \\d+\\.\\d s \\(close what holds it open`));
+      expect(r.stderr).toMatch(
+        new RegExp(
+          `^devmapper dm: EBUSY: device ${lin} is in use: open count 1; tried 26 times over \\d+\\.\\d s \\(close what holds it open`,
+        ),
+      );
     } finally {
       closeSync(fd);
     }
@@ -264,7 +279,9 @@ describe('devmapper loop against losetup', () => {
     expect(dev).toMatch(/^\/dev\/loop\d+$/);
     try {
       expect(cliOk(['loop', 'find', file])).toBe(execFileSync('losetup', ['-j', file], { encoding: 'utf8' }));
-      const ls = cliOk(['loop', 'ls']).split('\n').filter((l) => l.startsWith(`${dev} `));
+      const ls = cliOk(['loop', 'ls'])
+        .split('\n')
+        .filter((l) => l.startsWith(`${dev} `));
       const losetup = execFileSync('losetup', ['-l', dev], { encoding: 'utf8' }).split('\n')[1];
       expect(ls[0]?.split(/\s+/)).toEqual(losetup?.split(/\s+/));
       execFileSync('truncate', ['-s', '8M', file]);
@@ -280,7 +297,11 @@ describe('devmapper loop against losetup', () => {
     const file = scratch.file('cli-unbound.img', 1024 * 1024);
     const ours = cli(['loop', 'find', file]);
     const theirs = spawnSync('losetup', ['-j', file], { encoding: 'utf8' });
-    expect({ status: ours.status, stdout: ours.stdout, stderr: ours.stderr }).toEqual({ status: theirs.status, stdout: theirs.stdout, stderr: '' });
+    expect({ status: ours.status, stdout: ours.stdout, stderr: ours.stderr }).toEqual({
+      status: theirs.status,
+      stdout: theirs.stdout,
+      stderr: '',
+    });
     expect(ours.status).toBe(0);
     expect(JSON.parse(cliOk(['loop', 'find', file, '--json']))).toEqual([]);
   });
@@ -314,7 +335,9 @@ describe('devmapper loop against losetup', () => {
     expect(r.status).toBe(0);
     const dev = r.stdout.trim();
     expect(dev).toMatch(/^\/dev\/loop\d+$/);
-    expect(r.stderr).toMatch(new RegExp(`^devmapper loop: ${dev} was set to detach on last close; this command was its only user, so it is gone now`));
+    expect(r.stderr).toMatch(
+      new RegExp(`^devmapper loop: ${dev} was set to detach on last close; this command was its only user, so it is gone now`),
+    );
     await waitFor(() => execFileSync('losetup', ['-j', file], { encoding: 'utf8' }) === '', `${dev} detached by autoclear`);
   });
   test('attach --help prints the help and attaches nothing', () => {

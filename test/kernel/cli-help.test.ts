@@ -116,7 +116,12 @@ describe('help on every command changes nothing', () => {
   for (const g of [dm, loop, pool, layer]) {
     test(`${g.name} and each of its subcommands`, async () => {
       const before = state();
-      for (const args of [[g.name, '--help'], [g.name, '-h'], [g.name, 'help'], ['help', g.name]]) {
+      for (const args of [
+        [g.name, '--help'],
+        [g.name, '-h'],
+        [g.name, 'help'],
+        ['help', g.name],
+      ]) {
         out = '';
         expect(await main(args), args.join(' ')).toBe(0);
         expect(out).toBe(groupHelp(g));

@@ -12,10 +12,13 @@ kernelHooks({ sweepEach: false });
 
 const HOME = join(RUN_DIR, 'cli-home');
 const PREFIX = `dmtest-${process.pid}-cli`;
-const INIT_OPTS = ['dm.loopdatasize=256M', 'dm.loopmetadatasize=16M', 'dm.basesize=64M', 'dm.min_free_space=0%', `dm.prefix=${PREFIX}`].flatMap((o) => [
-  '--storage-opt',
-  o,
-]);
+const INIT_OPTS = [
+  'dm.loopdatasize=256M',
+  'dm.loopmetadatasize=16M',
+  'dm.basesize=64M',
+  'dm.min_free_space=0%',
+  `dm.prefix=${PREFIX}`,
+].flatMap((o) => ['--storage-opt', o]);
 
 /** A command on HOME (the options recorded by `pool init` are not repeated). */
 const on = (...args: string[]): string[] => [...args, '--home', HOME];
@@ -39,7 +42,10 @@ interface LayerJson {
 }
 const poolStatus = (): StatusJson => JSON.parse(cliOk(on('pool', 'status', '--json'))) as StatusJson;
 const layers = (): LayerJson[] => JSON.parse(cliOk(on('layer', 'ls', '--json'))) as LayerJson[];
-const mountedAt = (path: string): boolean => readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => l.split(' ')[4] === path);
+const mountedAt = (path: string): boolean =>
+  readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .some((l) => l.split(' ')[4] === path);
 const ourLoops = () => listLoops().filter((l) => l.backingFile.startsWith(`${HOME}/`));
 /** One line on stderr: the message (usage errors end with main's `(try 'devmapper X --help')`). */
 function expectOneLine(r: CliRun, code: number, pattern: RegExp): void {
@@ -104,7 +110,9 @@ describe('devmapper pool', () => {
     writeFileSync(join(mnt2, 'two'), 'x'.repeat(1 << 20));
     const st = JSON.parse(cliOk(on('layer', 'status', 'l2', '--json'))) as LayerJson;
     expect(st).toMatchObject({ id: 'l2', thinId: 2, active: true, mounted: [mnt2] });
-    const thinStatus = dmsetupOk(['status', `${poolName.replace(/-pool$/, '')}-l2`]).trim().split(' ');
+    const thinStatus = dmsetupOk(['status', `${poolName.replace(/-pool$/, '')}-l2`])
+      .trim()
+      .split(' ');
     expect(thinStatus[3]).toBe(st.mappedSectors); // <start> <len> thin <mapped sectors> <highest>
     expect(cliOk(on('layer', 'status', 'l2'))).toMatch(new RegExp(`^mounted on +${mnt2}$`, 'm'));
 
@@ -120,9 +128,17 @@ describe('devmapper pool', () => {
     expectOneLine(cli(on('layer', 'rm', 'nosuch')), 1, /ENOENT: unknown device "nosuch"/);
     expectOneLine(cli(on('layer', 'create', 'l1')), 1, /EEXIST/);
     expectOneLine(cli(on('layer', 'create', 'l3', '--parent', 'nosuch')), 1, /ENOENT/);
-    expectOneLine(cli(on('pool', 'resize', '128M')), 2, /^devmapper pool: SIZE 128\.0 MiB \(134217728 bytes\): the pool's data is 256\.0 MiB already; it can only grow/);
+    expectOneLine(
+      cli(on('pool', 'resize', '128M')),
+      2,
+      /^devmapper pool: SIZE 128\.0 MiB \(134217728 bytes\): the pool's data is 256\.0 MiB already; it can only grow/,
+    );
     const odd = cli(on('pool', 'resize', '600000001'));
-    expectOneLine(odd, 2, /^devmapper pool: SIZE 572\.2 MiB \(600000001 bytes\) is not a multiple of the pool's block size 64\.0 KiB \(e\.g\. \d+ or \d+\) \(try 'devmapper pool resize --help'\)$/);
+    expectOneLine(
+      odd,
+      2,
+      /^devmapper pool: SIZE 572\.2 MiB \(600000001 bytes\) is not a multiple of the pool's block size 64\.0 KiB \(e\.g\. \d+ or \d+\) \(try 'devmapper pool resize --help'\)$/,
+    );
     expect(odd.stderr).not.toMatch(/resizePool|\d+n\b/);
     expect(poolStatus().data.totalBytes).toBe(String(256 * 2 ** 20));
     const other = join(RUN_DIR, 'cli-nopool');
@@ -137,7 +153,11 @@ describe('devmapper pool', () => {
     try {
       await new Promise((r) => setTimeout(r, 300));
       const r = cli(on('layer', 'umount', 'l1'));
-      expectOneLine(r, 1, /^devmapper layer: EBUSY: .*\(a process uses the mount \(a shell cd'd into it, an open file\): find it with 'fuser -vm PATH'/);
+      expectOneLine(
+        r,
+        1,
+        /^devmapper layer: EBUSY: .*\(a process uses the mount \(a shell cd'd into it, an open file\): find it with 'fuser -vm PATH'/,
+      );
       expect(r.stderr).not.toMatch(/'devmapper layer umount ID'/);
       const down = cli(on('pool', 'shutdown'));
       expectOneLine(down, 1, /^devmapper pool: EBUSY: .*\(a process uses the mount .*'fuser -vm PATH'/);

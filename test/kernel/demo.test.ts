@@ -24,8 +24,16 @@ test('the demo runs, prints its table and removes everything', () => {
   expect(r.status).toBe(0);
   const out = r.stdout;
   expect(out).toMatch(/^LAYER +PARENT +THIN ID +FILES +MAPPED +NEW IN POOL +CHANGES/m);
-  for (const [layer, parent, id] of [['(base)', '-', 0], ['os', '\\(base\\)', 1], ['app', 'os', 2], ['app-v2', 'app', 3], ['other', 'os', 4]]) {
-    expect(out).toMatch(new RegExp(`^${String(layer).replace(/[()]/g, '\\$&')} +${parent} +${id} +\\d+ \\(.*\\) +[\\d.]+ MiB +[\\d.]+ MiB`, 'm'));
+  for (const [layer, parent, id] of [
+    ['(base)', '-', 0],
+    ['os', '\\(base\\)', 1],
+    ['app', 'os', 2],
+    ['app-v2', 'app', 3],
+    ['other', 'os', 4],
+  ]) {
+    expect(out).toMatch(
+      new RegExp(`^${String(layer).replace(/[()]/g, '\\$&')} +${parent} +${id} +\\d+ \\(.*\\) +[\\d.]+ MiB +[\\d.]+ MiB`, 'm'),
+    );
   }
   expect(out).toMatch(/^app-v2 .*~app\/server\.js -app\/assets\.bin$/m);
   expect(out).toMatch(/is shared by copy-on-write/);

@@ -267,7 +267,9 @@ describe('DM commands against the kernel, checked with dmsetup', () => {
     expect(dm.table({ name })).toEqual(targets);
     const st = dm.status({ name }).map((s) => `${s.startSector} ${s.lengthSectors} ${s.type}${s.params ? ` ${s.params}` : ''}`);
     expect(st).toEqual(oracleLines('status', name));
-    const stNoflush = dm.status({ name }, { noFlush: true }).map((s) => `${s.startSector} ${s.lengthSectors} ${s.type}${s.params ? ` ${s.params}` : ''}`);
+    const stNoflush = dm
+      .status({ name }, { noFlush: true })
+      .map((s) => `${s.startSector} ${s.lengthSectors} ${s.type}${s.params ? ` ${s.params}` : ''}`);
     expect(stNoflush).toEqual(oracleLines('status', name, ['--noflush']));
   });
 
@@ -368,7 +370,12 @@ describe('DM commands against the kernel, checked with dmsetup', () => {
       sysClose(fd);
     }
     const v = new DataView(buf.buffer);
-    expect({ heads: v.getUint8(0), sectors: v.getUint8(1), cylinders: v.getUint16(2, true), start: Number(v.getBigUint64(8, true)) }).toEqual({
+    expect({
+      heads: v.getUint8(0),
+      sectors: v.getUint8(1),
+      cylinders: v.getUint16(2, true),
+      start: Number(v.getBigUint64(8, true)),
+    }).toEqual({
       heads: 4,
       sectors: 16,
       cylinders: 20,
@@ -409,7 +416,9 @@ describe('DM commands against the kernel, checked with dmsetup', () => {
   test('removeAll removes every device (only when every device present is a test device)', async () => {
     const foreign = dm.list().filter((d) => !d.name.startsWith(TEST_PREFIX));
     if (foreign.length > 0) {
-      throw new Error(`refusing to run DM_REMOVE_ALL: this kernel has devices that are not the tests' (${foreign.map((d) => d.name).join(', ')})`);
+      throw new Error(
+        `refusing to run DM_REMOVE_ALL: this kernel has devices that are not the tests' (${foreign.map((d) => d.name).join(', ')})`,
+      );
     }
     const names = [dmName('all-1'), dmName('all-2'), dmName('all-3')];
     await dm.create(names[0]!, { table: linearOver(loopA, 64n) });

@@ -95,7 +95,12 @@ describe('error paths against the kernel', () => {
       name,
     );
     // By major:minor too: the message names the number.
-    expectDmError(await caught(() => dm.remove({ dev: { major: loop.major, minor: 4000 } })), 'ENXIO', 'DM_DEV_REMOVE', `${loop.major}:4000`);
+    expectDmError(
+      await caught(() => dm.remove({ dev: { major: loop.major, minor: 4000 } })),
+      'ENXIO',
+      'DM_DEV_REMOVE',
+      `${loop.major}:4000`,
+    );
   });
 
   test('EINVAL: an unknown target type; a create with it leaves no device behind', async () => {
@@ -125,7 +130,9 @@ describe('error paths against the kernel', () => {
   test('ENXIO/ENODEV: linear over a device that does not exist; the create leaves nothing', async () => {
     for (const device of ['/dev/dmtest-no-such-device', '240:77']) {
       const name = dmName(`nodev-${device.replace(/\W/g, '')}`);
-      const err = await caught(() => dm.create(name, { table: [{ type: 'linear', startSector: 0n, lengthSectors: 8n, device, offsetSectors: 0n }] }));
+      const err = await caught(() =>
+        dm.create(name, { table: [{ type: 'linear', startSector: 0n, lengthSectors: 8n, device, offsetSectors: 0n }] }),
+      );
       expect(err).toBeInstanceOf(DmError);
       expect(['ENXIO', 'ENODEV']).toContain((err as DmError).code);
       expect((err as DmError).command).toBe('DM_TABLE_LOAD');

@@ -51,14 +51,22 @@ describe('buffer growth against the kernel', () => {
     expect(back.map(formatTableLine)).toEqual(theirs);
     const st = dm.status({ name });
     expect(st).toHaveLength(2000);
-    expect(st.map((s) => `${s.startSector} ${s.lengthSectors} ${s.type}${s.params ? ` ${s.params}` : ''}`)).toEqual(oracleLines('status', name));
+    expect(st.map((s) => `${s.startSector} ${s.lengthSectors} ${s.type}${s.params ? ` ${s.params}` : ''}`)).toEqual(
+      oracleLines('status', name),
+    );
     expect(dm.info({ name })).toMatchObject({ targetCount: 2000 });
     // The grown size is remembered: the next read needs one ioctl.
     const again = t.count(status);
     dm.table({ name });
     expect(t.count(status) - again).toBe(1);
     // Inactive table of the same size.
-    dm.loadTable({ name }, targets.slice().reverse().map((x, i) => ({ ...x, startSector: BigInt(i * 8) })));
+    dm.loadTable(
+      { name },
+      targets
+        .slice()
+        .reverse()
+        .map((x, i) => ({ ...x, startSector: BigInt(i * 8) })),
+    );
     expect(dm.table({ name }, { inactive: true })).toHaveLength(2000);
     await dm.remove({ name });
   });
@@ -70,7 +78,11 @@ describe('buffer growth against the kernel', () => {
     const names = Array.from({ length: 1000 }, (_, i) => dmName(`many-${String(i).padStart(4, '0')}`));
     const started = Date.now();
     for (const [i, name] of names.entries()) {
-      await dm.create(name, { uuid: `${RUN_PREFIX}many-uuid-${i}`, noNode: true, table: [{ type: 'zero', startSector: 0n, lengthSectors: 8n }] });
+      await dm.create(name, {
+        uuid: `${RUN_PREFIX}many-uuid-${i}`,
+        noNode: true,
+        table: [{ type: 'zero', startSector: 0n, lengthSectors: 8n }],
+      });
     }
     const createMs = Date.now() - started;
     const listReq = dmRequest(DmCmd.DM_LIST_DEVICES);
@@ -83,7 +95,11 @@ describe('buffer growth against the kernel', () => {
     const theirs = [...ls.keys()].filter((n) => n.startsWith(RUN_PREFIX)).sort();
     expect(theirs).toEqual(names.slice().sort());
     for (const d of listed) expect(ls.get(d.name)).toBe(devString(d.dev));
-    expect(dmsetupOk(['info', '-c', '--noheadings', '-o', 'name']).split('\n').filter((l) => l.startsWith(RUN_PREFIX))).toHaveLength(1000);
+    expect(
+      dmsetupOk(['info', '-c', '--noheadings', '-o', 'name'])
+        .split('\n')
+        .filter((l) => l.startsWith(RUN_PREFIX)),
+    ).toHaveLength(1000);
     const removeStart = Date.now();
     for (const name of names) await dm.remove({ name }, { noNode: true });
     const removeMs = Date.now() - removeStart;

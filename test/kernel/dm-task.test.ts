@@ -65,7 +65,12 @@ describe('Task API round trips against the kernel', () => {
     expect(`Driver version:    ${v.getDriverVersion()}`).toBe(/^Driver version:.*$/m.exec(dmsetupOk(['version']))![0]);
     const lv = await run(dm, TaskType.DeviceListVersions);
     const ours = (lv.getResult() as DmTargetVersion[]).map((x) => `${x.name} v${x.version.join('.')}`);
-    expect(ours).toEqual(dmsetupOk(['targets']).split('\n').filter((l) => l !== '').map((l) => l.trim().replace(/\s+/, ' ')));
+    expect(ours).toEqual(
+      dmsetupOk(['targets'])
+        .split('\n')
+        .filter((l) => l !== '')
+        .map((l) => l.trim().replace(/\s+/, ' ')),
+    );
   });
 
   test('DeviceCreate (with a target, uuid, read-only) and DeviceInfo', async () => {
@@ -77,7 +82,17 @@ describe('Task API round trips against the kernel', () => {
     });
     const info = (await run(dm, TaskType.DeviceInfo, (t) => t.setName(name))).getInfo();
     const o = oracleInfo(name)!;
-    expect(info).toMatchObject({ exists: 1, liveTable: 1, inactiveTable: 0, suspended: 0, readOnly: 1, targetCount: 1, major: o.major, minor: o.minor, openCount: 0 });
+    expect(info).toMatchObject({
+      exists: 1,
+      liveTable: 1,
+      inactiveTable: 0,
+      suspended: 0,
+      readOnly: 1,
+      targetCount: 1,
+      major: o.major,
+      minor: o.minor,
+      openCount: 0,
+    });
     expect(o.attr.slice(0, 4)).toBe('L--r');
     expect(statSync(`/dev/mapper/${name}`).isBlockDevice()).toBe(true);
     const missing = (await run(dm, TaskType.DeviceInfo, (t) => t.setName(dmName('task-none')))).getInfo();

@@ -36,7 +36,12 @@ function tree(dir: string): string[] | null {
 
 /** The kernel's side, by independent means where they exist: dmsetup ls, and the loop devices. */
 function kernel(): { dm: string[]; loops: string[] } {
-  return { dm: [...oracleLs().keys()].sort(), loops: listLoops().map((l) => `${l.path} ${l.backingFile}`).sort() };
+  return {
+    dm: [...oracleLs().keys()].sort(),
+    loops: listLoops()
+      .map((l) => `${l.path} ${l.backingFile}`)
+      .sort(),
+  };
 }
 
 /** A transport that fails the `nth` (1-based) call of `request` with `errno`, once. */
@@ -82,7 +87,7 @@ describe('a failed pool init leaves the kernel and the home folder as they were'
     return err;
   }
 
-  test('mkfs fails (xfs told to make a 100 MiB file system): the error is mkfs.xfs\'s reason, nothing stays', async () => {
+  test("mkfs fails (xfs told to make a 100 MiB file system): the error is mkfs.xfs's reason, nothing stays", async () => {
     expect(findExecutable('mkfs.xfs'), 'mkfs.xfs is not on PATH (xfsprogs; see docs/testing.md)').not.toBeNull();
     const xfs = [...SMALL.filter((o) => !o.startsWith('dm.basesize')), 'dm.basesize=320M', 'dm.fs=xfs'];
     const home = join(parent, 'mkfs');
@@ -94,7 +99,9 @@ describe('a failed pool init leaves the kernel and the home folder as they were'
   test('xfs on a base under 300 MiB is refused before anything is made', async () => {
     const home = join(parent, 'xfs-small');
     const before = kernel();
-    const err = await DeviceSet.open(home, [...SMALL.filter((o) => !o.startsWith('dm.basesize')), 'dm.fs=xfs', 'dm.basesize=128M']).catch((e: unknown) => e);
+    const err = await DeviceSet.open(home, [...SMALL.filter((o) => !o.startsWith('dm.basesize')), 'dm.fs=xfs', 'dm.basesize=128M']).catch(
+      (e: unknown) => e,
+    );
     expect(err).toBeInstanceOf(OptionError);
     expect((err as Error).message).toMatch(/dm\.basesize="128M": mkfs\.xfs refuses file systems under 300 MiB/);
     expect(existsSync(home)).toBe(false);

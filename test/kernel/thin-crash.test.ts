@@ -61,7 +61,10 @@ describe('kill -9 at every step', () => {
           const poolName = pools[0]!.name;
           const kernelIds = [...(await probeThinIds(dm, poolName, 8))].sort();
           const poolTx = dmsetup('status', poolName).split(' ')[3];
-          const suspended = dm.list().filter((d) => d.name.startsWith('dmtest-') && dm.info({ name: d.name })?.suspended).map((d) => d.name.replace(/^.*-/, ''));
+          const suspended = dm
+            .list()
+            .filter((d) => d.name.startsWith('dmtest-') && dm.info({ name: d.name })?.suspended)
+            .map((d) => d.name.replace(/^.*-/, ''));
           leftBehind.push(
             `${op} @ ${point}: kernel ids [${kernelIds}] metadata ids [${metaIds}] pool txid ${poolTx} metadata txid ${state?.transactionId ?? '-'}` +
               ` intent ${store.readIntent()?.op ?? '-'}${suspended.length ? ` suspended ${suspended}` : ''}`,
@@ -69,7 +72,10 @@ describe('kill -9 at every step', () => {
 
           // Recovery.
           const set = await DeviceSet.open(home, SMALL);
-          const recIds = set.deviceRecords().map((d) => d.deviceId).sort();
+          const recIds = set
+            .deviceRecords()
+            .map((d) => d.deviceId)
+            .sort();
           expect([...(await probeThinIds(dm, set.poolName, 8))].sort()).toEqual(recIds);
           expect(BigInt(dmsetup('status', set.poolName).split(' ')[3]!)).toBe(set.transactionId);
           expect(existsSync(join(home, 'metadata', 'transaction-metadata'))).toBe(false);

@@ -1,7 +1,18 @@
 // The pool's edges in a real kernel: a full pool, bad input that must leave nothing behind,
 // dm.min_free_space, busy devices, and two processes on one home.
 import { spawnSync } from 'node:child_process';
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, rmSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  rmSync,
+  truncateSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { join, resolve } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { DeviceMapper } from '../../src/dm/device-mapper.js';
@@ -79,8 +90,13 @@ describe('thin pool edges', () => {
   });
 
   const snapshot = () => ({
-    loops: listLoops().map((l) => l.backingFile).sort(),
-    dms: dm.list().map((d) => d.name).sort(),
+    loops: listLoops()
+      .map((l) => l.backingFile)
+      .sort(),
+    dms: dm
+      .list()
+      .map((d) => d.name)
+      .sort(),
   });
 
   test.each([
@@ -223,7 +239,10 @@ describe('pools on given block devices and existing pools', () => {
     dm = DeviceMapper.open({ udev: 'off' });
     await sweep();
     h = newHome('blk');
-    for (const [name, size] of [['d', 256 << 20], ['m', 16 << 20]] as const) {
+    for (const [name, size] of [
+      ['d', 256 << 20],
+      ['m', 16 << 20],
+    ] as const) {
       const f = join(h, name);
       writeFileSync(f, '');
       truncateSync(f, size);

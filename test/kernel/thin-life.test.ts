@@ -103,7 +103,9 @@ describe('thin pool life', () => {
     await set.activateDevice('big');
     const thinStatus = dmsetup('status', set.naming.deviceName('big')).split(' ');
     expect(thinStatus[3]).toBe(String(after.mappedSectors));
-    expect(dmsetup('table', set.naming.deviceName('big'))).toBe(`0 131072 thin ${dm.info({ name: set.poolName })!.dev.major}:${dm.info({ name: set.poolName })!.dev.minor} ${after.deviceId}`);
+    expect(dmsetup('table', set.naming.deviceName('big'))).toBe(
+      `0 131072 thin ${dm.info({ name: set.poolName })!.dev.major}:${dm.info({ name: set.poolName })!.dev.minor} ${after.deviceId}`,
+    );
     await set.deactivateDevice('big');
     const usedWithBig = set.status().data.usedBytes;
     await set.deleteDevice('big');
@@ -112,16 +114,29 @@ describe('thin pool life', () => {
   });
 
   test('shutdown keeps the data; reopen finds every device and file', async () => {
-    const records = set.deviceRecords().map((d) => [d.hash, d.deviceId]).sort();
+    const records = set
+      .deviceRecords()
+      .map((d) => [d.hash, d.deviceId])
+      .sort();
     const txid = set.transactionId;
     await set.shutdown();
     expect(dm.info({ name: set.poolName })).toBeNull();
     expect(dm.list().filter((d) => d.name.startsWith('dmtest-'))).toEqual([]);
     set = await DeviceSet.open(home, SMALL);
-    expect(set.deviceRecords().map((d) => [d.hash, d.deviceId]).sort()).toEqual(records);
+    expect(
+      set
+        .deviceRecords()
+        .map((d) => [d.hash, d.deviceId])
+        .sort(),
+    ).toEqual(records);
     expect(set.transactionId).toBe(txid);
     const ids = await probeThinIds(dm, set.poolName, 16);
-    expect([...ids].sort((a, b) => a - b)).toEqual(set.deviceRecords().map((d) => d.deviceId).sort((a, b) => a - b));
+    expect([...ids].sort((a, b) => a - b)).toEqual(
+      set
+        .deviceRecords()
+        .map((d) => d.deviceId)
+        .sort((a, b) => a - b),
+    );
     await set.mountDevice('g3', mnt('g3'));
     expect(readFileSync(join(home, 'm/g3/after'), 'utf8')).toBe('x');
     await set.unmountDevice('g3');

@@ -41,7 +41,9 @@ export async function probeThinIds(dm: DeviceMapper, poolName: string, upTo: num
   try {
     for (let id = 0; id <= upTo; id++) {
       try {
-        dm.loadTable({ name: probe }, [{ type: 'thin', startSector: 0n, lengthSectors: 8n, poolDevice: `${pool.dev.major}:${pool.dev.minor}`, thinId: id }]);
+        dm.loadTable({ name: probe }, [
+          { type: 'thin', startSector: 0n, lengthSectors: 8n, poolDevice: `${pool.dev.major}:${pool.dev.minor}`, thinId: id },
+        ]);
         ids.add(id);
         dm.clearTable({ name: probe });
       } catch (e) {

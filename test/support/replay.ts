@@ -115,7 +115,9 @@ function checkRequest(where: string, ours: Uint8Array, sent: DmIoctl, record: Go
   }
   const expectedFlags = (theirs.flags & ~REPLAY_ALLOWED_DIFFERENCES.flagsWeDoNotSend) >>> 0;
   if (sent.flags !== expectedFlags) {
-    throw new ReplayMismatch(`${where}: flags ours ${hex(sent.flags)}, captured ${hex(theirs.flags)} (less DM_EXISTS_FLAG: ${hex(expectedFlags)})`);
+    throw new ReplayMismatch(
+      `${where}: flags ours ${hex(sent.flags)}, captured ${hex(theirs.flags)} (less DM_EXISTS_FLAG: ${hex(expectedFlags)})`,
+    );
   }
   if (sent.data_size !== ours.length) throw new ReplayMismatch(`${where}: data_size ${sent.data_size} != buffer ${ours.length}`);
   // The payload: byte for byte over the longer of the two, the shorter one read as zero-padded.

@@ -34,11 +34,9 @@ describe('devmapper decode', () => {
     const out = JSON.parse(r.stdout);
     expect(out.header.version).toEqual([4, 47, 0]);
     expect(out.header.flag_names).toEqual(['DM_EXISTS_FLAG']);
-    expect(out.payload.devices.map((d: { name: string; dev: { major: number; minor: number } }) => `${d.name} ${d.dev.major}:${d.dev.minor}`)).toEqual([
-      'empty0 254:2',
-      'lin0 254:0',
-      'lin2 254:1',
-    ]);
+    expect(
+      out.payload.devices.map((d: { name: string; dev: { major: number; minor: number } }) => `${d.name} ${d.dev.major}:${d.dev.minor}`),
+    ).toEqual(['empty0 254:2', 'lin0 254:0', 'lin2 254:1']);
     expect(out.payload.devices[0].dev).toEqual({ major: 254, minor: 2 });
   });
 

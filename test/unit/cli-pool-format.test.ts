@@ -42,11 +42,15 @@ describe('storage options', () => {
 
 describe('error lines', () => {
   test('the errno name first, the message, then what to do', () => {
-    const busy = explain(new DeviceBusyError('p-l1', ['open count 1', 'mounted on /m']), { DeviceBusyError: "unmount it first ('devmapper layer umount ID')" });
+    const busy = explain(new DeviceBusyError('p-l1', ['open count 1', 'mounted on /m']), {
+      DeviceBusyError: "unmount it first ('devmapper layer umount ID')",
+    });
     expect(busy).toBeInstanceOf(OperationError);
     expect(busy.message).toBe("EBUSY: device p-l1 is busy: open count 1; mounted on /m (unmount it first ('devmapper layer umount ID'))");
     expect(explain(new UnknownDeviceError('x')).message).toBe('ENOENT: unknown device "x"');
-    expect(explain(new PoolLockedError('/h/lock', 42)).message).toMatch(/^EWOULDBLOCK: \/h\/lock is held by process 42.* \(wait for that process to finish\)$/);
+    expect(explain(new PoolLockedError('/h/lock', 42)).message).toMatch(
+      /^EWOULDBLOCK: \/h\/lock is held by process 42.* \(wait for that process to finish\)$/,
+    );
   });
   test('a message that already names its errno is not prefixed again; stacks are kept for --debug', () => {
     const e = new DmError('DM_DEV_REMOVE', 6, 'lin0');
@@ -76,7 +80,15 @@ describe('formats', () => {
     expect(percent(5n, 5n)).toBe('100.0%');
   });
   test('columns pad to the widest cell; right-aligned where asked; no trailing blanks', () => {
-    expect(formatColumns([['a', 'bb', ''], ['ccc', 'd', '']], [1])).toBe('a    bb\nccc   d\n');
+    expect(
+      formatColumns(
+        [
+          ['a', 'bb', ''],
+          ['ccc', 'd', ''],
+        ],
+        [1],
+      ),
+    ).toBe('a    bb\nccc   d\n');
   });
   test('pool status: facts, then used/total/percent for data and metadata', () => {
     const view: PoolStatusView = {
@@ -131,8 +143,16 @@ describe('formats', () => {
   });
   test("the demo's changes column: added, changed, deleted", () => {
     const f = (sum: string) => ({ size: 1, sum });
-    const parent = new Map([['a', f('1')], ['b', f('2')], ['c', f('3')]]);
-    const child = new Map([['a', f('1')], ['b', f('9')], ['d', f('4')]]);
+    const parent = new Map([
+      ['a', f('1')],
+      ['b', f('2')],
+      ['c', f('3')],
+    ]);
+    const child = new Map([
+      ['a', f('1')],
+      ['b', f('9')],
+      ['d', f('4')],
+    ]);
     expect(diffListing(parent, child)).toBe('~b +d -c');
     expect(diffListing(new Map(), new Map())).toBe('');
   });

@@ -60,7 +60,12 @@ describe('help comes from the table and runs nothing', () => {
       });
     }
     test(`${g.name}: --help, -h, help lists every subcommand's usage line`, async () => {
-      for (const args of [[g.name, '--help'], [g.name, '-h'], [g.name, 'help'], ['help', g.name]]) {
+      for (const args of [
+        [g.name, '--help'],
+        [g.name, '-h'],
+        [g.name, 'help'],
+        ['help', g.name],
+      ]) {
         stdout = '';
         const r = await run(args);
         expect(r.code).toBe(0);
@@ -104,7 +109,10 @@ describe('the table, its usage lines and docs/cli.md agree', () => {
           expect(known, `${usageLine(g, c)}: ${opt}`).toBe(true);
         }
         for (const [long, o] of Object.entries(c.options)) {
-          expect(named.includes(`--${long}`) || (o.short !== undefined && named.includes(`-${o.short}`)), `${usageLine(g, c)} names --${long}`).toBe(true);
+          expect(
+            named.includes(`--${long}`) || (o.short !== undefined && named.includes(`-${o.short}`)),
+            `${usageLine(g, c)} names --${long}`,
+          ).toBe(true);
         }
       }
     }
@@ -122,7 +130,10 @@ describe('usage mistakes exit 2 with one line, before anything is opened', () =>
     [['dm', 'create', 'x', '--table', '0 2048 zero', '--notable'], /exclude each other/],
     [['dm', 'create', 'x', '--table', '0 x linear /dev/loop0 0'], /table line 1 '0 x linear \/dev\/loop0 0': length x is not a number/],
     [['dm', 'create', 'x', '--table', '2048 0 linear /dev/loop0 0'], /table line 1 .*: length 0: a target maps at least one sector/],
-    [['dm', 'create', 'x', '--table', '0 100 zero', '--table', '200 100 zero'], /table line 2 '200 100 zero': starts at sector 200, expected 100/],
+    [
+      ['dm', 'create', 'x', '--table', '0 100 zero', '--table', '200 100 zero'],
+      /table line 2 '200 100 zero': starts at sector 200, expected 100/,
+    ],
     [['dm', 'create', 'x', '--table', '100 100 zero'], /starts at sector 100, expected 0/],
     [['dm', 'create', 'bad/name', '--notable'], /device name "bad\/name": contains '\/'/],
     [['dm', 'create', 'x', '--notable', '-u', ''], /uuid/],
@@ -176,7 +187,11 @@ describe('tables in command-line order', () => {
       writeFileSync(file, '# a comment\n0 100 zero\n\n100 50 error\n');
       const parse = (args: string[]) => parseInvocation(dm, dm.commands.find((c) => c.name === 'create')!, args, () => undefined);
       const fileFirst = tableFrom(parse(['x', '--table-file', file, '--table', '150 10 zero']).tokens);
-      expect(fileFirst?.map((t) => [t.startSector, t.type])).toEqual([[0n, 'zero'], [100n, 'error'], [150n, 'zero']]);
+      expect(fileFirst?.map((t) => [t.startSector, t.type])).toEqual([
+        [0n, 'zero'],
+        [100n, 'error'],
+        [150n, 'zero'],
+      ]);
       // The other order: the file's first line (start 0) now follows a line that ends at 10.
       expect(() => tableFrom(parse(['x', '--table', '0 10 zero', '--table-file', file]).tokens)).toThrow(
         /^table line 2 '0 100 zero': starts at sector 0, expected 10/,

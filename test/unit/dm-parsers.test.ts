@@ -102,10 +102,7 @@ describe('table lines from the golden `dmsetup table` output', () => {
         '7:0 7:1 1024 10 2 skip_block_zeroing error_if_no_space',
       ],
       [{ type: 'thin', startSector: 0n, lengthSectors: 8n, poolDevice: '/dev/mapper/pool', thinId: 16777215 }, '/dev/mapper/pool 16777215'],
-      [
-        { type: 'thin', startSector: 0n, lengthSectors: 8n, poolDevice: '254:4', thinId: 3, externalOriginDevice: '7:3' },
-        '254:4 3 7:3',
-      ],
+      [{ type: 'thin', startSector: 0n, lengthSectors: 8n, poolDevice: '254:4', thinId: 3, externalOriginDevice: '7:3' }, '254:4 3 7:3'],
       [{ type: 'error', startSector: 0n, lengthSectors: 8n }, ''],
       [{ type: 'striped', startSector: 0n, lengthSectors: 8n, params: '2 8 7:1 0 7:2 0' }, '2 8 7:1 0 7:2 0'],
     ];
@@ -185,7 +182,15 @@ describe('thin-pool status', () => {
   });
 
   it('rejects what is not a pool status', () => {
-    for (const bad of ['', '0 1/10', 'x 1/10 0/100 - rw', '0 110 0/100 - rw', '0 1/10 0/100 - rx', '0 1/10 0/100 - rw bogus', '0 1/10 0/100 ? rw']) {
+    for (const bad of [
+      '',
+      '0 1/10',
+      'x 1/10 0/100 - rw',
+      '0 110 0/100 - rw',
+      '0 1/10 0/100 - rx',
+      '0 1/10 0/100 - rw bogus',
+      '0 1/10 0/100 ? rw',
+    ]) {
       expect(() => parseThinPoolStatus(bad), bad).toThrow(InvalidArgumentError);
     }
   });

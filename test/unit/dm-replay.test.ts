@@ -32,7 +32,11 @@ const linear = (lengthSectors: bigint, device: string, offsetSectors: bigint, st
 });
 
 /** A session replaying golden commands; `run` gets it and the test ends with every record used. */
-async function replay(ns: GoldenName | GoldenName[], run: (s: ReplaySession) => unknown, opts: Parameters<typeof replayDeviceMapper>[1] = {}): Promise<ReplaySession> {
+async function replay(
+  ns: GoldenName | GoldenName[],
+  run: (s: ReplaySession) => unknown,
+  opts: Parameters<typeof replayDeviceMapper>[1] = {},
+): Promise<ReplaySession> {
   const s = replayDeviceMapper(ReplayTransport.of(...[ns].flat()), opts);
   await run(s);
   s.finish();
@@ -40,17 +44,37 @@ async function replay(ns: GoldenName | GoldenName[], run: (s: ReplaySession) => 
 }
 
 /** A record built from our own encoder, answered with `after` (synthetic: no capture has it). */
-function synthetic(name: DmCommandName, req: Parameters<typeof encodeDmIoctl>[0], payload: Uint8Array | undefined, after: Uint8Array, errno = 0): GoldenBufRecord {
+function synthetic(
+  name: DmCommandName,
+  req: Parameters<typeof encodeDmIoctl>[0],
+  payload: Uint8Array | undefined,
+  after: Uint8Array,
+  errno = 0,
+): GoldenBufRecord {
   const before = encodeDmIoctl(req, payload, 0);
   const base = dmRecord('infoLin0', 'DM_DEV_STATUS');
-  return { ...base, label: `synthetic:${name}`, req_name: name, req: dmRequest(DmCmd[name]), size: before.length, before, after, ret: errno ? -1 : 0, errno, errno_name: '' };
+  return {
+    ...base,
+    label: `synthetic:${name}`,
+    req_name: name,
+    req: dmRequest(DmCmd[name]),
+    size: before.length,
+    before,
+    after,
+    ret: errno ? -1 : 0,
+    errno,
+    errno_name: '',
+  };
 }
 
 describe('replay: version, versions, list', () => {
   it('version', () => replay('version', ({ dm }) => expect(dm.version()).toEqual([4, 47, 0])));
   it('listVersions (dmsetup targets)', () =>
     replay('targets', ({ dm }) => {
-      const lines = command('targets').stdout.trim().split('\n').map((l) => l.split(/\s+/));
+      const lines = command('targets')
+        .stdout.trim()
+        .split('\n')
+        .map((l) => l.split(/\s+/));
       expect(dm.listVersions().map((t) => [t.name, `v${t.version.join('.')}`])).toEqual(lines);
     }));
   it('targetVersion', () =>
@@ -65,11 +89,14 @@ describe('replay: version, versions, list', () => {
         { name: 'empty0', dev: { major: 254, minor: 2 }, eventNr: 0 },
         { name: 'lin0', dev: lin0Dev, eventNr: 0 },
         { name: 'lin2', dev: { major: 254, minor: 1 }, eventNr: 0 },
-      ])));
+      ]),
+    ));
   it('lsAfterRemoveAll list after remove_all', () => replay('lsAfterRemoveAll', ({ dm }) => expect(dm.list()).toEqual([])));
   it('list with uuids sends DM_UUID_FLAG and reads them (synthetic reply)', async () => {
     const version = dmRecord('ls', 'DM_VERSION');
-    const payload = encodeNameList([{ dev: encodeDev({ major: 254, minor: 1 }), name: 'lin2', event_nr: 3, uuid: 'DMGOLD-lin2-uuid' }], { withTail: true });
+    const payload = encodeNameList([{ dev: encodeDev({ major: 254, minor: 1 }), name: 'lin2', event_nr: 3, uuid: 'DMGOLD-lin2-uuid' }], {
+      withTail: true,
+    });
     const after = encodeDmIoctl({ version: [4, 47, 0], flags: DmFlag.DM_UUID_FLAG }, payload, 16384);
     const list = synthetic('DM_LIST_DEVICES', { version: [4, 0, 0], flags: DmFlag.DM_UUID_FLAG }, undefined, after);
     const list2 = { ...list, before: encodeDmIoctl({ version: [4, 0, 0], flags: DmFlag.DM_UUID_FLAG }, undefined, 16384) };
@@ -101,9 +128,7 @@ describe('replay: create, load, resume and their errors', () => {
       const s = await replay(n, async ({ dm }) => {
         const name = n === 'createBadTargetEinval' ? 'bad0' : 'bad1';
         const table: Target[] =
-          type === 'linear'
-            ? [linear(2048n, '/dev/nonexistent', 0n)]
-            : [{ type, startSector: 0n, lengthSectors: 2048n, params }];
+          type === 'linear' ? [linear(2048n, '/dev/nonexistent', 0n)] : [{ type, startSector: 0n, lengthSectors: 2048n, params }];
         const err = await dmErrorOf(() => dm.create(name, { table }));
         expect(err).toMatchObject({ code, command: 'DM_TABLE_LOAD', device: `${name} (254:1)` });
       });
@@ -123,7 +148,11 @@ describe('replay: create, load, resume and their errors', () => {
     expect(s.nodes.ops).toEqual([]);
   });
   it('loadEmpty0 loadTable', () =>
-    replay('loadEmpty0', ({ dm }) => expect(dm.loadTable({ name: 'empty0' }, [{ type: 'zero', startSector: 0n, lengthSectors: 1024n }])).toMatchObject({ inactiveTable: true })));
+    replay('loadEmpty0', ({ dm }) =>
+      expect(dm.loadTable({ name: 'empty0' }, [{ type: 'zero', startSector: 0n, lengthSectors: 1024n }])).toMatchObject({
+        inactiveTable: true,
+      }),
+    ));
   it('resumeEmpty0 resume makes the node', async () => {
     const s = await replay('resumeEmpty0', ({ dm }) => dm.resume({ name: 'empty0' }));
     expect(s.nodes.ops).toEqual(['add empty0 254:2']);
@@ -136,10 +165,25 @@ describe('replay: create, load, resume and their errors', () => {
   it('createPool thin-pool, createThin0 thin, createSnap1 snapshot', () =>
     replay(['createPool', 'createThin0', 'createSnap1'], async ({ dm }) => {
       await dm.create('pool', {
-        table: [{ type: 'thin-pool', startSector: 0n, lengthSectors: 2097152n, metadataDevice: '/dev/loop0', dataDevice: '/dev/loop1', dataBlockSizeSectors: 128, lowWaterMarkBlocks: 32768n, features: [] }],
+        table: [
+          {
+            type: 'thin-pool',
+            startSector: 0n,
+            lengthSectors: 2097152n,
+            metadataDevice: '/dev/loop0',
+            dataDevice: '/dev/loop1',
+            dataBlockSizeSectors: 128,
+            lowWaterMarkBlocks: 32768n,
+            features: [],
+          },
+        ],
       });
-      await dm.create('thin0', { table: [{ type: 'thin', startSector: 0n, lengthSectors: 2097152n, poolDevice: '/dev/mapper/pool', thinId: 0 }] });
-      await dm.create('snap1', { table: [{ type: 'thin', startSector: 0n, lengthSectors: 2097152n, poolDevice: '/dev/mapper/pool', thinId: 1 }] });
+      await dm.create('thin0', {
+        table: [{ type: 'thin', startSector: 0n, lengthSectors: 2097152n, poolDevice: '/dev/mapper/pool', thinId: 0 }],
+      });
+      await dm.create('snap1', {
+        table: [{ type: 'thin', startSector: 0n, lengthSectors: 2097152n, poolDevice: '/dev/mapper/pool', thinId: 1 }],
+      });
     }));
   it('reloadLin0/reloadLin0Again reload, clearLin0 clear, resumeLin0Reloaded resume into the new table', () =>
     replay(['reloadLin0', 'clearLin0', 'reloadLin0Again', 'resumeLin0Reloaded'], async ({ dm }) => {
@@ -152,12 +196,28 @@ describe('replay: create, load, resume and their errors', () => {
 
 describe('replay: info, table, status, deps', () => {
   it('infoEmpty0Inactive info with only an inactive table', () =>
-    replay('infoEmpty0Inactive', ({ dm }) => expect(dm.info({ name: 'empty0' })).toMatchObject({ liveTable: false, inactiveTable: true, targetCount: 0, dev: { major: 254, minor: 2 } })));
+    replay('infoEmpty0Inactive', ({ dm }) =>
+      expect(dm.info({ name: 'empty0' })).toMatchObject({
+        liveTable: false,
+        inactiveTable: true,
+        targetCount: 0,
+        dev: { major: 254, minor: 2 },
+      }),
+    ));
   it('infoLin0 info (active), infoLin0Suspended (suspended), infoByUuid by uuid, infoByMajorMinor by dev', () =>
     replay(['infoLin0', 'infoLin0Suspended', 'infoByUuid', 'infoByMajorMinor'], ({ dm }) => {
       expect(dm.info({ name: 'lin0' })).toEqual({
-        name: 'lin0', uuid: '', dev: lin0Dev, openCount: 0, eventNr: 0, targetCount: 1,
-        readOnly: false, suspended: false, liveTable: true, inactiveTable: false, deferredRemove: false,
+        name: 'lin0',
+        uuid: '',
+        dev: lin0Dev,
+        openCount: 0,
+        eventNr: 0,
+        targetCount: 1,
+        readOnly: false,
+        suspended: false,
+        liveTable: true,
+        inactiveTable: false,
+        deferredRemove: false,
       });
       expect(dm.info({ name: 'lin0' })).toMatchObject({ suspended: true });
       expect(dm.info({ uuid: 'DMGOLD-lin2-uuid' })).toMatchObject({ name: 'lin2', uuid: 'DMGOLD-lin2-uuid', readOnly: true });
@@ -168,14 +228,24 @@ describe('replay: info, table, status, deps', () => {
       const infos = dm.list().map((e) => dm.info({ name: e.name }));
       expect(infos.map((i) => i?.readOnly)).toEqual([false, false, true]);
     }));
-  it('infoMissing info of a missing device is null', () => replay('infoMissing', ({ dm }) => expect(dm.info({ name: 'nosuchdev' })).toBeNull()));
+  it('infoMissing info of a missing device is null', () =>
+    replay('infoMissing', ({ dm }) => expect(dm.info({ name: 'nosuchdev' })).toBeNull()));
   it('tableInactiveEmpty0/tableInactiveLin0 table --inactive, tableLin0 table, tablePool thin-pool table', () =>
     replay(['tableInactiveEmpty0', 'tableLin0', 'tableInactiveLin0', 'tablePool'], ({ dm }) => {
       expect(dm.table({ name: 'empty0' }, { inactive: true })).toEqual([{ type: 'zero', startSector: 0n, lengthSectors: 1024n }]);
       expect(dm.table({ name: 'lin0' })).toEqual([linear(2048n, '7:2', 0n)]);
       expect(dm.table({ name: 'lin0' }, { inactive: true })).toEqual([linear(4096n, '7:2', 0n)]);
       expect(dm.table({ name: 'pool' })).toEqual([
-        { type: 'thin-pool', startSector: 0n, lengthSectors: 2097152n, metadataDevice: '7:0', dataDevice: '7:1', dataBlockSizeSectors: 128, lowWaterMarkBlocks: 32768n, features: [] },
+        {
+          type: 'thin-pool',
+          startSector: 0n,
+          lengthSectors: 2097152n,
+          metadataDevice: '7:0',
+          dataDevice: '7:1',
+          dataBlockSizeSectors: 128,
+          lowWaterMarkBlocks: 32768n,
+          features: [],
+        },
       ]);
     }));
   it('tableAll list + table of each', () =>
@@ -193,7 +263,11 @@ describe('replay: info, table, status, deps', () => {
       expect(dm.status({ name: 'lin0' })).toEqual([{ startSector: 0n, lengthSectors: 2048n, type: 'linear', params: '' }]);
       const pool = dm.status({ name: 'pool' })[0]!;
       expect(parseThinPoolStatus(pool.params)).toMatchObject({ transactionId: 0n, usedMetadataBlocks: 1649n, heldMetadataRoot: null });
-      expect(parseThinStatus(dm.status({ name: 'thin0' })[0]!.params)).toEqual({ state: 'ok', mappedSectors: 0n, highestMappedSector: null });
+      expect(parseThinStatus(dm.status({ name: 'thin0' })[0]!.params)).toEqual({
+        state: 'ok',
+        mappedSectors: 0n,
+        highestMappedSector: null,
+      });
       expect(parseThinPoolStatus(dm.status({ name: 'pool' })[0]!.params)).toMatchObject({ transactionId: 1n, heldMetadataRoot: 24n });
     }));
   // Separate sessions: DmControl remembers the size that worked per command, as one dmsetup run does.
@@ -203,19 +277,36 @@ describe('replay: info, table, status, deps', () => {
       expect(t).toHaveLength(2000);
       expect(t[1999]).toEqual(linear(1n, '7:2', 1999n, 1999n));
     }));
-  it('statusBig0 status of 2000 targets, the same growth', () => replay('statusBig0', ({ dm }) => expect(dm.status({ name: 'big0' })).toHaveLength(2000)));
+  it('statusBig0 status of 2000 targets, the same growth', () =>
+    replay('statusBig0', ({ dm }) => expect(dm.status({ name: 'big0' })).toHaveLength(2000)));
   it('statusTargetThin status of every device (a BUFFER_FULL inside, then the size remembered)', () =>
     replay('statusTargetThin', ({ dm }) => {
-      const thins = dm.list().flatMap((e) => dm.status({ name: e.name }).filter((t) => t.type === 'thin').map((t) => `${e.name}: ${t.params}`));
+      const thins = dm.list().flatMap((e) =>
+        dm
+          .status({ name: e.name })
+          .filter((t) => t.type === 'thin')
+          .map((t) => `${e.name}: ${t.params}`),
+      );
       expect(thins).toEqual(['snap1: 0 -', 'thin0: 0 -']);
     }));
   it('tableTargetThinPool table of every device', () =>
     replay('tableTargetThinPool', ({ dm }) => {
-      const pools = dm.list().flatMap((e) => dm.table({ name: e.name }).filter((t) => t.type === 'thin-pool').map(() => e.name));
+      const pools = dm.list().flatMap((e) =>
+        dm
+          .table({ name: e.name })
+          .filter((t) => t.type === 'thin-pool')
+          .map(() => e.name),
+      );
       expect(pools).toEqual(['pool']);
     }));
   it('statusMissingEnxio status of a missing device -> DmError ENXIO', () =>
-    replay('statusMissingEnxio', async ({ dm }) => expect(await dmErrorOf(() => dm.status({ name: 'nosuchdev' }))).toMatchObject({ code: 'ENXIO', command: 'DM_TABLE_STATUS', device: 'nosuchdev' })));
+    replay('statusMissingEnxio', async ({ dm }) =>
+      expect(await dmErrorOf(() => dm.status({ name: 'nosuchdev' }))).toMatchObject({
+        code: 'ENXIO',
+        command: 'DM_TABLE_STATUS',
+        device: 'nosuchdev',
+      }),
+    ));
   it('depsLin0/depsLin0Devname deps, depsBig0 deps of 2000 targets, depsThin0 thin deps', () =>
     replay(['depsLin0', 'depsLin0Devname', 'depsBig0', 'depsThin0'], ({ dm }) => {
       expect(dm.deps({ name: 'lin0' })).toEqual([{ major: 7, minor: 2 }]);
@@ -227,7 +318,15 @@ describe('replay: info, table, status, deps', () => {
     replay(['lsTree', 'lsTreePool'], ({ dm }) => {
       expect(dm.list().map((e) => dm.deps({ dev: e.dev }).length)).toEqual([0, 1, 1]);
       const tree = Object.fromEntries(dm.list().map((e) => [e.name, dm.deps({ dev: e.dev }).map((d) => `${d.major}:${d.minor}`)]));
-      expect(tree).toEqual({ big0: ['7:2'], empty0: [], lin1: ['7:2'], lin2: ['7:2'], pool: ['7:1', '7:0'], snap1: ['254:4'], thin0: ['254:4'] });
+      expect(tree).toEqual({
+        big0: ['7:2'],
+        empty0: [],
+        lin1: ['7:2'],
+        lin2: ['7:2'],
+        pool: ['7:1', '7:0'],
+        snap1: ['254:4'],
+        thin0: ['254:4'],
+      });
     }));
 });
 
@@ -247,7 +346,8 @@ describe('replay: suspend, resume, wait, geometry, rename', () => {
     });
     expect(s.nodes.ops).toEqual(['add thin0 254:5']);
   });
-  it('setGeometryLin0 setGeometry', () => replay('setGeometryLin0', ({ dm }) => dm.setGeometry({ name: 'lin0' }, { cylinders: 1, heads: 64, sectors: 32, start: 0 })));
+  it('setGeometryLin0 setGeometry', () =>
+    replay('setGeometryLin0', ({ dm }) => dm.setGeometry({ name: 'lin0' }, { cylinders: 1, heads: 64, sectors: 32, start: 0 })));
   it('waitLin0 waitEvent returns at once when the event number differs', () =>
     replay('waitLin0', async ({ dm }) => expect(await dm.waitEvent({ name: 'lin0' }, 99)).toMatchObject({ name: 'lin0', eventNr: 0 })));
   it('renameLin0 rename moves the node, renameSetUuid setUuid', async () => {
@@ -264,22 +364,40 @@ describe('replay: suspend, resume, wait, geometry, rename', () => {
     expect([...s.nodes.nodes.keys()]).toEqual(['lin1']);
   });
   it('renameMissingEnxio rename of a missing device -> ENXIO', () =>
-    replay('renameMissingEnxio', async ({ dm }) => expect(await dmErrorOf(() => dm.rename({ name: 'nosuchdev' }, 'foo'))).toMatchObject({ code: 'ENXIO', command: 'DM_DEV_RENAME', device: 'nosuchdev' })));
+    replay('renameMissingEnxio', async ({ dm }) =>
+      expect(await dmErrorOf(() => dm.rename({ name: 'nosuchdev' }, 'foo'))).toMatchObject({
+        code: 'ENXIO',
+        command: 'DM_DEV_RENAME',
+        device: 'nosuchdev',
+      }),
+    ));
 });
 
 describe('replay: messages', () => {
   it('thin-pool messages: create_thin, create_snap, set_transaction_id, metadata snap, delete', () =>
-    replay(['messageCreateThin', 'messageCreateSnap', 'messageSetTransactionId', 'messageReserveMetadataSnap', 'messageReleaseMetadataSnap', 'messageDeleteSnap1', 'messageDeleteThin0'], ({ dm }) => {
-      const pool = { name: 'pool' };
-      createThin(dm, pool, 0);
-      createSnap(dm, pool, 1, 0);
-      setTransactionId(dm, pool, 0n, 1n);
-      reserveMetadataSnap(dm, pool);
-      releaseMetadataSnap(dm, pool);
-      deleteThin(dm, pool, 1);
-      deleteThin(dm, pool, 0);
-    }));
-  it('message returns "" when the target sends no data', () => replay('messageCreateThin', ({ dm }) => expect(dm.message({ name: 'pool' }, 0n, 'create_thin 0')).toBe('')));
+    replay(
+      [
+        'messageCreateThin',
+        'messageCreateSnap',
+        'messageSetTransactionId',
+        'messageReserveMetadataSnap',
+        'messageReleaseMetadataSnap',
+        'messageDeleteSnap1',
+        'messageDeleteThin0',
+      ],
+      ({ dm }) => {
+        const pool = { name: 'pool' };
+        createThin(dm, pool, 0);
+        createSnap(dm, pool, 1, 0);
+        setTransactionId(dm, pool, 0n, 1n);
+        reserveMetadataSnap(dm, pool);
+        releaseMetadataSnap(dm, pool);
+        deleteThin(dm, pool, 1);
+        deleteThin(dm, pool, 0);
+      },
+    ));
+  it('message returns "" when the target sends no data', () =>
+    replay('messageCreateThin', ({ dm }) => expect(dm.message({ name: 'pool' }, 0n, 'create_thin 0')).toBe('')));
   for (const [n, code, f] of [
     ['messageMissingEnxio', 'ENXIO', (dm: ReplaySession['dm']) => dm.message({ name: 'nosuchdev' }, 0n, 'hello')],
     ['messageLinearEinval', 'EINVAL', (dm: ReplaySession['dm']) => dm.message({ name: 'lin1' }, 0n, 'hello')],
@@ -300,7 +418,12 @@ describe('replay: messages', () => {
   it('cancelDeferredRemove sends "@cancel_deferred_remove" at sector 0 (synthetic, from messageCreateThin)', () => {
     const version = dmRecord('messageCreateThin', 'DM_VERSION');
     const msg = dmRecord('messageCreateThin', 'DM_TARGET_MSG');
-    const rec = synthetic('DM_TARGET_MSG', { version: DM_COMMAND_MIN_VERSION.DM_TARGET_MSG, name: 'pool' }, encodeTargetMsg(0n, '@cancel_deferred_remove'), msg.after);
+    const rec = synthetic(
+      'DM_TARGET_MSG',
+      { version: DM_COMMAND_MIN_VERSION.DM_TARGET_MSG, name: 'pool' },
+      encodeTargetMsg(0n, '@cancel_deferred_remove'),
+      msg.after,
+    );
     const s = replayDeviceMapper(new ReplayTransport([version, rec]));
     s.dm.cancelDeferredRemove({ name: 'pool' });
     s.finish();
@@ -310,11 +433,15 @@ describe('replay: messages', () => {
 describe('replay: remove', () => {
   it('removeSnap1 remove drops the node; removeThin0, removePool', async () => {
     const nodes = new MemoryNodes({ snap1: { major: 254, minor: 6 }, thin0: { major: 254, minor: 5 }, pool: { major: 254, minor: 4 } });
-    const s = await replay(['removeSnap1', 'removeThin0', 'removePool'], async ({ dm }) => {
-      await dm.remove({ name: 'snap1' });
-      await dm.remove({ name: 'thin0' });
-      await dm.remove({ name: 'pool' });
-    }, { nodes });
+    const s = await replay(
+      ['removeSnap1', 'removeThin0', 'removePool'],
+      async ({ dm }) => {
+        await dm.remove({ name: 'snap1' });
+        await dm.remove({ name: 'thin0' });
+        await dm.remove({ name: 'pool' });
+      },
+      { nodes },
+    );
     expect(s.nodes.ops).toEqual(['remove snap1', 'remove thin0', 'remove pool']);
   });
   it('removeMissingEnxio remove of a missing device -> ENXIO; removePoolEbusy of a device in use -> EBUSY (no retry asked)', () =>
@@ -325,7 +452,9 @@ describe('replay: remove', () => {
   it('removeRetryBig0 remove --retry', () => replay('removeRetryBig0', ({ dm }) => dm.remove({ name: 'big0' }, { retry: true })));
   it('retry: EBUSY twice (removePoolEbusy), then success (removePool), with backoff off the event loop', async () => {
     const busy = dmRecord('removePoolEbusy', 'DM_DEV_REMOVE');
-    const s = replayDeviceMapper(new ReplayTransport([dmRecord('removePoolEbusy', 'DM_VERSION'), busy, busy, dmRecord('removePool', 'DM_DEV_REMOVE')]));
+    const s = replayDeviceMapper(
+      new ReplayTransport([dmRecord('removePoolEbusy', 'DM_VERSION'), busy, busy, dmRecord('removePool', 'DM_DEV_REMOVE')]),
+    );
     let ticks = 0;
     const timer = setInterval(() => ticks++, 1);
     await s.dm.remove({ name: 'pool' }, { retry: { attempts: 5, firstDelayMs: 5, maxDelayMs: 20 } });
@@ -343,7 +472,16 @@ describe('replay: remove', () => {
   it('deferred remove sends DM_DEFERRED_REMOVE; a device still open keeps its node (synthetic, from removePool)', async () => {
     const version = dmRecord('removePool', 'DM_VERSION');
     const req = { version: [4, 0, 0] as const, name: 'pool', flags: DmFlag.DM_DEFERRED_REMOVE, event_nr: 0x430000 };
-    const after = encodeDmIoctl({ version: [4, 47, 0], name: 'pool', flags: DmFlag.DM_DEFERRED_REMOVE | DmFlag.DM_ACTIVE_PRESENT_FLAG, dev: encodeDev({ major: 254, minor: 4 }) }, undefined, 312);
+    const after = encodeDmIoctl(
+      {
+        version: [4, 47, 0],
+        name: 'pool',
+        flags: DmFlag.DM_DEFERRED_REMOVE | DmFlag.DM_ACTIVE_PRESENT_FLAG,
+        dev: encodeDev({ major: 254, minor: 4 }),
+      },
+      undefined,
+      312,
+    );
     const nodes = new MemoryNodes({ pool: { major: 254, minor: 4 } });
     const s = replayDeviceMapper(new ReplayTransport([version, synthetic('DM_DEV_REMOVE', req, undefined, after)]), { nodes });
     await s.dm.remove({ name: 'pool' }, { deferred: true });
@@ -398,10 +536,14 @@ describe('replay: the checker itself', () => {
   });
   it('armPoll sends DM_DEV_ARM_POLL 4.36.0 (synthetic: no capture has it)', () => {
     const version = dmRecord('infoLin0', 'DM_VERSION');
-    const rec = synthetic('DM_DEV_ARM_POLL', { version: DM_COMMAND_MIN_VERSION.DM_DEV_ARM_POLL }, undefined, encodeDmIoctl({ version: [4, 47, 0] }, undefined, 312));
+    const rec = synthetic(
+      'DM_DEV_ARM_POLL',
+      { version: DM_COMMAND_MIN_VERSION.DM_DEV_ARM_POLL },
+      undefined,
+      encodeDmIoctl({ version: [4, 47, 0] }, undefined, 312),
+    );
     const s = replayDeviceMapper(new ReplayTransport([version, rec]));
     s.dm.armPoll();
     s.finish();
   });
 });
-

@@ -24,7 +24,7 @@ async function withReplay(ns: number[], run: (s: ReplaySession) => Promise<void>
 }
 
 describe('Task API', () => {
-  it('keeps the seed\'s TaskType order', () => {
+  it("keeps the seed's TaskType order", () => {
     expect(TaskType.DeviceCreate).toBe(0);
     expect(TaskType.DeviceInfo).toBe(6);
     expect(TaskType.DeviceTargetMsg).toBe(17);
@@ -42,7 +42,16 @@ describe('Task API', () => {
       expect(cookie.value).toBe(0);
       await t.run();
       expect(t.getInfo()).toEqual({
-        exists: 1, suspended: 0, liveTable: 1, inactiveTable: 0, openCount: 0, eventNr: 0, major: 254, minor: 0, readOnly: 0, targetCount: 1,
+        exists: 1,
+        suspended: 0,
+        liveTable: 1,
+        inactiveTable: 0,
+        openCount: 0,
+        eventNr: 0,
+        major: 254,
+        minor: 0,
+        readOnly: 0,
+        targetCount: 1,
       });
       expect(nodes.ops).toEqual(['add lin0 254:0']);
       expect(t.getDriverVersion()).toBe('4.47.0');
@@ -183,7 +192,7 @@ describe('Task API', () => {
       expect(nodes.list()).toEqual([]);
     }));
 
-  it('setters refuse bad input with the seed\'s errors, before anything is sent', () =>
+  it("setters refuse bad input with the seed's errors, before anything is sent", () =>
     withReplay([35], async ({ dm, replay }) => {
       const t = taskCreate(TaskType.DeviceCreate, dm);
       expect(() => t.setName('a/b')).toThrow(ErrTaskSetName);

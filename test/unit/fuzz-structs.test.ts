@@ -63,7 +63,11 @@ function payloads(cmds: DmCommandName[], direction: 'before' | 'after'): Uint8Ar
 function mutated(samples: readonly Uint8Array[]): fc.Arbitrary<Uint8Array> {
   const edit = fc.oneof(
     fc.record({ kind: fc.constant('byte' as const), at: fc.nat(), value: fc.integer({ min: 0, max: 255 }) }),
-    fc.record({ kind: fc.constant('u32' as const), at: fc.nat(), value: fc.oneof(fc.nat(512), fc.constant(0), fc.constant(0xffffffff), fc.nat()) }),
+    fc.record({
+      kind: fc.constant('u32' as const),
+      at: fc.nat(),
+      value: fc.oneof(fc.nat(512), fc.constant(0), fc.constant(0xffffffff), fc.nat()),
+    }),
     fc.record({ kind: fc.constant('cut' as const), at: fc.nat(), value: fc.constant(0) }),
   );
   return fc.tuple(fc.constantFrom(...samples), fc.array(edit, { minLength: 1, maxLength: 8 })).map(([sample, edits]) => {
@@ -98,7 +102,8 @@ describe('fuzz: decoders give a value or a DecodeError, and return', () => {
     .map((r) => r.before);
 
   test('there are golden samples for every decoder', () => {
-    for (const s of [specsReply, specsLoad, names, deps, versions, msgs, strings, loopInfos, loopConfigs]) expect(s.length).toBeGreaterThan(0);
+    for (const s of [specsReply, specsLoad, names, deps, versions, msgs, strings, loopInfos, loopConfigs])
+      expect(s.length).toBeGreaterThan(0);
   });
 
   test('dm_target_spec (both layouts)', () => {
@@ -107,7 +112,9 @@ describe('fuzz: decoders give a value or a DecodeError, and return', () => {
       onlyDecodeError(() => decodeTableLoadSpecs(b, n));
     });
     check(fc.tuple(mutated(specsReply), fc.oneof(fc.constant(1), count)), 8000, ([b, n]) => onlyDecodeError(() => decodeTargetSpecs(b, n)));
-    check(fc.tuple(mutated(specsLoad), fc.oneof(fc.constant(1), count)), 6000, ([b, n]) => onlyDecodeError(() => decodeTableLoadSpecs(b, n)));
+    check(fc.tuple(mutated(specsLoad), fc.oneof(fc.constant(1), count)), 6000, ([b, n]) =>
+      onlyDecodeError(() => decodeTableLoadSpecs(b, n)),
+    );
   });
 
   test('dm_name_list', () => {
@@ -157,17 +164,23 @@ describe('fuzz: decoders give a value or a DecodeError, and return', () => {
       onlyDecodeError(() => decodeDmBuffer(c, b, d)),
     );
     // Keep the header mostly intact so the payload decoders are reached.
-    const headerSafe = fc.tuple(fc.constantFrom(...buffers), fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 6 }), fc.boolean()).map(
-      ([buf, edits, hitHeader]) => {
+    const headerSafe = fc
+      .tuple(
+        fc.constantFrom(...buffers),
+        fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 6 }),
+        fc.boolean(),
+      )
+      .map(([buf, edits, hitHeader]) => {
         const out = buf.slice();
         for (const [at, v] of edits) {
           const lo = hitHeader ? 0 : DM_IOCTL_SIZE;
           if (out.length > lo) out[lo + (at % (out.length - lo))] = v;
         }
         return out;
-      },
+      });
+    check(fc.tuple(fc.constantFrom(...commands), headerSafe, direction), 12000, ([c, b, d]) =>
+      onlyDecodeError(() => decodeDmBuffer(c, b, d)),
     );
-    check(fc.tuple(fc.constantFrom(...commands), headerSafe, direction), 12000, ([c, b, d]) => onlyDecodeError(() => decodeDmBuffer(c, b, d)));
     check(fc.tuple(fc.constantFrom(...buffers), direction), 2000, ([b, d]) => {
       const h = decodeDmIoctl(b);
       const c = DM_COMMAND_LIST[h.version[0] % DM_COMMAND_LIST.length]?.name ?? 'DM_VERSION';

@@ -133,7 +133,7 @@ function openWith(script: Step[], maxBufferSize?: number): { dm: DmControl; t: R
 }
 
 describe('DmControl.open', () => {
-  it('sends DM_VERSION 4.0.0 without libdevmapper\'s DM_EXISTS_FLAG and keeps the driver version', () => {
+  it("sends DM_VERSION 4.0.0 without libdevmapper's DM_EXISTS_FLAG and keeps the driver version", () => {
     const { dm, t } = openWith([]);
     expect(dm.driverVersion).toEqual([4, 47, 0]);
     expect(dm.fd).toBe(FD);
@@ -278,13 +278,11 @@ describe('DmControl.run', () => {
     expect(e.message).toBe('DM_DEV_STATUS nosuchdev: ENXIO (No such device or address)');
   });
 
-  it('names the device by uuid, then major:minor, then the caller\'s label', () => {
+  it("names the device by uuid, then major:minor, then the caller's label", () => {
     const fail: Failure = { req: dmRequest(DmCmd.DM_DEV_REMOVE), ret: -1, errno: 16 };
     const { dm } = openWith([fail, fail, fail, fail]);
     expect(() => dm.run('DM_DEV_REMOVE', { uuid: 'LVM-abc' })).toThrow('DM_DEV_REMOVE LVM-abc: EBUSY (Device or resource busy)');
-    expect(() => dm.run('DM_DEV_REMOVE', { dev: encodeDev({ major: 254, minor: 300 }) })).toThrow(
-      'DM_DEV_REMOVE 254:300: EBUSY',
-    );
+    expect(() => dm.run('DM_DEV_REMOVE', { dev: encodeDev({ major: 254, minor: 300 }) })).toThrow('DM_DEV_REMOVE 254:300: EBUSY');
     expect(() => dm.run('DM_DEV_REMOVE', { label: 'pool' })).toThrow('DM_DEV_REMOVE pool: EBUSY');
     expect(() => dm.run('DM_DEV_REMOVE', {})).toThrow(/^DM_DEV_REMOVE: EBUSY/);
   });
@@ -335,9 +333,7 @@ describe('DmControl.run', () => {
   it('gives up with ENOBUFS when a reply never fits', () => {
     const full = dmRecord('tableBig0', 'DM_TABLE_STATUS');
     const { dm, t } = openWith([full, full, full], 65536);
-    expect(() => dm.run('DM_TABLE_STATUS', { name: 'big0' })).toThrow(
-      'DM_TABLE_STATUS big0: ENOBUFS (No buffer space available)',
-    );
+    expect(() => dm.run('DM_TABLE_STATUS', { name: 'big0' })).toThrow('DM_TABLE_STATUS big0: ENOBUFS (No buffer space available)');
     expect(t.sent.slice(1).map((b) => b.length)).toEqual([16384, 32768, 65536]);
   });
 

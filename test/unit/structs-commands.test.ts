@@ -19,11 +19,25 @@ import * as dmIoctl from '../../src/structs/dm-ioctl.js';
 import { dmRecords } from '../support/golden.js';
 
 describe('DM_COMMANDS', () => {
-  test('the 18 commands of enum dm_cmd_index, numbered 0..17 in the header\'s order', () => {
+  test("the 18 commands of enum dm_cmd_index, numbered 0..17 in the header's order", () => {
     expect(DM_COMMAND_LIST.map((c) => c.name)).toEqual([
-      'DM_VERSION', 'DM_REMOVE_ALL', 'DM_LIST_DEVICES', 'DM_DEV_CREATE', 'DM_DEV_REMOVE', 'DM_DEV_RENAME',
-      'DM_DEV_SUSPEND', 'DM_DEV_STATUS', 'DM_DEV_WAIT', 'DM_TABLE_LOAD', 'DM_TABLE_CLEAR', 'DM_TABLE_DEPS',
-      'DM_TABLE_STATUS', 'DM_LIST_VERSIONS', 'DM_TARGET_MSG', 'DM_DEV_SET_GEOMETRY', 'DM_DEV_ARM_POLL',
+      'DM_VERSION',
+      'DM_REMOVE_ALL',
+      'DM_LIST_DEVICES',
+      'DM_DEV_CREATE',
+      'DM_DEV_REMOVE',
+      'DM_DEV_RENAME',
+      'DM_DEV_SUSPEND',
+      'DM_DEV_STATUS',
+      'DM_DEV_WAIT',
+      'DM_TABLE_LOAD',
+      'DM_TABLE_CLEAR',
+      'DM_TABLE_DEPS',
+      'DM_TABLE_STATUS',
+      'DM_LIST_VERSIONS',
+      'DM_TARGET_MSG',
+      'DM_DEV_SET_GEOMETRY',
+      'DM_DEV_ARM_POLL',
       'DM_GET_TARGET_VERSION',
     ]);
     DM_COMMAND_LIST.forEach((c, nr) => {
@@ -39,7 +53,7 @@ describe('DM_COMMANDS', () => {
     }
   });
 
-  test('DmCmd, DM_COMMAND_MIN_VERSION and dmCommandName are the table\'s, also where dm-ioctl.ts exports them', () => {
+  test("DmCmd, DM_COMMAND_MIN_VERSION and dmCommandName are the table's, also where dm-ioctl.ts exports them", () => {
     for (const c of DM_COMMAND_LIST) {
       expect(DmCmd[c.name]).toBe(c.nr);
       expect(DM_COMMAND_MIN_VERSION[c.name]).toBe(c.version);
@@ -57,12 +71,17 @@ describe('DM_COMMANDS', () => {
   test('a command returns data exactly when it has a reply codec', () => {
     for (const c of DM_COMMAND_LIST) expect(c.replyPayload !== undefined).toBe(c.returnsData);
     expect(DM_COMMAND_LIST.filter((c) => c.returnsData).map((c) => c.name)).toEqual([
-      'DM_LIST_DEVICES', 'DM_DEV_WAIT', 'DM_TABLE_DEPS', 'DM_TABLE_STATUS', 'DM_LIST_VERSIONS', 'DM_TARGET_MSG',
+      'DM_LIST_DEVICES',
+      'DM_DEV_WAIT',
+      'DM_TABLE_DEPS',
+      'DM_TABLE_STATUS',
+      'DM_LIST_VERSIONS',
+      'DM_TARGET_MSG',
       'DM_GET_TARGET_VERSION',
     ]);
   });
 
-  test('libdevmapper sent every captured command with the table\'s request number and minimum version', () => {
+  test("libdevmapper sent every captured command with the table's request number and minimum version", () => {
     const seen = new Set<string>();
     for (const rec of dmRecords()) {
       const c = DM_COMMANDS[rec.req_name as keyof typeof DM_COMMANDS];

@@ -68,7 +68,10 @@ function encodeErr(fn: () => unknown, struct: string, field?: string): EncodeErr
 const spec = (i: number, params = `7:2 ${i}`) => ({ sector_start: BigInt(i), length: 1n, target_type: 'linear', params });
 
 describe('dm_target_spec', () => {
-  const reply = encodeTargetSpecsReply([{ ...spec(0), status: 0 }, { ...spec(1), status: 0 }]);
+  const reply = encodeTargetSpecsReply([
+    { ...spec(0), status: 0 },
+    { ...spec(1), status: 0 },
+  ]);
   const load = encodeTargetSpecs([spec(0), spec(1)]);
 
   test('round trips both layouts', () => {
@@ -84,11 +87,14 @@ describe('dm_target_spec', () => {
   test('count larger than the buffer', () => decodeErr(() => decodeTargetSpecs(reply, 3), 'dm_target_spec', 0));
   test('absurd count does not loop', () => decodeErr(() => decodeTargetSpecs(reply, 0xffffffff), 'dm_target_spec', 0));
   test('truncated', () => decodeErr(() => decodeTargetSpecs(reply.subarray(0, 30), 1), 'dm_target_spec', 0));
-  test('next outside the payload', () => decodeErr(() => decodeTargetSpecs(patched(reply, 'dm_target_spec', { next: 4000 }), 2), 'dm_target_spec', 20));
+  test('next outside the payload', () =>
+    decodeErr(() => decodeTargetSpecs(patched(reply, 'dm_target_spec', { next: 4000 }), 2), 'dm_target_spec', 20));
   test('next not advancing (points back at the spec itself)', () =>
     decodeErr(() => decodeTargetSpecs(patched(reply, 'dm_target_spec', { next: 0 }), 2), 'dm_target_spec', 20));
-  test('relative next of 0 does not advance', () => decodeErr(() => decodeTableLoadSpecs(patched(load, 'dm_target_spec', { next: 0 }), 2), 'dm_target_spec', 20));
-  test('next into the params of the same spec', () => decodeErr(() => decodeTargetSpecs(patched(reply, 'dm_target_spec', { next: 42 }), 2), 'dm_target_spec', 20));
+  test('relative next of 0 does not advance', () =>
+    decodeErr(() => decodeTableLoadSpecs(patched(load, 'dm_target_spec', { next: 0 }), 2), 'dm_target_spec', 20));
+  test('next into the params of the same spec', () =>
+    decodeErr(() => decodeTargetSpecs(patched(reply, 'dm_target_spec', { next: 42 }), 2), 'dm_target_spec', 20));
   test('params without a NUL', () => {
     const bad = reply.slice(0, 45); // cut inside the first params, before its NUL
     decodeErr(() => decodeTargetSpecs(bad, 1), 'dm_target_spec', 40);
@@ -127,9 +133,18 @@ describe('dm_name_list', () => {
     ]);
   });
   test('old kernels: no tail', () => {
-    const old = encodeNameList([{ dev: 0xfe00n, name: 'lin0' }, { dev: 0xfe01n, name: 'lin2' }], { withTail: false });
+    const old = encodeNameList(
+      [
+        { dev: 0xfe00n, name: 'lin0' },
+        { dev: 0xfe01n, name: 'lin2' },
+      ],
+      { withTail: false },
+    );
     expect(old.length).toBe(48);
-    expect(decodeNameList(old)).toEqual([{ dev: 0xfe00n, name: 'lin0' }, { dev: 0xfe01n, name: 'lin2' }]);
+    expect(decodeNameList(old)).toEqual([
+      { dev: 0xfe00n, name: 'lin0' },
+      { dev: 0xfe01n, name: 'lin2' },
+    ]);
   });
   test('empty: no payload, or a zeroed dev', () => {
     expect(decodeNameList(new Uint8Array(0))).toEqual([]);
@@ -139,8 +154,10 @@ describe('dm_name_list', () => {
   test('truncated', () => decodeErr(() => decodeNameList(list.subarray(0, 5)), 'dm_name_list', 0));
   test('record header cut', () => decodeErr(() => decodeNameList(list.subarray(0, 10)), 'dm_name_list', 0));
   test('next outside', () => decodeErr(() => decodeNameList(patched(list, 'dm_name_list', { next: 1000 })), 'dm_name_list', 8));
-  test('next inside the name (not advancing past it)', () => decodeErr(() => decodeNameList(patched(list, 'dm_name_list', { next: 13 })), 'dm_name_list'));
-  test('next too small to hold the name header', () => decodeErr(() => decodeNameList(patched(list, 'dm_name_list', { next: 4 })), 'dm_name_list'));
+  test('next inside the name (not advancing past it)', () =>
+    decodeErr(() => decodeNameList(patched(list, 'dm_name_list', { next: 13 })), 'dm_name_list'));
+  test('next too small to hold the name header', () =>
+    decodeErr(() => decodeNameList(patched(list, 'dm_name_list', { next: 4 })), 'dm_name_list'));
   test('name without a NUL', () => {
     const bad = patched(new Uint8Array(20), 'dm_name_list', { dev: 1n, name: 'a'.repeat(8) });
     decodeErr(() => decodeNameList(bad), 'dm_name_list', 12);
@@ -161,8 +178,10 @@ describe('dm_name_list', () => {
 describe('dm_target_deps', () => {
   test('round trip', () => expect(decodeTargetDeps(encodeTargetDeps([0x702n, 0xfe04n]))).toEqual([0x702n, 0xfe04n]));
   test('truncated', () => decodeErr(() => decodeTargetDeps(new Uint8Array(7)), 'dm_target_deps', 0));
-  test('count larger than the buffer', () => decodeErr(() => decodeTargetDeps(patched(encodeTargetDeps([1n]), 'dm_target_deps', { count: 2 })), 'dm_target_deps', 0));
-  test('huge count', () => decodeErr(() => decodeTargetDeps(patched(new Uint8Array(8), 'dm_target_deps', { count: 0xffffffff })), 'dm_target_deps', 0));
+  test('count larger than the buffer', () =>
+    decodeErr(() => decodeTargetDeps(patched(encodeTargetDeps([1n]), 'dm_target_deps', { count: 2 })), 'dm_target_deps', 0));
+  test('huge count', () =>
+    decodeErr(() => decodeTargetDeps(patched(new Uint8Array(8), 'dm_target_deps', { count: 0xffffffff })), 'dm_target_deps', 0));
   test('encode: negative dev', () => encodeErr(() => encodeTargetDeps([-1n]), 'dm_target_deps', 'dev[0]'));
 });
 
@@ -173,8 +192,10 @@ describe('dm_target_versions', () => {
   ]);
   test('round trip', () => expect(decodeTargetVersions(list).map((t) => t.name)).toEqual(['zero', 'thin-pool']));
   test('truncated', () => decodeErr(() => decodeTargetVersions(list.subarray(0, 10)), 'dm_target_versions', 0));
-  test('next outside', () => decodeErr(() => decodeTargetVersions(patched(list, 'dm_target_versions', { next: 999 })), 'dm_target_versions', 0));
-  test('next not past the name', () => decodeErr(() => decodeTargetVersions(patched(list, 'dm_target_versions', { next: 18 })), 'dm_target_versions'));
+  test('next outside', () =>
+    decodeErr(() => decodeTargetVersions(patched(list, 'dm_target_versions', { next: 999 })), 'dm_target_versions', 0));
+  test('next not past the name', () =>
+    decodeErr(() => decodeTargetVersions(patched(list, 'dm_target_versions', { next: 18 })), 'dm_target_versions'));
   test('name without a NUL', () => {
     const bad = patched(new Uint8Array(24), 'dm_target_versions', { name: 'a'.repeat(8) });
     decodeErr(() => decodeTargetVersions(bad), 'dm_target_versions', 16);

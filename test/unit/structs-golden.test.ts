@@ -49,7 +49,17 @@ import {
   type DmIoctl,
   type DmTargetSpec,
 } from '../../src/structs/index.js';
-import { GOLDEN, command, dmRecords, loadCommands, loadRecords, recordsOf, type GoldenBufRecord, type GoldenDmHeader, type GoldenName } from '../support/golden.js';
+import {
+  GOLDEN,
+  command,
+  dmRecords,
+  loadCommands,
+  loadRecords,
+  recordsOf,
+  type GoldenBufRecord,
+  type GoldenDmHeader,
+  type GoldenName,
+} from '../support/golden.js';
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 const devText = (dev: bigint, sep = ':'): string => {
@@ -82,7 +92,7 @@ function roundTrip(codec: AnyDmPayloadCodec | undefined, h: DmIoctl, payload: Ui
 const dm = dmRecords();
 
 describe('golden dm records', () => {
-  test('TABLE_LOAD: specs carry no status, data_size follows libdevmapper\'s rule', () => {
+  test("TABLE_LOAD: specs carry no status, data_size follows libdevmapper's rule", () => {
     const loads = dm.filter((r) => r.req_name === 'DM_TABLE_LOAD');
     expect(loads.length).toBeGreaterThan(0);
     for (const rec of loads) {
@@ -125,7 +135,15 @@ describe('golden dm records', () => {
     expectHeader(hb, rec.dm_before!);
     const payload = roundTrip(spec.requestPayload, hb, dmPayload(rec.before, hb));
     const rebuilt = encodeDmIoctl(
-      { version: hb.version, flags: hb.flags, event_nr: hb.event_nr, dev: hb.dev, name: hb.name, uuid: hb.uuid, target_count: hb.target_count },
+      {
+        version: hb.version,
+        flags: hb.flags,
+        event_nr: hb.event_nr,
+        dev: hb.dev,
+        name: hb.name,
+        uuid: hb.uuid,
+        target_count: hb.target_count,
+      },
       payload,
       hb.data_size,
     );
@@ -231,9 +249,19 @@ describe('golden replies match what dmsetup printed', () => {
 
   // Table and status lines; with no device named, dmsetup prefixes each with "name: ".
   test.each([
-    ['tableInactiveEmpty0', ''], ['tableLin0', ''], ['tableAll', ''], ['statusLin0', ''], ['tableInactiveLin0', ''],
-    ['tableBig0', ''], ['statusBig0', ''], ['statusPool', ''], ['tablePool', ''], ['statusThin0', ''], ['statusPoolHeldRoot', ''],
-    ['statusTargetThin', 'thin'], ['tableTargetThinPool', 'thin-pool'],
+    ['tableInactiveEmpty0', ''],
+    ['tableLin0', ''],
+    ['tableAll', ''],
+    ['statusLin0', ''],
+    ['tableInactiveLin0', ''],
+    ['tableBig0', ''],
+    ['statusBig0', ''],
+    ['statusPool', ''],
+    ['tablePool', ''],
+    ['statusThin0', ''],
+    ['statusPoolHeldRoot', ''],
+    ['statusTargetThin', 'thin'],
+    ['tableTargetThinPool', 'thin-pool'],
   ] as const)('dmsetup table/status (%s)', (n, target) => {
     const replies = okReplies(n, 'DM_TABLE_STATUS');
     const prefixed = !/ (table|status)( --inactive)? [a-z0-9]+$/.test(command(n).cmd) || target !== '';
@@ -246,7 +274,9 @@ describe('golden replies match what dmsetup printed', () => {
   });
 
   test('the 2000-target table came back whole after libdevmapper doubled the buffer 16 -> 128 KiB (dmsetup table big0)', () => {
-    const sizes = recordsOf('tableBig0').filter((r) => r.req_name === 'DM_TABLE_STATUS').map((r) => (r as GoldenBufRecord).size);
+    const sizes = recordsOf('tableBig0')
+      .filter((r) => r.req_name === 'DM_TABLE_STATUS')
+      .map((r) => (r as GoldenBufRecord).size);
     expect(sizes).toEqual([16384, 32768, 65536, 131072]);
     const { h, payload } = one(okReplies('tableBig0', 'DM_TABLE_STATUS'));
     const specs = decodeTargetSpecs(payload, h.target_count);
@@ -254,36 +284,51 @@ describe('golden replies match what dmsetup printed', () => {
     expect(specs[1999]).toEqual({ sector_start: 1999n, length: 1n, status: 0, target_type: 'linear', params: '7:2 1999' });
   });
 
-  test.each(['infoEmpty0Inactive', 'infoLin0', 'infoByUuid', 'infoByMajorMinor', 'infoLin0Suspended'] as const)('dmsetup info (%s), from the DEV_STATUS header', (n) => {
-    const { h } = one(okReplies(n, 'DM_DEV_STATUS'));
-    const tables = [h.flags & DmFlag.DM_ACTIVE_PRESENT_FLAG ? 'LIVE' : '', h.flags & DmFlag.DM_INACTIVE_PRESENT_FLAG ? 'INACTIVE' : '']
-      .filter(Boolean)
-      .join(' & ');
-    const { major, minor } = decodeDev(h.dev);
-    const expected = [
-      `Name:              ${h.name}`,
-      `State:             ${h.flags & DmFlag.DM_SUSPEND_FLAG ? 'SUSPENDED' : 'ACTIVE'}${h.flags & DmFlag.DM_READONLY_FLAG ? ' (READ-ONLY)' : ''}`,
-      `Tables present:    ${tables || 'None'}`,
-      `Open count:        ${h.open_count}`,
-      `Event number:      ${h.event_nr}`,
-      `Major, minor:      ${major}, ${minor}`,
-      `Number of targets: ${h.target_count}`,
-      ...(h.uuid ? [`UUID: ${h.uuid}`] : []),
-    ];
-    // "Read Ahead" comes from BLKRAGET on the device node, not from these buffers.
-    const printed = command(n).stdout.split('\n').filter((l) => l !== '' && !l.startsWith('Read Ahead:'));
-    expect(printed).toEqual(expected);
-  });
+  test.each(['infoEmpty0Inactive', 'infoLin0', 'infoByUuid', 'infoByMajorMinor', 'infoLin0Suspended'] as const)(
+    'dmsetup info (%s), from the DEV_STATUS header',
+    (n) => {
+      const { h } = one(okReplies(n, 'DM_DEV_STATUS'));
+      const tables = [h.flags & DmFlag.DM_ACTIVE_PRESENT_FLAG ? 'LIVE' : '', h.flags & DmFlag.DM_INACTIVE_PRESENT_FLAG ? 'INACTIVE' : '']
+        .filter(Boolean)
+        .join(' & ');
+      const { major, minor } = decodeDev(h.dev);
+      const expected = [
+        `Name:              ${h.name}`,
+        `State:             ${h.flags & DmFlag.DM_SUSPEND_FLAG ? 'SUSPENDED' : 'ACTIVE'}${h.flags & DmFlag.DM_READONLY_FLAG ? ' (READ-ONLY)' : ''}`,
+        `Tables present:    ${tables || 'None'}`,
+        `Open count:        ${h.open_count}`,
+        `Event number:      ${h.event_nr}`,
+        `Major, minor:      ${major}, ${minor}`,
+        `Number of targets: ${h.target_count}`,
+        ...(h.uuid ? [`UUID: ${h.uuid}`] : []),
+      ];
+      // "Read Ahead" comes from BLKRAGET on the device node, not from these buffers.
+      const printed = command(n)
+        .stdout.split('\n')
+        .filter((l) => l !== '' && !l.startsWith('Read Ahead:'));
+      expect(printed).toEqual(expected);
+    },
+  );
 
   test('dmsetup info -c', () => {
-    const rows = command('infoColumns').stdout.trim().split('\n').slice(1).map((l) => l.trim().split(/\s+/));
+    const rows = command('infoColumns')
+      .stdout.trim()
+      .split('\n')
+      .slice(1)
+      .map((l) => l.trim().split(/\s+/));
     const replies = okReplies('infoColumns', 'DM_DEV_STATUS');
     expect(rows).toHaveLength(replies.length);
     replies.forEach(({ h }, i) => {
       const [name, maj, min, stat, open, targ, event, uuid] = rows[i]!;
       const { major, minor } = decodeDev(h.dev);
       expect([name, Number(maj), Number(min), Number(open), Number(targ), Number(event), uuid ?? '']).toEqual([
-        h.name, major, minor, h.open_count, h.target_count, h.event_nr, h.uuid,
+        h.name,
+        major,
+        minor,
+        h.open_count,
+        h.target_count,
+        h.event_nr,
+        h.uuid,
       ]);
       expect(stat![0]).toBe(h.flags & DmFlag.DM_ACTIVE_PRESENT_FLAG ? 'L' : '-');
       expect(stat![3]).toBe(h.flags & DmFlag.DM_READONLY_FLAG ? 'r' : 'w');
@@ -371,12 +416,21 @@ describe('golden loop records', () => {
 
   test.each(['loopFindByFile', 'loopListAll'] as const)('losetup -j / -a (%s) from LOOP_GET_STATUS64', (n) => {
     const infos = recordsOf(n).map((r) => decodeLoopInfo64((r as GoldenBufRecord).after));
-    const lines = infos.map((i) => `/dev/loop${i.lo_number}: [${String(i.lo_device).padStart(4, '0')}]:${i.lo_inode} (${i.lo_file_name})\n`);
+    const lines = infos.map(
+      (i) => `/dev/loop${i.lo_number}: [${String(i.lo_device).padStart(4, '0')}]:${i.lo_inode} (${i.lo_file_name})\n`,
+    );
     const wanted = n === 'loopFindByFile' ? lines.filter((l) => l.includes('/lin.img)')) : lines;
     expect(wanted.join('')).toBe(command(n).stdout);
   });
 
-  test.each(['loopAttachMeta', 'loopAttachData', 'loopAttachLin', 'loopAttachReadOnlyOffset', 'loopAttachBlockSize', 'loopAttachLinAgain'] as const)('losetup -f --show (%s): LOOP_CONFIGURE carries the options', (n) => {
+  test.each([
+    'loopAttachMeta',
+    'loopAttachData',
+    'loopAttachLin',
+    'loopAttachReadOnlyOffset',
+    'loopAttachBlockSize',
+    'loopAttachLinAgain',
+  ] as const)('losetup -f --show (%s): LOOP_CONFIGURE carries the options', (n) => {
     const recs = recordsOf(n);
     const free = recs.find((r) => r.req_name === 'LOOP_CTL_GET_FREE')!;
     expect(`/dev/loop${free.ret}\n`).toBe(command(n).stdout);

@@ -13,7 +13,14 @@ beforeEach(() => {
 });
 afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
-const rec = (hash: string, deviceId: number) => ({ hash, deviceId, sizeBytes: 1 << 20, transactionId: 3n, initialized: true, deleted: false });
+const rec = (hash: string, deviceId: number) => ({
+  hash,
+  deviceId,
+  sizeBytes: 1 << 20,
+  transactionId: 3n,
+  initialized: true,
+  deleted: false,
+});
 
 describe('MetadataStore', () => {
   test('round-trips devices, the base, the pool state and the intent', () => {
@@ -22,13 +29,31 @@ describe('MetadataStore', () => {
     s.writePoolState({ nextDeviceId: 7, transactionId: 2n ** 60n });
     s.writeDevice(rec(BASE_HASH, 0));
     s.writeDevice(rec('abc', 5));
-    s.writeIntent({ op: 'snapshot', hash: 'x', thinId: 6, originId: 5, originHash: 'abc', sizeBytes: 4096, oldTransactionId: 3n, newTransactionId: 4n });
+    s.writeIntent({
+      op: 'snapshot',
+      hash: 'x',
+      thinId: 6,
+      originId: 5,
+      originHash: 'abc',
+      sizeBytes: 4096,
+      oldTransactionId: 3n,
+      newTransactionId: 4n,
+    });
     const t = MetadataStore.open(dir);
     expect(t.readPoolState()).toEqual({ nextDeviceId: 7, transactionId: 2n ** 60n });
     expect([...t.readDevices().keys()]).toEqual(['abc', '']);
     expect(t.readDevice('')).toEqual(rec('', 0));
     expect(readdirSync(dir).sort()).toEqual(['abc', 'base', 'deviceset-metadata', 'transaction-metadata']);
-    expect(t.readIntent()).toEqual({ op: 'snapshot', hash: 'x', thinId: 6, originId: 5, originHash: 'abc', sizeBytes: 4096, oldTransactionId: 3n, newTransactionId: 4n });
+    expect(t.readIntent()).toEqual({
+      op: 'snapshot',
+      hash: 'x',
+      thinId: 6,
+      originId: 5,
+      originHash: 'abc',
+      sizeBytes: 4096,
+      oldTransactionId: 3n,
+      newTransactionId: 4n,
+    });
     t.clearIntent();
     t.clearIntent(); // idempotent
     expect(t.readIntent()).toBeNull();
@@ -66,7 +91,8 @@ describe('MetadataStore', () => {
   ])('corrupted %s -> MetadataError naming the file', (name, text) => {
     const s = MetadataStore.open(dir);
     writeFileSync(join(dir, name), text);
-    const read = () => (name === 'deviceset-metadata' ? s.readPoolState() : name === 'transaction-metadata' ? s.readIntent() : s.readDevices());
+    const read = () =>
+      name === 'deviceset-metadata' ? s.readPoolState() : name === 'transaction-metadata' ? s.readIntent() : s.readDevices();
     expect(read).toThrow(MetadataError);
     expect(read).toThrow(join(dir, name));
   });

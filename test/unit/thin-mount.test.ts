@@ -30,7 +30,12 @@ describe('mkfs argv: an array, mkfsarg occurrences verbatim before the device', 
     ]);
   });
   test('xfs', () => {
-    expect(mkfsArgv('xfs', '/dev/mapper/x', ['; rm -rf /'], '/sbin/mkfs.xfs')).toEqual(['/sbin/mkfs.xfs', '-K', '; rm -rf /', '/dev/mapper/x']);
+    expect(mkfsArgv('xfs', '/dev/mapper/x', ['; rm -rf /'], '/sbin/mkfs.xfs')).toEqual([
+      '/sbin/mkfs.xfs',
+      '-K',
+      '; rm -rf /',
+      '/dev/mapper/x',
+    ]);
   });
 });
 
@@ -45,7 +50,13 @@ describe('mountinfo', () => {
   test('parses, unescapes, finds by path and by device', () => {
     const t = parseMountInfo(INFO);
     expect(t).toHaveLength(3);
-    expect(t[1]).toEqual({ mountId: 90, majorMinor: '253:3', mountPoint: '/var/lib/x/mnt/with space', fsType: 'ext4', source: '/dev/mapper/dmtest-8:1-12-abc' });
+    expect(t[1]).toEqual({
+      mountId: 90,
+      majorMinor: '253:3',
+      mountPoint: '/var/lib/x/mnt/with space',
+      fsType: 'ext4',
+      source: '/dev/mapper/dmtest-8:1-12-abc',
+    });
     expect(isMounted('/var/lib/x/mnt/with space', t)).toBe(true);
     expect(isMounted('/var/lib/x/mnt/with space/', t)).toBe(true);
     expect(isMounted('/var/lib/x', t)).toBe(false);

@@ -32,11 +32,14 @@ describe('teardownOrder', () => {
 
 describe('reasonLine', () => {
   test("mkfs.xfs's reason, not its warnings or usage", () => {
-    const stderr = 'warning: device is not properly aligned /dev/mapper/x\nFilesystem must be larger than 300MB.\nUsage: mkfs.xfs\n/* blocksize */\t\t[-b size=num]\n';
+    const stderr =
+      'warning: device is not properly aligned /dev/mapper/x\nFilesystem must be larger than 300MB.\nUsage: mkfs.xfs\n/* blocksize */\t\t[-b size=num]\n';
     expect(reasonLine(stderr)).toBe('Filesystem must be larger than 300MB.');
   });
   test('the last line when nothing is a warning; the first when everything is', () => {
-    expect(reasonLine('mke2fs 1.47.0 (5-Feb-2023)\nmkfs.ext4: Device size reported to be zero.\n')).toBe('mkfs.ext4: Device size reported to be zero.');
+    expect(reasonLine('mke2fs 1.47.0 (5-Feb-2023)\nmkfs.ext4: Device size reported to be zero.\n')).toBe(
+      'mkfs.ext4: Device size reported to be zero.',
+    );
     expect(reasonLine('WARNING: odd\n')).toBe('WARNING: odd');
     expect(reasonLine('')).toBe('');
   });

@@ -8,12 +8,7 @@ import { deviceName, deviceUuid, type DeviceRef } from '../names.js';
 import { udevEventNr } from '../udev.js';
 import { nodeAfterRename } from './node-sync.js';
 
-export async function rename(
-  ctx: DmContext,
-  ref: DeviceRef,
-  newName: string,
-  opts: { udevFlags?: number } = {},
-): Promise<DeviceInfo> {
+export async function rename(ctx: DmContext, ref: DeviceRef, newName: string, opts: { udevFlags?: number } = {}): Promise<DeviceInfo> {
   deviceName(newName);
   const reply = ctx.control.run(
     'DM_DEV_RENAME',

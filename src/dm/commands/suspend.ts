@@ -33,10 +33,7 @@ export async function resume(ctx: DmContext, ref: DeviceRef, opts: ResumeOptions
   let flags = 0;
   if (opts.noFlush) flags |= DmFlag.DM_NOFLUSH_FLAG;
   if (opts.readOnly) flags |= DmFlag.DM_READONLY_FLAG;
-  const reply = ctx.control.run(
-    'DM_DEV_SUSPEND',
-    addressWith(ref, flags, { event_nr: udevEventNr(ctx.udev, 'resume', opts.udevFlags) }),
-  );
+  const reply = ctx.control.run('DM_DEV_SUSPEND', addressWith(ref, flags, { event_nr: udevEventNr(ctx.udev, 'resume', opts.udevFlags) }));
   const info = infoFromHeader(reply.header);
   if (!opts.noNode) await nodeAfterResume(ctx, info, reply.header.flags);
   return info;

@@ -2,7 +2,18 @@
 // per-run names, loop devices on sparse files, dmsetup as an independent oracle, and a sweeper
 // that removes whatever a failed test left behind so that one failure does not cascade.
 import { spawnSync } from 'node:child_process';
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, rmSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  rmSync,
+  truncateSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll } from 'vitest';
@@ -120,7 +131,10 @@ export function oracleInfo(name: string): OracleInfo | null {
 export function oracleInfoAll(): OracleInfo[] {
   const out = dmsetupOk(['info', '-c', '--noheadings', '--separator', '\t', '-o', INFO_FIELDS]);
   if (out.trim() === 'No devices found') return [];
-  return out.split('\n').filter((l) => l !== '').map(parseInfoRow);
+  return out
+    .split('\n')
+    .filter((l) => l !== '')
+    .map(parseInfoRow);
 }
 
 /** `dmsetup ls`: name -> "maj:min". */
@@ -212,7 +226,9 @@ export async function sweep(opts: { loops?: boolean } = {}): Promise<string[]> {
     // A test that failed with a file system still mounted would keep its device busy: detach those
     // mounts first (lazily, as umount -l), deepest first.
     const ourDevs = new Set(left.map((d) => devString(d.dev)));
-    for (const m of mountTable().filter((e) => ourDevs.has(e.majorMinor)).reverse()) {
+    for (const m of mountTable()
+      .filter((e) => ourDevs.has(e.majorMinor))
+      .reverse()) {
       try {
         sysUmount2(m.mountPoint, MNT_DETACH);
       } catch {
@@ -231,7 +247,8 @@ export async function sweep(opts: { loops?: boolean } = {}): Promise<string[]> {
   }
   if (opts.loops ?? true) await detachTestLoops();
   try {
-    for (const n of readdirSync('/dev/mapper')) if (n.startsWith(TEST_PREFIX) && !failed.includes(n)) rmSync(join('/dev/mapper', n), { force: true });
+    for (const n of readdirSync('/dev/mapper'))
+      if (n.startsWith(TEST_PREFIX) && !failed.includes(n)) rmSync(join('/dev/mapper', n), { force: true });
   } catch {
     // No /dev/mapper: nothing to clean.
   }
