@@ -194,8 +194,8 @@ describe('DM commands against the kernel, checked with dmsetup', () => {
     await dm.create(names[0]!, { uuid: `${TEST_PREFIX}${process.pid}-ls-a`, table: linearOver(loopA, 8n) });
     await dm.create(names[1]!, { table: [{ type: 'zero', startSector: 0n, lengthSectors: 8n }] });
     await dm.create(names[2]!);
-    await dm.rename({ name: names[1]! }, names[1]! + 'x'); // event 1 on the renamed one
-    names[1] = names[1]! + 'x';
+    await dm.rename({ name: names[1]! }, `${names[1]!}x`); // event 1 on the renamed one
+    names[1] = `${names[1]!}x`;
     const ours = dm.list({ uuids: true }).filter((d) => d.name.startsWith(TEST_PREFIX));
     const ls = oracleLs();
     const infos = new Map(oracleInfoAll().map((o) => [o.name, o]));
