@@ -52,7 +52,7 @@ describe('driver', () => {
     await d.put('img');
   });
 
-  test('status rows as the seed', () => {
+  test("status rows as Docker's devmapper driver", () => {
     const rows = new Map(d.status());
     expect([...rows.keys()]).toEqual([
       'Pool Name',

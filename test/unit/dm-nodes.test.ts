@@ -50,7 +50,7 @@ describe('udev flags in event_nr', () => {
     recordsOf(n)
       .filter((r): r is GoldenBufRecord => r.kind === 'buf' && r.req_name === req)
       .map((r) => Number(r.dm_before?.event_nr));
-  it('without udev: as libdevmapper with DM_DISABLE_UDEV=1 (golden 19, 88, 53)', () => {
+  it('without udev: as libdevmapper with DM_DISABLE_UDEV=1 (captured createLin0, removeSnap1, renameLin0)', () => {
     const off = { running: false, waitMs: 0 };
     expect(udevEventNr(off, 'create')).toBe(sent(19, 'DM_DEV_CREATE')[0]);
     expect(udevEventNr(off, 'resume')).toBe(sent(19, 'DM_DEV_SUSPEND')[0]);
@@ -59,7 +59,7 @@ describe('udev flags in event_nr', () => {
     expect(udevEventNr(off, 'create')).toBe(0x30000);
     expect(udevEventNr(off, 'resume')).toBe(0x430000);
   });
-  it('with udev: as dmsetup --noudevsync (golden 97, 100, 101)', () => {
+  it('with udev: as dmsetup --noudevsync (captured noUdevSyncCreate, noUdevSyncRename, noUdevSyncRemove)', () => {
     const on = { running: true, waitMs: 0 };
     expect(udevEventNr(on, 'create')).toBe(sent(97, 'DM_DEV_CREATE')[0]);
     expect(udevEventNr(on, 'resume')).toBe(sent(97, 'DM_DEV_SUSPEND')[0]);
@@ -81,7 +81,7 @@ describe('udev flags in event_nr', () => {
 });
 
 describe('where udev runs', () => {
-  it('waits for udev to make the node instead of racing it (golden 99: resume with DM_UEVENT_GENERATED_FLAG)', async () => {
+  it('waits for udev to make the node instead of racing it (captured noUdevSyncResume: resume with DM_UEVENT_GENERATED_FLAG)', async () => {
     const nodes = new MemoryNodes();
     const s = replayDeviceMapper(ReplayTransport.of(99), { udev: 'on', udevWaitMs: 2000, nodes });
     // "udev" makes its node (a symlink in real life) 20 ms after the uevent.

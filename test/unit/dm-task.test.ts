@@ -1,4 +1,5 @@
-// The seed's Task API over the replay: the same ioctls as the typed API, the seed's names and errors.
+// The Task API of Docker's Go devmapper package over the replay: the same ioctls as the typed API,
+// that package's names and errors.
 import { describe, expect, it } from 'vitest';
 import { InvalidArgumentError } from '../../src/dm/errors.js';
 import {
@@ -24,7 +25,7 @@ async function withReplay(ns: number[], run: (s: ReplaySession) => Promise<void>
 }
 
 describe('Task API', () => {
-  it("keeps the seed's TaskType order", () => {
+  it("keeps the Go package's TaskType order", () => {
     expect(TaskType.DeviceCreate).toBe(0);
     expect(TaskType.DeviceInfo).toBe(6);
     expect(TaskType.DeviceTargetMsg).toBe(17);
@@ -192,7 +193,7 @@ describe('Task API', () => {
       expect(nodes.list()).toEqual([]);
     }));
 
-  it("setters refuse bad input with the seed's errors, before anything is sent", () =>
+  it("setters refuse bad input with the Go package's errors, before anything is sent", () =>
     withReplay([35], async ({ dm, replay }) => {
       const t = taskCreate(TaskType.DeviceCreate, dm);
       expect(() => t.setName('a/b')).toThrow(ErrTaskSetName);

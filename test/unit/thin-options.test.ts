@@ -29,7 +29,7 @@ describe('sizes (go-units RAMInBytes: binary multiples)', () => {
 });
 
 describe('defaults', () => {
-  test('the seed defaults, blkdiscard on for loopback', () => {
+  test("Docker's defaults, blkdiscard on for loopback", () => {
     const o = parse([]);
     expect(o).toMatchObject({
       baseSizeBytes: 10 * GiB,
