@@ -8,6 +8,7 @@ import type { DeviceMapper } from '../src/dm/device-mapper.js';
 import { createThin } from '../src/dm/thin-messages.js';
 import { attachLoop, detachLoop, type LoopDevice } from '../src/loop/index.js';
 import { zeroMetadataHeader } from '../src/thin/pool-setup.js';
+import { sectors } from '../src/structs/units.js';
 
 /** Size of every snapshot device the cycles make (the C programs use the same). */
 export const SNAP_SECTORS = 2097152n;
@@ -44,8 +45,8 @@ export async function createPool(dm: DeviceMapper, name: string, opts: { mkfs: b
     table: [
       {
         type: 'thin-pool',
-        startSector: 0n,
-        lengthSectors: BigInt(512 * MiB) / 512n,
+        startSector: sectors(0n),
+        lengthSectors: sectors(BigInt(512 * MiB) / 512n),
         metadataDevice: `${meta.major}:${meta.minor}`,
         dataDevice: `${data.major}:${data.minor}`,
         dataBlockSizeSectors: 128,
@@ -68,7 +69,7 @@ export async function createPool(dm: DeviceMapper, name: string, opts: { mkfs: b
 }
 
 export function thinTarget(pool: BenchPool, thinId: number, lengthSectors = SNAP_SECTORS) {
-  return { type: 'thin' as const, startSector: 0n, lengthSectors, poolDevice: pool.dev, thinId };
+  return { type: 'thin' as const, startSector: sectors(0n), lengthSectors: sectors(lengthSectors), poolDevice: pool.dev, thinId };
 }
 
 export async function destroyPool(dm: DeviceMapper, pool: BenchPool): Promise<void> {

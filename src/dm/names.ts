@@ -52,25 +52,8 @@ export function thinId(n: number): number {
   return n;
 }
 
-const U64_MAX = 2n ** 64n - 1n;
-
-/** A sector count or offset: a non-negative integer that fits the kernel's u64 (sector_t). */
-export function sectors(n: bigint | number, what = 'sector count'): bigint {
-  if (typeof n === 'number') {
-    if (!Number.isSafeInteger(n)) throw new InvalidArgumentError(what, n, 'must be a safe integer');
-    n = BigInt(n);
-  } else if (typeof n !== 'bigint') {
-    throw new InvalidArgumentError(what, n, 'must be a bigint or an integer');
-  }
-  if (n < 0n) throw new InvalidArgumentError(what, n, 'must not be negative');
-  if (n > U64_MAX) throw new InvalidArgumentError(what, n, 'does not fit 64 bits');
-  return n;
-}
-
-/** A u64 counter (transaction ids): like sectors(), named for its message. */
-export function u64(n: bigint | number, what: string): bigint {
-  return sectors(n, what);
-}
+// Sector counts and u64s are the pure layer's (src/structs/units.ts).
+export { sectors, u64 } from '../structs/units.js';
 
 /** Checks the name/uuid/dev inside a DeviceRef; returns it unchanged. */
 export function checkDeviceRef(ref: DeviceRef): DeviceRef {

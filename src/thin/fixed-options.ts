@@ -8,7 +8,8 @@ import { isThinPoolTarget } from '../dm/targets.js';
 import { PoolOptionConflictError } from './errors.js';
 import type { DeviceRecord } from './metadata-store.js';
 import { formatSize, type PoolOptions, type PoolOptionsInput } from './options.js';
-import { loopFiles, SECTOR_BYTES, superblockDataBlockBytes } from './pool-setup.js';
+import { SECTOR_SIZE } from '../structs/units.js';
+import { loopFiles, superblockDataBlockBytes } from './pool-setup.js';
 
 export interface ExistingPool {
   dm: DeviceMapper;
@@ -61,7 +62,7 @@ export function checkFixedOptions(input: PoolOptionsInput, opts: PoolOptions, po
 function poolBlockBytes(pool: ExistingPool, opts: PoolOptions, metadataFile: string): number | null {
   if (pool.dm.info({ name: pool.poolName }) !== null) {
     const t = pool.dm.table({ name: pool.poolName })[0];
-    if (t && isThinPoolTarget(t)) return t.dataBlockSizeSectors * SECTOR_BYTES;
+    if (t && isThinPoolTarget(t)) return t.dataBlockSizeSectors * SECTOR_SIZE;
   }
   const meta = opts.metadataDevice ?? metadataFile;
   return existsSync(meta) ? superblockDataBlockBytes(meta) : null;

@@ -6,11 +6,11 @@ import { blockDeviceSizeBytes } from '../blk/index.js';
 import type { DeviceMapper } from '../dm/device-mapper.js';
 import { isThinPoolTarget, type ThinPoolTarget } from '../dm/targets.js';
 import { attachLoop, detachLoop, findLoopByFile, releaseLoop, type LoopDevice, type LoopOptions } from '../loop/index.js';
+import { SECTOR_SIZE, sectors } from '../structs/units.js';
 import { PoolStateError } from './errors.js';
 import type { PoolOptions } from './options.js';
 import type { Undo } from './undo.js';
 
-export const SECTOR_BYTES = 512;
 /** dm-thin metadata blocks are 4 KiB (THIN_METADATA_BLOCK_SIZE). */
 export const METADATA_BLOCK_BYTES = 4096;
 
@@ -74,7 +74,7 @@ export function superblockDataBlockBytes(path: string): number | null {
     const buf = Buffer.alloc(SUPERBLOCK_DATA_BLOCK_SIZE_OFFSET + 4);
     const n = readSync(fd, buf, 0, buf.length, 0);
     if (n !== buf.length || buf.readBigUInt64LE(SUPERBLOCK_MAGIC_OFFSET) !== THIN_SUPERBLOCK_MAGIC) return null;
-    return buf.readUInt32LE(SUPERBLOCK_DATA_BLOCK_SIZE_OFFSET) * SECTOR_BYTES;
+    return buf.readUInt32LE(SUPERBLOCK_DATA_BLOCK_SIZE_OFFSET) * SECTOR_SIZE;
   } finally {
     closeSync(fd);
   }
@@ -118,13 +118,13 @@ async function loopFor(file: string, undo: Undo, loopOpts: LoopOptions): Promise
 
 /** The pool's table line. Low water mark: Docker's 32768 blocks, capped for small pools. */
 export function poolTable(metadataDevice: string, dataDevice: string, dataSizeBytes: bigint, blockSizeBytes: number): ThinPoolTarget {
-  const blockSectors = blockSizeBytes / SECTOR_BYTES;
-  const lengthSectors = dataSizeBytes / BigInt(SECTOR_BYTES);
+  const blockSectors = blockSizeBytes / SECTOR_SIZE;
+  const lengthSectors = sectors(dataSizeBytes / BigInt(SECTOR_SIZE));
   const blocks = lengthSectors / BigInt(blockSectors);
   const lwm = blocks / 10n < 32768n ? blocks / 10n : 32768n;
   return {
     type: 'thin-pool',
-    startSector: 0n,
+    startSector: sectors(0),
     lengthSectors,
     metadataDevice,
     dataDevice,
@@ -159,7 +159,7 @@ export async function setUpPool(
     return {
       poolName: name,
       owned: false,
-      dataBlockSizeBytes: tp.dataBlockSizeSectors * SECTOR_BYTES,
+      dataBlockSizeBytes: tp.dataBlockSizeSectors * SECTOR_SIZE,
       dataDevice: tp.dataDevice,
       metadataDevice: tp.metadataDevice,
       fresh: false,
@@ -175,7 +175,7 @@ export async function setUpPool(
     const out: PoolDevices = {
       poolName,
       owned: true,
-      dataBlockSizeBytes: tp.dataBlockSizeSectors * SECTOR_BYTES,
+      dataBlockSizeBytes: tp.dataBlockSizeSectors * SECTOR_SIZE,
       dataDevice: tp.dataDevice,
       metadataDevice: tp.metadataDevice,
       fresh: false,

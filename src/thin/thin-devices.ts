@@ -4,6 +4,7 @@ import { discard } from '../blk/index.js';
 import type { DeviceMapper } from '../dm/device-mapper.js';
 import type { DeviceInfo } from '../dm/info.js';
 import { parseThinStatus } from '../dm/status/thin.js';
+import { SECTOR_SIZE, type Sectors, sectors } from '../structs/units.js';
 import type { ThinTarget } from '../dm/targets.js';
 import { join } from 'node:path';
 import { DeviceBusyError, DeviceExistsError, errnoOf, PoolStateError, UnknownDeviceError } from './errors.js';
@@ -13,7 +14,6 @@ import { mkfs } from './mkfs.js';
 import type { PoolNaming } from './naming.js';
 import type { PoolOptions } from './options.js';
 import { checkSpace } from './pool-health.js';
-import { SECTOR_BYTES } from './pool-setup.js';
 import type { Transactions } from './transaction.js';
 import type { Undo } from './undo.js';
 
@@ -21,8 +21,8 @@ export interface DevStatus {
   deviceId: number;
   sizeBytes: number;
   transactionId: bigint;
-  sizeSectors: bigint;
-  mappedSectors: bigint;
+  sizeSectors: Sectors;
+  mappedSectors: Sectors;
   highestMappedSector: bigint | null;
 }
 
@@ -144,7 +144,13 @@ export class ThinDevices {
     const pool = this.dm.info({ name: this.poolName });
     if (!pool) throw new PoolStateError(this.poolName, 'the pool device is gone');
     const poolDevice = `${pool.dev.major}:${pool.dev.minor}`;
-    return { type: 'thin', startSector: 0n, lengthSectors: BigInt(rec.sizeBytes / SECTOR_BYTES), poolDevice, thinId: rec.deviceId };
+    return {
+      type: 'thin',
+      startSector: sectors(0),
+      lengthSectors: sectors(BigInt(rec.sizeBytes / SECTOR_SIZE)),
+      poolDevice,
+      thinId: rec.deviceId,
+    };
   }
 
   /** Make /dev/mapper/<name> for a device (no-op when active). */
@@ -187,7 +193,7 @@ export class ThinDevices {
           deviceId: rec.deviceId,
           sizeBytes: rec.sizeBytes,
           transactionId: rec.transactionId,
-          sizeSectors: BigInt(rec.sizeBytes / SECTOR_BYTES),
+          sizeSectors: sectors(BigInt(rec.sizeBytes / SECTOR_SIZE)),
           mappedSectors: s.mappedSectors,
           highestMappedSector: s.highestMappedSector,
         };

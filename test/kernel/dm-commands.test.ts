@@ -29,6 +29,7 @@ import {
   TEST_PREFIX,
   type OracleInfo,
 } from './support/env.js';
+import { sectors } from '../../src/structs/units.js';
 
 kernelHooks();
 
@@ -192,7 +193,7 @@ describe('DM commands against the kernel, checked with dmsetup', () => {
   test('list, with uuids and event numbers, equals dmsetup ls and dmsetup info -c', async () => {
     const names = [dmName('ls-a'), dmName('ls-b'), dmName('ls-c')];
     await dm.create(names[0]!, { uuid: `${TEST_PREFIX}${process.pid}-ls-a`, table: linearOver(loopA, 8n) });
-    await dm.create(names[1]!, { table: [{ type: 'zero', startSector: 0n, lengthSectors: 8n }] });
+    await dm.create(names[1]!, { table: [{ type: 'zero', startSector: sectors(0n), lengthSectors: sectors(8n) }] });
     await dm.create(names[2]!);
     await dm.rename({ name: names[1]! }, names[1]! + 'x'); // event 1 on the renamed one
     names[1] = names[1]! + 'x';
@@ -216,8 +217,8 @@ describe('DM commands against the kernel, checked with dmsetup', () => {
     const name = dmName('load');
     await dm.create(name, { table: linearOver(loopA, 100n) });
     const next: Target[] = [
-      { type: 'zero', startSector: 0n, lengthSectors: 50n },
-      { type: 'linear', startSector: 50n, lengthSectors: 100n, device: devString(loopB), offsetSectors: 16n },
+      { type: 'zero', startSector: sectors(0n), lengthSectors: sectors(50n) },
+      { type: 'linear', startSector: sectors(50n), lengthSectors: sectors(100n), device: devString(loopB), offsetSectors: sectors(16n) },
     ];
     const loaded = dm.loadTable({ name }, next);
     expect(loaded.inactiveTable).toBe(true);
@@ -257,10 +258,10 @@ describe('DM commands against the kernel, checked with dmsetup', () => {
   test('table and status of a mixed table equal dmsetup table / status', async () => {
     const name = dmName('mixed');
     const targets: Target[] = [
-      { type: 'linear', startSector: 0n, lengthSectors: 64n, device: devString(loopA), offsetSectors: 0n },
-      { type: 'zero', startSector: 64n, lengthSectors: 32n },
-      { type: 'error', startSector: 96n, lengthSectors: 8n },
-      { type: 'linear', startSector: 104n, lengthSectors: 200n, device: devString(loopB), offsetSectors: 1000n },
+      { type: 'linear', startSector: sectors(0n), lengthSectors: sectors(64n), device: devString(loopA), offsetSectors: sectors(0n) },
+      { type: 'zero', startSector: sectors(64n), lengthSectors: sectors(32n) },
+      { type: 'error', startSector: sectors(96n), lengthSectors: sectors(8n) },
+      { type: 'linear', startSector: sectors(104n), lengthSectors: sectors(200n), device: devString(loopB), offsetSectors: sectors(1000n) },
     ];
     await dm.create(name, { table: targets });
     expect(tableLines(dm.table({ name }))).toEqual(oracleLines('table', name));
@@ -277,8 +278,8 @@ describe('DM commands against the kernel, checked with dmsetup', () => {
     const name = dmName('deps');
     const created = await dm.create(name, {
       table: [
-        { type: 'linear', startSector: 0n, lengthSectors: 64n, device: devString(loopA), offsetSectors: 0n },
-        { type: 'linear', startSector: 64n, lengthSectors: 64n, device: devString(loopB), offsetSectors: 0n },
+        { type: 'linear', startSector: sectors(0n), lengthSectors: sectors(64n), device: devString(loopA), offsetSectors: sectors(0n) },
+        { type: 'linear', startSector: sectors(64n), lengthSectors: sectors(64n), device: devString(loopB), offsetSectors: sectors(0n) },
       ],
     });
     expect(dm.deps({ name }).map(devString).sort()).toEqual(oracleDeps(name).sort());
@@ -289,7 +290,7 @@ describe('DM commands against the kernel, checked with dmsetup', () => {
     expect(dm.deps({ name: top })).toEqual([created.dev]);
     expect(mustInfo(dm, name).openCount).toBe(1);
     const zero = dmName('deps-zero');
-    await dm.create(zero, { table: [{ type: 'zero', startSector: 0n, lengthSectors: 8n }] });
+    await dm.create(zero, { table: [{ type: 'zero', startSector: sectors(0n), lengthSectors: sectors(8n) }] });
     expect(dm.deps({ name: zero })).toEqual([]);
     expect(oracleDeps(zero)).toEqual([]);
   });
@@ -422,7 +423,7 @@ describe('DM commands against the kernel, checked with dmsetup', () => {
     }
     const names = [dmName('all-1'), dmName('all-2'), dmName('all-3')];
     await dm.create(names[0]!, { table: linearOver(loopA, 64n) });
-    await dm.create(names[1]!, { table: [{ type: 'zero', startSector: 0n, lengthSectors: 64n }] });
+    await dm.create(names[1]!, { table: [{ type: 'zero', startSector: sectors(0n), lengthSectors: sectors(64n) }] });
     await dm.create(names[2]!);
     dm.removeAll();
     expect(dm.list()).toEqual([]);

@@ -22,6 +22,7 @@ import {
   oracleLs,
   type TestPool,
 } from './support/env.js';
+import { sectors } from '../../src/structs/units.js';
 
 kernelHooks();
 
@@ -55,7 +56,7 @@ describe('error paths against the kernel', () => {
     expectDmError(await caught(() => dm.create(name)), 'EBUSY', 'DM_DEV_CREATE', name);
     expectDmError(await caught(() => dm.create(name, { table: linearOver(loop, 8n) })), 'EBUSY', 'DM_DEV_CREATE', name);
     expect(dm.info({ name })).toMatchObject({ dev: first.dev, targetCount: 1 });
-    expect(dm.table({ name })[0]).toMatchObject({ lengthSectors: 64n });
+    expect(dm.table({ name })[0]).toMatchObject({ lengthSectors: sectors(64n) });
   });
 
   test('EBUSY: removing a pool that a thin device uses; the pool stays', async () => {
@@ -106,7 +107,7 @@ describe('error paths against the kernel', () => {
   test('EINVAL: an unknown target type; a create with it leaves no device behind', async () => {
     const name = dmName('badtarget');
     await dm.create(name);
-    const bad = [{ type: 'no-such-target', startSector: 0n, lengthSectors: 8n, params: '' }];
+    const bad = [{ type: 'no-such-target', startSector: sectors(0n), lengthSectors: sectors(8n), params: '' }];
     expectDmError(await caught(() => dm.loadTable({ name }, bad)), 'EINVAL', 'DM_TABLE_LOAD', name);
     expect(dm.info({ name })).toMatchObject({ inactiveTable: false, liveTable: false });
     const half = dmName('badtarget-create');
@@ -131,7 +132,9 @@ describe('error paths against the kernel', () => {
     for (const device of ['/dev/dmtest-no-such-device', '240:77']) {
       const name = dmName(`nodev-${device.replace(/\W/g, '')}`);
       const err = await caught(() =>
-        dm.create(name, { table: [{ type: 'linear', startSector: 0n, lengthSectors: 8n, device, offsetSectors: 0n }] }),
+        dm.create(name, {
+          table: [{ type: 'linear', startSector: sectors(0n), lengthSectors: sectors(8n), device, offsetSectors: sectors(0n) }],
+        }),
       );
       expect(err).toBeInstanceOf(DmError);
       expect(['ENXIO', 'ENODEV']).toContain((err as DmError).code);
@@ -168,7 +171,9 @@ describe('error paths against the kernel', () => {
       expect(await caught(() => createThin(counted, { name: dmName('p') }, 2 ** 24))).toBeInstanceOf(InvalidArgumentError);
       expect(await caught(() => createThin(counted, { name: dmName('p') }, -1))).toBeInstanceOf(InvalidArgumentError);
       expect(
-        await caught(() => counted.loadTable({ name: dmName('x') }, [{ type: 'zero', startSector: 8n, lengthSectors: 8n }])),
+        await caught(() =>
+          counted.loadTable({ name: dmName('x') }, [{ type: 'zero', startSector: sectors(8n), lengthSectors: sectors(8n) }]),
+        ),
       ).toBeInstanceOf(InvalidArgumentError);
       expect(t.calls.length).toBe(before);
       // A 127-byte name is the kernel's limit and goes through.
@@ -187,7 +192,9 @@ describe('error paths against the kernel', () => {
     const pool = await makePool(dm, scratch, 'half', { dataBytes: 16 * 1024 * 1024, metaBytes: 4 * 1024 * 1024 });
     const name = dmName('half-thin');
     const err = await caught(() =>
-      dm.create(name, { table: [{ type: 'thin', startSector: 0n, lengthSectors: 8n, poolDevice: devString(pool.dev), thinId: 99 }] }),
+      dm.create(name, {
+        table: [{ type: 'thin', startSector: sectors(0n), lengthSectors: sectors(8n), poolDevice: devString(pool.dev), thinId: 99 }],
+      }),
     );
     expectDmError(err, 'ENODATA', 'DM_TABLE_LOAD', name);
     expect(dm.info({ name })).toBeNull();

@@ -27,6 +27,7 @@ import {
   oracleLines,
   type TestPool,
 } from './support/env.js';
+import { sectors } from '../../src/structs/units.js';
 
 kernelHooks({ sweepEach: false });
 
@@ -104,7 +105,7 @@ describe('thin-pool and thin against the kernel, checked with dmsetup', () => {
     expect(ours).toEqual([
       {
         type: 'thin-pool',
-        startSector: 0n,
+        startSector: sectors(0n),
         lengthSectors: pool.lengthSectors,
         metadataDevice: devString(pool.meta),
         dataDevice: devString(pool.data),
@@ -140,7 +141,7 @@ describe('thin-pool and thin against the kernel, checked with dmsetup', () => {
     // The thin's table round trip.
     expect(dm.table({ name: dmName('thin-1') }).map(formatTableLine)).toEqual(oracleLines('table', dmName('thin-1')));
     expect(dm.table({ name: dmName('thin-1') })).toEqual([
-      { type: 'thin', startSector: 0n, lengthSectors: THIN_SECTORS, poolDevice: devString(pool.dev), thinId: 1 },
+      { type: 'thin', startSector: sectors(0n), lengthSectors: THIN_SECTORS, poolDevice: devString(pool.dev), thinId: 1 },
     ]);
     expect(dm.deps({ name: dmName('thin-1') })).toEqual([pool.dev]);
     expect(thin.liveTable).toBe(true);
@@ -199,7 +200,9 @@ describe('thin-pool and thin against the kernel, checked with dmsetup', () => {
     const probe = dmName('probe');
     await dm.create(probe);
     const err = await caught(() =>
-      dm.loadTable({ name: probe }, [{ type: 'thin', startSector: 0n, lengthSectors: 8n, poolDevice: devString(pool.dev), thinId: 2 }]),
+      dm.loadTable({ name: probe }, [
+        { type: 'thin', startSector: sectors(0n), lengthSectors: sectors(8n), poolDevice: devString(pool.dev), thinId: 2 },
+      ]),
     );
     expect(err).toMatchObject({ code: 'ENODATA', command: 'DM_TABLE_LOAD' });
     await dm.remove({ name: probe });

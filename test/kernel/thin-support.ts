@@ -8,6 +8,7 @@ import { DeviceMapper } from '../../src/dm/device-mapper.js';
 import { DmError } from '../../src/ioctl/errors.js';
 import { beforeAll } from 'vitest';
 import { requireDeviceMapper, sweep as sweepDevices } from './support/env.js';
+import { sectors } from '../../src/structs/units.js';
 
 /**
  * Called at the top of each thin/driver test file: the tier's precondition as a failing hook, never
@@ -42,7 +43,13 @@ export async function probeThinIds(dm: DeviceMapper, poolName: string, upTo: num
     for (let id = 0; id <= upTo; id++) {
       try {
         dm.loadTable({ name: probe }, [
-          { type: 'thin', startSector: 0n, lengthSectors: 8n, poolDevice: `${pool.dev.major}:${pool.dev.minor}`, thinId: id },
+          {
+            type: 'thin',
+            startSector: sectors(0n),
+            lengthSectors: sectors(8n),
+            poolDevice: `${pool.dev.major}:${pool.dev.minor}`,
+            thinId: id,
+          },
         ]);
         ids.add(id);
         dm.clearTable({ name: probe });

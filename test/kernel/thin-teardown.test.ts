@@ -5,6 +5,7 @@ import { removeByPrefix } from '../../src/dm/teardown.js';
 import { createThin } from '../../src/dm/thin-messages.js';
 import { activateThin, dmName, kernelHooks, linearOver, LoopScratch, makePool, openDm, oracleInfo, oracleLs } from './support/env.js';
 import type { DeviceMapper } from '../../src/dm/device-mapper.js';
+import { sectors } from '../../src/structs/units.js';
 
 kernelHooks();
 
@@ -31,7 +32,9 @@ test('holders first, suspended ones resumed first, nothing left', async () => {
   await dm.suspend({ name: pool.name });
   await dm.suspend({ name: low.name });
   expect(oracleInfo(pool.name)?.attr).toMatch(/^[L-][I-]s/); // dmsetup attr: live, inactive, suspended
-  const stranger = await dm.create(dmName('other-keep'), { table: [{ type: 'zero', startSector: 0n, lengthSectors: 8n }] });
+  const stranger = await dm.create(dmName('other-keep'), {
+    table: [{ type: 'zero', startSector: sectors(0n), lengthSectors: sectors(8n) }],
+  });
 
   const result = await removeByPrefix(dm, family);
   expect(result.failed).toEqual([]);

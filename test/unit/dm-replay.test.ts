@@ -21,14 +21,15 @@ import {
 } from '../../src/dm/thin-messages.js';
 import { command, dmRecord, type GoldenBufRecord, type GoldenName } from '../support/golden.js';
 import { MemoryNodes, ReplayMismatch, ReplayTransport, dmErrorOf, replayDeviceMapper, type ReplaySession } from '../support/replay.js';
+import { sectors } from '../../src/structs/units.js';
 
 const lin0Dev = { major: 254, minor: 0 };
 const linear = (lengthSectors: bigint, device: string, offsetSectors: bigint, startSector = 0n): Target => ({
   type: 'linear',
-  startSector,
-  lengthSectors,
+  startSector: sectors(startSector),
+  lengthSectors: sectors(lengthSectors),
   device,
-  offsetSectors,
+  offsetSectors: sectors(offsetSectors),
 });
 
 /** A session replaying golden commands; `run` gets it and the test ends with every record used. */
@@ -128,7 +129,9 @@ describe('replay: create, load, resume and their errors', () => {
       const s = await replay(n, async ({ dm }) => {
         const name = n === 'createBadTargetEinval' ? 'bad0' : 'bad1';
         const table: Target[] =
-          type === 'linear' ? [linear(2048n, '/dev/nonexistent', 0n)] : [{ type, startSector: 0n, lengthSectors: 2048n, params }];
+          type === 'linear'
+            ? [linear(2048n, '/dev/nonexistent', 0n)]
+            : [{ type, startSector: sectors(0n), lengthSectors: sectors(2048n), params }];
         const err = await dmErrorOf(() => dm.create(name, { table }));
         expect(err).toMatchObject({ code, command: 'DM_TABLE_LOAD', device: `${name} (254:1)` });
       });
@@ -149,7 +152,7 @@ describe('replay: create, load, resume and their errors', () => {
   });
   it('loadEmpty0 loadTable', () =>
     replay('loadEmpty0', ({ dm }) =>
-      expect(dm.loadTable({ name: 'empty0' }, [{ type: 'zero', startSector: 0n, lengthSectors: 1024n }])).toMatchObject({
+      expect(dm.loadTable({ name: 'empty0' }, [{ type: 'zero', startSector: sectors(0n), lengthSectors: sectors(1024n) }])).toMatchObject({
         inactiveTable: true,
       }),
     ));
@@ -168,8 +171,8 @@ describe('replay: create, load, resume and their errors', () => {
         table: [
           {
             type: 'thin-pool',
-            startSector: 0n,
-            lengthSectors: 2097152n,
+            startSector: sectors(0n),
+            lengthSectors: sectors(2097152n),
             metadataDevice: '/dev/loop0',
             dataDevice: '/dev/loop1',
             dataBlockSizeSectors: 128,
@@ -179,10 +182,10 @@ describe('replay: create, load, resume and their errors', () => {
         ],
       });
       await dm.create('thin0', {
-        table: [{ type: 'thin', startSector: 0n, lengthSectors: 2097152n, poolDevice: '/dev/mapper/pool', thinId: 0 }],
+        table: [{ type: 'thin', startSector: sectors(0n), lengthSectors: sectors(2097152n), poolDevice: '/dev/mapper/pool', thinId: 0 }],
       });
       await dm.create('snap1', {
-        table: [{ type: 'thin', startSector: 0n, lengthSectors: 2097152n, poolDevice: '/dev/mapper/pool', thinId: 1 }],
+        table: [{ type: 'thin', startSector: sectors(0n), lengthSectors: sectors(2097152n), poolDevice: '/dev/mapper/pool', thinId: 1 }],
       });
     }));
   it('reloadLin0/reloadLin0Again reload, clearLin0 clear, resumeLin0Reloaded resume into the new table', () =>
@@ -232,14 +235,16 @@ describe('replay: info, table, status, deps', () => {
     replay('infoMissing', ({ dm }) => expect(dm.info({ name: 'nosuchdev' })).toBeNull()));
   it('tableInactiveEmpty0/tableInactiveLin0 table --inactive, tableLin0 table, tablePool thin-pool table', () =>
     replay(['tableInactiveEmpty0', 'tableLin0', 'tableInactiveLin0', 'tablePool'], ({ dm }) => {
-      expect(dm.table({ name: 'empty0' }, { inactive: true })).toEqual([{ type: 'zero', startSector: 0n, lengthSectors: 1024n }]);
+      expect(dm.table({ name: 'empty0' }, { inactive: true })).toEqual([
+        { type: 'zero', startSector: sectors(0n), lengthSectors: sectors(1024n) },
+      ]);
       expect(dm.table({ name: 'lin0' })).toEqual([linear(2048n, '7:2', 0n)]);
       expect(dm.table({ name: 'lin0' }, { inactive: true })).toEqual([linear(4096n, '7:2', 0n)]);
       expect(dm.table({ name: 'pool' })).toEqual([
         {
           type: 'thin-pool',
-          startSector: 0n,
-          lengthSectors: 2097152n,
+          startSector: sectors(0n),
+          lengthSectors: sectors(2097152n),
           metadataDevice: '7:0',
           dataDevice: '7:1',
           dataBlockSizeSectors: 128,
@@ -260,7 +265,9 @@ describe('replay: info, table, status, deps', () => {
     }));
   it('statusLin0 status, statusPool/statusPoolHeldRoot pool status, statusThin0 thin status', () =>
     replay(['statusLin0', 'statusPool', 'statusThin0', 'statusPoolHeldRoot'], ({ dm }) => {
-      expect(dm.status({ name: 'lin0' })).toEqual([{ startSector: 0n, lengthSectors: 2048n, type: 'linear', params: '' }]);
+      expect(dm.status({ name: 'lin0' })).toEqual([
+        { startSector: sectors(0n), lengthSectors: sectors(2048n), type: 'linear', params: '' },
+      ]);
       const pool = dm.status({ name: 'pool' })[0]!;
       expect(parseThinPoolStatus(pool.params)).toMatchObject({ transactionId: 0n, usedMetadataBlocks: 1649n, heldMetadataRoot: null });
       expect(parseThinStatus(dm.status({ name: 'thin0' })[0]!.params)).toEqual({

@@ -89,7 +89,7 @@ console.log(JSON.stringify({
 
 // Compiled with the project's tsc against the installed declarations: a wrong name or type fails.
 const API_TS = `
-import { DeviceMapper, DeviceSet, Driver, DmError, type DeviceInfo, type PoolOptionsInput, type Target } from 'devmapper';
+import { DeviceMapper, DeviceSet, Driver, DmError, sectors, type Bytes, type DeviceInfo, type PoolOptionsInput, type Target } from 'devmapper';
 import { Task, TaskType } from 'devmapper/compat';
 import { encodeNameList } from 'devmapper/testing';
 import { decodeNameList } from 'devmapper/structs';
@@ -102,7 +102,13 @@ export async function typed(): Promise<DeviceInfo> {
   const dm: DeviceMapper = DeviceMapper.open({ udev: 'off' });
   // @ts-expect-error udev is 'auto' | 'on' | 'off'
   DeviceMapper.open({ udev: 'sometimes' });
-  const table: Target[] = [{ type: 'zero', startSector: 0n, lengthSectors: 8n }];
+  const table: Target[] = [{ type: 'zero', startSector: sectors(0), lengthSectors: sectors(8) }];
+  // @ts-expect-error a bare bigint has no unit: sector counts are Sectors
+  const unbranded: Target = { type: 'zero', startSector: 0n, lengthSectors: 8n };
+  // @ts-expect-error bytes are not sectors
+  const mixed: Target = { type: 'zero', startSector: sectors(0), lengthSectors: 4096n as Bytes };
+  void unbranded;
+  void mixed;
   const options: PoolOptionsInput = { baseSize: '1G' };
   const set: DeviceSet = await DeviceSet.open('/nonexistent', options);
   const driver: Driver = await Driver.init('/nonexistent', ['dm.basesize=1G']);
