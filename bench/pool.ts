@@ -9,6 +9,7 @@ import { createThin } from '../src/dm/thin-messages.js';
 import { attachLoop, detachLoop, type LoopDevice } from '../src/loop/index.js';
 import { zeroMetadataHeader } from '../src/thin/pool-setup.js';
 import { sectors } from '../src/structs/units.js';
+import { thinId } from '../src/dm/names.js';
 
 /** Size of every snapshot device the cycles make (the C programs use the same). */
 export const SNAP_SECTORS = 2097152n;
@@ -56,7 +57,7 @@ export async function createPool(dm: DeviceMapper, name: string, opts: { mkfs: b
     ],
   });
   const pool: BenchPool = { name, dev: `${info.dev.major}:${info.dev.minor}`, originId: 0, dir, loops: [data, meta] };
-  createThin(dm, { name }, pool.originId);
+  createThin(dm, { name }, thinId(pool.originId));
   if (opts.mkfs) {
     const base = `${name}-base`;
     await dm.create(base, { table: [thinTarget(pool, pool.originId, BASE_SECTORS)] });
@@ -68,8 +69,14 @@ export async function createPool(dm: DeviceMapper, name: string, opts: { mkfs: b
   return pool;
 }
 
-export function thinTarget(pool: BenchPool, thinId: number, lengthSectors = SNAP_SECTORS) {
-  return { type: 'thin' as const, startSector: sectors(0n), lengthSectors: sectors(lengthSectors), poolDevice: pool.dev, thinId };
+export function thinTarget(pool: BenchPool, id: number, lengthSectors = SNAP_SECTORS) {
+  return {
+    type: 'thin' as const,
+    startSector: sectors(0n),
+    lengthSectors: sectors(lengthSectors),
+    poolDevice: pool.dev,
+    thinId: thinId(id),
+  };
 }
 
 export async function destroyPool(dm: DeviceMapper, pool: BenchPool): Promise<void> {

@@ -6,6 +6,7 @@ import { DeviceMapper } from '../src/dm/device-mapper.js';
 import { createSnap, deleteThin } from '../src/dm/thin-messages.js';
 import { createPool, destroyPool, thinTarget } from './pool.js';
 import { msSince, nowNs } from './stats.js';
+import { thinId } from '../src/dm/names.js';
 
 const [what, a = '100', b = 'node'] = process.argv.slice(2);
 const dm = DeviceMapper.open({ udev: 'off' });
@@ -15,10 +16,10 @@ if (what === 'cycle') {
   const noNode = b === 'nonode';
   const t0 = nowNs();
   for (let id = 1; id <= Number(a); id++) {
-    createSnap(dm, ref, id, 0);
+    createSnap(dm, ref, thinId(id), thinId(0));
     await dm.create('bench-prof-snap', { table: [thinTarget(pool, id)], noNode });
     await dm.remove({ name: 'bench-prof-snap' }, { noNode });
-    deleteThin(dm, ref, id);
+    deleteThin(dm, ref, thinId(id));
   }
   process.stderr.write(`cycle: ${((Number(a) / msSince(t0)) * 1000).toFixed(0)} cycles/s\n`);
   await destroyPool(dm, pool);

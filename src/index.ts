@@ -34,6 +34,7 @@ export {
   type DeviceName,
   type DeviceRef,
   type DeviceUuid,
+  type ThinId,
 } from './dm/index.js';
 export { formatDev, type DevT } from './structs/index.js';
 export {

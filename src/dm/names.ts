@@ -6,8 +6,11 @@ import { InvalidArgumentError } from './errors.js';
 
 declare const deviceNameBrand: unique symbol;
 declare const deviceUuidBrand: unique symbol;
+declare const thinIdBrand: unique symbol;
 export type DeviceName = string & { readonly [deviceNameBrand]: true };
 export type DeviceUuid = string & { readonly [deviceUuidBrand]: true };
+/** A dm-thin device id: the pool's name for a thin device, 24 bits. */
+export type ThinId = number & { readonly [thinIdBrand]: true };
 
 /** How a command addresses a device: by name, by uuid, or by its major:minor. */
 export type DeviceRef = { name: string } | { uuid: string } | { dev: DevT };
@@ -45,11 +48,11 @@ export function deviceUuid(s: string): DeviceUuid {
 }
 
 /** A dm-thin device id: an integer 0..2^24-1. */
-export function thinId(n: number): number {
+export function thinId(n: number): ThinId {
   if (!Number.isInteger(n) || n < 0 || n > THIN_ID_MAX) {
     throw new InvalidArgumentError('thin id', n, `must be an integer in 0..${THIN_ID_MAX} (24 bits)`);
   }
-  return n;
+  return n as ThinId;
 }
 
 // Sector counts and u64s are the pure layer's (src/structs/units.ts).

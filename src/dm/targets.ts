@@ -4,7 +4,7 @@
 import { DM_MAX_TYPE_NAME } from '../structs/dm-ioctl.js';
 import { InvalidArgumentError } from './errors.js';
 import { type Sectors, sectors, u64 } from '../structs/units.js';
-import { thinId } from './names.js';
+import { type ThinId, thinId } from './names.js';
 
 interface TargetBase {
   startSector: Sectors;
@@ -29,7 +29,7 @@ export interface ThinPoolTarget extends TargetBase {
 export interface ThinTarget extends TargetBase {
   type: 'thin';
   poolDevice: string;
-  thinId: number;
+  thinId: ThinId;
   externalOriginDevice?: string;
 }
 export interface ZeroTarget extends TargetBase {

@@ -7,6 +7,7 @@
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { THIN_ID_MAX, type ThinId } from '../dm/names.js';
 import { InvalidHashError, MetadataError } from './errors.js';
 
 /** The base device's hash: "" in the API (as in Docker), stored as the file `base`. */
@@ -36,7 +37,7 @@ export function validateHash(hash: string): string {
 /** One thin device as the metadata knows it. */
 export interface DeviceRecord {
   hash: string;
-  deviceId: number;
+  deviceId: ThinId;
   sizeBytes: number;
   /** The pool transaction that created it. */
   transactionId: bigint;
@@ -49,7 +50,7 @@ export interface DeviceRecord {
 }
 
 export interface PoolState {
-  nextDeviceId: number;
+  nextDeviceId: ThinId;
   transactionId: bigint;
 }
 
@@ -59,9 +60,9 @@ export type IntentOp = 'create' | 'snapshot' | 'delete';
 export interface Intent {
   op: IntentOp;
   hash: string;
-  thinId: number;
+  thinId: ThinId;
   /** snapshot: the origin's thin id and hash. */
-  originId?: number;
+  originId?: ThinId;
   originHash?: string;
   /** create/snapshot: the new device's size. */
   sizeBytes?: number;
@@ -97,7 +98,7 @@ export class MetadataStore {
     const path = join(this.dir, POOL_STATE_FILE);
     const obj = readJson(path);
     if (obj === null) return null;
-    return { nextDeviceId: intField(path, obj, 'next_device_id'), transactionId: txField(path, obj, 'transaction_id') };
+    return { nextDeviceId: thinIdField(path, obj, 'next_device_id'), transactionId: txField(path, obj, 'transaction_id') };
   }
 
   writePoolState(s: PoolState): void {
@@ -151,11 +152,11 @@ export class MetadataStore {
     const intent: Intent = {
       op,
       hash,
-      thinId: intField(path, o, 'thin_id'),
+      thinId: thinIdField(path, o, 'thin_id'),
       oldTransactionId: txField(path, o, 'old_transaction_id'),
       newTransactionId: txField(path, o, 'new_transaction_id'),
     };
-    if (o['origin_id'] !== undefined) intent.originId = intField(path, o, 'origin_id');
+    if (o['origin_id'] !== undefined) intent.originId = thinIdField(path, o, 'origin_id');
     if (typeof o['origin_hash'] === 'string') intent.originHash = o['origin_hash'];
     if (o['size'] !== undefined) intent.sizeBytes = intField(path, o, 'size');
     return intent;
@@ -253,6 +254,13 @@ function intField(path: string, o: Record<string, unknown>, key: string): number
   return v;
 }
 
+/** A dm-thin device id as the metadata keeps it: a number in 0..2^24-1. */
+function thinIdField(path: string, o: Record<string, unknown>, key: string): ThinId {
+  const v = intField(path, o, key);
+  if (v > THIN_ID_MAX) throw new MetadataError(path, `${key} is over 24 bits`);
+  return v as ThinId;
+}
+
 function txField(path: string, o: Record<string, unknown>, key: string): bigint {
   const v = o[key];
   if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) return BigInt(v);
@@ -263,8 +271,7 @@ function txField(path: string, o: Record<string, unknown>, key: string): bigint 
 function toRecord(path: string, hash: string, o: Record<string, unknown>): DeviceRecord {
   if (o['hash'] !== undefined && o['hash'] !== hash)
     throw new MetadataError(path, `holds hash ${JSON.stringify(o['hash'])}, not its file name's`);
-  const deviceId = intField(path, o, 'device_id');
-  if (deviceId >= 2 ** 24) throw new MetadataError(path, 'device_id is over 24 bits');
+  const deviceId = thinIdField(path, o, 'device_id');
   const rec: DeviceRecord = {
     hash,
     deviceId,

@@ -22,6 +22,7 @@ import {
   cli,
   cliOk,
 } from './support/env.js';
+import { thinId } from '../../src/dm/names.js';
 
 kernelHooks({ sweepEach: false });
 
@@ -48,7 +49,7 @@ beforeAll(async () => {
   cliOk(['dm', 'create', lin, '--table', `0 2048 linear ${loop.path} 0`]);
   cliOk(['dm', 'create', ro, '--uuid', `${ro}-uuid`, '--readonly', '--table', `0 1024 linear ${devString(loop)} 2048`]);
   pool = await makePool(dm, scratch, 'clipool');
-  createThin(dm, { name: pool.name }, 0);
+  createThin(dm, { name: pool.name }, thinId(0));
   thin = (await activateThin(dm, pool, 'cli-thin', 0, 4096n)).name;
   nt = dmName('cli-nt');
   sp = dmName('cli-sp');

@@ -27,6 +27,7 @@ import {
   RUN_DIR,
   type TestPool,
 } from './support/env.js';
+import { thinId } from '../../src/dm/names.js';
 
 kernelHooks({ sweepEach: false });
 
@@ -47,7 +48,7 @@ beforeAll(async () => {
   lin = dmName('help-lin');
   await d.create(lin, { table: linearOver(l, 2048n) });
   pool0 = await makePool(d, scratch, 'helppool');
-  createThin(d, { name: pool0.name }, 0);
+  createThin(d, { name: pool0.name }, thinId(0));
   thin = (await activateThin(d, pool0, 'help-thin', 0, 4096n)).name;
   spare = scratch.file('spare.img', 1024 * 1024);
 });

@@ -23,6 +23,7 @@ import {
   type TestPool,
 } from './support/env.js';
 import { sectors } from '../../src/structs/units.js';
+import { thinId, type ThinId } from '../../src/dm/names.js';
 
 kernelHooks();
 
@@ -61,7 +62,7 @@ describe('error paths against the kernel', () => {
 
   test('EBUSY: removing a pool that a thin device uses; the pool stays', async () => {
     const pool: TestPool = await makePool(dm, scratch, 'busy', { dataBytes: 16 * 1024 * 1024, metaBytes: 4 * 1024 * 1024 });
-    createThin(dm, { name: pool.name }, 1);
+    createThin(dm, { name: pool.name }, thinId(1));
     await activateThin(dm, pool, 'busy-thin', 1, 2048n);
     expectDmError(await caught(() => dm.remove({ name: pool.name })), 'EBUSY', 'DM_DEV_REMOVE', pool.name);
     expect(dm.info({ name: pool.name })).not.toBeNull();
@@ -146,11 +147,11 @@ describe('error paths against the kernel', () => {
 
   test('EEXIST: create_thin of an id the pool has; ENODATA: delete of an id it has not', async () => {
     const pool = await makePool(dm, scratch, 'ids', { dataBytes: 16 * 1024 * 1024, metaBytes: 4 * 1024 * 1024 });
-    createThin(dm, { name: pool.name }, 7);
-    expectDmError(await caught(() => createThin(dm, { name: pool.name }, 7)), 'EEXIST', 'DM_TARGET_MSG', pool.name);
-    expectDmError(await caught(() => deleteThin(dm, { name: pool.name }, 8)), 'ENODATA', 'DM_TARGET_MSG', pool.name);
-    deleteThin(dm, { name: pool.name }, 7);
-    expectDmError(await caught(() => deleteThin(dm, { name: pool.name }, 7)), 'ENODATA', 'DM_TARGET_MSG', pool.name);
+    createThin(dm, { name: pool.name }, thinId(7));
+    expectDmError(await caught(() => createThin(dm, { name: pool.name }, thinId(7))), 'EEXIST', 'DM_TARGET_MSG', pool.name);
+    expectDmError(await caught(() => deleteThin(dm, { name: pool.name }, thinId(8))), 'ENODATA', 'DM_TARGET_MSG', pool.name);
+    deleteThin(dm, { name: pool.name }, thinId(7));
+    expectDmError(await caught(() => deleteThin(dm, { name: pool.name }, thinId(7))), 'ENODATA', 'DM_TARGET_MSG', pool.name);
   });
 
   test('bad names, uuids and thin ids never reach the kernel (zero ioctls)', async () => {
@@ -168,8 +169,8 @@ describe('error paths against the kernel', () => {
         expect(await caught(() => counted.message({ name: bad }, 0n, 'x'))).toBeInstanceOf(InvalidArgumentError);
       }
       expect(await caught(() => counted.create(dmName('u'), { uuid: 'u'.repeat(129) }))).toBeInstanceOf(InvalidArgumentError);
-      expect(await caught(() => createThin(counted, { name: dmName('p') }, 2 ** 24))).toBeInstanceOf(InvalidArgumentError);
-      expect(await caught(() => createThin(counted, { name: dmName('p') }, -1))).toBeInstanceOf(InvalidArgumentError);
+      expect(await caught(() => createThin(counted, { name: dmName('p') }, (2 ** 24) as ThinId))).toBeInstanceOf(InvalidArgumentError);
+      expect(await caught(() => createThin(counted, { name: dmName('p') }, -1 as ThinId))).toBeInstanceOf(InvalidArgumentError);
       expect(
         await caught(() =>
           counted.loadTable({ name: dmName('x') }, [{ type: 'zero', startSector: sectors(8n), lengthSectors: sectors(8n) }]),
@@ -193,7 +194,9 @@ describe('error paths against the kernel', () => {
     const name = dmName('half-thin');
     const err = await caught(() =>
       dm.create(name, {
-        table: [{ type: 'thin', startSector: sectors(0n), lengthSectors: sectors(8n), poolDevice: devString(pool.dev), thinId: 99 }],
+        table: [
+          { type: 'thin', startSector: sectors(0n), lengthSectors: sectors(8n), poolDevice: devString(pool.dev), thinId: thinId(99) },
+        ],
       }),
     );
     expectDmError(err, 'ENODATA', 'DM_TABLE_LOAD', name);

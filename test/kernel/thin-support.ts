@@ -9,6 +9,7 @@ import { DmError } from '../../src/ioctl/errors.js';
 import { beforeAll } from 'vitest';
 import { requireDeviceMapper, sweep as sweepDevices } from './support/env.js';
 import { sectors } from '../../src/structs/units.js';
+import { thinId } from '../../src/dm/names.js';
 
 /**
  * Called at the top of each thin/driver test file: the tier's precondition as a failing hook, never
@@ -48,7 +49,7 @@ export async function probeThinIds(dm: DeviceMapper, poolName: string, upTo: num
             startSector: sectors(0n),
             lengthSectors: sectors(8n),
             poolDevice: `${pool.dev.major}:${pool.dev.minor}`,
-            thinId: id,
+            thinId: thinId(id),
           },
         ]);
         ids.add(id);

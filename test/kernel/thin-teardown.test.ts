@@ -6,6 +6,7 @@ import { createThin } from '../../src/dm/thin-messages.js';
 import { activateThin, dmName, kernelHooks, linearOver, LoopScratch, makePool, openDm, oracleInfo, oracleLs } from './support/env.js';
 import type { DeviceMapper } from '../../src/dm/device-mapper.js';
 import { sectors } from '../../src/structs/units.js';
+import { thinId } from '../../src/dm/names.js';
 
 kernelHooks();
 
@@ -23,7 +24,7 @@ afterAll(async () => {
 test('holders first, suspended ones resumed first, nothing left', async () => {
   const family = dmName('td-');
   const pool = await makePool(dm, scratch, 'td-p');
-  createThin(dm, { name: pool.name }, 0);
+  createThin(dm, { name: pool.name }, thinId(0));
   const thin = await activateThin(dm, pool, 'td-thin', 0, 2048n);
   const loop = await scratch.loop('td-lin.img', 4 << 20);
   const low = await dm.create(dmName('td-low'), { table: linearOver(loop, 4096n) });

@@ -115,11 +115,18 @@ describe('table lines from the golden `dmsetup table` output', () => {
         '7:0 7:1 1024 10 2 skip_block_zeroing error_if_no_space',
       ],
       [
-        { type: 'thin', startSector: sectors(0n), lengthSectors: sectors(8n), poolDevice: '/dev/mapper/pool', thinId: 16777215 },
+        { type: 'thin', startSector: sectors(0n), lengthSectors: sectors(8n), poolDevice: '/dev/mapper/pool', thinId: thinId(16777215) },
         '/dev/mapper/pool 16777215',
       ],
       [
-        { type: 'thin', startSector: sectors(0n), lengthSectors: sectors(8n), poolDevice: '254:4', thinId: 3, externalOriginDevice: '7:3' },
+        {
+          type: 'thin',
+          startSector: sectors(0n),
+          lengthSectors: sectors(8n),
+          poolDevice: '254:4',
+          thinId: thinId(3),
+          externalOriginDevice: '7:3',
+        },
         '254:4 3 7:3',
       ],
       [{ type: 'error', startSector: sectors(0n), lengthSectors: sectors(8n) }, ''],

@@ -22,6 +22,7 @@ import {
 import { command, dmRecord, type GoldenBufRecord, type GoldenName } from '../support/golden.js';
 import { MemoryNodes, ReplayMismatch, ReplayTransport, dmErrorOf, replayDeviceMapper, type ReplaySession } from '../support/replay.js';
 import { sectors } from '../../src/structs/units.js';
+import { thinId, type ThinId } from '../../src/dm/names.js';
 
 const lin0Dev = { major: 254, minor: 0 };
 const linear = (lengthSectors: bigint, device: string, offsetSectors: bigint, startSector = 0n): Target => ({
@@ -182,10 +183,14 @@ describe('replay: create, load, resume and their errors', () => {
         ],
       });
       await dm.create('thin0', {
-        table: [{ type: 'thin', startSector: sectors(0n), lengthSectors: sectors(2097152n), poolDevice: '/dev/mapper/pool', thinId: 0 }],
+        table: [
+          { type: 'thin', startSector: sectors(0n), lengthSectors: sectors(2097152n), poolDevice: '/dev/mapper/pool', thinId: thinId(0) },
+        ],
       });
       await dm.create('snap1', {
-        table: [{ type: 'thin', startSector: sectors(0n), lengthSectors: sectors(2097152n), poolDevice: '/dev/mapper/pool', thinId: 1 }],
+        table: [
+          { type: 'thin', startSector: sectors(0n), lengthSectors: sectors(2097152n), poolDevice: '/dev/mapper/pool', thinId: thinId(1) },
+        ],
       });
     }));
   it('reloadLin0/reloadLin0Again reload, clearLin0 clear, resumeLin0Reloaded resume into the new table', () =>
@@ -348,7 +353,7 @@ describe('replay: suspend, resume, wait, geometry, rename', () => {
   it('suspendThin0 suspend thin0, messageCreateSnap create_snap while suspended, resumeThin0 resume', async () => {
     const s = await replay(['suspendThin0', 'messageCreateSnap', 'resumeThin0'], async ({ dm }) => {
       await dm.suspend({ name: 'thin0' });
-      createSnap(dm, { name: 'pool' }, 1, 0);
+      createSnap(dm, { name: 'pool' }, thinId(1), thinId(0));
       await dm.resume({ name: 'thin0' });
     });
     expect(s.nodes.ops).toEqual(['add thin0 254:5']);
@@ -394,13 +399,13 @@ describe('replay: messages', () => {
       ],
       ({ dm }) => {
         const pool = { name: 'pool' };
-        createThin(dm, pool, 0);
-        createSnap(dm, pool, 1, 0);
+        createThin(dm, pool, thinId(0));
+        createSnap(dm, pool, thinId(1), thinId(0));
         setTransactionId(dm, pool, 0n, 1n);
         reserveMetadataSnap(dm, pool);
         releaseMetadataSnap(dm, pool);
-        deleteThin(dm, pool, 1);
-        deleteThin(dm, pool, 0);
+        deleteThin(dm, pool, thinId(1));
+        deleteThin(dm, pool, thinId(0));
       },
     ));
   it('message returns "" when the target sends no data', () =>
@@ -408,11 +413,11 @@ describe('replay: messages', () => {
   for (const [n, code, f] of [
     ['messageMissingEnxio', 'ENXIO', (dm: ReplaySession['dm']) => dm.message({ name: 'nosuchdev' }, 0n, 'hello')],
     ['messageLinearEinval', 'EINVAL', (dm: ReplaySession['dm']) => dm.message({ name: 'lin1' }, 0n, 'hello')],
-    ['messageCreateThinAgainEexist', 'EEXIST', (dm: ReplaySession['dm']) => createThin(dm, { name: 'pool' }, 0)],
+    ['messageCreateThinAgainEexist', 'EEXIST', (dm: ReplaySession['dm']) => createThin(dm, { name: 'pool' }, thinId(0))],
     ['messageBogusEinval', 'EINVAL', (dm: ReplaySession['dm']) => dm.message({ name: 'pool' }, 0n, 'bogus_message 1')],
     ['messageSetTransactionIdEinval', 'EINVAL', (dm: ReplaySession['dm']) => setTransactionId(dm, { name: 'pool' }, 0n, 5n)],
-    ['messageDeleteOpenEbusy', 'EBUSY', (dm: ReplaySession['dm']) => deleteThin(dm, { name: 'pool' }, 1)],
-    ['messageDeleteMissingEnodata', 'ENODATA', (dm: ReplaySession['dm']) => deleteThin(dm, { name: 'pool' }, 7)],
+    ['messageDeleteOpenEbusy', 'EBUSY', (dm: ReplaySession['dm']) => deleteThin(dm, { name: 'pool' }, thinId(1))],
+    ['messageDeleteMissingEnodata', 'ENODATA', (dm: ReplaySession['dm']) => deleteThin(dm, { name: 'pool' }, thinId(7))],
   ] as const) {
     it(`${n}: ${command(n).cmd} -> DmError ${code}`, () =>
       replay(n, async ({ dm }) => {
@@ -537,7 +542,7 @@ describe('replay: the checker itself', () => {
     expect(() => s.dm.info({ name: 'a/b' })).toThrow(InvalidArgumentError);
     await expect(s.dm.create('x'.repeat(128))).rejects.toThrow(InvalidArgumentError);
     expect(() => s.dm.loadTable({ name: 'lin0' }, [])).toThrow(InvalidArgumentError);
-    expect(() => createThin(s.dm, { name: 'pool' }, 2 ** 24)).toThrow(InvalidArgumentError);
+    expect(() => createThin(s.dm, { name: 'pool' }, (2 ** 24) as ThinId)).toThrow(InvalidArgumentError);
     expect(s.replay.calls.map((c) => c.command)).toEqual(['DM_VERSION']);
     expect(s.replay.remaining).toBe(1);
   });

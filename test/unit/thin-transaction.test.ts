@@ -9,6 +9,7 @@ import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { DeviceExistsError, TransactionMismatchError, UnknownDeviceError } from '../../src/thin/errors.js';
 import { MetadataStore, type IntentOp } from '../../src/thin/metadata-store.js';
 import { CRASH_POINTS, type CrashPoint, type PoolMessenger, Transactions } from '../../src/thin/transaction.js';
+import { thinId } from '../../src/dm/names.js';
 
 class KernelError extends Error {
   constructor(readonly code: string) {
@@ -246,7 +247,7 @@ describe('failures without a crash', () => {
 
   test('an intent whose txids match neither side is a mismatch', async () => {
     await setup();
-    MetadataStore.open(dir).writeIntent({ op: 'create', hash: 'q', thinId: 5, oldTransactionId: 7n, newTransactionId: 8n });
+    MetadataStore.open(dir).writeIntent({ op: 'create', hash: 'q', thinId: thinId(5), oldTransactionId: 7n, newTransactionId: 8n });
     await expect(open()).rejects.toThrow(/expected 7 or 8/);
   });
 

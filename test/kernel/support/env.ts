@@ -25,6 +25,7 @@ import { mountTable } from '../../../src/thin/mount.js';
 import type { DevT } from '../../../src/structs/dev.js';
 import { attachLoop, detachLoop, listLoops, releaseLoop, type LoopDevice } from '../../../src/loop/index.js';
 import { sectors } from '../../../src/structs/units.js';
+import { thinId } from '../../../src/dm/names.js';
 
 /** Every dm device and temp folder of the kernel tests starts with this (the sweeper's key). */
 export const TEST_PREFIX = 'dmtest-';
@@ -359,7 +360,15 @@ export async function makePool(
 /** A thin device `id` of `pool` (the id must exist: createThin first). */
 export async function activateThin(dm: DeviceMapper, pool: TestPool, tag: string, id: number, lengthSectors: bigint): Promise<DeviceInfo> {
   return dm.create(dmName(tag), {
-    table: [{ type: 'thin', startSector: sectors(0n), lengthSectors: sectors(lengthSectors), poolDevice: devString(pool.dev), thinId: id }],
+    table: [
+      {
+        type: 'thin',
+        startSector: sectors(0n),
+        lengthSectors: sectors(lengthSectors),
+        poolDevice: devString(pool.dev),
+        thinId: thinId(id),
+      },
+    ],
   });
 }
 
