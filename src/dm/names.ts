@@ -13,7 +13,7 @@ export type DeviceUuid = string & { readonly [deviceUuidBrand]: true };
 export type ThinId = number & { readonly [thinIdBrand]: true };
 
 /** How a command addresses a device: by name, by uuid, or by its major:minor. */
-export type DeviceRef = { name: string } | { uuid: string } | { dev: DevT };
+export type DeviceRef = { name: DeviceName } | { uuid: DeviceUuid } | { dev: DevT };
 
 /** Largest dm-thin device id: the pool's metadata keeps 24 bits (thin-provisioning.rst). */
 export const THIN_ID_MAX = 2 ** 24 - 1;

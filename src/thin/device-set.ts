@@ -9,6 +9,7 @@ import { DeviceMapper } from '../dm/device-mapper.js';
 import { removeByPrefix } from '../dm/teardown.js';
 import type { DeviceInfo } from '../dm/info.js';
 import type { LoopOptions } from '../loop/index.js';
+import type { DeviceName } from '../dm/names.js';
 import { DeviceBusyError, errnoOf, PoolStateError } from './errors.js';
 import { describeHolders } from './holders.js';
 import { checkFixedOptions } from './fixed-options.js';
@@ -79,7 +80,7 @@ export class DeviceSet {
     });
   }
 
-  get poolName(): string {
+  get poolName(): DeviceName {
     return this.pool.poolName;
   }
 

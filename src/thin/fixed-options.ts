@@ -5,6 +5,7 @@
 import { existsSync, statSync } from 'node:fs';
 import type { DeviceMapper } from '../dm/device-mapper.js';
 import { isThinPoolTarget } from '../dm/targets.js';
+import type { DeviceName } from '../dm/names.js';
 import { PoolOptionConflictError } from './errors.js';
 import type { DeviceRecord } from './metadata-store.js';
 import { formatSize, type PoolOptions, type PoolOptionsInput } from './options.js';
@@ -13,7 +14,7 @@ import { loopFiles, superblockDataBlockBytes } from './pool-setup.js';
 
 export interface ExistingPool {
   dm: DeviceMapper;
-  poolName: string;
+  poolName: DeviceName;
   /** <home>/devicemapper, where loop files live. */
   root: string;
   /** The base device's record, if the metadata has one. */

@@ -6,6 +6,7 @@
 // case. Every unit is binary: 10G = 10g = 10GB = 10GiB = 10 * 2^30 bytes; a bare number is bytes.
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { delimiter, isAbsolute, join } from 'node:path';
+import { deviceName, type DeviceName } from '../dm/names.js';
 import { OptionError } from './errors.js';
 
 export type FsType = 'ext4' | 'xfs';
@@ -25,7 +26,7 @@ export interface PoolOptions {
   dataDevice?: string;
   metadataDevice?: string;
   /** An existing pool's dm name (a /dev/mapper/ prefix is dropped). */
-  thinPoolDevice?: string;
+  thinPoolDevice?: DeviceName;
   /** Discard a device's blocks before deleting it: default on for loop files only. */
   blkDiscard: boolean;
   useDeferredRemoval: boolean;
@@ -283,10 +284,11 @@ export function parsePoolOptions(options: readonly string[] | PoolOptionsInput =
     const [k, v] = dataDevice === undefined ? ['dm.metadatadev', metadataDevice] : ['dm.datadev', dataDevice];
     throw new OptionError(k, v, 'dm.datadev and dm.metadatadev must be given together');
   }
-  let thinPoolDevice = input.thinPoolDevice;
-  if (thinPoolDevice !== undefined) {
-    thinPoolDevice = thinPoolDevice.replace(/^\/dev\/mapper\//, '');
-    if (thinPoolDevice === '' || thinPoolDevice.includes('/') || Buffer.byteLength(thinPoolDevice) > 127) {
+  let thinPoolDevice: DeviceName | undefined;
+  if (input.thinPoolDevice !== undefined) {
+    try {
+      thinPoolDevice = deviceName(input.thinPoolDevice.replace(/^\/dev\/mapper\//, ''));
+    } catch {
       throw new OptionError('dm.thinpooldev', input.thinPoolDevice, 'must be a device-mapper name (or /dev/mapper/<name>)');
     }
     if (dataDevice !== undefined)

@@ -3,6 +3,7 @@
 import type { DeviceMapper } from '../dm/device-mapper.js';
 import { parseThinPoolStatus, type ThinPoolStatus } from '../dm/status/thin-pool.js';
 import { createSnap, createThin, deleteThin, setTransactionId } from '../dm/thin-messages.js';
+import type { DeviceName } from '../dm/names.js';
 import { PoolSpaceError, PoolStateError } from './errors.js';
 import { METADATA_BLOCK_BYTES, type PoolDevices } from './pool-setup.js';
 import type { PoolMessenger } from './transaction.js';
@@ -13,7 +14,7 @@ export interface DiskUsage {
 }
 
 export interface PoolStatus {
-  poolName: string;
+  poolName: DeviceName;
   dataFile: string;
   metadataFile: string;
   dataDevice: string;
@@ -28,7 +29,7 @@ export interface PoolStatus {
   needsCheck?: boolean;
 }
 
-export function readPoolStatus(dm: DeviceMapper, poolName: string): ThinPoolStatus {
+export function readPoolStatus(dm: DeviceMapper, poolName: DeviceName): ThinPoolStatus {
   const line = dm.status({ name: poolName })[0];
   if (!line || line.type !== 'thin-pool') throw new PoolStateError(poolName, 'has no thin-pool target');
   return parseThinPoolStatus(line.params);
@@ -60,7 +61,7 @@ export function poolStatusOf(dm: DeviceMapper, pool: PoolDevices, transactionId:
 }
 
 /** Before a create: the pool must be healthy, writable and (unless `minFreePercent` is null) above it. */
-export function checkSpace(dm: DeviceMapper, poolName: string, minFreePercent: number | null): void {
+export function checkSpace(dm: DeviceMapper, poolName: DeviceName, minFreePercent: number | null): void {
   const s = readPoolStatus(dm, poolName);
   if (s.state !== 'ok') throw new PoolStateError(poolName, `status is ${s.state}: the pool has failed`);
   if (s.needsCheck) throw new PoolStateError(poolName, 'metadata needs_check: run thin_check/thin_repair');
@@ -80,7 +81,7 @@ export function checkSpace(dm: DeviceMapper, poolName: string, minFreePercent: n
 }
 
 /** The transaction protocol's view of the pool: its status and its messages. */
-export function poolMessenger(dm: DeviceMapper, poolName: string): PoolMessenger {
+export function poolMessenger(dm: DeviceMapper, poolName: DeviceName): PoolMessenger {
   const ref = { name: poolName };
   return {
     poolTransactionId: async () => {

@@ -7,6 +7,7 @@ import type { DeviceMapper } from '../dm/device-mapper.js';
 import { isThinPoolTarget, type ThinPoolTarget } from '../dm/targets.js';
 import { attachLoop, detachLoop, findLoopByFile, releaseLoop, type LoopDevice, type LoopOptions } from '../loop/index.js';
 import { SECTOR_SIZE, sectors } from '../structs/units.js';
+import type { DeviceName } from '../dm/names.js';
 import { PoolStateError } from './errors.js';
 import type { PoolOptions } from './options.js';
 import type { Undo } from './undo.js';
@@ -15,7 +16,7 @@ import type { Undo } from './undo.js';
 export const METADATA_BLOCK_BYTES = 4096;
 
 export interface PoolDevices {
-  poolName: string;
+  poolName: DeviceName;
   /** Whether we made the pool (and so remove it on shutdown); false for dm.thinpooldev. */
   owned: boolean;
   dataBlockSizeBytes: number;
@@ -144,7 +145,7 @@ export function poolTable(metadataDevice: string, dataDevice: string, dataSizeBy
 export async function setUpPool(
   dm: DeviceMapper,
   root: string,
-  poolName: string,
+  poolName: DeviceName,
   opts: PoolOptions,
   newPool: boolean,
   undo: Undo,

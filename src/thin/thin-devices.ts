@@ -3,7 +3,9 @@
 import { discard } from '../blk/index.js';
 import type { DeviceMapper } from '../dm/device-mapper.js';
 import type { DeviceInfo } from '../dm/info.js';
+import type { DeviceName } from '../dm/names.js';
 import { parseThinStatus } from '../dm/status/thin.js';
+import { formatDev } from '../structs/dev.js';
 import { SECTOR_SIZE, type Sectors, sectors } from '../structs/units.js';
 import type { ThinTarget } from '../dm/targets.js';
 import { join } from 'node:path';
@@ -31,7 +33,7 @@ export class ThinDevices {
     private readonly dm: DeviceMapper,
     private readonly naming: PoolNaming,
     private readonly options: PoolOptions,
-    private readonly poolName: string,
+    private readonly poolName: DeviceName,
     private readonly tx: Transactions,
     private readonly step: (point: string) => void,
   ) {}
@@ -143,7 +145,7 @@ export class ThinDevices {
   private thinTarget(rec: DeviceRecord): ThinTarget {
     const pool = this.dm.info({ name: this.poolName });
     if (!pool) throw new PoolStateError(this.poolName, 'the pool device is gone');
-    const poolDevice = `${pool.dev.major}:${pool.dev.minor}`;
+    const poolDevice = formatDev(pool.dev);
     return {
       type: 'thin',
       startSector: sectors(0),

@@ -22,21 +22,21 @@ import {
   cli,
   cliOk,
 } from './support/env.js';
-import { thinId } from '../../src/dm/names.js';
+import { thinId, type DeviceName } from '../../src/dm/names.js';
 
 kernelHooks({ sweepEach: false });
 
 let dm: DeviceMapper;
 let scratch: LoopScratch;
-let lin: string;
-let ro: string;
+let lin: DeviceName;
+let ro: DeviceName;
 let pool: TestPool;
-let thin: string;
+let thin: DeviceName;
 let loopPath: string;
 /** No table; suspended; only an inactive table. */
-let nt: string;
-let sp: string;
-let io: string;
+let nt: DeviceName;
+let sp: DeviceName;
+let io: DeviceName;
 
 beforeAll(async () => {
   dm = openDm();
@@ -68,7 +68,7 @@ afterAll(async () => {
   await scratch?.cleanup();
 });
 
-const ours = (name: string) => [lin, ro, pool.name, thin, nt, sp, io].includes(name);
+const ours = (name: string) => ([lin, ro, pool.name, thin, nt, sp, io] as string[]).includes(name);
 /** dmsetup's all-devices output, kept to this file's devices (lines start with the name). */
 const onlyOurs = (text: string): string =>
   text

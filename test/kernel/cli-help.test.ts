@@ -27,15 +27,15 @@ import {
   RUN_DIR,
   type TestPool,
 } from './support/env.js';
-import { thinId } from '../../src/dm/names.js';
+import { thinId, type DeviceName } from '../../src/dm/names.js';
 
 kernelHooks({ sweepEach: false });
 
 let d: DeviceMapper;
 let scratch: LoopScratch;
 let pool0: TestPool;
-let lin: string;
-let thin: string;
+let lin: DeviceName;
+let thin: DeviceName;
 let loopDev: string;
 let spare: string;
 const home = join(RUN_DIR, 'help-home');

@@ -30,6 +30,7 @@ import {
   type OracleInfo,
 } from './support/env.js';
 import { sectors } from '../../src/structs/units.js';
+import { type DeviceName, deviceName, deviceUuid } from '../../src/dm/names.js';
 
 kernelHooks();
 
@@ -54,7 +55,7 @@ function oracle(name: string): OracleInfo | null {
   return o && { ...o, attr: o.attr.slice(0, 4) };
 }
 
-function mustInfo(dm: DeviceMapper, name: string): DeviceInfo {
+function mustInfo(dm: DeviceMapper, name: DeviceName): DeviceInfo {
   const i = dm.info({ name });
   if (!i) throw new Error(`no device ${name}`);
   return i;
@@ -135,7 +136,7 @@ describe('DM commands against the kernel, checked with dmsetup', () => {
 
   test('create: linear over a loop device, with a uuid, read-only; node made; dmsetup sees the same', async () => {
     const name = dmName('ro');
-    const uuid = `${TEST_PREFIX}uuid-${process.pid}-ro`;
+    const uuid = deviceUuid(`${TEST_PREFIX}uuid-${process.pid}-ro`);
     const created = await dm.create(name, { uuid, readOnly: true, table: linearOver(loopA, 2048n, 8n) });
     expect(created).toMatchObject({ name, uuid, readOnly: true, liveTable: true, inactiveTable: false, suspended: false, targetCount: 1 });
     expect(oracle(name)).toEqual({ ...asOracle(created), attr: 'L--r' });
@@ -166,7 +167,7 @@ describe('DM commands against the kernel, checked with dmsetup', () => {
 
   test('info: every field equals dmsetup info -c, by name, by uuid and by major:minor', async () => {
     const name = dmName('info');
-    const uuid = `${TEST_PREFIX}uuid-${process.pid}-info`;
+    const uuid = deviceUuid(`${TEST_PREFIX}uuid-${process.pid}-info`);
     const created = await dm.create(name, { uuid, table: linearOver(loopA, 1024n) });
     const o = oracle(name);
     expect(o).toMatchObject({ name, uuid, attr: 'L--w', segments: 1, open: 0 });
@@ -192,11 +193,11 @@ describe('DM commands against the kernel, checked with dmsetup', () => {
 
   test('list, with uuids and event numbers, equals dmsetup ls and dmsetup info -c', async () => {
     const names = [dmName('ls-a'), dmName('ls-b'), dmName('ls-c')];
-    await dm.create(names[0]!, { uuid: `${TEST_PREFIX}${process.pid}-ls-a`, table: linearOver(loopA, 8n) });
+    await dm.create(names[0]!, { uuid: deviceUuid(`${TEST_PREFIX}${process.pid}-ls-a`), table: linearOver(loopA, 8n) });
     await dm.create(names[1]!, { table: [{ type: 'zero', startSector: sectors(0n), lengthSectors: sectors(8n) }] });
     await dm.create(names[2]!);
-    await dm.rename({ name: names[1]! }, names[1]! + 'x'); // event 1 on the renamed one
-    names[1] = names[1]! + 'x';
+    await dm.rename({ name: names[1]! }, deviceName(`${names[1]!}x`)); // event 1 on the renamed one
+    names[1] = deviceName(`${names[1]!}x`);
     const ours = dm.list({ uuids: true }).filter((d) => d.name.startsWith(TEST_PREFIX));
     const ls = oracleLs();
     const infos = new Map(oracleInfoAll().map((o) => [o.name, o]));
@@ -312,13 +313,13 @@ describe('DM commands against the kernel, checked with dmsetup', () => {
   test('setUuid gives a uuid to a device that has none (dmsetup info shows it); a second one is refused', async () => {
     const name = dmName('uuid');
     await dm.create(name, { table: linearOver(loopA, 64n) });
-    const uuid = `${TEST_PREFIX}uuid-${process.pid}-set`;
+    const uuid = deviceUuid(`${TEST_PREFIX}uuid-${process.pid}-set`);
     expect(dm.setUuid({ name }, uuid).uuid).toBe(uuid);
     expect(oracle(name)!.uuid).toBe(uuid);
     expect(dmsetupOk(['info', name])).toMatch(new RegExp(`^UUID: ${uuid}$`, 'm'));
     expect(dm.info({ uuid })!.name).toBe(name);
     // The kernel lets a uuid be set only once.
-    const err = await caught(() => dm.setUuid({ name }, `${uuid}-2`));
+    const err = await caught(() => dm.setUuid({ name }, deviceUuid(`${uuid}-2`)));
     expect(err).toBeInstanceOf(DmError);
     expect((err as DmError).code).toBe('EINVAL');
   });
@@ -492,7 +493,7 @@ describe('DM commands against the kernel, checked with dmsetup', () => {
 
   test('devices made by dmsetup read back right through our library', async () => {
     const name = dmName('by-dmsetup');
-    const uuid = `${TEST_PREFIX}${process.pid}-by-dmsetup`;
+    const uuid = deviceUuid(`${TEST_PREFIX}${process.pid}-by-dmsetup`);
     const table = `0 100 linear ${devString(loopA)} 4\n100 50 zero\n150 10 linear ${devString(loopB)} 0\n`;
     dmsetupOk(['create', name, '-u', uuid], { input: table });
     const i = mustInfo(dm, name);
@@ -516,7 +517,7 @@ describe('DM commands against the kernel, checked with dmsetup', () => {
 
   test('devices made by our library read back right through dmsetup, which can suspend, reload and remove them', async () => {
     const name = dmName('by-ours');
-    const uuid = `${TEST_PREFIX}${process.pid}-by-ours`;
+    const uuid = deviceUuid(`${TEST_PREFIX}${process.pid}-by-ours`);
     const created = await dm.create(name, { uuid, table: linearOver(loopB, 512n, 32n) });
     expect(oracle(name)).toEqual(asOracle(created));
     expect(oracleLines('table', name)).toEqual([`0 512 linear ${devString(loopB)} 32`]);

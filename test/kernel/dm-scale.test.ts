@@ -9,6 +9,7 @@ import type { LoopDevice } from '../../src/loop/index.js';
 import { DmCmd, dmRequest } from '../../src/structs/dm-ioctl.js';
 import { LoopScratch, devString, dmName, dmsetupOk, kernelHooks, openDm, oracleLines, oracleLs, RUN_PREFIX } from './support/env.js';
 import { sectors } from '../../src/structs/units.js';
+import { deviceUuid } from '../../src/dm/names.js';
 
 kernelHooks();
 
@@ -80,7 +81,7 @@ describe('buffer growth against the kernel', () => {
     const started = Date.now();
     for (const [i, name] of names.entries()) {
       await dm.create(name, {
-        uuid: `${RUN_PREFIX}many-uuid-${i}`,
+        uuid: deviceUuid(`${RUN_PREFIX}many-uuid-${i}`),
         noNode: true,
         table: [{ type: 'zero', startSector: sectors(0n), lengthSectors: sectors(8n) }],
       });

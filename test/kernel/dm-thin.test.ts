@@ -28,7 +28,7 @@ import {
   type TestPool,
 } from './support/env.js';
 import { sectors } from '../../src/structs/units.js';
-import { thinId } from '../../src/dm/names.js';
+import { thinId, type DeviceName } from '../../src/dm/names.js';
 
 kernelHooks({ sweepEach: false });
 
@@ -43,7 +43,7 @@ function oracleParams(name: string, type: string): string {
   return m[1]!;
 }
 
-function ourParams(dm: DeviceMapper, name: string): string {
+function ourParams(dm: DeviceMapper, name: DeviceName): string {
   const st = dm.status({ name });
   expect(st).toHaveLength(1);
   return st[0]!.params;

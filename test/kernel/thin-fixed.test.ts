@@ -12,6 +12,7 @@ import { DeviceSet } from '../../src/thin/device-set.js';
 import { DeviceBusyError, PoolOptionConflictError } from '../../src/thin/errors.js';
 import { isMounted } from '../../src/thin/mount.js';
 import { dmsetup, newHome, requireKernelTier, SMALL, sweep } from './thin-support.js';
+import { deviceName } from '../../src/dm/names.js';
 
 requireKernelTier();
 
@@ -102,7 +103,7 @@ describe('mounts and shutdown at their edges', () => {
   test('a refused mount makes no mount point (DeviceSet and Driver)', async () => {
     const d = await Driver.init(home, SMALL);
     try {
-      await d.create('x');
+      await d.create(deviceName('x'));
       const first = join(home, 'first');
       mkdirSync(first);
       await d.deviceSet.mountDevice('x', first);

@@ -9,7 +9,7 @@ import { DmError } from '../../src/ioctl/errors.js';
 import { beforeAll } from 'vitest';
 import { requireDeviceMapper, sweep as sweepDevices } from './support/env.js';
 import { sectors } from '../../src/structs/units.js';
-import { thinId } from '../../src/dm/names.js';
+import { thinId, type DeviceName, deviceName } from '../../src/dm/names.js';
 
 /**
  * Called at the top of each thin/driver test file: the tier's precondition as a failing hook, never
@@ -34,10 +34,10 @@ export function dmsetup(...args: string[]): string {
  * The thin ids the pool holds, found without changing it: a thin table for id N loads only if
  * the pool has N (else the target's constructor fails with ENODATA).
  */
-export async function probeThinIds(dm: DeviceMapper, poolName: string, upTo: number): Promise<Set<number>> {
+export async function probeThinIds(dm: DeviceMapper, poolName: DeviceName, upTo: number): Promise<Set<number>> {
   const pool = dm.info({ name: poolName });
   if (!pool) throw new Error(`no pool ${poolName}`);
-  const probe = `dmtest-probe-${process.pid}`;
+  const probe = deviceName(`dmtest-probe-${process.pid}`);
   const ids = new Set<number>();
   await dm.create(probe);
   try {

@@ -39,7 +39,7 @@ test('holders first, suspended ones resumed first, nothing left', async () => {
 
   const result = await removeByPrefix(dm, family);
   expect(result.failed).toEqual([]);
-  const at = (n: string) => result.removed.indexOf(n);
+  const at = (n: string) => (result.removed as string[]).indexOf(n);
   expect(new Set(result.removed)).toEqual(new Set([thin.name, pool.name, low.name, dmName('td-top')]));
   expect(at(thin.name)).toBeLessThan(at(pool.name));
   expect(at(dmName('td-top'))).toBeLessThan(at(low.name));

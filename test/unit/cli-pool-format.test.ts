@@ -19,6 +19,7 @@ import { UsageError } from '../../src/cli/usage.js';
 import { DeviceBusyError, PoolLockedError, UnknownDeviceError } from '../../src/thin/errors.js';
 import { DmError } from '../../src/ioctl/errors.js';
 import { DmCmd } from '../../src/structs/dm-ioctl.js';
+import { deviceName } from '../../src/dm/names.js';
 
 describe('storage options', () => {
   test('a key given again replaces every recorded entry of that key, case-insensitively', () => {
@@ -92,7 +93,7 @@ describe('formats', () => {
   });
   test('pool status: facts, then used/total/percent for data and metadata', () => {
     const view: PoolStatusView = {
-      poolName: 'dm-8:1-2-pool',
+      poolName: deviceName('dm-8:1-2-pool'),
       dataFile: '/h/devicemapper/data',
       metadataFile: '/h/devicemapper/metadata',
       dataDevice: '4095:999999',

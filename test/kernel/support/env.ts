@@ -25,7 +25,7 @@ import { mountTable } from '../../../src/thin/mount.js';
 import type { DevT } from '../../../src/structs/dev.js';
 import { attachLoop, detachLoop, listLoops, releaseLoop, type LoopDevice } from '../../../src/loop/index.js';
 import { sectors } from '../../../src/structs/units.js';
-import { thinId } from '../../../src/dm/names.js';
+import { deviceName, thinId, type DeviceName } from '../../../src/dm/names.js';
 
 /** Every dm device and temp folder of the kernel tests starts with this (the sweeper's key). */
 export const TEST_PREFIX = 'dmtest-';
@@ -50,8 +50,8 @@ export function requireDeviceMapper(): void {
 }
 
 /** A device name of this run: `dmtest-<pid>-<tag>`. */
-export function dmName(tag: string): string {
-  return `${RUN_PREFIX}${tag}`;
+export function dmName(tag: string): DeviceName {
+  return deviceName(`${RUN_PREFIX}${tag}`);
 }
 
 /** Our library, without udev (the guest has none; on a udev host the oracle runs with it disabled too). */
@@ -313,7 +313,7 @@ export function kernelHooks(opts: { sweepEach?: boolean } = {}): void {
 
 /** A thin-pool over two fresh loop devices (metadata's first 4 KiB zeroed, as a new pool needs). */
 export interface TestPool {
-  name: string;
+  name: DeviceName;
   dev: DevT;
   meta: LoopDevice;
   data: LoopDevice;
