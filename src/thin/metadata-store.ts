@@ -8,6 +8,7 @@ import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, r
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { THIN_ID_MAX, type ThinId } from '../dm/names.js';
+import { type Bytes, bytes } from '../structs/units.js';
 import { InvalidHashError, MetadataError } from './errors.js';
 
 /** The base device's hash: "" in the API (as in Docker), stored as the file `base`. */
@@ -38,7 +39,7 @@ export function validateHash(hash: string): string {
 export interface DeviceRecord {
   hash: string;
   deviceId: ThinId;
-  sizeBytes: number;
+  sizeBytes: Bytes;
   /** The pool transaction that created it. */
   transactionId: bigint;
   /** The base device: formatted. Others: true. */
@@ -65,12 +66,18 @@ export interface Intent {
   originId?: ThinId;
   originHash?: string;
   /** create/snapshot: the new device's size. */
-  sizeBytes?: number;
+  sizeBytes?: Bytes;
   oldTransactionId: bigint;
   newTransactionId: bigint;
 }
 
 const u64 = (v: bigint): number | string => (v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v.toString());
+
+/** Sizes stay JSON numbers on disk (the format Docker's metadata has): exact up to 2^53 bytes. */
+function jsonSize(path: string, b: Bytes): number {
+  if (b > BigInt(Number.MAX_SAFE_INTEGER)) throw new MetadataError(path, `size ${b} is past what the metadata's JSON numbers hold exactly`);
+  return Number(b);
+}
 
 export class MetadataStore {
   private constructor(readonly dir: string) {}
@@ -129,7 +136,7 @@ export class MetadataStore {
     this.write(name, {
       hash: r.hash,
       device_id: r.deviceId,
-      size: r.sizeBytes,
+      size: jsonSize(join(this.dir, name), r.sizeBytes),
       transaction_id: u64(r.transactionId),
       initialized: r.initialized,
       deleted: r.deleted,
@@ -158,7 +165,7 @@ export class MetadataStore {
     };
     if (o['origin_id'] !== undefined) intent.originId = thinIdField(path, o, 'origin_id');
     if (typeof o['origin_hash'] === 'string') intent.originHash = o['origin_hash'];
-    if (o['size'] !== undefined) intent.sizeBytes = intField(path, o, 'size');
+    if (o['size'] !== undefined) intent.sizeBytes = bytes(intField(path, o, 'size'));
     return intent;
   }
 
@@ -172,7 +179,7 @@ export class MetadataStore {
     };
     if (i.originId !== undefined) o['origin_id'] = i.originId;
     if (i.originHash !== undefined) o['origin_hash'] = i.originHash;
-    if (i.sizeBytes !== undefined) o['size'] = i.sizeBytes;
+    if (i.sizeBytes !== undefined) o['size'] = jsonSize(join(this.dir, INTENT_FILE), i.sizeBytes);
     this.write(INTENT_FILE, o);
   }
 
@@ -275,7 +282,7 @@ function toRecord(path: string, hash: string, o: Record<string, unknown>): Devic
   const rec: DeviceRecord = {
     hash,
     deviceId,
-    sizeBytes: intField(path, o, 'size'),
+    sizeBytes: bytes(intField(path, o, 'size')),
     transactionId: txField(path, o, 'transaction_id'),
     initialized: o['initialized'] === true,
     deleted: o['deleted'] === true,

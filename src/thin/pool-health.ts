@@ -4,13 +4,14 @@ import type { DeviceMapper } from '../dm/device-mapper.js';
 import { parseThinPoolStatus, type ThinPoolStatus } from '../dm/status/thin-pool.js';
 import { createSnap, createThin, deleteThin, setTransactionId } from '../dm/thin-messages.js';
 import type { DeviceName } from '../dm/names.js';
+import { type Bytes, bytes } from '../structs/units.js';
 import { PoolSpaceError, PoolStateError } from './errors.js';
 import { METADATA_BLOCK_BYTES, type PoolDevices } from './pool-setup.js';
 import type { PoolMessenger } from './transaction.js';
 
 export interface DiskUsage {
-  usedBytes: bigint;
-  totalBytes: bigint;
+  usedBytes: Bytes;
+  totalBytes: Bytes;
 }
 
 export interface PoolStatus {
@@ -22,7 +23,7 @@ export interface PoolStatus {
   data: DiskUsage;
   metadata: DiskUsage;
   /** The pool's data block size in bytes (Docker calls it SectorSize). */
-  sectorSizeBytes: number;
+  sectorSizeBytes: Bytes;
   transactionId: bigint;
   state: ThinPoolStatus['state'];
   mode?: 'rw' | 'ro' | 'out_of_data_space';
@@ -43,17 +44,17 @@ export function poolStatusOf(dm: DeviceMapper, pool: PoolDevices, transactionId:
     metadataFile: pool.metadataFile ?? '',
     dataDevice: pool.dataDevice,
     metadataDevice: pool.metadataDevice,
-    data: { usedBytes: 0n, totalBytes: 0n },
-    metadata: { usedBytes: 0n, totalBytes: 0n },
+    data: { usedBytes: bytes(0), totalBytes: bytes(0) },
+    metadata: { usedBytes: bytes(0), totalBytes: bytes(0) },
     sectorSizeBytes: pool.dataBlockSizeBytes,
     transactionId,
     state: s.state,
   };
   if (s.state === 'ok') {
-    const block = BigInt(pool.dataBlockSizeBytes);
+    const block = pool.dataBlockSizeBytes;
     const meta = BigInt(METADATA_BLOCK_BYTES);
-    out.data = { usedBytes: s.usedDataBlocks * block, totalBytes: s.totalDataBlocks * block };
-    out.metadata = { usedBytes: s.usedMetadataBlocks * meta, totalBytes: s.totalMetadataBlocks * meta };
+    out.data = { usedBytes: bytes(s.usedDataBlocks * block), totalBytes: bytes(s.totalDataBlocks * block) };
+    out.metadata = { usedBytes: bytes(s.usedMetadataBlocks * meta), totalBytes: bytes(s.totalMetadataBlocks * meta) };
     out.mode = s.mode;
     out.needsCheck = s.needsCheck;
   }

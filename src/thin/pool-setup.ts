@@ -6,7 +6,7 @@ import { blockDeviceSizeBytes } from '../blk/index.js';
 import type { DeviceMapper } from '../dm/device-mapper.js';
 import { isThinPoolTarget, type ThinPoolTarget } from '../dm/targets.js';
 import { attachLoop, detachLoop, findLoopByFile, releaseLoop, type LoopDevice, type LoopOptions } from '../loop/index.js';
-import { SECTOR_SIZE, sectors } from '../structs/units.js';
+import { type Bytes, bytesToSectors, sectors, sectorsToBytes } from '../structs/units.js';
 import type { DeviceName } from '../dm/names.js';
 import { PoolStateError } from './errors.js';
 import type { PoolOptions } from './options.js';
@@ -19,7 +19,7 @@ export interface PoolDevices {
   poolName: DeviceName;
   /** Whether we made the pool (and so remove it on shutdown); false for dm.thinpooldev. */
   owned: boolean;
-  dataBlockSizeBytes: number;
+  dataBlockSizeBytes: Bytes;
   /** Loop devices (loopback set-up) or the given block devices; '' for an existing pool. */
   dataDevice: string;
   metadataDevice: string;
@@ -34,12 +34,12 @@ export function loopFiles(root: string): { data: string; metadata: string } {
 }
 
 /** Create a sparse file of `sizeBytes` if missing; returns whether it was created. */
-function ensureSparseFile(path: string, sizeBytes: number, undo: Undo): boolean {
+function ensureSparseFile(path: string, sizeBytes: Bytes, undo: Undo): boolean {
   if (existsSync(path)) return false;
   const fd = openSync(path, 'wx', 0o600);
   undo.file(path);
   try {
-    ftruncateSync(fd, sizeBytes);
+    ftruncateSync(fd, Number(sizeBytes));
     fsyncSync(fd);
   } finally {
     closeSync(fd);
@@ -69,13 +69,13 @@ const SUPERBLOCK_MAGIC_OFFSET = 32;
 const SUPERBLOCK_DATA_BLOCK_SIZE_OFFSET = 32 + 8 + 4 + 4 + 8 + 8 + 128 + 128 + 8 + 8;
 
 /** The data block size (bytes) a pool's metadata records, or null when it holds no pool. */
-export function superblockDataBlockBytes(path: string): number | null {
+export function superblockDataBlockBytes(path: string): Bytes | null {
   const fd = openSync(path, 'r');
   try {
     const buf = Buffer.alloc(SUPERBLOCK_DATA_BLOCK_SIZE_OFFSET + 4);
     const n = readSync(fd, buf, 0, buf.length, 0);
     if (n !== buf.length || buf.readBigUInt64LE(SUPERBLOCK_MAGIC_OFFSET) !== THIN_SUPERBLOCK_MAGIC) return null;
-    return buf.readUInt32LE(SUPERBLOCK_DATA_BLOCK_SIZE_OFFSET) * SECTOR_SIZE;
+    return sectorsToBytes(sectors(buf.readUInt32LE(SUPERBLOCK_DATA_BLOCK_SIZE_OFFSET)));
   } finally {
     closeSync(fd);
   }
@@ -117,11 +117,16 @@ async function loopFor(file: string, undo: Undo, loopOpts: LoopOptions): Promise
   return { dev, attached: true };
 }
 
+/** A thin-pool table's data block size in bytes. */
+export function blockBytes(tp: ThinPoolTarget): Bytes {
+  return sectorsToBytes(sectors(tp.dataBlockSizeSectors));
+}
+
 /** The pool's table line. Low water mark: Docker's 32768 blocks, capped for small pools. */
-export function poolTable(metadataDevice: string, dataDevice: string, dataSizeBytes: bigint, blockSizeBytes: number): ThinPoolTarget {
-  const blockSectors = blockSizeBytes / SECTOR_SIZE;
-  const lengthSectors = sectors(dataSizeBytes / BigInt(SECTOR_SIZE));
-  const blocks = lengthSectors / BigInt(blockSectors);
+export function poolTable(metadataDevice: string, dataDevice: string, dataSizeBytes: Bytes, blockSizeBytes: Bytes): ThinPoolTarget {
+  const blockSectors = bytesToSectors(blockSizeBytes, 'data block size');
+  const lengthSectors = bytesToSectors(dataSizeBytes, 'data size');
+  const blocks = lengthSectors / blockSectors;
   const lwm = blocks / 10n < 32768n ? blocks / 10n : 32768n;
   return {
     type: 'thin-pool',
@@ -129,7 +134,7 @@ export function poolTable(metadataDevice: string, dataDevice: string, dataSizeBy
     lengthSectors,
     metadataDevice,
     dataDevice,
-    dataBlockSizeSectors: blockSectors,
+    dataBlockSizeSectors: Number(blockSectors),
     lowWaterMarkBlocks: lwm,
     // As Docker: new blocks are not zeroed (every file system writes before it reads). And a full
     // pool fails writes at once instead of queueing them for no_space_timeout (60 s): a caller
@@ -160,7 +165,7 @@ export async function setUpPool(
     return {
       poolName: name,
       owned: false,
-      dataBlockSizeBytes: tp.dataBlockSizeSectors * SECTOR_SIZE,
+      dataBlockSizeBytes: blockBytes(tp),
       dataDevice: tp.dataDevice,
       metadataDevice: tp.metadataDevice,
       fresh: false,
@@ -176,7 +181,7 @@ export async function setUpPool(
     const out: PoolDevices = {
       poolName,
       owned: true,
-      dataBlockSizeBytes: tp.dataBlockSizeSectors * SECTOR_SIZE,
+      dataBlockSizeBytes: blockBytes(tp),
       dataDevice: tp.dataDevice,
       metadataDevice: tp.metadataDevice,
       fresh: false,
@@ -190,7 +195,7 @@ export async function setUpPool(
 
   let dataDev: string;
   let metaDev: string;
-  let dataSize: bigint;
+  let dataSize: Bytes;
   const release: LoopDevice[] = [];
   let fresh = false;
   try {

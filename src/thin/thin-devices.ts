@@ -3,10 +3,10 @@
 import { discard } from '../blk/index.js';
 import type { DeviceMapper } from '../dm/device-mapper.js';
 import type { DeviceInfo } from '../dm/info.js';
-import type { DeviceName } from '../dm/names.js';
+import type { DeviceName, ThinId } from '../dm/names.js';
 import { parseThinStatus } from '../dm/status/thin.js';
 import { formatDev } from '../structs/dev.js';
-import { SECTOR_SIZE, type Sectors, sectors } from '../structs/units.js';
+import { type Bytes, bytesToSectors, type Sectors, sectors } from '../structs/units.js';
 import type { ThinTarget } from '../dm/targets.js';
 import { join } from 'node:path';
 import { DeviceBusyError, DeviceExistsError, errnoOf, PoolStateError, UnknownDeviceError } from './errors.js';
@@ -20,8 +20,8 @@ import type { Transactions } from './transaction.js';
 import type { Undo } from './undo.js';
 
 export interface DevStatus {
-  deviceId: number;
-  sizeBytes: number;
+  deviceId: ThinId;
+  sizeBytes: Bytes;
   transactionId: bigint;
   sizeSectors: Sectors;
   mappedSectors: Sectors;
@@ -149,7 +149,7 @@ export class ThinDevices {
     return {
       type: 'thin',
       startSector: sectors(0),
-      lengthSectors: sectors(BigInt(rec.sizeBytes / SECTOR_SIZE)),
+      lengthSectors: bytesToSectors(rec.sizeBytes),
       poolDevice,
       thinId: rec.deviceId,
     };
@@ -195,7 +195,7 @@ export class ThinDevices {
           deviceId: rec.deviceId,
           sizeBytes: rec.sizeBytes,
           transactionId: rec.transactionId,
-          sizeSectors: sectors(BigInt(rec.sizeBytes / SECTOR_SIZE)),
+          sizeSectors: bytesToSectors(rec.sizeBytes),
           mappedSectors: s.mappedSectors,
           highestMappedSector: s.highestMappedSector,
         };

@@ -21,6 +21,7 @@
 import { join } from 'node:path';
 import { DeviceExistsError, errnoOf, MetadataError, TransactionMismatchError, UnknownDeviceError } from './errors.js';
 import { thinId, type ThinId } from '../dm/names.js';
+import { type Bytes, bytes } from '../structs/units.js';
 import { IdAllocator, next as nextId } from './id-allocator.js';
 import {
   BASE_HASH,
@@ -122,7 +123,7 @@ export class Transactions {
    */
   async create(
     hash: string,
-    opts: { sizeBytes: number; origin?: DeviceRecord; aroundMessage?: (send: () => Promise<void>) => Promise<void> },
+    opts: { sizeBytes: Bytes; origin?: DeviceRecord; aroundMessage?: (send: () => Promise<void>) => Promise<void> },
   ): Promise<DeviceRecord> {
     if (this.devices.has(hash)) throw new DeviceExistsError(hash);
     const origin = opts.origin;
@@ -243,7 +244,7 @@ export class Transactions {
       const rec: DeviceRecord = {
         hash,
         deviceId: thinId,
-        sizeBytes: intent.sizeBytes ?? 0,
+        sizeBytes: intent.sizeBytes ?? bytes(0),
         transactionId: intent.newTransactionId,
         // The base is initialized once formatted; snapshots inherit their origin's file system.
         initialized: hash !== BASE_HASH,

@@ -13,6 +13,7 @@ import { DeviceBusyError, PoolOptionConflictError } from '../../src/thin/errors.
 import { isMounted } from '../../src/thin/mount.js';
 import { dmsetup, newHome, requireKernelTier, SMALL, sweep } from './thin-support.js';
 import { deviceName } from '../../src/dm/names.js';
+import { bytes } from '../../src/structs/units.js';
 
 requireKernelTier();
 
@@ -65,7 +66,7 @@ describe('options an existing pool cannot take', () => {
 
   test('the same values, and a data size the pool has grown past, are accepted', async () => {
     const set = await DeviceSet.open(home, [...SMALL, 'dm.blocksize=64K']);
-    await set.resizePool(512 * 2 ** 20);
+    await set.resizePool(bytes(512 * 2 ** 20));
     set.close();
     const again = await DeviceSet.open(home, SMALL); // dm.loopdatasize=256M: what the pool was made with
     expect(again.status().data.totalBytes).toBe(512n * 2n ** 20n);

@@ -20,6 +20,7 @@ import { DeviceBusyError, PoolLockedError, UnknownDeviceError } from '../../src/
 import { DmError } from '../../src/ioctl/errors.js';
 import { DmCmd } from '../../src/structs/dm-ioctl.js';
 import { deviceName } from '../../src/dm/names.js';
+import { bytes } from '../../src/structs/units.js';
 
 describe('storage options', () => {
   test('a key given again replaces every recorded entry of that key, case-insensitively', () => {
@@ -36,7 +37,7 @@ describe('storage options', () => {
       expect(() => checkStorageOpts([bad]), bad).toThrow(UsageError);
     }
     expect(() => checkStorageOpts(['dm.basesize=huge'])).toThrow(/^--storage-opt dm\.basesize="huge": not a size/);
-    expect(checkStorageOpts(['dm.fs=xfs', 'dm.basesize=300M']).baseSizeBytes).toBe(300 * 2 ** 20);
+    expect(checkStorageOpts(['dm.fs=xfs', 'dm.basesize=300M']).baseSizeBytes).toBe(BigInt(300 * 2 ** 20));
     expect(() => checkStorageOpts(['dm.fs=xfs', 'dm.basesize=256M'])).toThrow(/300 MiB/);
   });
 });
@@ -98,8 +99,8 @@ describe('formats', () => {
       metadataFile: '/h/devicemapper/metadata',
       dataDevice: '4095:999999',
       metadataDevice: '4095:999998',
-      data: { usedBytes: 25n * 2n ** 20n, totalBytes: 2n ** 30n },
-      metadata: { usedBytes: 6n * 2n ** 20n, totalBytes: 64n * 2n ** 20n },
+      data: { usedBytes: bytes(25n * 2n ** 20n), totalBytes: bytes(2n ** 30n) },
+      metadata: { usedBytes: bytes(6n * 2n ** 20n), totalBytes: bytes(64n * 2n ** 20n) },
       blockSizeBytes: 65536n,
       transactionId: 5n,
       state: 'ok',

@@ -7,6 +7,7 @@ import { IdAllocator } from '../../src/thin/id-allocator.js';
 import { BASE_HASH, MetadataStore, validateHash, writeFileAtomic } from '../../src/thin/metadata-store.js';
 import { PoolNaming } from '../../src/thin/naming.js';
 import { thinId, type ThinId } from '../../src/dm/names.js';
+import { bytes } from '../../src/structs/units.js';
 
 let dir: string;
 beforeEach(() => {
@@ -17,7 +18,7 @@ afterEach(() => rmSync(dir, { recursive: true, force: true }));
 const rec = (hash: string, id: number) => ({
   hash,
   deviceId: thinId(id),
-  sizeBytes: 1 << 20,
+  sizeBytes: bytes(1 << 20),
   transactionId: 3n,
   initialized: true,
   deleted: false,
@@ -36,7 +37,7 @@ describe('MetadataStore', () => {
       thinId: thinId(6),
       originId: thinId(5),
       originHash: 'abc',
-      sizeBytes: 4096,
+      sizeBytes: bytes(4096),
       oldTransactionId: 3n,
       newTransactionId: 4n,
     });
@@ -51,7 +52,7 @@ describe('MetadataStore', () => {
       thinId: thinId(6),
       originId: thinId(5),
       originHash: 'abc',
-      sizeBytes: 4096,
+      sizeBytes: bytes(4096),
       oldTransactionId: 3n,
       newTransactionId: 4n,
     });
