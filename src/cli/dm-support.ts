@@ -7,7 +7,7 @@ import type { DeviceInfo } from '../dm/info.js';
 import { deviceName, deviceUuid, type DeviceName, type DeviceRef, type DeviceUuid } from '../dm/names.js';
 import { isThinTarget, parseTable, type Target } from '../dm/targets.js';
 import { DmError } from '../ioctl/errors.js';
-import type { DevT } from '../structs/dev.js';
+import { formatDev, type DevT } from '../structs/dev.js';
 import { mountsOf, mountTable } from '../thin/mount.js';
 import { flag, str, type ArgToken, type Command, type Invocation } from './command.js';
 import type { InfoView } from './dmsetup-format.js';
@@ -21,7 +21,7 @@ export function infoView(i: DeviceInfo): InfoView {
 
 function readAheadSectors(dev: DevT): number | undefined {
   try {
-    return Number(readFileSync(`/sys/dev/block/${dev.major}:${dev.minor}/bdi/read_ahead_kb`, 'utf8').trim()) * 2;
+    return Number(readFileSync(`/sys/dev/block/${formatDev(dev)}/bdi/read_ahead_kb`, 'utf8').trim()) * 2;
   } catch {
     return undefined;
   }
@@ -36,7 +36,7 @@ export function depsOf(d: DeviceMapper, ref: DeviceRef): DevT[] {
 /** A block device's kernel name (loop2, dm-4) from sysfs, for `deps -o devname`. */
 export function blockDeviceName(dev: DevT): string | undefined {
   try {
-    return /^DEVNAME=(.*)$/m.exec(readFileSync(`/sys/dev/block/${dev.major}:${dev.minor}/uevent`, 'utf8'))?.[1];
+    return /^DEVNAME=(.*)$/m.exec(readFileSync(`/sys/dev/block/${formatDev(dev)}/uevent`, 'utf8'))?.[1];
   } catch {
     return undefined;
   }
@@ -86,7 +86,7 @@ export function tableFrom(tokens: readonly ArgToken[]): Target[] | undefined {
 
 /** Why a device is busy: its holders by dm name, its mounts, its openers. `lasting`: waiting will not free it. */
 export function busyReason(d: DeviceMapper, info: DeviceInfo): { text: string; hint: string; lasting: boolean } {
-  const key = `${info.dev.major}:${info.dev.minor}`;
+  const key = formatDev(info.dev);
   let holders: string[] = [];
   try {
     const dmByMinor = new Map(d.list().map((e) => [`dm-${e.dev.minor}`, e.name]));
@@ -149,7 +149,7 @@ export function createHint(
     const thin = ctx.table.find(isThinTarget);
     if (thin) {
       // The pool as the table names it (a path or maj:min), shown by its dm name when it has one.
-      const byDev = new Map(d.list().map((e) => [`${e.dev.major}:${e.dev.minor}`, e.name]));
+      const byDev = new Map(d.list().map((e) => [formatDev(e.dev), e.name]));
       const pool = byDev.get(thin.poolDevice) ?? thin.poolDevice.replace(/^\/dev\/mapper\//, '');
       return new OperationError(
         `ENODATA: the pool ${pool} has no thin device with id ${thin.thinId} (create it first: devmapper dm message ${pool} 0 create_thin ${thin.thinId})`,

@@ -138,7 +138,7 @@ const commands: Command[] = [
         if (isJson(inv)) return inv.out(json(all));
         // dmsetup names a dm dependency by its dm name, any other by its kernel name (loop2).
         const dmNames = new Map(d.list().map((e) => [formatDev(e.dev), e.name]));
-        const devName = (dev: DevT): string | undefined => dmNames.get(`${dev.major}:${dev.minor}`) ?? blockDeviceName(dev);
+        const devName = (dev: DevT): string | undefined => dmNames.get(formatDev(dev)) ?? blockDeviceName(dev);
         for (const { name, deps } of all) {
           const names = output === 'devname' ? deps.map(devName) : undefined;
           inv.out((one === undefined ? `${name}: ` : '') + formatDeps(deps, names));

@@ -1,7 +1,7 @@
 // Validated names and numbers at the API's edge: the kernel's limits (DM_NAME_LEN, DM_UUID_LEN,
 // dm-thin's 24-bit device ids) checked once, before anything is encoded.
 import { DM_NAME_LEN, DM_UUID_LEN } from '../structs/dm-ioctl.js';
-import type { DevT } from '../structs/dev.js';
+import { formatDev, type DevT } from '../structs/dev.js';
 import { InvalidArgumentError } from './errors.js';
 
 declare const deviceNameBrand: unique symbol;
@@ -79,5 +79,5 @@ export function checkDeviceRef(ref: DeviceRef): DeviceRef {
 export function describeRef(ref: DeviceRef): string {
   if ('name' in ref) return ref.name;
   if ('uuid' in ref) return `uuid ${ref.uuid}`;
-  return `${ref.dev.major}:${ref.dev.minor}`;
+  return formatDev(ref.dev);
 }

@@ -6,6 +6,7 @@ import { blockDeviceSizeBytes } from '../blk/index.js';
 import type { DeviceMapper } from '../dm/device-mapper.js';
 import { isThinPoolTarget, type ThinPoolTarget } from '../dm/targets.js';
 import { attachLoop, detachLoop, findLoopByFile, releaseLoop, type LoopDevice, type LoopOptions } from '../loop/index.js';
+import { formatDev } from '../structs/dev.js';
 import { type Bytes, bytesToSectors, sectors, sectorsToBytes } from '../structs/units.js';
 import type { DeviceName } from '../dm/names.js';
 import { PoolStateError } from './errors.js';
@@ -99,7 +100,7 @@ function majMin(path: string): string {
   const rdev = st.rdev;
   const major = ((rdev >> 8) & 0xfff) | (Math.floor(rdev / 2 ** 32) & ~0xfff);
   const minor = (rdev & 0xff) | ((rdev >> 12) & ~0xff);
-  return `${major}:${minor}`;
+  return formatDev({ major, minor });
 }
 
 /** The loop device of `file`, attached (autoclear) if none is; an attached one is detached by `undo`. */
@@ -211,8 +212,8 @@ export async function setUpPool(
       if (d.attached) release.push(d.dev);
       const m = await loopFor(files.metadata, undo, loopOpts);
       if (m.attached) release.push(m.dev);
-      dataDev = `${d.dev.major}:${d.dev.minor}`;
-      metaDev = `${m.dev.major}:${m.dev.minor}`;
+      dataDev = formatDev(d.dev);
+      metaDev = formatDev(m.dev);
       dataSize = blockDeviceSizeBytes(d.dev.path);
     } else {
       dataDev = majMin(opts.dataDevice!);
