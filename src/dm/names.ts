@@ -58,7 +58,10 @@ export function thinId(n: number): ThinId {
 // Sector counts and u64s are the pure layer's (src/structs/units.ts).
 export { sectors, u64 } from '../structs/units.js';
 
-/** Checks the name/uuid/dev inside a DeviceRef; returns it unchanged. */
+/**
+ * Checks the name/uuid/dev inside a DeviceRef; returns it unchanged. Typed callers pass names made
+ * by deviceName(); this guards the DeviceMapper methods against JavaScript callers, before any ioctl.
+ */
 export function checkDeviceRef(ref: DeviceRef): DeviceRef {
   if (ref === null || typeof ref !== 'object') throw new InvalidArgumentError('device', ref, 'not a device reference');
   if ('name' in ref) deviceName(ref.name);
