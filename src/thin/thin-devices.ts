@@ -25,7 +25,7 @@ export interface DevStatus {
   transactionId: bigint;
   sizeSectors: Sectors;
   mappedSectors: Sectors;
-  highestMappedSector: bigint | null;
+  highestMappedSector: Sectors | null;
 }
 
 export class ThinDevices {
