@@ -258,7 +258,7 @@ async function demo(opts: string[], prefix: string, keep: boolean): Promise<numb
     out(
       `thin pool ${status.poolName}\n` +
         `  on sparse files in ${home}: data ${formatBytes(status.data.totalBytes)}, metadata ${formatBytes(status.metadata.totalBytes)}, ` +
-        `blocks of ${formatBytes(status.sectorSizeBytes)}; every layer is a ${formatBytes(BigInt(base?.sizeBytes ?? 0))} ext4 device\n\n`,
+        `blocks of ${formatBytes(status.sectorSizeBytes)}; every layer is a ${formatBytes(base?.sizeBytes ?? 0n)} ext4 device\n\n`,
     );
     out(
       formatColumns(

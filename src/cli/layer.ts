@@ -44,7 +44,7 @@ async function layerRow(set: DeviceSet, dm: DeviceMapper, id: string, table = mo
   return {
     id,
     thinId: st.deviceId,
-    sizeBytes: BigInt(st.sizeBytes),
+    sizeBytes: st.sizeBytes,
     mappedBytes: sectorsToBytes(st.mappedSectors),
     mappedSectors: st.mappedSectors,
     highestMappedSector: st.highestMappedSector,

@@ -60,9 +60,9 @@ export interface PoolStatusView extends Omit<PoolStatus, 'sectorSizeBytes'> {
 }
 
 /** The view of a DeviceSet's status: the block size under its own name, not Docker's "sector size". */
-export function poolView(status: PoolStatus, home: string, layers: number, baseSizeBytes: number | bigint): PoolStatusView {
+export function poolView(status: PoolStatus, home: string, layers: number, baseSizeBytes: bigint): PoolStatusView {
   const { sectorSizeBytes, ...rest } = status;
-  return { ...rest, home, layers, blockSizeBytes: BigInt(sectorSizeBytes), baseSizeBytes: BigInt(baseSizeBytes) };
+  return { ...rest, home, layers, blockSizeBytes: sectorSizeBytes, baseSizeBytes };
 }
 
 export function formatPoolStatus(s: PoolStatusView): string {

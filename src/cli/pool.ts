@@ -47,7 +47,7 @@ export async function poolStep<T>(fn: () => Promise<T>, hints: Readonly<Record<s
 
 function statusView(home: string, set: DeviceSet): PoolStatusView {
   const base = set.deviceRecords().find((r) => r.hash === BASE_HASH);
-  return poolView(set.status(), home, set.list().length, base?.sizeBytes ?? 0);
+  return poolView(set.status(), home, set.list().length, base?.sizeBytes ?? 0n);
 }
 
 const isJson = (inv: Invocation): boolean => flag(inv.values, 'json');

@@ -51,7 +51,7 @@ describe('options an existing pool cannot take', () => {
     expect({ ls: dmsetup('ls'), table: dmsetup('table') }).toEqual(before);
     // The lock was let go: the same home opens with its own options.
     const set = await DeviceSet.open(home, SMALL);
-    expect(set.deviceRecords().find((r) => r.hash === '')?.sizeBytes).toBe(64 * 2 ** 20);
+    expect(set.deviceRecords().find((r) => r.hash === '')?.sizeBytes).toBe(BigInt(64 * 2 ** 20));
     set.close();
   });
 

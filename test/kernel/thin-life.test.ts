@@ -43,7 +43,7 @@ describe('thin pool life', () => {
     expect(st.dataFile).toBe(join(home, 'devicemapper', 'data'));
     expect(st.data.totalBytes).toBe(256n * 2n ** 20n);
     expect(st.metadata.totalBytes).toBe(16n * 2n ** 20n);
-    expect(st.sectorSizeBytes).toBe(65536);
+    expect(st.sectorSizeBytes).toBe(65536n);
     // dmsetup status: <txid> <used meta>/<total meta> <used data>/<total data> ...
     const words = dmsetup('status', set.poolName).split(' ');
     expect(words[3]).toBe('1');
