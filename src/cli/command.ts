@@ -39,6 +39,7 @@ export interface Command {
   /** Longer help after the option list. */
   details?: string;
   /** Resolves to the exit code (0 when it returns nothing). Throws UsageError for a bad command line. */
+  // biome-ignore lint/suspicious/noConfusingVoidType: a run that returns nothing means exit 0.
   run(inv: Invocation): Promise<number | void> | number | void;
 }
 

@@ -3,7 +3,16 @@
 import { readFileSync } from 'node:fs';
 import { blockDeviceSizeBytes } from '../blk/index.js';
 import { SysError } from '../ioctl/errors.js';
-import { attachLoop, detachLoop, findLoopByFile, listLoops, loopStatus, releaseLoop, setLoopCapacity } from '../loop/index.js';
+import {
+  attachLoop,
+  detachLoop,
+  findLoopByFile,
+  type LoopDevice,
+  listLoops,
+  loopStatus,
+  releaseLoop,
+  setLoopCapacity,
+} from '../loop/index.js';
 import { LoFlag } from '../structs/loop.js';
 import { flag, JSON_OPTION, runGroup, str, type Command, type Group, type Invocation } from './command.js';
 import { explain } from './errors.js';
@@ -103,7 +112,7 @@ async function attach(inv: Invocation): Promise<void> {
     ...(blockSizeBytes !== undefined ? { blockSizeBytes } : {}),
   };
   const readOnly = flag(inv.values, 'read-only');
-  let dev;
+  let dev: LoopDevice;
   try {
     dev = await attachLoop(file, { ...opts, readOnly, keepOpen: true });
   } catch (err) {

@@ -28,7 +28,9 @@ export function percent(used: bigint, total: bigint): string {
 /** Columns padded to their widest cell; `right` lists the right-aligned column indexes. */
 export function formatColumns(rows: readonly (readonly string[])[], right: readonly number[] = []): string {
   const widths: number[] = [];
-  for (const r of rows) r.forEach((c, k) => (widths[k] = Math.max(widths[k] ?? 0, c.length)));
+  for (const r of rows) {
+    for (const [k, c] of r.entries()) widths[k] = Math.max(widths[k] ?? 0, c.length);
+  }
   return rows
     .map(
       (r) =>

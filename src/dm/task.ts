@@ -155,7 +155,9 @@ export class Task {
   ) {}
 
   private get dm(): DeviceMapper {
-    return this.dmGiven ?? (defaultDm ??= DeviceMapper.open());
+    if (this.dmGiven) return this.dmGiven;
+    defaultDm ??= DeviceMapper.open();
+    return defaultDm;
   }
 
   setName(name: string): void {

@@ -1,6 +1,6 @@
 // Device nodes without udev: make `path` a block or character node of major:minor, as
 // libdevmapper's node operations do when udev is disabled.
-import { chmodSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
+import { type BigIntStats, chmodSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { DevT } from '../structs/dev.js';
 import { SysError } from './errors.js';
@@ -25,7 +25,7 @@ const libcNodeSys: NodeSys = { mknod: sysMknod };
 
 /** What is at `path`: nothing, a node of the wanted kind and number, or something else. */
 function inspect(path: string, spec: NodeSpec): 'missing' | 'match' | 'other' | 'directory' {
-  let st;
+  let st: BigIntStats;
   try {
     st = lstatSync(path, { bigint: true });
   } catch (err) {

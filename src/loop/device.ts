@@ -121,7 +121,7 @@ export function listLoops(): BoundLoop[] {
     try {
       out.push({ ...loopDevice(Number(m[1])), backingFile });
     } catch {
-      continue; // removed meanwhile (LOOP_CTL_REMOVE)
+      // removed meanwhile (LOOP_CTL_REMOVE)
     }
   }
   return out.sort((a, b) => a.number - b.number);

@@ -27,6 +27,6 @@ export function encodeTargetDeps(devs: readonly bigint[]): Uint8Array {
   const out = new Uint8Array(DEPS.dev + devs.length * DEV_SIZE);
   const view = viewOf(out);
   view.setUint32(DEPS.count, devs.length, true);
-  devs.forEach((dev, i) => view.setBigUint64(DEPS.dev + i * DEV_SIZE, checkU64(STRUCT, `dev[${i}]`, dev), true));
+  for (const [i, dev] of devs.entries()) view.setBigUint64(DEPS.dev + i * DEV_SIZE, checkU64(STRUCT, `dev[${i}]`, dev), true);
   return out;
 }

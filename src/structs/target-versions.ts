@@ -44,7 +44,7 @@ export function encodeTargetVersions(list: readonly DmTargetVersion[]): Uint8Arr
   const names = list.map((t, i) => {
     const name = cstringBytes(STRUCT, `[${i}].name`, t.name, DM_NAME_LEN);
     if (name.length === 0) throw new EncodeError(STRUCT, `[${i}].name`, 'is empty');
-    t.version.forEach((v, j) => checkU32(STRUCT, `[${i}].version[${j}]`, v));
+    for (const [j, v] of t.version.entries()) checkU32(STRUCT, `[${i}].version[${j}]`, v);
     return name;
   });
   const out = new Uint8Array(names.reduce((s, n) => s + REC.name + n.length + 1 + 7, 0));
@@ -54,7 +54,7 @@ export function encodeTargetVersions(list: readonly DmTargetVersion[]): Uint8Arr
     const name = names[i]!;
     const size = align8(REC.name + name.length + 1);
     view.setUint32(off + REC.next, i === list.length - 1 ? 0 : size, true);
-    t.version.forEach((v, j) => view.setUint32(off + REC.version + 4 * j, v, true));
+    for (const [j, v] of t.version.entries()) view.setUint32(off + REC.version + 4 * j, v, true);
     out.set(name, off + REC.name);
     off += size;
   });

@@ -98,7 +98,7 @@ export interface MountEntry {
 }
 
 /** mountinfo escapes space, tab, newline and backslash as \ooo. */
-function unescape(s: string): string {
+function unescapeOctal(s: string): string {
   return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
 }
 
@@ -113,7 +113,13 @@ export function parseMountInfo(text: string): MountEntry[] {
     const [id, , majMin, , mountPoint] = left;
     const [fsType, source] = right;
     if (id === undefined || majMin === undefined || mountPoint === undefined || fsType === undefined) continue;
-    out.push({ mountId: Number(id), majorMinor: majMin, mountPoint: unescape(mountPoint), fsType, source: unescape(source ?? '') });
+    out.push({
+      mountId: Number(id),
+      majorMinor: majMin,
+      mountPoint: unescapeOctal(mountPoint),
+      fsType,
+      source: unescapeOctal(source ?? ''),
+    });
   }
   return out;
 }

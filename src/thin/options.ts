@@ -86,7 +86,7 @@ const UNIT: Record<string, number> = { k: 1, m: 2, g: 3, t: 4, p: 5 };
 /** Docker's RAMInBytes: '10G' -> 10737418240. Throws OptionError naming `key`. */
 export function parseSize(key: string, value: string): Bytes {
   const m = SIZE_RE.exec(value.trim());
-  if (!m || !m[1]) {
+  if (!m?.[1]) {
     throw new OptionError(key, value, 'not a size: expected a number with an optional unit k, m, g, t, p (binary, e.g. 10G, 512M, 20GB)');
   }
   const unit = m[2]?.toLowerCase();
@@ -168,10 +168,10 @@ export function optionsFromStrings(options: readonly string[]): PoolOptionsInput
         input.fs = value;
         break;
       case 'dm.mkfsarg':
-        (input.mkfsArgs ??= []).push(value);
+        input.mkfsArgs = [...(input.mkfsArgs ?? []), value];
         break;
       case 'dm.mountopt':
-        (input.mountOptions ??= []).push(value);
+        input.mountOptions = [...(input.mountOptions ?? []), value];
         break;
       case 'dm.datadev':
         input.dataDevice = value;

@@ -32,7 +32,7 @@ export interface PoolStatus {
 
 export function readPoolStatus(dm: DeviceMapper, poolName: DeviceName): ThinPoolStatus {
   const line = dm.status({ name: poolName })[0];
-  if (!line || line.type !== 'thin-pool') throw new PoolStateError(poolName, 'has no thin-pool target');
+  if (line?.type !== 'thin-pool') throw new PoolStateError(poolName, 'has no thin-pool target');
   return parseThinPoolStatus(line.params);
 }
 

@@ -188,7 +188,7 @@ export class ThinDevices {
       await this.activate(hash);
       try {
         const line = this.dm.status({ name })[0];
-        if (!line || line.type !== 'thin') throw new PoolStateError(this.poolName, `${name} has no thin target`);
+        if (line?.type !== 'thin') throw new PoolStateError(this.poolName, `${name} has no thin target`);
         const s = parseThinStatus(line.params);
         if (s.state !== 'ok') throw new PoolStateError(this.poolName, `${name} status is ${s.state}`);
         return {

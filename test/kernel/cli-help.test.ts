@@ -106,8 +106,14 @@ let err = '';
 beforeEach(() => {
   out = '';
   err = '';
-  vi.spyOn(process.stdout, 'write').mockImplementation((t: string | Uint8Array) => ((out += String(t)), true));
-  vi.spyOn(process.stderr, 'write').mockImplementation((t: string | Uint8Array) => ((err += String(t)), true));
+  vi.spyOn(process.stdout, 'write').mockImplementation((t: string | Uint8Array) => {
+    out += String(t);
+    return true;
+  });
+  vi.spyOn(process.stderr, 'write').mockImplementation((t: string | Uint8Array) => {
+    err += String(t);
+    return true;
+  });
 });
 afterEach(() => {
   vi.restoreAllMocks();

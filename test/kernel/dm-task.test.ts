@@ -4,7 +4,7 @@ import { statSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { DeviceMapper } from '../../src/dm/device-mapper.js';
 import type { DeviceListEntry } from '../../src/dm/info.js';
-import { AddNodeType, ErrBusy, ErrTaskRun, Task, TaskType, taskCreate } from '../../src/dm/task.js';
+import { AddNodeType, ErrBusy, ErrTaskRun, type Task, TaskType, taskCreate } from '../../src/dm/task.js';
 import type { DmTargetVersion } from '../../src/structs/target-versions.js';
 import type { DevT } from '../../src/structs/dev.js';
 import type { LoopDevice } from '../../src/loop/index.js';

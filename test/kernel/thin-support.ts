@@ -4,7 +4,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DeviceMapper } from '../../src/dm/device-mapper.js';
+import type { DeviceMapper } from '../../src/dm/device-mapper.js';
 import { DmError } from '../../src/ioctl/errors.js';
 import { beforeAll } from 'vitest';
 import { requireDeviceMapper, sweep as sweepDevices } from './support/env.js';

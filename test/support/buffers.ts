@@ -64,7 +64,7 @@ export function writeFields<S extends StructName>(buf: Uint8Array, struct: S, fi
       const size = chars[field];
       if (size !== undefined) buf.fill(0, off, off + size);
       buf.set(bytes, off);
-    } else value.forEach((v, i) => view.setUint32(off + 4 * i, v >>> 0, true));
+    } else for (const [i, v] of value.entries()) view.setUint32(off + 4 * i, v >>> 0, true);
   }
 }
 

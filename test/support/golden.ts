@@ -76,7 +76,7 @@ export interface GoldenCommand {
 function requireDir(): void {
   if (!existsSync(join(GOLDEN_DIR, 'README.md'))) {
     throw new Error(
-      `golden captures not found at ${GOLDEN_DIR} (test/golden in the repository, or $DEVMAPPER_GOLDEN). ` + 'The golden tests never skip.',
+      `golden captures not found at ${GOLDEN_DIR} (test/golden in the repository, or $DEVMAPPER_GOLDEN). The golden tests never skip.`,
     );
   }
 }

@@ -22,7 +22,7 @@ function strippedHex(rec: GoldenBufRecord, which: 'before' | 'after'): string {
 
 function golden(n: number, cmd: string, index = 0): GoldenBufRecord {
   const rec = recordsOf(n).filter((r) => r.req_name === cmd)[index];
-  if (!rec || rec.kind !== 'buf') throw new Error(`no ${cmd} in command ${n}`);
+  if (rec?.kind !== 'buf') throw new Error(`no ${cmd} in command ${n}`);
   return rec;
 }
 

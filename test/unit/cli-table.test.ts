@@ -24,8 +24,14 @@ let stderr = '';
 beforeEach(() => {
   stdout = '';
   stderr = '';
-  vi.spyOn(process.stdout, 'write').mockImplementation((t: string | Uint8Array) => ((stdout += String(t)), true));
-  vi.spyOn(process.stderr, 'write').mockImplementation((t: string | Uint8Array) => ((stderr += String(t)), true));
+  vi.spyOn(process.stdout, 'write').mockImplementation((t: string | Uint8Array) => {
+    stdout += String(t);
+    return true;
+  });
+  vi.spyOn(process.stderr, 'write').mockImplementation((t: string | Uint8Array) => {
+    stderr += String(t);
+    return true;
+  });
 });
 afterEach(() => {
   vi.restoreAllMocks();

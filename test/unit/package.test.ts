@@ -267,8 +267,8 @@ describe('the installed package', () => {
     const pure = readmeExamples('pure');
     expect(kernel.length).toBeGreaterThanOrEqual(2);
     expect(pure.length).toBeGreaterThanOrEqual(1);
-    kernel.forEach((code, i) => writeFileSync(join(app, `readme-kernel-${i}.ts`), code));
-    pure.forEach((code, i) => writeFileSync(join(app, `readme-pure-${i}.ts`), code));
+    for (const [i, code] of kernel.entries()) writeFileSync(join(app, `readme-kernel-${i}.ts`), code);
+    for (const [i, code] of pure.entries()) writeFileSync(join(app, `readme-pure-${i}.ts`), code);
     writeFileSync(
       join(app, 'tsconfig.json'),
       JSON.stringify({
@@ -288,6 +288,6 @@ describe('the installed package', () => {
       }),
     );
     run(tsc, ['-p', 'tsconfig.json'], app);
-    pure.forEach((_, i) => run('node', [join('out', `readme-pure-${i}.js`)], app));
+    for (const i of pure.keys()) run('node', [join('out', `readme-pure-${i}.js`)], app);
   }, 60_000);
 });

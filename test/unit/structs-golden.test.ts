@@ -194,7 +194,7 @@ describe('golden replies match what dmsetup printed', () => {
     const lines = replies.flatMap(({ payload }) =>
       decodeTargetVersions(payload).map((t) => `${t.name.padEnd(16)} v${t.version.join('.')}`),
     );
-    expect(lines.join('\n') + '\n').toBe(command(n).stdout);
+    expect(`${lines.join('\n')}\n`).toBe(command(n).stdout);
   });
 
   test.each(['lsEmpty', 'ls', 'lsAfterRemoveAll'] as const)('dmsetup ls (%s)', (n) => {
@@ -244,7 +244,7 @@ describe('golden replies match what dmsetup printed', () => {
       lines.push(`${e.name} (${devText(e.dev)})`);
       walk(e.dev, ' ');
     }
-    expect(lines.join('\n') + '\n').toBe(command(n).stdout);
+    expect(`${lines.join('\n')}\n`).toBe(command(n).stdout);
   });
 
   // Table and status lines; with no device named, dmsetup prefixes each with "name: ".
