@@ -281,7 +281,7 @@ describe('pools on given block devices and existing pools', () => {
     const home2 = join(h, 'home2');
     const set = await DeviceSet.open(home2, ['dm.basesize=64M', 'dm.prefix=dmtest', `dm.thinpooldev=/dev/mapper/${name}`]);
     expect(set.poolName).toBe(name);
-    expect(set.status().sectorSizeBytes).toBe(131072);
+    expect(set.status().sectorSizeBytes).toBe(131072n);
     await set.addDevice('ext', '');
     await set.shutdown();
     expect(dm.info({ name })).not.toBeNull();
