@@ -7,6 +7,7 @@ import { formatTargetParams, parseTable, type Target } from '../src/dm/targets.j
 import { formatTableLine } from '../src/dm/targets.js';
 import type { Report } from './report.js';
 import { afterWarmup, fmt, median, msSince, nowNs, SCALE } from './stats.js';
+import { sectors } from '../src/structs/units.js';
 
 /** ops/s of `fn`: rounds of ~150 ms each (scaled), median after the warm-up round. */
 function opsPerSecond(fn: () => unknown, rounds: number): number {
@@ -39,10 +40,10 @@ export function benchCodec(report: Report, rounds: number): Record<string, numbe
   const headerBuf = encodeDmIoctl(header, undefined, DM_IOCTL_SIZE);
   const targets: Target[] = Array.from({ length: 2000 }, (_, i) => ({
     type: 'linear' as const,
-    startSector: BigInt(i) * 2048n,
-    lengthSectors: 2048n,
+    startSector: sectors(BigInt(i) * 2048n),
+    lengthSectors: sectors(2048n),
     device: '7:0',
-    offsetSectors: BigInt(i) * 4096n,
+    offsetSectors: sectors(BigInt(i) * 4096n),
   }));
   const specsIn = targets.map((t) => ({
     sector_start: t.startSector,

@@ -14,6 +14,7 @@ import { createPool, destroyPool } from './pool.js';
 import { Report } from './report.js';
 import { PROJECT } from './run-process.js';
 import { SCALE, scaled } from './stats.js';
+import { deviceName } from '../src/dm/names.js';
 
 function cpuModel(): string {
   try {
@@ -59,7 +60,7 @@ async function main(): Promise<void> {
     if (want('codec')) await part(report, 'codec', () => benchCodec(report, rounds));
     if (want('p3')) await part(report, 'P3', () => benchCli(report, Math.max(4, scaled(9))));
     if (dm && (want('p1') || want('p4'))) {
-      const pool = await createPool(dm, `bench-pool-${process.pid}`, { mkfs: want('p4') });
+      const pool = await createPool(dm, deviceName(`bench-pool-${process.pid}`), { mkfs: want('p4') });
       try {
         if (want('p1')) await part(report, 'P1', () => benchSnapshotCycle(report, dm, pool, rounds));
         if (want('p4')) await part(report, 'P4', () => benchLayers(report, pool));

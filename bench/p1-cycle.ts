@@ -7,6 +7,7 @@ import { thinTarget, type BenchPool } from './pool.js';
 import type { Report } from './report.js';
 import { bash, runC } from './run-process.js';
 import { afterWarmup, fmt, median, msSince, nowNs, ratio, scaled } from './stats.js';
+import { thinId, deviceName } from '../src/dm/names.js';
 
 const DMSETUP_LOOP = `
 pool=$1 pooldev=$2 origin=$3 first=$4 count=$5 name=bench-dmsetup-$$
@@ -38,13 +39,13 @@ export async function benchSnapshotCycle(
   const ours =
     (noNode: boolean) =>
     async (first: number, count: number): Promise<number> => {
-      const name = `bench-ts-${process.pid}`;
+      const name = deviceName(`bench-ts-${process.pid}`);
       const t0 = nowNs();
       for (let id = first; id < first + count; id++) {
-        createSnap(dm, ref, id, pool.originId);
+        createSnap(dm, ref, thinId(id), thinId(pool.originId));
         await dm.create(name, { table: [thinTarget(pool, id)], noNode });
         await dm.remove({ name }, { noNode });
-        deleteThin(dm, ref, id);
+        deleteThin(dm, ref, thinId(id));
       }
       return msSince(t0);
     };

@@ -6,9 +6,10 @@ import { DeviceMapper } from '../src/dm/device-mapper.js';
 import type { Report } from './report.js';
 import { runC, wallMs } from './run-process.js';
 import { afterWarmup, fmt, median, msSince, nowNs, ratio, scaled } from './stats.js';
+import { deviceName } from '../src/dm/names.js';
 
 const SIZES = [100, 1000, 10000];
-const deviceName = (i: number) => `bench-list-${String(i).padStart(5, '0')}`;
+const listName = (i: number) => deviceName(`bench-list-${String(i).padStart(5, '0')}`);
 
 export async function benchList(report: Report, dm: DeviceMapper, rounds: number): Promise<Record<string, number>> {
   const s = report.section('P2 list (DM_LIST_DEVICES), ms per call', [
@@ -26,7 +27,7 @@ export async function benchList(report: Report, dm: DeviceMapper, rounds: number
   try {
     for (const size of SIZES) {
       const existing = dm.list().length;
-      for (; made < size; made++) await dm.create(deviceName(made), { noNode: true });
+      for (; made < size; made++) await dm.create(listName(made), { noNode: true });
       const total = existing + (size - made); // devices the kernel lists (the pool and its friends too)
       const repeats = Math.max(5, scaled(size >= 10000 ? 30 : 100));
       const cols = { first: [] as number[], rep: [] as number[], raw: [] as number[], lib: [] as number[], proc: [] as number[] };
@@ -63,7 +64,7 @@ export async function benchList(report: Report, dm: DeviceMapper, rounds: number
       ]);
     }
   } finally {
-    for (let i = 0; i < made; i++) await dm.remove({ name: deviceName(i) }, { noNode: true });
+    for (let i = 0; i < made; i++) await dm.remove({ name: listName(i) }, { noNode: true });
   }
   const r10k = out['10000:rep']! / out['10000:raw']!;
   s.notes.push(

@@ -8,6 +8,8 @@ import type { DeviceMapper } from '../src/dm/device-mapper.js';
 import { createThin } from '../src/dm/thin-messages.js';
 import { attachLoop, detachLoop, type LoopDevice } from '../src/loop/index.js';
 import { zeroMetadataHeader } from '../src/thin/pool-setup.js';
+import { sectors } from '../src/structs/units.js';
+import { thinId, type DeviceName, deviceName } from '../src/dm/names.js';
 
 /** Size of every snapshot device the cycles make (the C programs use the same). */
 export const SNAP_SECTORS = 2097152n;
@@ -16,7 +18,7 @@ export const BASE_SECTORS = 131072n;
 const MiB = 1024 * 1024;
 
 export interface BenchPool {
-  name: string;
+  name: DeviceName;
   /** "maj:min" of the pool device, as thin tables name it. */
   dev: string;
   originId: number;
@@ -33,7 +35,7 @@ function sparse(path: string, bytes: number): void {
   }
 }
 
-export async function createPool(dm: DeviceMapper, name: string, opts: { mkfs: boolean }): Promise<BenchPool> {
+export async function createPool(dm: DeviceMapper, name: DeviceName, opts: { mkfs: boolean }): Promise<BenchPool> {
   const dir = mkdtempSync(join(tmpdir(), 'dm-bench-'));
   sparse(join(dir, 'data'), 512 * MiB);
   sparse(join(dir, 'metadata'), 32 * MiB);
@@ -44,8 +46,8 @@ export async function createPool(dm: DeviceMapper, name: string, opts: { mkfs: b
     table: [
       {
         type: 'thin-pool',
-        startSector: 0n,
-        lengthSectors: BigInt(512 * MiB) / 512n,
+        startSector: sectors(0n),
+        lengthSectors: sectors(BigInt(512 * MiB) / 512n),
         metadataDevice: `${meta.major}:${meta.minor}`,
         dataDevice: `${data.major}:${data.minor}`,
         dataBlockSizeSectors: 128,
@@ -55,9 +57,9 @@ export async function createPool(dm: DeviceMapper, name: string, opts: { mkfs: b
     ],
   });
   const pool: BenchPool = { name, dev: `${info.dev.major}:${info.dev.minor}`, originId: 0, dir, loops: [data, meta] };
-  createThin(dm, { name }, pool.originId);
+  createThin(dm, { name }, thinId(pool.originId));
   if (opts.mkfs) {
-    const base = `${name}-base`;
+    const base = deviceName(`${name}-base`);
     await dm.create(base, { table: [thinTarget(pool, pool.originId, BASE_SECTORS)] });
     execFileSync('mkfs.ext4', ['-q', '-F', '-E', 'nodiscard,lazy_itable_init=1,lazy_journal_init=1', join(dm.mapperDir, base)], {
       stdio: 'inherit',
@@ -67,8 +69,14 @@ export async function createPool(dm: DeviceMapper, name: string, opts: { mkfs: b
   return pool;
 }
 
-export function thinTarget(pool: BenchPool, thinId: number, lengthSectors = SNAP_SECTORS) {
-  return { type: 'thin' as const, startSector: 0n, lengthSectors, poolDevice: pool.dev, thinId };
+export function thinTarget(pool: BenchPool, id: number, lengthSectors = SNAP_SECTORS) {
+  return {
+    type: 'thin' as const,
+    startSector: sectors(0n),
+    lengthSectors: sectors(lengthSectors),
+    poolDevice: pool.dev,
+    thinId: thinId(id),
+  };
 }
 
 export async function destroyPool(dm: DeviceMapper, pool: BenchPool): Promise<void> {

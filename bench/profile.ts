@@ -6,29 +6,30 @@ import { DeviceMapper } from '../src/dm/device-mapper.js';
 import { createSnap, deleteThin } from '../src/dm/thin-messages.js';
 import { createPool, destroyPool, thinTarget } from './pool.js';
 import { msSince, nowNs } from './stats.js';
+import { thinId, deviceName } from '../src/dm/names.js';
 
 const [what, a = '100', b = 'node'] = process.argv.slice(2);
 const dm = DeviceMapper.open({ udev: 'off' });
 if (what === 'cycle') {
-  const pool = await createPool(dm, `bench-prof-${process.pid}`, { mkfs: false });
+  const pool = await createPool(dm, deviceName(`bench-prof-${process.pid}`), { mkfs: false });
   const ref = { name: pool.name };
   const noNode = b === 'nonode';
   const t0 = nowNs();
   for (let id = 1; id <= Number(a); id++) {
-    createSnap(dm, ref, id, 0);
-    await dm.create('bench-prof-snap', { table: [thinTarget(pool, id)], noNode });
-    await dm.remove({ name: 'bench-prof-snap' }, { noNode });
-    deleteThin(dm, ref, id);
+    createSnap(dm, ref, thinId(id), thinId(0));
+    await dm.create(deviceName('bench-prof-snap'), { table: [thinTarget(pool, id)], noNode });
+    await dm.remove({ name: deviceName('bench-prof-snap') }, { noNode });
+    deleteThin(dm, ref, thinId(id));
   }
   process.stderr.write(`cycle: ${((Number(a) / msSince(t0)) * 1000).toFixed(0)} cycles/s\n`);
   await destroyPool(dm, pool);
 } else if (what === 'list') {
   const n = Number(a);
-  for (let i = 0; i < n; i++) await dm.create(`bench-prof-${i}`, { noNode: true });
+  for (let i = 0; i < n; i++) await dm.create(deviceName(`bench-prof-${i}`), { noNode: true });
   dm.list();
   const t0 = nowNs();
   for (let i = 0; i < Number(b); i++) dm.list();
   process.stderr.write(`list: ${(msSince(t0) / Number(b)).toFixed(3)} ms per call of ${n}\n`);
-  for (let i = 0; i < n; i++) await dm.remove({ name: `bench-prof-${i}` }, { noNode: true });
+  for (let i = 0; i < n; i++) await dm.remove({ name: deviceName(`bench-prof-${i}`) }, { noNode: true });
 }
 dm.close();

@@ -24,19 +24,31 @@ export {
 } from './dm/index.js';
 export type { DmControl, DmControlOptions, IoctlArg, IoctlResult, Transport } from './ioctl/index.js';
 
-// Names, uuids, thin ids and sector counts, validated where they enter.
+// Names, uuids, thin ids, sectors and bytes, validated where they enter.
 export {
   THIN_ID_MAX,
   checkDeviceRef,
   deviceName,
   deviceUuid,
-  sectors,
   thinId,
   type DeviceName,
   type DeviceRef,
   type DeviceUuid,
+  type ThinId,
 } from './dm/index.js';
 export { formatDev, type DevT } from './structs/index.js';
+export {
+  SECTOR_SHIFT,
+  SECTOR_SIZE,
+  SectorAlignmentError,
+  bytes,
+  bytesToSectors,
+  sectors,
+  sectorsToBytes,
+  u64,
+  type Bytes,
+  type Sectors,
+} from './structs/index.js';
 
 // Targets and their table lines; the status lines of dm-thin.
 export {

@@ -1,5 +1,6 @@
 // Block-device queries and operations by ioctl: size, sector sizes, discard, buffer flush.
 import { BLKDISCARD, BLKFLSBUF, BLKGETSIZE64, BLKPBSZGET, BLKSSZGET, decodeU32, decodeU64, encodeRange } from '../structs/blk.js';
+import { type Bytes, bytes } from '../structs/units.js';
 import { Errno, O_CLOEXEC, O_RDONLY, O_WRONLY, SysError, libcTransport, sysClose, sysOpen } from '../ioctl/index.js';
 import type { IoctlArg, Transport } from '../ioctl/index.js';
 
@@ -30,10 +31,10 @@ function ioctl(t: Transport, fd: number, request: number, name: string, target: 
 }
 
 /** BLKGETSIZE64: the device's size in bytes. */
-export function blockDeviceSizeBytes(target: PathOrFd, opts: BlkOptions = {}): bigint {
+export function blockDeviceSizeBytes(target: PathOrFd, opts: BlkOptions = {}): Bytes {
   const out = new Uint8Array(8);
   withFd(target, O_RDONLY, (fd) => ioctl(opts.transport ?? libcTransport, fd, BLKGETSIZE64, 'BLKGETSIZE64', target, out));
-  return decodeU64(out);
+  return bytes(decodeU64(out));
 }
 
 /** BLKSSZGET: the logical sector size, the unit of addressing (512 or 4096). */

@@ -24,7 +24,7 @@ import { DeviceSet } from '../thin/device-set.js';
 import { BASE_HASH } from '../thin/metadata-store.js';
 import { mountTable, unmountRetrying } from '../thin/mount.js';
 import { PoolNaming } from '../thin/naming.js';
-import { SECTOR_BYTES } from '../thin/pool-setup.js';
+import { sectorsToBytes } from '../structs/units.js';
 import { checkStorageOpts, explain, formatBytes, formatColumns, mergeStorageOpts, percent, writeRecordedOpts } from './pool.js';
 import { Progress } from './progress.js';
 import { noMorePositionals, parse } from './usage.js';
@@ -229,7 +229,7 @@ async function demo(opts: string[], prefix: string, keep: boolean): Promise<numb
     }
     for (const row of rows) {
       const st = await s.getDeviceStatus(row.id === '(base)' ? BASE_HASH : row.id);
-      row.mappedBytes = st.mappedSectors * BigInt(SECTOR_BYTES);
+      row.mappedBytes = sectorsToBytes(st.mappedSectors);
     }
     const status = s.status();
 
@@ -258,7 +258,7 @@ async function demo(opts: string[], prefix: string, keep: boolean): Promise<numb
     out(
       `thin pool ${status.poolName}\n` +
         `  on sparse files in ${home}: data ${formatBytes(status.data.totalBytes)}, metadata ${formatBytes(status.metadata.totalBytes)}, ` +
-        `blocks of ${formatBytes(BigInt(status.sectorSizeBytes))}; every layer is a ${formatBytes(BigInt(base?.sizeBytes ?? 0))} ext4 device\n\n`,
+        `blocks of ${formatBytes(status.sectorSizeBytes)}; every layer is a ${formatBytes(base?.sizeBytes ?? 0n)} ext4 device\n\n`,
     );
     out(
       formatColumns(

@@ -15,6 +15,7 @@ import {
   NONE,
   ONE,
   OPTIONAL,
+  optName0,
   sortedNames,
   tableFrom,
   withDm,
@@ -40,9 +41,7 @@ export const changeCommands: Command[] = [
       const table = tableFrom(inv.tokens);
       if (table !== undefined && flag(inv.values, 'notable')) throw new UsageError('--notable and a table exclude each other');
       if (table === undefined && !flag(inv.values, 'notable')) throw new UsageError('create needs --table, --table-file or --notable');
-      const uuid = str(inv.values, 'uuid');
-      checked(deviceName, name);
-      checked(deviceUuid, uuid);
+      const uuid = checked(deviceUuid, str(inv.values, 'uuid'));
       return withDm(async (d) => {
         try {
           const info = await d.create(name, {
@@ -161,15 +160,15 @@ export const changeCommands: Command[] = [
     options: { setuuid: { type: 'string', arg: 'UUID', help: 'set the uuid instead of the name' } },
     positionals: { min: 1, max: 2, missing: 'device name' },
     run: (inv) => {
-      const uuid = str(inv.values, 'setuuid');
-      const next = inv.positionals[1];
-      if (uuid !== undefined && next !== undefined) throw new UsageError('give NEW or --setuuid UUID, not both');
-      if (uuid === undefined && next === undefined) throw new UsageError('missing new name');
-      checked(deviceName, next);
-      checked(deviceUuid, uuid);
+      const uuidArg = str(inv.values, 'setuuid');
+      const nextArg = inv.positionals[1];
+      if (uuidArg !== undefined && nextArg !== undefined) throw new UsageError('give NEW or --setuuid UUID, not both');
+      if (uuidArg === undefined && nextArg === undefined) throw new UsageError('missing new name');
+      const next = checked(deviceName, nextArg);
+      const uuid = checked(deviceUuid, uuidArg);
       return withDm(async (d) => {
         const ref = { name: name0(inv) };
-        const info = uuid !== undefined ? d.setUuid(ref, uuid) : await d.rename(ref, next as string);
+        const info = uuid !== undefined ? d.setUuid(ref, uuid) : await d.rename(ref, next!);
         if (isJson(inv)) inv.out(json(infoView(info)));
       });
     },
@@ -230,7 +229,7 @@ export const changeCommands: Command[] = [
     positionals: OPTIONAL,
     run: (inv) =>
       withDm((d) => {
-        d.mknodes(inv.positionals[0]);
+        d.mknodes(optName0(inv));
         if (isJson(inv)) inv.out(json({ mknodes: inv.positionals[0] ?? null }));
       }),
   },

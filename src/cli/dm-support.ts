@@ -4,10 +4,10 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { DeviceMapper } from '../dm/device-mapper.js';
 import type { DeviceInfo } from '../dm/info.js';
-import type { DeviceRef } from '../dm/names.js';
+import { deviceName, deviceUuid, type DeviceName, type DeviceRef, type DeviceUuid } from '../dm/names.js';
 import { isThinTarget, parseTable, type Target } from '../dm/targets.js';
 import { DmError } from '../ioctl/errors.js';
-import type { DevT } from '../structs/dev.js';
+import { formatDev, type DevT } from '../structs/dev.js';
 import { mountsOf, mountTable } from '../thin/mount.js';
 import { flag, str, type ArgToken, type Command, type Invocation } from './command.js';
 import type { InfoView } from './dmsetup-format.js';
@@ -21,7 +21,7 @@ export function infoView(i: DeviceInfo): InfoView {
 
 function readAheadSectors(dev: DevT): number | undefined {
   try {
-    return Number(readFileSync(`/sys/dev/block/${dev.major}:${dev.minor}/bdi/read_ahead_kb`, 'utf8').trim()) * 2;
+    return Number(readFileSync(`/sys/dev/block/${formatDev(dev)}/bdi/read_ahead_kb`, 'utf8').trim()) * 2;
   } catch {
     return undefined;
   }
@@ -36,7 +36,7 @@ export function depsOf(d: DeviceMapper, ref: DeviceRef): DevT[] {
 /** A block device's kernel name (loop2, dm-4) from sysfs, for `deps -o devname`. */
 export function blockDeviceName(dev: DevT): string | undefined {
   try {
-    return /^DEVNAME=(.*)$/m.exec(readFileSync(`/sys/dev/block/${dev.major}:${dev.minor}/uevent`, 'utf8'))?.[1];
+    return /^DEVNAME=(.*)$/m.exec(readFileSync(`/sys/dev/block/${formatDev(dev)}/uevent`, 'utf8'))?.[1];
   } catch {
     return undefined;
   }
@@ -86,7 +86,7 @@ export function tableFrom(tokens: readonly ArgToken[]): Target[] | undefined {
 
 /** Why a device is busy: its holders by dm name, its mounts, its openers. `lasting`: waiting will not free it. */
 export function busyReason(d: DeviceMapper, info: DeviceInfo): { text: string; hint: string; lasting: boolean } {
-  const key = `${info.dev.major}:${info.dev.minor}`;
+  const key = formatDev(info.dev);
   let holders: string[] = [];
   try {
     const dmByMinor = new Map(d.list().map((e) => [`dm-${e.dev.minor}`, e.name]));
@@ -123,7 +123,7 @@ export function busyReason(d: DeviceMapper, info: DeviceInfo): { text: string; h
 export function createHint(
   d: DeviceMapper,
   err: unknown,
-  ctx: { name: string; uuid: string | undefined; table: readonly Target[] },
+  ctx: { name: DeviceName; uuid: DeviceUuid | undefined; table: readonly Target[] },
 ): Error {
   if (!(err instanceof DmError)) return explain(err);
   if (err.code === 'EBUSY' && err.command === 'DM_DEV_CREATE') {
@@ -149,7 +149,7 @@ export function createHint(
     const thin = ctx.table.find(isThinTarget);
     if (thin) {
       // The pool as the table names it (a path or maj:min), shown by its dm name when it has one.
-      const byDev = new Map(d.list().map((e) => [`${e.dev.major}:${e.dev.minor}`, e.name]));
+      const byDev = new Map(d.list().map((e) => [formatDev(e.dev), e.name]));
       const pool = byDev.get(thin.poolDevice) ?? thin.poolDevice.replace(/^\/dev\/mapper\//, '');
       return new OperationError(
         `ENODATA: the pool ${pool} has no thin device with id ${thin.thinId} (create it first: devmapper dm message ${pool} 0 create_thin ${thin.thinId})`,
@@ -174,16 +174,19 @@ export async function withDm<T>(fn: (d: DeviceMapper) => T | Promise<T>): Promis
 }
 
 export const isJson = (inv: Invocation): boolean => flag(inv.values, 'json');
-export const name0 = (inv: Invocation): string => inv.positionals[0] as string;
+/** NAME, the first positional (the command's positionals make it present), checked as the kernel would. */
+export const name0 = (inv: Invocation): DeviceName => checked(deviceName, inv.positionals[0] as string);
+/** NAME when given. */
+export const optName0 = (inv: Invocation): DeviceName | undefined => checked(deviceName, inv.positionals[0]);
 
 /** A device named by NAME or `-u UUID`. */
 export function refOf(inv: Invocation): DeviceRef {
   const uuid = str(inv.values, 'uuid');
   const name = inv.positionals[0];
   if (uuid !== undefined && name !== undefined) throw new UsageError('give NAME or -u UUID, not both');
-  if (uuid !== undefined) return { uuid };
+  if (uuid !== undefined) return { uuid: checked(deviceUuid, uuid) };
   if (name === undefined) throw new UsageError('missing device name');
-  return { name };
+  return { name: checked(deviceName, name) };
 }
 
 export function mustInfo(d: DeviceMapper, ref: DeviceRef): DeviceInfo {
@@ -193,17 +196,22 @@ export function mustInfo(d: DeviceMapper, ref: DeviceRef): DeviceInfo {
   return i;
 }
 
-/** Checks a name or uuid the kernel would refuse, before anything is opened: a usage error. */
-export function checked<T>(check: (s: string) => T, value: string | undefined): void {
-  if (value === undefined) return;
+/**
+ * A name or uuid from the command line, checked once here (a value the kernel would refuse is a
+ * usage error, before anything is opened) and typed for the layers below.
+ */
+export function checked<T>(check: (s: string) => T, value: string): T;
+export function checked<T>(check: (s: string) => T, value: string | undefined): T | undefined;
+export function checked<T>(check: (s: string) => T, value: string | undefined): T | undefined {
+  if (value === undefined) return undefined;
   try {
-    check(value);
+    return check(value);
   } catch (err) {
     throw explain(err);
   }
 }
 
-export const sortedNames = (d: DeviceMapper): string[] =>
+export const sortedNames = (d: DeviceMapper): DeviceName[] =>
   d
     .list()
     .map((e) => e.name)

@@ -1,9 +1,9 @@
 // `devmapper dm ...`: the device-mapper commands a dmsetup user expects, with dmsetup's output
 // formats (dmsetup-format.ts) and --json for scripts. One record per command (command.ts).
-import type { DevT } from '../structs/dev.js';
+import { formatDev, type DevT } from '../structs/dev.js';
 import { flag, JSON_OPTION, runGroup, str, type Command, type Group } from './command.js';
 import { changeCommands } from './dm-change.js';
-import { blockDeviceName, depsOf, infoView, isJson, mustInfo, NONE, OPTIONAL, refOf, sortedNames, withDm } from './dm-support.js';
+import { blockDeviceName, depsOf, infoView, isJson, mustInfo, NONE, OPTIONAL, optName0, refOf, sortedNames, withDm } from './dm-support.js';
 import {
   formatDeps,
   formatInfo,
@@ -80,8 +80,12 @@ const commands: Command[] = [
         if (type !== undefined) entries = entries.filter((e) => d.status({ name: e.name }).some((t) => t.type === type));
         if (isJson(inv)) inv.out(json(entries));
         else if (flag(inv.values, 'tree')) {
-          const byDev = new Map(entries.map((e) => [`${e.dev.major}:${e.dev.minor}`, e.name]));
-          inv.out(formatTree(entries, (dev) => depsOf(d, { name: byDev.get(`${dev.major}:${dev.minor}`) ?? '' }), localeIsUtf8()));
+          const byDev = new Map(entries.map((e) => [formatDev(e.dev), e.name]));
+          const refOfDev = (dev: DevT) => {
+            const name = byDev.get(formatDev(dev));
+            return name === undefined ? { dev } : { name };
+          };
+          inv.out(formatTree(entries, (dev) => depsOf(d, refOfDev(dev)), localeIsUtf8()));
         } else inv.out(formatLs(entries, type !== undefined));
       }),
   },
@@ -128,13 +132,13 @@ const commands: Command[] = [
       const output = str(inv.values, 'output') ?? 'devno';
       if (output !== 'devname' && output !== 'devno') throw new UsageError(`-o ${output}: expected devno or devname`);
       return withDm((d) => {
-        const one = inv.positionals[0];
+        const one = optName0(inv);
         if (one !== undefined) mustInfo(d, { name: one });
         const all = (one !== undefined ? [one] : sortedNames(d)).map((name) => ({ name, deps: depsOf(d, { name }) }));
         if (isJson(inv)) return inv.out(json(all));
         // dmsetup names a dm dependency by its dm name, any other by its kernel name (loop2).
-        const dmNames = new Map(d.list().map((e) => [`${e.dev.major}:${e.dev.minor}`, e.name]));
-        const devName = (dev: DevT): string | undefined => dmNames.get(`${dev.major}:${dev.minor}`) ?? blockDeviceName(dev);
+        const dmNames = new Map(d.list().map((e) => [formatDev(e.dev), e.name]));
+        const devName = (dev: DevT): string | undefined => dmNames.get(formatDev(dev)) ?? blockDeviceName(dev);
         for (const { name, deps } of all) {
           const names = output === 'devname' ? deps.map(devName) : undefined;
           inv.out((one === undefined ? `${name}: ` : '') + formatDeps(deps, names));
@@ -156,7 +160,7 @@ function tableOrStatus(which: 'table' | 'status', summary: string, extra: Comman
     positionals: OPTIONAL,
     run: (inv) =>
       withDm((d) => {
-        const one = inv.positionals[0];
+        const one = optName0(inv);
         if (one !== undefined) mustInfo(d, { name: one });
         const type = str(inv.values, 'target');
         const inactive = flag(inv.values, 'inactive');

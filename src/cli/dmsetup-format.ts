@@ -1,7 +1,7 @@
 // dmsetup's output formats (tools/dmsetup.c of lvm2), so that scripts and eyes used to dmsetup
 // read ours the same way. Pure functions over the typed results of src/dm.
 import type { DeviceInfo } from '../dm/info.js';
-import type { DevT } from '../structs/dev.js';
+import { formatDev, type DevT } from '../structs/dev.js';
 
 /** A device's info as `dmsetup info` shows it: the kernel's answer plus the read-ahead from sysfs. */
 export interface InfoView extends DeviceInfo {
@@ -34,7 +34,7 @@ const byName = <T extends { name: string }>(list: readonly T[]): T[] =>
 export function formatLs(list: readonly { name: string; dev: DevT }[], commaStyle = false): string {
   if (list.length === 0) return 'No devices found\n';
   return byName(list)
-    .map((d) => `${d.name}\t(${d.dev.major}${commaStyle ? ', ' : ':'}${d.dev.minor})\n`)
+    .map((d) => `${d.name}\t(${commaStyle ? `${d.dev.major}, ${d.dev.minor}` : formatDev(d.dev)})\n`)
     .join('');
 }
 
@@ -119,7 +119,7 @@ export function formatDeps(deps: readonly DevT[], names?: readonly (string | und
 export function formatTree(list: readonly { name: string; dev: DevT }[], depsOf: (dev: DevT) => readonly DevT[], unicode = false): string {
   // dmsetup draws with box characters when the locale's codeset is UTF-8, else with ASCII.
   const [branch, lastBranch, pipe] = unicode ? ['├─', '└─', '│'] : ['|-', '`-', '|'];
-  const key = (d: DevT): string => `${d.major}:${d.minor}`;
+  const key = formatDev;
   const nameOf = new Map(list.map((e) => [key(e.dev), e.name]));
   const deps = new Map(list.map((e) => [key(e.dev), depsOf(e.dev)]));
   const used = new Set([...deps.values()].flat().map(key));

@@ -9,7 +9,7 @@ import type { DeviceSet } from '../thin/device-set.js';
 import { InvalidHashError, UnknownDeviceError } from '../thin/errors.js';
 import { BASE_HASH, validateHash } from '../thin/metadata-store.js';
 import { mountTable } from '../thin/mount.js';
-import { SECTOR_BYTES } from '../thin/pool-setup.js';
+import { sectorsToBytes } from '../structs/units.js';
 import { flag, runGroup, str, type Command, type Group, type Invocation } from './command.js';
 import { json } from './output.js';
 import { formatLayerRows, formatLayerStatus, type LayerRow } from './pool-format.js';
@@ -44,8 +44,8 @@ async function layerRow(set: DeviceSet, dm: DeviceMapper, id: string, table = mo
   return {
     id,
     thinId: st.deviceId,
-    sizeBytes: BigInt(st.sizeBytes),
-    mappedBytes: st.mappedSectors * BigInt(SECTOR_BYTES),
+    sizeBytes: st.sizeBytes,
+    mappedBytes: sectorsToBytes(st.mappedSectors),
     mappedSectors: st.mappedSectors,
     highestMappedSector: st.highestMappedSector,
     transactionId: st.transactionId,

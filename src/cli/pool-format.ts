@@ -2,7 +2,7 @@
 // Pure functions over what the DeviceSet reports (devName reads sysfs for a display name only).
 import { readFileSync } from 'node:fs';
 import type { PoolStatus } from '../thin/device-set.js';
-import { SECTOR_BYTES } from '../thin/pool-setup.js';
+import { SECTOR_SIZE } from '../structs/units.js';
 
 const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
 
@@ -62,9 +62,9 @@ export interface PoolStatusView extends Omit<PoolStatus, 'sectorSizeBytes'> {
 }
 
 /** The view of a DeviceSet's status: the block size under its own name, not Docker's "sector size". */
-export function poolView(status: PoolStatus, home: string, layers: number, baseSizeBytes: number | bigint): PoolStatusView {
+export function poolView(status: PoolStatus, home: string, layers: number, baseSizeBytes: bigint): PoolStatusView {
   const { sectorSizeBytes, ...rest } = status;
-  return { ...rest, home, layers, blockSizeBytes: BigInt(sectorSizeBytes), baseSizeBytes: BigInt(baseSizeBytes) };
+  return { ...rest, home, layers, blockSizeBytes: sectorSizeBytes, baseSizeBytes };
 }
 
 export function formatPoolStatus(s: PoolStatusView): string {
@@ -133,7 +133,7 @@ export function formatLayerStatus(r: LayerRow): string {
     ['thin id', `${r.thinId}`],
     ['dm name', r.dmName],
     ['device', r.device ?? '(inactive)'],
-    ['size', `${formatBytes(r.sizeBytes)} (${r.sizeBytes / BigInt(SECTOR_BYTES)} sectors)`],
+    ['size', `${formatBytes(r.sizeBytes)} (${r.sizeBytes / BigInt(SECTOR_SIZE)} sectors)`],
     ['mapped', `${formatBytes(r.mappedBytes)} (${r.mappedSectors} sectors, ${percent(r.mappedBytes, r.sizeBytes)})`],
     ['highest mapped', r.highestMappedSector === null ? '-' : `sector ${r.highestMappedSector}`],
     ['transaction id', `${r.transactionId}`],

@@ -125,7 +125,7 @@ export async function withPool<T>(
       hook: (point) => {
         if (!progress) return;
         if (point === 'base:activated')
-          formatting = progress.begin(`formatting the base device (mkfs.${parsed.fs}, ${formatBytes(BigInt(parsed.baseSizeBytes))})`);
+          formatting = progress.begin(`formatting the base device (mkfs.${parsed.fs}, ${formatBytes(parsed.baseSizeBytes)})`);
         if (point === 'base:formatted') formatting?.();
       },
     }).catch((e: unknown) => {

@@ -5,6 +5,7 @@
 import type { DeviceSet } from '../thin/device-set.js';
 import { BASE_HASH } from '../thin/metadata-store.js';
 import { mountTable } from '../thin/mount.js';
+import type { Bytes } from '../structs/units.js';
 import { parseSize } from '../thin/options.js';
 import { flag, runGroup, type Command, type Group, type Invocation } from './command.js';
 import { explain } from './errors.js';
@@ -46,12 +47,12 @@ export async function poolStep<T>(fn: () => Promise<T>, hints: Readonly<Record<s
 
 function statusView(home: string, set: DeviceSet): PoolStatusView {
   const base = set.deviceRecords().find((r) => r.hash === BASE_HASH);
-  return poolView(set.status(), home, set.list().length, base?.sizeBytes ?? 0);
+  return poolView(set.status(), home, set.list().length, base?.sizeBytes ?? 0n);
 }
 
 const isJson = (inv: Invocation): boolean => flag(inv.values, 'json');
 
-function sizeArg(text: string): number {
+function sizeArg(text: string): Bytes {
   try {
     return parseSize('SIZE', text);
   } catch (e) {
@@ -60,8 +61,7 @@ function sizeArg(text: string): number {
 }
 
 /** What resize can do, checked against the pool before anything changes; sizes in units. */
-function checkResize(view: PoolStatusView, sizeBytes: number): void {
-  const size = BigInt(sizeBytes);
+function checkResize(view: PoolStatusView, size: Bytes): void {
   const shown = `${formatBytes(size)} (${size} bytes)`;
   if (size % view.blockSizeBytes !== 0n) {
     const down = (size / view.blockSizeBytes) * view.blockSizeBytes;

@@ -6,7 +6,7 @@ import type { DevT } from '../structs/dev.js';
 import type { DmTargetVersion } from '../structs/target-versions.js';
 import type { DmContext } from './context.js';
 import type { DeviceInfo, DeviceListEntry } from './info.js';
-import type { DeviceRef } from './names.js';
+import type { DeviceName, DeviceRef, DeviceUuid } from './names.js';
 import { MapperNodes, type NodeManager } from './nodes.js';
 import type { Target } from './targets.js';
 import { detectUdev, type UdevMode, type UdevPolicy } from './udev.js';
@@ -74,7 +74,7 @@ export class DeviceMapper {
   list(opts?: { uuids?: boolean }): DeviceListEntry[] {
     return list(this.ctx, opts);
   }
-  create(name: string, opts?: CreateOptions): Promise<DeviceInfo> {
+  create(name: DeviceName, opts?: CreateOptions): Promise<DeviceInfo> {
     return create(this.ctx, name, opts);
   }
   async remove(ref: DeviceRef, opts?: RemoveOptions): Promise<void> {
@@ -83,10 +83,10 @@ export class DeviceMapper {
   cancelDeferredRemove(ref: DeviceRef): void {
     cancelDeferredRemove(this.ctx, ref);
   }
-  rename(ref: DeviceRef, newName: string, opts?: { udevFlags?: number }): Promise<DeviceInfo> {
+  rename(ref: DeviceRef, newName: DeviceName, opts?: { udevFlags?: number }): Promise<DeviceInfo> {
     return rename(this.ctx, ref, newName, opts);
   }
-  setUuid(ref: DeviceRef, uuid: string, opts?: { udevFlags?: number }): DeviceInfo {
+  setUuid(ref: DeviceRef, uuid: DeviceUuid, opts?: { udevFlags?: number }): DeviceInfo {
     return setUuid(this.ctx, ref, uuid, opts);
   }
   suspend(ref: DeviceRef, opts?: SuspendOptions): Promise<DeviceInfo> {
@@ -136,7 +136,7 @@ export class DeviceMapper {
     armPoll(this.ctx);
   }
   /** Makes /dev/mapper match the kernel: for one device, or all (stale nodes removed). */
-  mknodes(name?: string): void {
+  mknodes(name?: DeviceName): void {
     mknodes(this.ctx, name);
   }
   removeAll(opts?: { deferred?: boolean }): void {

@@ -13,6 +13,7 @@ export {
   type DeviceName,
   type DeviceRef,
   type DeviceUuid,
+  type ThinId,
 } from './names.js';
 export { MapperNodes, DM_NODE_MODE, type MakeNode, type NodeManager } from './nodes.js';
 export { UDEV_CONTROL_PATH, detectUdev, udevEventNr, type UdevMode, type UdevOp, type UdevPolicy } from './udev.js';

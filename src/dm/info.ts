@@ -1,11 +1,13 @@
 // What the kernel says about one device: the dm_ioctl header of a DEV_STATUS-like reply, typed.
 import { decodeDev, type DevT } from '../structs/dev.js';
 import { DmFlag, type DmIoctl } from '../structs/dm-ioctl.js';
+import type { DeviceName, DeviceUuid } from './names.js';
 
 export interface DeviceInfo {
-  name: string;
+  /** The kernel's names are valid by construction: typed, not checked again. */
+  name: DeviceName;
   /** '' when the device has none. */
-  uuid: string;
+  uuid: DeviceUuid | '';
   dev: DevT;
   openCount: number;
   eventNr: number;
@@ -19,18 +21,18 @@ export interface DeviceInfo {
 }
 
 export interface DeviceListEntry {
-  name: string;
+  name: DeviceName;
   dev: DevT;
   /** Only from kernels with the dm_name_list tail (4.38+). */
   eventNr?: number;
-  uuid?: string;
+  uuid?: DeviceUuid;
 }
 
 /** A reply header as DeviceInfo (__dev_status fills these for every device command). */
 export function infoFromHeader(h: DmIoctl): DeviceInfo {
   return {
-    name: h.name,
-    uuid: h.uuid,
+    name: h.name as DeviceName,
+    uuid: h.uuid as DeviceUuid | '',
     dev: decodeDev(h.dev),
     openCount: h.open_count,
     eventNr: h.event_nr,

@@ -1,16 +1,19 @@
 // Validated names and numbers at the API's edge: the kernel's limits (DM_NAME_LEN, DM_UUID_LEN,
 // dm-thin's 24-bit device ids) checked once, before anything is encoded.
 import { DM_NAME_LEN, DM_UUID_LEN } from '../structs/dm-ioctl.js';
-import type { DevT } from '../structs/dev.js';
+import { formatDev, type DevT } from '../structs/dev.js';
 import { InvalidArgumentError } from './errors.js';
 
 declare const deviceNameBrand: unique symbol;
 declare const deviceUuidBrand: unique symbol;
+declare const thinIdBrand: unique symbol;
 export type DeviceName = string & { readonly [deviceNameBrand]: true };
 export type DeviceUuid = string & { readonly [deviceUuidBrand]: true };
+/** A dm-thin device id: the pool's name for a thin device, 24 bits. */
+export type ThinId = number & { readonly [thinIdBrand]: true };
 
 /** How a command addresses a device: by name, by uuid, or by its major:minor. */
-export type DeviceRef = { name: string } | { uuid: string } | { dev: DevT };
+export type DeviceRef = { name: DeviceName } | { uuid: DeviceUuid } | { dev: DevT };
 
 /** Largest dm-thin device id: the pool's metadata keeps 24 bits (thin-provisioning.rst). */
 export const THIN_ID_MAX = 2 ** 24 - 1;
@@ -45,34 +48,20 @@ export function deviceUuid(s: string): DeviceUuid {
 }
 
 /** A dm-thin device id: an integer 0..2^24-1. */
-export function thinId(n: number): number {
+export function thinId(n: number): ThinId {
   if (!Number.isInteger(n) || n < 0 || n > THIN_ID_MAX) {
     throw new InvalidArgumentError('thin id', n, `must be an integer in 0..${THIN_ID_MAX} (24 bits)`);
   }
-  return n;
+  return n as ThinId;
 }
 
-const U64_MAX = 2n ** 64n - 1n;
+// Sector counts and u64s are the pure layer's (src/structs/units.ts).
+export { sectors, u64 } from '../structs/units.js';
 
-/** A sector count or offset: a non-negative integer that fits the kernel's u64 (sector_t). */
-export function sectors(n: bigint | number, what = 'sector count'): bigint {
-  if (typeof n === 'number') {
-    if (!Number.isSafeInteger(n)) throw new InvalidArgumentError(what, n, 'must be a safe integer');
-    n = BigInt(n);
-  } else if (typeof n !== 'bigint') {
-    throw new InvalidArgumentError(what, n, 'must be a bigint or an integer');
-  }
-  if (n < 0n) throw new InvalidArgumentError(what, n, 'must not be negative');
-  if (n > U64_MAX) throw new InvalidArgumentError(what, n, 'does not fit 64 bits');
-  return n;
-}
-
-/** A u64 counter (transaction ids): like sectors(), named for its message. */
-export function u64(n: bigint | number, what: string): bigint {
-  return sectors(n, what);
-}
-
-/** Checks the name/uuid/dev inside a DeviceRef; returns it unchanged. */
+/**
+ * Checks the name/uuid/dev inside a DeviceRef; returns it unchanged. Typed callers pass names made
+ * by deviceName(); this guards the DeviceMapper methods against JavaScript callers, before any ioctl.
+ */
 export function checkDeviceRef(ref: DeviceRef): DeviceRef {
   if (ref === null || typeof ref !== 'object') throw new InvalidArgumentError('device', ref, 'not a device reference');
   if ('name' in ref) deviceName(ref.name);
@@ -93,5 +82,5 @@ export function checkDeviceRef(ref: DeviceRef): DeviceRef {
 export function describeRef(ref: DeviceRef): string {
   if ('name' in ref) return ref.name;
   if ('uuid' in ref) return `uuid ${ref.uuid}`;
-  return `${ref.dev.major}:${ref.dev.minor}`;
+  return formatDev(ref.dev);
 }

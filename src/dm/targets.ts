@@ -3,17 +3,18 @@
 // kernel's (Documentation/admin-guide/device-mapper/{linear,thin-provisioning,zero}.rst).
 import { DM_MAX_TYPE_NAME } from '../structs/dm-ioctl.js';
 import { InvalidArgumentError } from './errors.js';
-import { sectors, thinId } from './names.js';
+import { type Sectors, sectors, u64 } from '../structs/units.js';
+import { type ThinId, thinId } from './names.js';
 
 interface TargetBase {
-  startSector: bigint;
-  lengthSectors: bigint;
+  startSector: Sectors;
+  lengthSectors: Sectors;
 }
 export interface LinearTarget extends TargetBase {
   type: 'linear';
   /** "maj:min" or a block device path. */
   device: string;
-  offsetSectors: bigint;
+  offsetSectors: Sectors;
 }
 export interface ThinPoolTarget extends TargetBase {
   type: 'thin-pool';
@@ -28,7 +29,7 @@ export interface ThinPoolTarget extends TargetBase {
 export interface ThinTarget extends TargetBase {
   type: 'thin';
   poolDevice: string;
-  thinId: number;
+  thinId: ThinId;
   externalOriginDevice?: string;
 }
 export interface ZeroTarget extends TargetBase {
@@ -91,7 +92,7 @@ function bad(type: string, params: string, reason: string): InvalidArgumentError
 
 function uint(type: string, params: string, field: string, s: string | undefined): bigint {
   if (s === undefined || !/^\d+$/.test(s)) throw bad(type, params, `${field} must be a non-negative integer, got ${s ?? 'nothing'}`);
-  return sectors(BigInt(s), `${type} ${field}`);
+  return u64(BigInt(s), `${type} ${field}`);
 }
 
 function checkDevice(type: string, field: string, dev: string): string {
@@ -127,7 +128,12 @@ export function parseTarget(type: string, startSector: bigint, lengthSectors: bi
   switch (type) {
     case 'linear': {
       if (args.length !== 2) throw bad(type, params, `takes <device> <offset>, got ${args.length} arguments`);
-      return { type, ...base, device: checkDevice(type, 'device', args[0]!), offsetSectors: uint(type, params, 'offset', args[1]) };
+      return {
+        type,
+        ...base,
+        device: checkDevice(type, 'device', args[0]!),
+        offsetSectors: sectors(uint(type, params, 'offset', args[1])),
+      };
     }
     case 'thin-pool': {
       if (args.length < 4)
@@ -189,7 +195,7 @@ export function formatTargetParams(t: Target): string {
         checkDevice('thin-pool', 'metadata device', t.metadataDevice),
         checkDevice('thin-pool', 'data device', t.dataDevice),
         checkBlockSize(t.dataBlockSizeSectors),
-        sectors(t.lowWaterMarkBlocks, 'thin-pool low water mark'),
+        u64(t.lowWaterMarkBlocks, 'thin-pool low water mark'),
       ].join(' ');
       // No feature count when there are none: the kernel takes the short form, as dmsetup users write it.
       return t.features.length === 0 ? head : `${head} ${t.features.length} ${checkFeatures(t.features).join(' ')}`;

@@ -8,7 +8,7 @@
 import { DmError } from '../ioctl/errors.js';
 import { DeviceMapper } from './device-mapper.js';
 import type { DeviceInfo } from './info.js';
-import { deviceName, deviceUuid, sectors, type DeviceRef } from './names.js';
+import { deviceName, deviceUuid, sectors, type DeviceName, type DeviceUuid } from './names.js';
 import { formatTargetParams, parseTarget, type Target } from './targets.js';
 
 /** The seed's task types, in its order (values as its iota gives them). */
@@ -132,9 +132,9 @@ export async function udevWait(_cookie: { value: number } | number): Promise<voi
 type TargetRow = [start: bigint, length: bigint, targetType: string, params: string];
 
 export class Task {
-  private name?: string;
-  private uuid?: string;
-  private newName?: string;
+  private name?: DeviceName;
+  private uuid?: DeviceUuid;
+  private newName?: DeviceName;
   private message?: string;
   private sector = 0n;
   private eventNr = 0;
@@ -232,7 +232,7 @@ export class Task {
     }
   }
 
-  private ref(): DeviceRef {
+  private ref(): { name: DeviceName } {
     if (this.name === undefined) throw new ErrTaskSetName(new Error('the task has no device name'));
     return { name: this.name };
   }
@@ -242,7 +242,7 @@ export class Task {
     const T = TaskType;
     switch (this.type) {
       case T.DeviceCreate: {
-        const ref = this.ref() as { name: string };
+        const ref = this.ref() as { name: DeviceName };
         const table = this.targets.length > 0 ? this.targets : undefined;
         this.info = await dm.create(ref.name, {
           readOnly: this.ro,

@@ -2,26 +2,27 @@
 // the family sits on (a thin-pool under its thin devices, a linear under a stack) goes after it.
 // Suspended devices are resumed first: a remove of a device whose holder queues I/O on a suspended
 // table would wait on that I/O.
-import type { DevT } from '../structs/dev.js';
+import { formatDev, type DevT } from '../structs/dev.js';
 import type { RetryPolicy } from './commands/remove.js';
 import type { DeviceMapper } from './device-mapper.js';
+import type { DeviceName } from './names.js';
 
-export interface TeardownNode {
-  name: string;
+export interface TeardownNode<N extends string = string> {
+  name: N;
   dev: DevT;
   /** The devices its table uses (DM_TABLE_DEPS). */
   deps: readonly DevT[];
 }
 
-const key = (d: DevT): string => `${d.major}:${d.minor}`;
+const key = formatDev;
 
 /**
  * Batches of names, holders first: each batch holds the devices no remaining device of `nodes`
  * uses. Device-mapper forbids cycles; should the deps say otherwise, the rest is one last batch.
  */
-export function teardownOrder(nodes: readonly TeardownNode[]): string[][] {
+export function teardownOrder<N extends string>(nodes: readonly TeardownNode<N>[]): N[][] {
   let left = [...nodes];
-  const batches: string[][] = [];
+  const batches: N[][] = [];
   while (left.length > 0) {
     const present = new Set(left.map((n) => key(n.dev)));
     const held = new Set<string>();
@@ -44,9 +45,9 @@ export interface TeardownOptions {
 }
 
 export interface TeardownResult {
-  removed: string[];
+  removed: DeviceName[];
   /** Devices still there, with the last error of their remove. */
-  failed: { name: string; error: unknown }[];
+  failed: { name: DeviceName; error: unknown }[];
 }
 
 const SHORT_RETRY: RetryPolicy = { attempts: 5, firstDelayMs: 10, maxDelayMs: 100 };
@@ -63,10 +64,10 @@ export async function removeByPrefix(dm: DeviceMapper, prefix: string, opts: Tea
       // Gone meanwhile, or no table to resume: its remove says what is wrong.
     }
   }
-  const errors = new Map<string, unknown>();
+  const errors = new Map<DeviceName, unknown>();
   let left = ours();
   while (left.length > 0) {
-    const nodes: TeardownNode[] = left.map((d) => {
+    const nodes: TeardownNode<DeviceName>[] = left.map((d) => {
       let deps: DevT[] = [];
       try {
         deps = dm.deps({ name: d.name });

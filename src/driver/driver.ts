@@ -94,7 +94,7 @@ export class Driver {
     const mb = (b: bigint) => `${(Number(b) / (1024 * 1024)).toFixed(1)} Mb`;
     return [
       ['Pool Name', s.poolName],
-      ['Pool Blocksize', `${s.sectorSizeBytes / 1024} Kb`],
+      ['Pool Blocksize', `${s.sectorSizeBytes / 1024n} Kb`],
       ['Data file', s.dataFile],
       ['Metadata file', s.metadataFile],
       ['Data Space Used', mb(s.data.usedBytes)],

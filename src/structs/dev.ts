@@ -21,6 +21,7 @@ export function decodeDev(dev: bigint): DevT {
   };
 }
 
+/** The `maj:min` spelling of dmsetup, /sys/dev/block, /proc/self/mountinfo and table lines. */
 export function formatDev({ major, minor }: DevT): string {
   return `${major}:${minor}`;
 }

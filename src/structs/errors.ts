@@ -25,3 +25,24 @@ export class EncodeError extends Error {
     super(`${struct}.${field}: ${reason}`);
   }
 }
+
+/** A value rejected at the API's edge (a name, a count, a size); nothing was sent to the kernel. */
+export class InvalidArgumentError extends Error {
+  override readonly name: string = 'InvalidArgumentError';
+  readonly code = 'EINVAL';
+  constructor(
+    /** Which argument, e.g. `device name` or `thin id`. */
+    readonly argument: string,
+    /** The rejected value, as given. */
+    readonly value: unknown,
+    reason: string,
+  ) {
+    super(`invalid ${argument} ${describe(value)}: ${reason}`);
+  }
+}
+
+function describe(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value.length > 80 ? `${value.slice(0, 77)}...` : value);
+  if (typeof value === 'bigint') return `${value}n`;
+  return String(value);
+}

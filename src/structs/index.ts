@@ -1,5 +1,6 @@
 // The pure struct layer: encoders and decoders of kernel structs, no I/O.
 export * from './errors.js';
+export * from './units.js';
 export * from './ioc.js';
 export * from './bytes.js';
 export * from './cstring.js';

@@ -9,6 +9,8 @@ import { DeviceMapper } from '../dm/device-mapper.js';
 import { removeByPrefix } from '../dm/teardown.js';
 import type { DeviceInfo } from '../dm/info.js';
 import type { LoopOptions } from '../loop/index.js';
+import type { DeviceName } from '../dm/names.js';
+import type { Bytes } from '../structs/units.js';
 import { DeviceBusyError, errnoOf, PoolStateError } from './errors.js';
 import { describeHolders } from './holders.js';
 import { checkFixedOptions } from './fixed-options.js';
@@ -79,7 +81,7 @@ export class DeviceSet {
     });
   }
 
-  get poolName(): string {
+  get poolName(): DeviceName {
     return this.pool.poolName;
   }
 
@@ -247,7 +249,7 @@ export class DeviceSet {
   }
 
   /** Grow the loop data file to `sizeBytes` and the pool with it. */
-  resizePool(sizeBytes: number): Promise<void> {
+  resizePool(sizeBytes: Bytes): Promise<void> {
     return this.serial(() => resizePool(this.dm, this.pool, sizeBytes));
   }
 

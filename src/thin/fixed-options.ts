@@ -5,14 +5,16 @@
 import { existsSync, statSync } from 'node:fs';
 import type { DeviceMapper } from '../dm/device-mapper.js';
 import { isThinPoolTarget } from '../dm/targets.js';
+import type { DeviceName } from '../dm/names.js';
 import { PoolOptionConflictError } from './errors.js';
 import type { DeviceRecord } from './metadata-store.js';
 import { formatSize, type PoolOptions, type PoolOptionsInput } from './options.js';
-import { loopFiles, SECTOR_BYTES, superblockDataBlockBytes } from './pool-setup.js';
+import { type Bytes, bytes } from '../structs/units.js';
+import { blockBytes, loopFiles, superblockDataBlockBytes } from './pool-setup.js';
 
 export interface ExistingPool {
   dm: DeviceMapper;
-  poolName: string;
+  poolName: DeviceName;
   /** <home>/devicemapper, where loop files live. */
   root: string;
   /** The base device's record, if the metadata has one. */
@@ -34,13 +36,13 @@ export function checkFixedOptions(input: PoolOptionsInput, opts: PoolOptions, po
   const loopback = opts.dataDevice === undefined && opts.thinPoolDevice === undefined;
   const files = loopFiles(pool.root);
   if (loopback) {
-    const sizes: [keyof PoolOptionsInput, string, string, number][] = [
+    const sizes: [keyof PoolOptionsInput, string, string, Bytes][] = [
       ['loopDataSize', 'dm.loopdatasize', files.data, opts.loopDataSizeBytes],
       ['loopMetadataSize', 'dm.loopmetadatasize', files.metadata, opts.loopMetadataSizeBytes],
     ];
     for (const [field, key, file, want] of sizes) {
       if (input[field] === undefined || !existsSync(file)) continue;
-      const have = statSync(file).size;
+      const have = bytes(statSync(file, { bigint: true }).size);
       // The data file may have grown since it was made with this size (resizePool): not a conflict.
       const grown = field === 'loopDataSize' && want < have;
       if (have !== want && !grown) {
@@ -58,10 +60,10 @@ export function checkFixedOptions(input: PoolOptionsInput, opts: PoolOptions, po
 }
 
 /** The pool's data block size: from its live table, else from its metadata's superblock. */
-function poolBlockBytes(pool: ExistingPool, opts: PoolOptions, metadataFile: string): number | null {
+function poolBlockBytes(pool: ExistingPool, opts: PoolOptions, metadataFile: string): Bytes | null {
   if (pool.dm.info({ name: pool.poolName }) !== null) {
     const t = pool.dm.table({ name: pool.poolName })[0];
-    if (t && isThinPoolTarget(t)) return t.dataBlockSizeSectors * SECTOR_BYTES;
+    if (t && isThinPoolTarget(t)) return blockBytes(t);
   }
   const meta = opts.metadataDevice ?? metadataFile;
   return existsSync(meta) ? superblockDataBlockBytes(meta) : null;

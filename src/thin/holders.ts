@@ -2,6 +2,7 @@
 // and the mount points that name it, for an error that says what to close.
 import { readdirSync } from 'node:fs';
 import type { DeviceInfo } from '../dm/info.js';
+import { formatDev } from '../structs/dev.js';
 import { mountsOf, mountTable } from './mount.js';
 
 export function describeHolders(info: DeviceInfo, sysBlock = '/sys/block'): string[] {
@@ -14,7 +15,7 @@ export function describeHolders(info: DeviceInfo, sysBlock = '/sys/block'): stri
     // no sysfs entry (device gone meanwhile, or no sysfs)
   }
   try {
-    for (const m of mountsOf(`${info.dev.major}:${info.dev.minor}`, mountTable())) out.push(`mounted on ${m.mountPoint}`);
+    for (const m of mountsOf(formatDev(info.dev), mountTable())) out.push(`mounted on ${m.mountPoint}`);
   } catch {
     // no /proc
   }

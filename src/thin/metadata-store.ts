@@ -7,6 +7,8 @@
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { THIN_ID_MAX, type ThinId } from '../dm/names.js';
+import { type Bytes, bytes } from '../structs/units.js';
 import { InvalidHashError, MetadataError } from './errors.js';
 
 /** The base device's hash: "" in the API (as in Docker), stored as the file `base`. */
@@ -36,8 +38,8 @@ export function validateHash(hash: string): string {
 /** One thin device as the metadata knows it. */
 export interface DeviceRecord {
   hash: string;
-  deviceId: number;
-  sizeBytes: number;
+  deviceId: ThinId;
+  sizeBytes: Bytes;
   /** The pool transaction that created it. */
   transactionId: bigint;
   /** The base device: formatted. Others: true. */
@@ -49,7 +51,7 @@ export interface DeviceRecord {
 }
 
 export interface PoolState {
-  nextDeviceId: number;
+  nextDeviceId: ThinId;
   transactionId: bigint;
 }
 
@@ -59,17 +61,23 @@ export type IntentOp = 'create' | 'snapshot' | 'delete';
 export interface Intent {
   op: IntentOp;
   hash: string;
-  thinId: number;
+  thinId: ThinId;
   /** snapshot: the origin's thin id and hash. */
-  originId?: number;
+  originId?: ThinId;
   originHash?: string;
   /** create/snapshot: the new device's size. */
-  sizeBytes?: number;
+  sizeBytes?: Bytes;
   oldTransactionId: bigint;
   newTransactionId: bigint;
 }
 
 const u64 = (v: bigint): number | string => (v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v.toString());
+
+/** Sizes stay JSON numbers on disk (the format Docker's metadata has): exact up to 2^53 bytes. */
+function jsonSize(path: string, b: Bytes): number {
+  if (b > BigInt(Number.MAX_SAFE_INTEGER)) throw new MetadataError(path, `size ${b} is past what the metadata's JSON numbers hold exactly`);
+  return Number(b);
+}
 
 export class MetadataStore {
   private constructor(readonly dir: string) {}
@@ -97,7 +105,7 @@ export class MetadataStore {
     const path = join(this.dir, POOL_STATE_FILE);
     const obj = readJson(path);
     if (obj === null) return null;
-    return { nextDeviceId: intField(path, obj, 'next_device_id'), transactionId: txField(path, obj, 'transaction_id') };
+    return { nextDeviceId: thinIdField(path, obj, 'next_device_id'), transactionId: txField(path, obj, 'transaction_id') };
   }
 
   writePoolState(s: PoolState): void {
@@ -128,7 +136,7 @@ export class MetadataStore {
     this.write(name, {
       hash: r.hash,
       device_id: r.deviceId,
-      size: r.sizeBytes,
+      size: jsonSize(join(this.dir, name), r.sizeBytes),
       transaction_id: u64(r.transactionId),
       initialized: r.initialized,
       deleted: r.deleted,
@@ -151,13 +159,13 @@ export class MetadataStore {
     const intent: Intent = {
       op,
       hash,
-      thinId: intField(path, o, 'thin_id'),
+      thinId: thinIdField(path, o, 'thin_id'),
       oldTransactionId: txField(path, o, 'old_transaction_id'),
       newTransactionId: txField(path, o, 'new_transaction_id'),
     };
-    if (o['origin_id'] !== undefined) intent.originId = intField(path, o, 'origin_id');
+    if (o['origin_id'] !== undefined) intent.originId = thinIdField(path, o, 'origin_id');
     if (typeof o['origin_hash'] === 'string') intent.originHash = o['origin_hash'];
-    if (o['size'] !== undefined) intent.sizeBytes = intField(path, o, 'size');
+    if (o['size'] !== undefined) intent.sizeBytes = bytes(intField(path, o, 'size'));
     return intent;
   }
 
@@ -171,7 +179,7 @@ export class MetadataStore {
     };
     if (i.originId !== undefined) o['origin_id'] = i.originId;
     if (i.originHash !== undefined) o['origin_hash'] = i.originHash;
-    if (i.sizeBytes !== undefined) o['size'] = i.sizeBytes;
+    if (i.sizeBytes !== undefined) o['size'] = jsonSize(join(this.dir, INTENT_FILE), i.sizeBytes);
     this.write(INTENT_FILE, o);
   }
 
@@ -253,6 +261,13 @@ function intField(path: string, o: Record<string, unknown>, key: string): number
   return v;
 }
 
+/** A dm-thin device id as the metadata keeps it: a number in 0..2^24-1. */
+function thinIdField(path: string, o: Record<string, unknown>, key: string): ThinId {
+  const v = intField(path, o, key);
+  if (v > THIN_ID_MAX) throw new MetadataError(path, `${key} is over 24 bits`);
+  return v as ThinId;
+}
+
 function txField(path: string, o: Record<string, unknown>, key: string): bigint {
   const v = o[key];
   if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) return BigInt(v);
@@ -263,12 +278,11 @@ function txField(path: string, o: Record<string, unknown>, key: string): bigint 
 function toRecord(path: string, hash: string, o: Record<string, unknown>): DeviceRecord {
   if (o['hash'] !== undefined && o['hash'] !== hash)
     throw new MetadataError(path, `holds hash ${JSON.stringify(o['hash'])}, not its file name's`);
-  const deviceId = intField(path, o, 'device_id');
-  if (deviceId >= 2 ** 24) throw new MetadataError(path, 'device_id is over 24 bits');
+  const deviceId = thinIdField(path, o, 'device_id');
   const rec: DeviceRecord = {
     hash,
     deviceId,
-    sizeBytes: intField(path, o, 'size'),
+    sizeBytes: bytes(intField(path, o, 'size')),
     transactionId: txField(path, o, 'transaction_id'),
     initialized: o['initialized'] === true,
     deleted: o['deleted'] === true,

@@ -4,6 +4,7 @@ import { rmdirSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { DeviceMapper } from '../dm/device-mapper.js';
 import type { DeviceInfo } from '../dm/info.js';
+import { formatDev } from '../structs/dev.js';
 import { DeviceBusyError, errnoOf, NotMountedError, UnknownDeviceError } from './errors.js';
 import { mount, mountOptionsFor, mountsOf, mountTable, unmountRetrying, type MountEntry } from './mount.js';
 import type { PoolNaming } from './naming.js';
@@ -43,7 +44,7 @@ export class MountTracker {
   mountPoints(hash: string, table: MountEntry[] = mountTable()): string[] {
     const info = this.host.dm.info({ name: this.host.naming.deviceName(hash) });
     if (!info) return [];
-    return mountsOf(`${info.dev.major}:${info.dev.minor}`, table).map((e) => e.mountPoint);
+    return mountsOf(formatDev(info.dev), table).map((e) => e.mountPoint);
   }
 
   async mount(hash: string, path: string, mountLabel: string, opts: MountOptions = {}): Promise<void> {

@@ -3,6 +3,7 @@
 // the file system holding the home folder and inode the folder's inode number.
 import { statSync } from 'node:fs';
 import { deviceName, type DeviceName } from '../dm/names.js';
+import { formatDev } from '../structs/dev.js';
 import { BASE_HASH, validateHash } from './metadata-store.js';
 
 export class PoolNaming {
@@ -18,7 +19,7 @@ export class PoolNaming {
     const dev = st.dev;
     const major = Number(((dev >> 8n) & 0xfffn) | ((dev >> 32n) & 0xfffff000n));
     const minor = Number((dev & 0xffn) | ((dev >> 12n) & 0xffffff00n));
-    return new PoolNaming(`${prefix}-${major}:${minor}-${st.ino}`);
+    return new PoolNaming(`${prefix}-${formatDev({ major, minor })}-${st.ino}`);
   }
 
   poolName(): DeviceName {

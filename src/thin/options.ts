@@ -6,17 +6,19 @@
 // case. Every unit is binary: 10G = 10g = 10GB = 10GiB = 10 * 2^30 bytes; a bare number is bytes.
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { delimiter, isAbsolute, join } from 'node:path';
+import { deviceName, type DeviceName } from '../dm/names.js';
+import { type Bytes, bytes, SECTOR_SIZE } from '../structs/units.js';
 import { OptionError } from './errors.js';
 
 export type FsType = 'ext4' | 'xfs';
 
 /** Validated options; every size in bytes. */
 export interface PoolOptions {
-  baseSizeBytes: number;
-  loopDataSizeBytes: number;
-  loopMetadataSizeBytes: number;
+  baseSizeBytes: Bytes;
+  loopDataSizeBytes: Bytes;
+  loopMetadataSizeBytes: Bytes;
   /** The pool's data block size (dm.blocksize): a multiple of 64 KiB in 64 KiB..1 GiB. */
-  dataBlockSizeBytes: number;
+  dataBlockSizeBytes: Bytes;
   fs: FsType;
   /** Extra mkfs arguments, one argv element per dm.mkfsarg occurrence, verbatim. */
   mkfsArgs: string[];
@@ -25,7 +27,7 @@ export interface PoolOptions {
   dataDevice?: string;
   metadataDevice?: string;
   /** An existing pool's dm name (a /dev/mapper/ prefix is dropped). */
-  thinPoolDevice?: string;
+  thinPoolDevice?: DeviceName;
   /** Discard a device's blocks before deleting it: default on for loop files only. */
   blkDiscard: boolean;
   useDeferredRemoval: boolean;
@@ -38,12 +40,12 @@ export interface PoolOptions {
   prefix: string;
 }
 
-/** The typed spelling: any subset; sizes as bytes or as Docker size strings. */
+/** The typed spelling: any subset; sizes as bytes (a number or a bigint such as Bytes) or as Docker size strings. */
 export interface PoolOptionsInput {
-  baseSize?: number | string;
-  loopDataSize?: number | string;
-  loopMetadataSize?: number | string;
-  blockSize?: number | string;
+  baseSize?: number | bigint | string;
+  loopDataSize?: number | bigint | string;
+  loopMetadataSize?: number | bigint | string;
+  blockSize?: number | bigint | string;
   fs?: string;
   mkfsArgs?: string[];
   mountOptions?: string[];
@@ -66,10 +68,10 @@ export interface ParseEnv {
 const KiB = 1024;
 const GiB = 1024 ** 3;
 export const DEFAULTS = {
-  baseSizeBytes: 10 * GiB,
-  loopDataSizeBytes: 100 * GiB,
-  loopMetadataSizeBytes: 2 * GiB,
-  dataBlockSizeBytes: 64 * KiB,
+  baseSizeBytes: bytes(10 * GiB),
+  loopDataSizeBytes: bytes(100 * GiB),
+  loopMetadataSizeBytes: bytes(2 * GiB),
+  dataBlockSizeBytes: bytes(64 * KiB),
   fs: 'ext4' as FsType,
   minFreeSpacePercent: 10,
   prefix: 'devmapper',
@@ -82,25 +84,25 @@ const SIZE_RE = /^(\d+(?:\.\d+)?) ?(?:([kmgtp])i?b?|b)?$/i;
 const UNIT: Record<string, number> = { k: 1, m: 2, g: 3, t: 4, p: 5 };
 
 /** Docker's RAMInBytes: '10G' -> 10737418240. Throws OptionError naming `key`. */
-export function parseSize(key: string, value: string): number {
+export function parseSize(key: string, value: string): Bytes {
   const m = SIZE_RE.exec(value.trim());
   if (!m?.[1]) {
     throw new OptionError(key, value, 'not a size: expected a number with an optional unit k, m, g, t, p (binary, e.g. 10G, 512M, 20GB)');
   }
   const unit = m[2]?.toLowerCase();
-  const bytes = Math.floor(Number(m[1]) * 1024 ** (unit ? (UNIT[unit] ?? 0) : 0));
-  if (!Number.isSafeInteger(bytes)) throw new OptionError(key, value, 'size too large');
-  return bytes;
+  const n = Math.floor(Number(m[1]) * 1024 ** (unit ? (UNIT[unit] ?? 0) : 0));
+  if (!Number.isSafeInteger(n)) throw new OptionError(key, value, 'size too large');
+  return bytes(n);
 }
 
 const SIZE_UNITS = ['', 'K', 'M', 'G', 'T', 'P'];
 
 /** Bytes in the options' own spelling: the largest binary unit that divides them (1073741824 -> 1G). */
-export function formatSize(bytes: number): string {
+export function formatSize(n: number | bigint): string {
   let unit = 0;
-  let v = bytes;
-  while (v >= 1024 && v % 1024 === 0 && unit < SIZE_UNITS.length - 1) {
-    v /= 1024;
+  let v = BigInt(n);
+  while (v >= 1024n && v % 1024n === 0n && unit < SIZE_UNITS.length - 1) {
+    v /= 1024n;
     unit++;
   }
   return `${v}${SIZE_UNITS[unit]}`;
@@ -210,12 +212,15 @@ function parseUint(key: string, value: string): number {
   return n;
 }
 
-function size(key: string, v: number | string | undefined, dflt: number): number {
+function size(key: string, v: number | bigint | string | undefined, dflt: Bytes): Bytes {
   if (v === undefined) return dflt;
   const n = typeof v === 'string' ? parseSize(key, v) : v;
-  if (!Number.isSafeInteger(n) || n <= 0) throw new OptionError(key, String(v), 'must be a positive whole number of bytes');
-  if (n % 512 !== 0) throw new OptionError(key, String(v), 'must be a multiple of 512 bytes (one sector)');
-  return n;
+  if (typeof n === 'number' ? !Number.isSafeInteger(n) || n <= 0 : typeof n !== 'bigint' || n <= 0n || n >= 2n ** 64n) {
+    throw new OptionError(key, String(v), 'must be a positive whole number of bytes');
+  }
+  const b = bytes(n);
+  if (b % BigInt(SECTOR_SIZE) !== 0n) throw new OptionError(key, String(v), `must be a multiple of ${SECTOR_SIZE} bytes (one sector)`);
+  return b;
 }
 
 function devicePath(key: string, v: string | undefined): string | undefined {
@@ -250,7 +255,7 @@ export function parsePoolOptions(options: readonly string[] | PoolOptionsInput =
   const loopMetadataSizeBytes = size('dm.loopmetadatasize', input.loopMetadataSize, DEFAULTS.loopMetadataSizeBytes);
   const dataBlockSizeBytes = size('dm.blocksize', input.blockSize, DEFAULTS.dataBlockSizeBytes);
   // dm-thin: data block size 128..2097152 sectors, a multiple of 128 (thin-provisioning.rst).
-  if (dataBlockSizeBytes % (64 * KiB) !== 0 || dataBlockSizeBytes < 64 * KiB || dataBlockSizeBytes > GiB) {
+  if (dataBlockSizeBytes % BigInt(64 * KiB) !== 0n || dataBlockSizeBytes < 64 * KiB || dataBlockSizeBytes > GiB) {
     throw new OptionError('dm.blocksize', String(input.blockSize), 'must be a multiple of 64 KiB between 64 KiB and 1 GiB');
   }
 
@@ -283,10 +288,11 @@ export function parsePoolOptions(options: readonly string[] | PoolOptionsInput =
     const [k, v] = dataDevice === undefined ? ['dm.metadatadev', metadataDevice] : ['dm.datadev', dataDevice];
     throw new OptionError(k, v, 'dm.datadev and dm.metadatadev must be given together');
   }
-  let thinPoolDevice = input.thinPoolDevice;
-  if (thinPoolDevice !== undefined) {
-    thinPoolDevice = thinPoolDevice.replace(/^\/dev\/mapper\//, '');
-    if (thinPoolDevice === '' || thinPoolDevice.includes('/') || Buffer.byteLength(thinPoolDevice) > 127) {
+  let thinPoolDevice: DeviceName | undefined;
+  if (input.thinPoolDevice !== undefined) {
+    try {
+      thinPoolDevice = deviceName(input.thinPoolDevice.replace(/^\/dev\/mapper\//, ''));
+    } catch {
       throw new OptionError('dm.thinpooldev', input.thinPoolDevice, 'must be a device-mapper name (or /dev/mapper/<name>)');
     }
     if (dataDevice !== undefined)
@@ -297,7 +303,7 @@ export function parsePoolOptions(options: readonly string[] | PoolOptionsInput =
     throw new OptionError(
       'dm.loopdatasize',
       formatSize(loopDataSizeBytes),
-      `must hold at least one data block (dm.blocksize ${dataBlockSizeBytes / KiB} KiB)`,
+      `must hold at least one data block (dm.blocksize ${dataBlockSizeBytes / BigInt(KiB)} KiB)`,
     );
   }
   if (!loopback) {

@@ -3,17 +3,19 @@
 import type { DeviceMapper } from '../dm/device-mapper.js';
 import { parseThinPoolStatus, type ThinPoolStatus } from '../dm/status/thin-pool.js';
 import { createSnap, createThin, deleteThin, setTransactionId } from '../dm/thin-messages.js';
+import type { DeviceName } from '../dm/names.js';
+import { type Bytes, bytes } from '../structs/units.js';
 import { PoolSpaceError, PoolStateError } from './errors.js';
 import { METADATA_BLOCK_BYTES, type PoolDevices } from './pool-setup.js';
 import type { PoolMessenger } from './transaction.js';
 
 export interface DiskUsage {
-  usedBytes: bigint;
-  totalBytes: bigint;
+  usedBytes: Bytes;
+  totalBytes: Bytes;
 }
 
 export interface PoolStatus {
-  poolName: string;
+  poolName: DeviceName;
   dataFile: string;
   metadataFile: string;
   dataDevice: string;
@@ -21,14 +23,14 @@ export interface PoolStatus {
   data: DiskUsage;
   metadata: DiskUsage;
   /** The pool's data block size in bytes (Docker calls it SectorSize). */
-  sectorSizeBytes: number;
+  sectorSizeBytes: Bytes;
   transactionId: bigint;
   state: ThinPoolStatus['state'];
   mode?: 'rw' | 'ro' | 'out_of_data_space';
   needsCheck?: boolean;
 }
 
-export function readPoolStatus(dm: DeviceMapper, poolName: string): ThinPoolStatus {
+export function readPoolStatus(dm: DeviceMapper, poolName: DeviceName): ThinPoolStatus {
   const line = dm.status({ name: poolName })[0];
   if (line?.type !== 'thin-pool') throw new PoolStateError(poolName, 'has no thin-pool target');
   return parseThinPoolStatus(line.params);
@@ -42,17 +44,17 @@ export function poolStatusOf(dm: DeviceMapper, pool: PoolDevices, transactionId:
     metadataFile: pool.metadataFile ?? '',
     dataDevice: pool.dataDevice,
     metadataDevice: pool.metadataDevice,
-    data: { usedBytes: 0n, totalBytes: 0n },
-    metadata: { usedBytes: 0n, totalBytes: 0n },
+    data: { usedBytes: bytes(0), totalBytes: bytes(0) },
+    metadata: { usedBytes: bytes(0), totalBytes: bytes(0) },
     sectorSizeBytes: pool.dataBlockSizeBytes,
     transactionId,
     state: s.state,
   };
   if (s.state === 'ok') {
-    const block = BigInt(pool.dataBlockSizeBytes);
+    const block = pool.dataBlockSizeBytes;
     const meta = BigInt(METADATA_BLOCK_BYTES);
-    out.data = { usedBytes: s.usedDataBlocks * block, totalBytes: s.totalDataBlocks * block };
-    out.metadata = { usedBytes: s.usedMetadataBlocks * meta, totalBytes: s.totalMetadataBlocks * meta };
+    out.data = { usedBytes: bytes(s.usedDataBlocks * block), totalBytes: bytes(s.totalDataBlocks * block) };
+    out.metadata = { usedBytes: bytes(s.usedMetadataBlocks * meta), totalBytes: bytes(s.totalMetadataBlocks * meta) };
     out.mode = s.mode;
     out.needsCheck = s.needsCheck;
   }
@@ -60,7 +62,7 @@ export function poolStatusOf(dm: DeviceMapper, pool: PoolDevices, transactionId:
 }
 
 /** Before a create: the pool must be healthy, writable and (unless `minFreePercent` is null) above it. */
-export function checkSpace(dm: DeviceMapper, poolName: string, minFreePercent: number | null): void {
+export function checkSpace(dm: DeviceMapper, poolName: DeviceName, minFreePercent: number | null): void {
   const s = readPoolStatus(dm, poolName);
   if (s.state !== 'ok') throw new PoolStateError(poolName, `status is ${s.state}: the pool has failed`);
   if (s.needsCheck) throw new PoolStateError(poolName, 'metadata needs_check: run thin_check/thin_repair');
@@ -80,7 +82,7 @@ export function checkSpace(dm: DeviceMapper, poolName: string, minFreePercent: n
 }
 
 /** The transaction protocol's view of the pool: its status and its messages. */
-export function poolMessenger(dm: DeviceMapper, poolName: string): PoolMessenger {
+export function poolMessenger(dm: DeviceMapper, poolName: DeviceName): PoolMessenger {
   const ref = { name: poolName };
   return {
     poolTransactionId: async () => {

@@ -6,19 +6,21 @@ import { blockDeviceSizeBytes } from '../blk/index.js';
 import type { DeviceMapper } from '../dm/device-mapper.js';
 import { isThinPoolTarget, type ThinPoolTarget } from '../dm/targets.js';
 import { attachLoop, detachLoop, findLoopByFile, releaseLoop, type LoopDevice, type LoopOptions } from '../loop/index.js';
+import { formatDev } from '../structs/dev.js';
+import { type Bytes, bytesToSectors, sectors, sectorsToBytes } from '../structs/units.js';
+import type { DeviceName } from '../dm/names.js';
 import { PoolStateError } from './errors.js';
 import type { PoolOptions } from './options.js';
 import type { Undo } from './undo.js';
 
-export const SECTOR_BYTES = 512;
 /** dm-thin metadata blocks are 4 KiB (THIN_METADATA_BLOCK_SIZE). */
 export const METADATA_BLOCK_BYTES = 4096;
 
 export interface PoolDevices {
-  poolName: string;
+  poolName: DeviceName;
   /** Whether we made the pool (and so remove it on shutdown); false for dm.thinpooldev. */
   owned: boolean;
-  dataBlockSizeBytes: number;
+  dataBlockSizeBytes: Bytes;
   /** Loop devices (loopback set-up) or the given block devices; '' for an existing pool. */
   dataDevice: string;
   metadataDevice: string;
@@ -33,12 +35,12 @@ export function loopFiles(root: string): { data: string; metadata: string } {
 }
 
 /** Create a sparse file of `sizeBytes` if missing; returns whether it was created. */
-function ensureSparseFile(path: string, sizeBytes: number, undo: Undo): boolean {
+function ensureSparseFile(path: string, sizeBytes: Bytes, undo: Undo): boolean {
   if (existsSync(path)) return false;
   const fd = openSync(path, 'wx', 0o600);
   undo.file(path);
   try {
-    ftruncateSync(fd, sizeBytes);
+    ftruncateSync(fd, Number(sizeBytes));
     fsyncSync(fd);
   } finally {
     closeSync(fd);
@@ -68,13 +70,13 @@ const SUPERBLOCK_MAGIC_OFFSET = 32;
 const SUPERBLOCK_DATA_BLOCK_SIZE_OFFSET = 32 + 8 + 4 + 4 + 8 + 8 + 128 + 128 + 8 + 8;
 
 /** The data block size (bytes) a pool's metadata records, or null when it holds no pool. */
-export function superblockDataBlockBytes(path: string): number | null {
+export function superblockDataBlockBytes(path: string): Bytes | null {
   const fd = openSync(path, 'r');
   try {
     const buf = Buffer.alloc(SUPERBLOCK_DATA_BLOCK_SIZE_OFFSET + 4);
     const n = readSync(fd, buf, 0, buf.length, 0);
     if (n !== buf.length || buf.readBigUInt64LE(SUPERBLOCK_MAGIC_OFFSET) !== THIN_SUPERBLOCK_MAGIC) return null;
-    return buf.readUInt32LE(SUPERBLOCK_DATA_BLOCK_SIZE_OFFSET) * SECTOR_BYTES;
+    return sectorsToBytes(sectors(buf.readUInt32LE(SUPERBLOCK_DATA_BLOCK_SIZE_OFFSET)));
   } finally {
     closeSync(fd);
   }
@@ -98,7 +100,7 @@ function majMin(path: string): string {
   const rdev = st.rdev;
   const major = ((rdev >> 8) & 0xfff) | (Math.floor(rdev / 2 ** 32) & ~0xfff);
   const minor = (rdev & 0xff) | ((rdev >> 12) & ~0xff);
-  return `${major}:${minor}`;
+  return formatDev({ major, minor });
 }
 
 /** The loop device of `file`, attached (autoclear) if none is; an attached one is detached by `undo`. */
@@ -116,19 +118,24 @@ async function loopFor(file: string, undo: Undo, loopOpts: LoopOptions): Promise
   return { dev, attached: true };
 }
 
+/** A thin-pool table's data block size in bytes. */
+export function blockBytes(tp: ThinPoolTarget): Bytes {
+  return sectorsToBytes(sectors(tp.dataBlockSizeSectors));
+}
+
 /** The pool's table line. Low water mark: Docker's 32768 blocks, capped for small pools. */
-export function poolTable(metadataDevice: string, dataDevice: string, dataSizeBytes: bigint, blockSizeBytes: number): ThinPoolTarget {
-  const blockSectors = blockSizeBytes / SECTOR_BYTES;
-  const lengthSectors = dataSizeBytes / BigInt(SECTOR_BYTES);
-  const blocks = lengthSectors / BigInt(blockSectors);
+export function poolTable(metadataDevice: string, dataDevice: string, dataSizeBytes: Bytes, blockSizeBytes: Bytes): ThinPoolTarget {
+  const blockSectors = bytesToSectors(blockSizeBytes, 'data block size');
+  const lengthSectors = bytesToSectors(dataSizeBytes, 'data size');
+  const blocks = lengthSectors / blockSectors;
   const lwm = blocks / 10n < 32768n ? blocks / 10n : 32768n;
   return {
     type: 'thin-pool',
-    startSector: 0n,
+    startSector: sectors(0),
     lengthSectors,
     metadataDevice,
     dataDevice,
-    dataBlockSizeSectors: blockSectors,
+    dataBlockSizeSectors: Number(blockSectors),
     lowWaterMarkBlocks: lwm,
     // As Docker: new blocks are not zeroed (every file system writes before it reads). And a full
     // pool fails writes at once instead of queueing them for no_space_timeout (60 s): a caller
@@ -144,7 +151,7 @@ export function poolTable(metadataDevice: string, dataDevice: string, dataSizeBy
 export async function setUpPool(
   dm: DeviceMapper,
   root: string,
-  poolName: string,
+  poolName: DeviceName,
   opts: PoolOptions,
   newPool: boolean,
   undo: Undo,
@@ -159,7 +166,7 @@ export async function setUpPool(
     return {
       poolName: name,
       owned: false,
-      dataBlockSizeBytes: tp.dataBlockSizeSectors * SECTOR_BYTES,
+      dataBlockSizeBytes: blockBytes(tp),
       dataDevice: tp.dataDevice,
       metadataDevice: tp.metadataDevice,
       fresh: false,
@@ -175,7 +182,7 @@ export async function setUpPool(
     const out: PoolDevices = {
       poolName,
       owned: true,
-      dataBlockSizeBytes: tp.dataBlockSizeSectors * SECTOR_BYTES,
+      dataBlockSizeBytes: blockBytes(tp),
       dataDevice: tp.dataDevice,
       metadataDevice: tp.metadataDevice,
       fresh: false,
@@ -189,7 +196,7 @@ export async function setUpPool(
 
   let dataDev: string;
   let metaDev: string;
-  let dataSize: bigint;
+  let dataSize: Bytes;
   const release: LoopDevice[] = [];
   let fresh = false;
   try {
@@ -205,8 +212,8 @@ export async function setUpPool(
       if (d.attached) release.push(d.dev);
       const m = await loopFor(files.metadata, undo, loopOpts);
       if (m.attached) release.push(m.dev);
-      dataDev = `${d.dev.major}:${d.dev.minor}`;
-      metaDev = `${m.dev.major}:${m.dev.minor}`;
+      dataDev = formatDev(d.dev);
+      metaDev = formatDev(m.dev);
       dataSize = blockDeviceSizeBytes(d.dev.path);
     } else {
       dataDev = majMin(opts.dataDevice!);

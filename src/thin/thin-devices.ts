@@ -3,7 +3,10 @@
 import { discard } from '../blk/index.js';
 import type { DeviceMapper } from '../dm/device-mapper.js';
 import type { DeviceInfo } from '../dm/info.js';
+import type { DeviceName, ThinId } from '../dm/names.js';
 import { parseThinStatus } from '../dm/status/thin.js';
+import { formatDev } from '../structs/dev.js';
+import { type Bytes, bytesToSectors, type Sectors, sectors } from '../structs/units.js';
 import type { ThinTarget } from '../dm/targets.js';
 import { join } from 'node:path';
 import { DeviceBusyError, DeviceExistsError, errnoOf, PoolStateError, UnknownDeviceError } from './errors.js';
@@ -13,17 +16,16 @@ import { mkfs } from './mkfs.js';
 import type { PoolNaming } from './naming.js';
 import type { PoolOptions } from './options.js';
 import { checkSpace } from './pool-health.js';
-import { SECTOR_BYTES } from './pool-setup.js';
 import type { Transactions } from './transaction.js';
 import type { Undo } from './undo.js';
 
 export interface DevStatus {
-  deviceId: number;
-  sizeBytes: number;
+  deviceId: ThinId;
+  sizeBytes: Bytes;
   transactionId: bigint;
-  sizeSectors: bigint;
-  mappedSectors: bigint;
-  highestMappedSector: bigint | null;
+  sizeSectors: Sectors;
+  mappedSectors: Sectors;
+  highestMappedSector: Sectors | null;
 }
 
 export class ThinDevices {
@@ -31,7 +33,7 @@ export class ThinDevices {
     private readonly dm: DeviceMapper,
     private readonly naming: PoolNaming,
     private readonly options: PoolOptions,
-    private readonly poolName: string,
+    private readonly poolName: DeviceName,
     private readonly tx: Transactions,
     private readonly step: (point: string) => void,
   ) {}
@@ -143,8 +145,14 @@ export class ThinDevices {
   private thinTarget(rec: DeviceRecord): ThinTarget {
     const pool = this.dm.info({ name: this.poolName });
     if (!pool) throw new PoolStateError(this.poolName, 'the pool device is gone');
-    const poolDevice = `${pool.dev.major}:${pool.dev.minor}`;
-    return { type: 'thin', startSector: 0n, lengthSectors: BigInt(rec.sizeBytes / SECTOR_BYTES), poolDevice, thinId: rec.deviceId };
+    const poolDevice = formatDev(pool.dev);
+    return {
+      type: 'thin',
+      startSector: sectors(0),
+      lengthSectors: bytesToSectors(rec.sizeBytes),
+      poolDevice,
+      thinId: rec.deviceId,
+    };
   }
 
   /** Make /dev/mapper/<name> for a device (no-op when active). */
@@ -187,7 +195,7 @@ export class ThinDevices {
           deviceId: rec.deviceId,
           sizeBytes: rec.sizeBytes,
           transactionId: rec.transactionId,
-          sizeSectors: BigInt(rec.sizeBytes / SECTOR_BYTES),
+          sizeSectors: bytesToSectors(rec.sizeBytes),
           mappedSectors: s.mappedSectors,
           highestMappedSector: s.highestMappedSector,
         };

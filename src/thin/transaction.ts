@@ -20,7 +20,9 @@
 // Each of those actions is idempotent, so a crash during reconcile is reconciled next time.
 import { join } from 'node:path';
 import { DeviceExistsError, errnoOf, MetadataError, TransactionMismatchError, UnknownDeviceError } from './errors.js';
-import { IdAllocator } from './id-allocator.js';
+import { thinId, type ThinId } from '../dm/names.js';
+import { type Bytes, bytes } from '../structs/units.js';
+import { IdAllocator, next as nextId } from './id-allocator.js';
 import {
   BASE_HASH,
   POOL_STATE_FILE,
@@ -35,10 +37,10 @@ import {
 export interface PoolMessenger {
   poolTransactionId(): Promise<bigint>;
   /** Throws an error with code 'EEXIST' if the id is taken. */
-  createThin(thinId: number): Promise<void>;
-  createSnap(thinId: number, originId: number): Promise<void>;
+  createThin(thinId: ThinId): Promise<void>;
+  createSnap(thinId: ThinId, originId: ThinId): Promise<void>;
   /** Throws an error with code 'ENODATA' if the id does not exist, 'EBUSY' if it is open. */
-  deleteThin(thinId: number): Promise<void>;
+  deleteThin(thinId: ThinId): Promise<void>;
   setTransactionId(oldId: bigint, newId: bigint): Promise<void>;
 }
 
@@ -95,7 +97,7 @@ export class Transactions {
         throw new MetadataError(join(store.dir, POOL_STATE_FILE), 'missing, but the folder holds device files or an intent');
       }
       // A new metadata folder adopts the pool's current transaction id.
-      state = { nextDeviceId: 0, transactionId: await pool.poolTransactionId() };
+      state = { nextDeviceId: thinId(0), transactionId: await pool.poolTransactionId() };
       store.writePoolState(state);
     }
     const tx = new Transactions(store, pool, opts, state, devices);
@@ -121,13 +123,13 @@ export class Transactions {
    */
   async create(
     hash: string,
-    opts: { sizeBytes: number; origin?: DeviceRecord; aroundMessage?: (send: () => Promise<void>) => Promise<void> },
+    opts: { sizeBytes: Bytes; origin?: DeviceRecord; aroundMessage?: (send: () => Promise<void>) => Promise<void> },
   ): Promise<DeviceRecord> {
     if (this.devices.has(hash)) throw new DeviceExistsError(hash);
     const origin = opts.origin;
     const op: IntentOp = origin ? 'snapshot' : 'create';
     const maxCollisions = this.opts.maxIdCollisions ?? 1000;
-    let from = this.ids.next;
+    let from: number = this.ids.next;
     for (let collisions = 0; ; collisions++) {
       const thinId = this.ids.peek(from);
       const intent: Intent = {
@@ -242,7 +244,7 @@ export class Transactions {
       const rec: DeviceRecord = {
         hash,
         deviceId: thinId,
-        sizeBytes: intent.sizeBytes ?? 0,
+        sizeBytes: intent.sizeBytes ?? bytes(0),
         transactionId: intent.newTransactionId,
         // The base is initialized once formatted; snapshots inherit their origin's file system.
         initialized: hash !== BASE_HASH,
@@ -253,7 +255,7 @@ export class Transactions {
       this.ids.take(thinId);
     }
     if (hooks) this.step(op, 'device-committed');
-    const next = op === 'delete' ? this.ids.next : thinId === 2 ** 24 - 1 ? 0 : thinId + 1;
+    const next = op === 'delete' ? this.ids.next : nextId(thinId);
     this.state = { nextDeviceId: next, transactionId: intent.newTransactionId };
     this.ids.next = next;
     this.store.writePoolState(this.state);

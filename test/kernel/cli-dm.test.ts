@@ -22,20 +22,21 @@ import {
   cli,
   cliOk,
 } from './support/env.js';
+import { thinId, type DeviceName } from '../../src/dm/names.js';
 
 kernelHooks({ sweepEach: false });
 
 let dm: DeviceMapper;
 let scratch: LoopScratch;
-let lin: string;
-let ro: string;
+let lin: DeviceName;
+let ro: DeviceName;
 let pool: TestPool;
-let thin: string;
+let thin: DeviceName;
 let loopPath: string;
 /** No table; suspended; only an inactive table. */
-let nt: string;
-let sp: string;
-let io: string;
+let nt: DeviceName;
+let sp: DeviceName;
+let io: DeviceName;
 
 beforeAll(async () => {
   dm = openDm();
@@ -48,7 +49,7 @@ beforeAll(async () => {
   cliOk(['dm', 'create', lin, '--table', `0 2048 linear ${loop.path} 0`]);
   cliOk(['dm', 'create', ro, '--uuid', `${ro}-uuid`, '--readonly', '--table', `0 1024 linear ${devString(loop)} 2048`]);
   pool = await makePool(dm, scratch, 'clipool');
-  createThin(dm, { name: pool.name }, 0);
+  createThin(dm, { name: pool.name }, thinId(0));
   thin = (await activateThin(dm, pool, 'cli-thin', 0, 4096n)).name;
   nt = dmName('cli-nt');
   sp = dmName('cli-sp');
@@ -67,7 +68,7 @@ afterAll(async () => {
   await scratch?.cleanup();
 });
 
-const ours = (name: string) => [lin, ro, pool.name, thin, nt, sp, io].includes(name);
+const ours = (name: string) => ([lin, ro, pool.name, thin, nt, sp, io] as string[]).includes(name);
 /** dmsetup's all-devices output, kept to this file's devices (lines start with the name). */
 const onlyOurs = (text: string): string =>
   text

@@ -27,14 +27,15 @@ import {
   RUN_DIR,
   type TestPool,
 } from './support/env.js';
+import { thinId, type DeviceName } from '../../src/dm/names.js';
 
 kernelHooks({ sweepEach: false });
 
 let d: DeviceMapper;
 let scratch: LoopScratch;
 let pool0: TestPool;
-let lin: string;
-let thin: string;
+let lin: DeviceName;
+let thin: DeviceName;
 let loopDev: string;
 let spare: string;
 const home = join(RUN_DIR, 'help-home');
@@ -47,7 +48,7 @@ beforeAll(async () => {
   lin = dmName('help-lin');
   await d.create(lin, { table: linearOver(l, 2048n) });
   pool0 = await makePool(d, scratch, 'helppool');
-  createThin(d, { name: pool0.name }, 0);
+  createThin(d, { name: pool0.name }, thinId(0));
   thin = (await activateThin(d, pool0, 'help-thin', 0, 4096n)).name;
   spare = scratch.file('spare.img', 1024 * 1024);
 });

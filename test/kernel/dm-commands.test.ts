@@ -29,6 +29,8 @@ import {
   TEST_PREFIX,
   type OracleInfo,
 } from './support/env.js';
+import { sectors } from '../../src/structs/units.js';
+import { type DeviceName, deviceName, deviceUuid } from '../../src/dm/names.js';
 
 kernelHooks();
 
@@ -53,7 +55,7 @@ function oracle(name: string): OracleInfo | null {
   return o && { ...o, attr: o.attr.slice(0, 4) };
 }
 
-function mustInfo(dm: DeviceMapper, name: string): DeviceInfo {
+function mustInfo(dm: DeviceMapper, name: DeviceName): DeviceInfo {
   const i = dm.info({ name });
   if (!i) throw new Error(`no device ${name}`);
   return i;
@@ -134,7 +136,7 @@ describe('DM commands against the kernel, checked with dmsetup', () => {
 
   test('create: linear over a loop device, with a uuid, read-only; node made; dmsetup sees the same', async () => {
     const name = dmName('ro');
-    const uuid = `${TEST_PREFIX}uuid-${process.pid}-ro`;
+    const uuid = deviceUuid(`${TEST_PREFIX}uuid-${process.pid}-ro`);
     const created = await dm.create(name, { uuid, readOnly: true, table: linearOver(loopA, 2048n, 8n) });
     expect(created).toMatchObject({ name, uuid, readOnly: true, liveTable: true, inactiveTable: false, suspended: false, targetCount: 1 });
     expect(oracle(name)).toEqual({ ...asOracle(created), attr: 'L--r' });
@@ -165,7 +167,7 @@ describe('DM commands against the kernel, checked with dmsetup', () => {
 
   test('info: every field equals dmsetup info -c, by name, by uuid and by major:minor', async () => {
     const name = dmName('info');
-    const uuid = `${TEST_PREFIX}uuid-${process.pid}-info`;
+    const uuid = deviceUuid(`${TEST_PREFIX}uuid-${process.pid}-info`);
     const created = await dm.create(name, { uuid, table: linearOver(loopA, 1024n) });
     const o = oracle(name);
     expect(o).toMatchObject({ name, uuid, attr: 'L--w', segments: 1, open: 0 });
@@ -191,11 +193,11 @@ describe('DM commands against the kernel, checked with dmsetup', () => {
 
   test('list, with uuids and event numbers, equals dmsetup ls and dmsetup info -c', async () => {
     const names = [dmName('ls-a'), dmName('ls-b'), dmName('ls-c')];
-    await dm.create(names[0]!, { uuid: `${TEST_PREFIX}${process.pid}-ls-a`, table: linearOver(loopA, 8n) });
-    await dm.create(names[1]!, { table: [{ type: 'zero', startSector: 0n, lengthSectors: 8n }] });
+    await dm.create(names[0]!, { uuid: deviceUuid(`${TEST_PREFIX}${process.pid}-ls-a`), table: linearOver(loopA, 8n) });
+    await dm.create(names[1]!, { table: [{ type: 'zero', startSector: sectors(0n), lengthSectors: sectors(8n) }] });
     await dm.create(names[2]!);
-    await dm.rename({ name: names[1]! }, `${names[1]!}x`); // event 1 on the renamed one
-    names[1] = `${names[1]!}x`;
+    await dm.rename({ name: names[1]! }, deviceName(`${names[1]!}x`)); // event 1 on the renamed one
+    names[1] = deviceName(`${names[1]!}x`);
     const ours = dm.list({ uuids: true }).filter((d) => d.name.startsWith(TEST_PREFIX));
     const ls = oracleLs();
     const infos = new Map(oracleInfoAll().map((o) => [o.name, o]));
@@ -216,8 +218,8 @@ describe('DM commands against the kernel, checked with dmsetup', () => {
     const name = dmName('load');
     await dm.create(name, { table: linearOver(loopA, 100n) });
     const next: Target[] = [
-      { type: 'zero', startSector: 0n, lengthSectors: 50n },
-      { type: 'linear', startSector: 50n, lengthSectors: 100n, device: devString(loopB), offsetSectors: 16n },
+      { type: 'zero', startSector: sectors(0n), lengthSectors: sectors(50n) },
+      { type: 'linear', startSector: sectors(50n), lengthSectors: sectors(100n), device: devString(loopB), offsetSectors: sectors(16n) },
     ];
     const loaded = dm.loadTable({ name }, next);
     expect(loaded.inactiveTable).toBe(true);
@@ -257,10 +259,10 @@ describe('DM commands against the kernel, checked with dmsetup', () => {
   test('table and status of a mixed table equal dmsetup table / status', async () => {
     const name = dmName('mixed');
     const targets: Target[] = [
-      { type: 'linear', startSector: 0n, lengthSectors: 64n, device: devString(loopA), offsetSectors: 0n },
-      { type: 'zero', startSector: 64n, lengthSectors: 32n },
-      { type: 'error', startSector: 96n, lengthSectors: 8n },
-      { type: 'linear', startSector: 104n, lengthSectors: 200n, device: devString(loopB), offsetSectors: 1000n },
+      { type: 'linear', startSector: sectors(0n), lengthSectors: sectors(64n), device: devString(loopA), offsetSectors: sectors(0n) },
+      { type: 'zero', startSector: sectors(64n), lengthSectors: sectors(32n) },
+      { type: 'error', startSector: sectors(96n), lengthSectors: sectors(8n) },
+      { type: 'linear', startSector: sectors(104n), lengthSectors: sectors(200n), device: devString(loopB), offsetSectors: sectors(1000n) },
     ];
     await dm.create(name, { table: targets });
     expect(tableLines(dm.table({ name }))).toEqual(oracleLines('table', name));
@@ -277,8 +279,8 @@ describe('DM commands against the kernel, checked with dmsetup', () => {
     const name = dmName('deps');
     const created = await dm.create(name, {
       table: [
-        { type: 'linear', startSector: 0n, lengthSectors: 64n, device: devString(loopA), offsetSectors: 0n },
-        { type: 'linear', startSector: 64n, lengthSectors: 64n, device: devString(loopB), offsetSectors: 0n },
+        { type: 'linear', startSector: sectors(0n), lengthSectors: sectors(64n), device: devString(loopA), offsetSectors: sectors(0n) },
+        { type: 'linear', startSector: sectors(64n), lengthSectors: sectors(64n), device: devString(loopB), offsetSectors: sectors(0n) },
       ],
     });
     expect(dm.deps({ name }).map(devString).sort()).toEqual(oracleDeps(name).sort());
@@ -289,7 +291,7 @@ describe('DM commands against the kernel, checked with dmsetup', () => {
     expect(dm.deps({ name: top })).toEqual([created.dev]);
     expect(mustInfo(dm, name).openCount).toBe(1);
     const zero = dmName('deps-zero');
-    await dm.create(zero, { table: [{ type: 'zero', startSector: 0n, lengthSectors: 8n }] });
+    await dm.create(zero, { table: [{ type: 'zero', startSector: sectors(0n), lengthSectors: sectors(8n) }] });
     expect(dm.deps({ name: zero })).toEqual([]);
     expect(oracleDeps(zero)).toEqual([]);
   });
@@ -311,13 +313,13 @@ describe('DM commands against the kernel, checked with dmsetup', () => {
   test('setUuid gives a uuid to a device that has none (dmsetup info shows it); a second one is refused', async () => {
     const name = dmName('uuid');
     await dm.create(name, { table: linearOver(loopA, 64n) });
-    const uuid = `${TEST_PREFIX}uuid-${process.pid}-set`;
+    const uuid = deviceUuid(`${TEST_PREFIX}uuid-${process.pid}-set`);
     expect(dm.setUuid({ name }, uuid).uuid).toBe(uuid);
     expect(oracle(name)!.uuid).toBe(uuid);
     expect(dmsetupOk(['info', name])).toMatch(new RegExp(`^UUID: ${uuid}$`, 'm'));
     expect(dm.info({ uuid })!.name).toBe(name);
     // The kernel lets a uuid be set only once.
-    const err = await caught(() => dm.setUuid({ name }, `${uuid}-2`));
+    const err = await caught(() => dm.setUuid({ name }, deviceUuid(`${uuid}-2`)));
     expect(err).toBeInstanceOf(DmError);
     expect((err as DmError).code).toBe('EINVAL');
   });
@@ -422,7 +424,7 @@ describe('DM commands against the kernel, checked with dmsetup', () => {
     }
     const names = [dmName('all-1'), dmName('all-2'), dmName('all-3')];
     await dm.create(names[0]!, { table: linearOver(loopA, 64n) });
-    await dm.create(names[1]!, { table: [{ type: 'zero', startSector: 0n, lengthSectors: 64n }] });
+    await dm.create(names[1]!, { table: [{ type: 'zero', startSector: sectors(0n), lengthSectors: sectors(64n) }] });
     await dm.create(names[2]!);
     dm.removeAll();
     expect(dm.list()).toEqual([]);
@@ -491,7 +493,7 @@ describe('DM commands against the kernel, checked with dmsetup', () => {
 
   test('devices made by dmsetup read back right through our library', async () => {
     const name = dmName('by-dmsetup');
-    const uuid = `${TEST_PREFIX}${process.pid}-by-dmsetup`;
+    const uuid = deviceUuid(`${TEST_PREFIX}${process.pid}-by-dmsetup`);
     const table = `0 100 linear ${devString(loopA)} 4\n100 50 zero\n150 10 linear ${devString(loopB)} 0\n`;
     dmsetupOk(['create', name, '-u', uuid], { input: table });
     const i = mustInfo(dm, name);
@@ -515,7 +517,7 @@ describe('DM commands against the kernel, checked with dmsetup', () => {
 
   test('devices made by our library read back right through dmsetup, which can suspend, reload and remove them', async () => {
     const name = dmName('by-ours');
-    const uuid = `${TEST_PREFIX}${process.pid}-by-ours`;
+    const uuid = deviceUuid(`${TEST_PREFIX}${process.pid}-by-ours`);
     const created = await dm.create(name, { uuid, table: linearOver(loopB, 512n, 32n) });
     expect(oracle(name)).toEqual(asOracle(created));
     expect(oracleLines('table', name)).toEqual([`0 512 linear ${devString(loopB)} 32`]);

@@ -8,6 +8,8 @@ import { libcTransport } from '../../src/ioctl/libc.js';
 import type { LoopDevice } from '../../src/loop/index.js';
 import { DmCmd, dmRequest } from '../../src/structs/dm-ioctl.js';
 import { LoopScratch, devString, dmName, dmsetupOk, kernelHooks, openDm, oracleLines, oracleLs, RUN_PREFIX } from './support/env.js';
+import { sectors } from '../../src/structs/units.js';
+import { deviceUuid } from '../../src/dm/names.js';
 
 kernelHooks();
 
@@ -33,11 +35,11 @@ describe('buffer growth against the kernel', () => {
     const name = dmName('big-table');
     const targets: Target[] = Array.from({ length: 2000 }, (_, i) => ({
       type: 'linear' as const,
-      startSector: BigInt(i * 8),
-      lengthSectors: 8n,
+      startSector: sectors(BigInt(i * 8)),
+      lengthSectors: sectors(8n),
       device: devString(loop),
       // Reversed, so that an off-by-one in any target shows.
-      offsetSectors: BigInt((1999 - i) * 8),
+      offsetSectors: sectors(BigInt((1999 - i) * 8)),
     }));
     await dm.create(name, { table: targets });
     const status = dmRequest(DmCmd.DM_TABLE_STATUS);
@@ -65,7 +67,7 @@ describe('buffer growth against the kernel', () => {
       targets
         .slice()
         .reverse()
-        .map((x, i) => ({ ...x, startSector: BigInt(i * 8) })),
+        .map((x, i) => ({ ...x, startSector: sectors(BigInt(i * 8)) })),
     );
     expect(dm.table({ name }, { inactive: true })).toHaveLength(2000);
     await dm.remove({ name });
@@ -79,9 +81,9 @@ describe('buffer growth against the kernel', () => {
     const started = Date.now();
     for (const [i, name] of names.entries()) {
       await dm.create(name, {
-        uuid: `${RUN_PREFIX}many-uuid-${i}`,
+        uuid: deviceUuid(`${RUN_PREFIX}many-uuid-${i}`),
         noNode: true,
-        table: [{ type: 'zero', startSector: 0n, lengthSectors: 8n }],
+        table: [{ type: 'zero', startSector: sectors(0n), lengthSectors: sectors(8n) }],
       });
     }
     const createMs = Date.now() - started;

@@ -22,6 +22,7 @@ import {
   oracleLs,
   TEST_PREFIX,
 } from './support/env.js';
+import { sectors } from '../../src/structs/units.js';
 
 kernelHooks({ sweepEach: false });
 
@@ -192,7 +193,7 @@ describe('Task API round trips against the kernel', () => {
   test('DeviceRemoveAll (only when every device present is a test device)', async () => {
     const foreign = dm.list().filter((d) => !d.name.startsWith(TEST_PREFIX));
     if (foreign.length > 0) throw new Error(`refusing DM_REMOVE_ALL: foreign devices ${foreign.map((d) => d.name).join(', ')}`);
-    await dm.create(dmName('task-all-1'), { table: [{ type: 'zero', startSector: 0n, lengthSectors: 8n }] });
+    await dm.create(dmName('task-all-1'), { table: [{ type: 'zero', startSector: sectors(0n), lengthSectors: sectors(8n) }] });
     await dm.create(dmName('task-all-2'));
     await run(dm, TaskType.DeviceRemoveAll);
     expect(oracleLs().size).toBe(0);

@@ -27,6 +27,8 @@ import {
   oracleLines,
   type TestPool,
 } from './support/env.js';
+import { sectors } from '../../src/structs/units.js';
+import { thinId, type DeviceName } from '../../src/dm/names.js';
 
 kernelHooks({ sweepEach: false });
 
@@ -41,7 +43,7 @@ function oracleParams(name: string, type: string): string {
   return m[1]!;
 }
 
-function ourParams(dm: DeviceMapper, name: string): string {
+function ourParams(dm: DeviceMapper, name: DeviceName): string {
   const st = dm.status({ name });
   expect(st).toHaveLength(1);
   return st[0]!.params;
@@ -104,7 +106,7 @@ describe('thin-pool and thin against the kernel, checked with dmsetup', () => {
     expect(ours).toEqual([
       {
         type: 'thin-pool',
-        startSector: 0n,
+        startSector: sectors(0n),
         lengthSectors: pool.lengthSectors,
         metadataDevice: devString(pool.meta),
         dataDevice: devString(pool.data),
@@ -120,7 +122,7 @@ describe('thin-pool and thin against the kernel, checked with dmsetup', () => {
   });
 
   test('create_thin, write data, fsync: pool used blocks and thin mapped sectors, ours == dmsetup', async () => {
-    createThin(dm, { name: pool.name }, 1);
+    createThin(dm, { name: pool.name }, thinId(1));
     const thin = await activateThin(dm, pool, 'thin-1', 1, THIN_SECTORS);
     const path = `/dev/mapper/${dmName('thin-1')}`;
     const empty = parseThinStatus(ourParams(dm, dmName('thin-1')));
@@ -140,7 +142,7 @@ describe('thin-pool and thin against the kernel, checked with dmsetup', () => {
     // The thin's table round trip.
     expect(dm.table({ name: dmName('thin-1') }).map(formatTableLine)).toEqual(oracleLines('table', dmName('thin-1')));
     expect(dm.table({ name: dmName('thin-1') })).toEqual([
-      { type: 'thin', startSector: 0n, lengthSectors: THIN_SECTORS, poolDevice: devString(pool.dev), thinId: 1 },
+      { type: 'thin', startSector: sectors(0n), lengthSectors: THIN_SECTORS, poolDevice: devString(pool.dev), thinId: thinId(1) },
     ]);
     expect(dm.deps({ name: dmName('thin-1') })).toEqual([pool.dev]);
     expect(thin.liveTable).toBe(true);
@@ -174,7 +176,7 @@ describe('thin-pool and thin against the kernel, checked with dmsetup', () => {
     const origin = dmName('thin-1');
     await dm.suspend({ name: origin });
     try {
-      createSnap(dm, { name: pool.name }, 2, 1);
+      createSnap(dm, { name: pool.name }, thinId(2), thinId(1));
     } finally {
       await dm.resume({ name: origin });
     }
@@ -194,12 +196,14 @@ describe('thin-pool and thin against the kernel, checked with dmsetup', () => {
     const snap = dmName('snap-2');
     const usedBefore = poolStatus(dm, pool).usedDataBlocks;
     await dm.remove({ name: snap });
-    deleteThin(dm, { name: pool.name }, 2);
+    deleteThin(dm, { name: pool.name }, thinId(2));
     expect(poolStatus(dm, pool).usedDataBlocks).toBe(usedBefore - BigInt(MiB / 512 / pool.blockSectors));
     const probe = dmName('probe');
     await dm.create(probe);
     const err = await caught(() =>
-      dm.loadTable({ name: probe }, [{ type: 'thin', startSector: 0n, lengthSectors: 8n, poolDevice: devString(pool.dev), thinId: 2 }]),
+      dm.loadTable({ name: probe }, [
+        { type: 'thin', startSector: sectors(0n), lengthSectors: sectors(8n), poolDevice: devString(pool.dev), thinId: thinId(2) },
+      ]),
     );
     expect(err).toMatchObject({ code: 'ENODATA', command: 'DM_TABLE_LOAD' });
     await dm.remove({ name: probe });

@@ -7,6 +7,7 @@ import { DeviceMapper } from '../../src/dm/device-mapper.js';
 import { Driver } from '../../src/driver/driver.js';
 import { isMounted } from '../../src/thin/mount.js';
 import { requireKernelTier, newHome, SMALL, sweep } from './thin-support.js';
+import { deviceName } from '../../src/dm/names.js';
 
 requireKernelTier();
 
@@ -29,7 +30,7 @@ describe('driver', () => {
 
   test('create, get, put with reference counts', async () => {
     expect(String(d)).toBe('devicemapper');
-    await d.create('img');
+    await d.create(deviceName('img'));
     expect(d.exists('img')).toBe(true);
     expect(d.exists('nope')).toBe(false);
     const root = await d.get('img');
@@ -42,7 +43,7 @@ describe('driver', () => {
     expect(isMounted(join(home, 'mnt', 'img'))).toBe(false);
     await d.put('img'); // an extra put is harmless
 
-    await d.create('ctr', 'img');
+    await d.create(deviceName('ctr'), 'img');
     const croot = await d.get('ctr');
     expect(readFileSync(join(croot, 'f'), 'utf8')).toBe('img');
     writeFileSync(join(croot, 'g'), 'ctr');

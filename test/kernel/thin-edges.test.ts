@@ -22,6 +22,8 @@ import { DeviceBusyError, InvalidHashError, OptionError, PoolLockedError, PoolSp
 import { DeviceSet } from '../../src/thin/device-set.js';
 import { findExecutable } from '../../src/thin/options.js';
 import { requireKernelTier, dmsetup, newHome, probeThinIds, SMALL, sweep } from './thin-support.js';
+import { deviceName } from '../../src/dm/names.js';
+import { bytes } from '../../src/structs/units.js';
 
 requireKernelTier();
 
@@ -274,12 +276,12 @@ describe('pools on given block devices and existing pools', () => {
   test('dm.thinpooldev: an existing pool is used and left in place by shutdown', async () => {
     const [d, m] = loops as [LoopDevice, LoopDevice];
     writeFileSync(m.path, Buffer.alloc(4096));
-    const name = 'dmtest-external-pool';
-    await dm.create(name, { table: [poolTable(`${m.major}:${m.minor}`, `${d.major}:${d.minor}`, 256n << 20n, 131072)] });
+    const name = deviceName('dmtest-external-pool');
+    await dm.create(name, { table: [poolTable(`${m.major}:${m.minor}`, `${d.major}:${d.minor}`, bytes(256n << 20n), bytes(131072))] });
     const home2 = join(h, 'home2');
     const set = await DeviceSet.open(home2, ['dm.basesize=64M', 'dm.prefix=dmtest', `dm.thinpooldev=/dev/mapper/${name}`]);
     expect(set.poolName).toBe(name);
-    expect(set.status().sectorSizeBytes).toBe(131072);
+    expect(set.status().sectorSizeBytes).toBe(131072n);
     await set.addDevice('ext', '');
     await set.shutdown();
     expect(dm.info({ name })).not.toBeNull();

@@ -12,6 +12,8 @@ import { DeviceSet } from '../../src/thin/device-set.js';
 import { DeviceBusyError, PoolOptionConflictError } from '../../src/thin/errors.js';
 import { isMounted } from '../../src/thin/mount.js';
 import { dmsetup, newHome, requireKernelTier, SMALL, sweep } from './thin-support.js';
+import { deviceName } from '../../src/dm/names.js';
+import { bytes } from '../../src/structs/units.js';
 
 requireKernelTier();
 
@@ -49,7 +51,7 @@ describe('options an existing pool cannot take', () => {
     expect({ ls: dmsetup('ls'), table: dmsetup('table') }).toEqual(before);
     // The lock was let go: the same home opens with its own options.
     const set = await DeviceSet.open(home, SMALL);
-    expect(set.deviceRecords().find((r) => r.hash === '')?.sizeBytes).toBe(64 * 2 ** 20);
+    expect(set.deviceRecords().find((r) => r.hash === '')?.sizeBytes).toBe(BigInt(64 * 2 ** 20));
     set.close();
   });
 
@@ -64,7 +66,7 @@ describe('options an existing pool cannot take', () => {
 
   test('the same values, and a data size the pool has grown past, are accepted', async () => {
     const set = await DeviceSet.open(home, [...SMALL, 'dm.blocksize=64K']);
-    await set.resizePool(512 * 2 ** 20);
+    await set.resizePool(bytes(512 * 2 ** 20));
     set.close();
     const again = await DeviceSet.open(home, SMALL); // dm.loopdatasize=256M: what the pool was made with
     expect(again.status().data.totalBytes).toBe(512n * 2n ** 20n);
@@ -102,7 +104,7 @@ describe('mounts and shutdown at their edges', () => {
   test('a refused mount makes no mount point (DeviceSet and Driver)', async () => {
     const d = await Driver.init(home, SMALL);
     try {
-      await d.create('x');
+      await d.create(deviceName('x'));
       const first = join(home, 'first');
       mkdirSync(first);
       await d.deviceSet.mountDevice('x', first);

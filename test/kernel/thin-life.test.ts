@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { DeviceMapper } from '../../src/dm/device-mapper.js';
 import { DeviceSet } from '../../src/thin/device-set.js';
 import { requireKernelTier, dmsetup, newHome, probeThinIds, SMALL, sweep } from './thin-support.js';
+import { bytes } from '../../src/structs/units.js';
 
 requireKernelTier();
 
@@ -42,7 +43,7 @@ describe('thin pool life', () => {
     expect(st.dataFile).toBe(join(home, 'devicemapper', 'data'));
     expect(st.data.totalBytes).toBe(256n * 2n ** 20n);
     expect(st.metadata.totalBytes).toBe(16n * 2n ** 20n);
-    expect(st.sectorSizeBytes).toBe(65536);
+    expect(st.sectorSizeBytes).toBe(65536n);
     // dmsetup status: <txid> <used meta>/<total meta> <used data>/<total data> ...
     const words = dmsetup('status', set.poolName).split(' ');
     expect(words[3]).toBe('1');
@@ -143,7 +144,7 @@ describe('thin pool life', () => {
   });
 
   test('resizePool grows the data device', async () => {
-    await set.resizePool(512 * 2 ** 20);
+    await set.resizePool(bytes(512 * 2 ** 20));
     expect(set.status().data.totalBytes).toBe(512n * 2n ** 20n);
     expect(dmsetup('table', set.poolName)).toMatch(/^0 1048576 thin-pool /);
   });

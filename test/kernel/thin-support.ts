@@ -8,6 +8,8 @@ import type { DeviceMapper } from '../../src/dm/device-mapper.js';
 import { DmError } from '../../src/ioctl/errors.js';
 import { beforeAll } from 'vitest';
 import { requireDeviceMapper, sweep as sweepDevices } from './support/env.js';
+import { sectors } from '../../src/structs/units.js';
+import { thinId, type DeviceName, deviceName } from '../../src/dm/names.js';
 
 /**
  * Called at the top of each thin/driver test file: the tier's precondition as a failing hook, never
@@ -32,17 +34,23 @@ export function dmsetup(...args: string[]): string {
  * The thin ids the pool holds, found without changing it: a thin table for id N loads only if
  * the pool has N (else the target's constructor fails with ENODATA).
  */
-export async function probeThinIds(dm: DeviceMapper, poolName: string, upTo: number): Promise<Set<number>> {
+export async function probeThinIds(dm: DeviceMapper, poolName: DeviceName, upTo: number): Promise<Set<number>> {
   const pool = dm.info({ name: poolName });
   if (!pool) throw new Error(`no pool ${poolName}`);
-  const probe = `dmtest-probe-${process.pid}`;
+  const probe = deviceName(`dmtest-probe-${process.pid}`);
   const ids = new Set<number>();
   await dm.create(probe);
   try {
     for (let id = 0; id <= upTo; id++) {
       try {
         dm.loadTable({ name: probe }, [
-          { type: 'thin', startSector: 0n, lengthSectors: 8n, poolDevice: `${pool.dev.major}:${pool.dev.minor}`, thinId: id },
+          {
+            type: 'thin',
+            startSector: sectors(0n),
+            lengthSectors: sectors(8n),
+            poolDevice: `${pool.dev.major}:${pool.dev.minor}`,
+            thinId: thinId(id),
+          },
         ]);
         ids.add(id);
         dm.clearTable({ name: probe });

@@ -12,12 +12,13 @@ import {
   type InfoView,
 } from '../../src/cli/dmsetup-format.js';
 import { command } from '../support/golden.js';
+import { deviceName, deviceUuid } from '../../src/dm/names.js';
 
 const stdout = (n: number): string => command(n).stdout;
 
 const dev = (major: number, minor: number) => ({ major, minor });
 const info = (over: Partial<InfoView>): InfoView => ({
-  name: 'lin0',
+  name: deviceName('lin0'),
   uuid: '',
   dev: dev(254, 0),
   openCount: 0,
@@ -47,9 +48,9 @@ describe('dmsetup formats', () => {
   test('ls empty (4), ls (29), ls --target (30)', () => {
     expect(formatLs([])).toBe(stdout(4));
     const devs = [
-      { name: 'lin2', dev: dev(254, 1) },
-      { name: 'lin0', dev: dev(254, 0) },
-      { name: 'empty0', dev: dev(254, 2) },
+      { name: deviceName('lin2'), dev: dev(254, 1) },
+      { name: deviceName('lin0'), dev: dev(254, 0) },
+      { name: deviceName('empty0'), dev: dev(254, 2) },
     ];
     expect(formatLs(devs)).toBe(stdout(29));
     expect(
@@ -60,17 +61,21 @@ describe('dmsetup formats', () => {
     ).toBe(stdout(30));
   });
   test('info: inactive table (26), live (35), read-only with uuid (37), suspended (42)', () => {
-    expect(formatInfo(info({ name: 'empty0', dev: dev(254, 2), targetCount: 0, liveTable: false, inactiveTable: true }))).toBe(stdout(26));
+    expect(formatInfo(info({ name: deviceName('empty0'), dev: dev(254, 2), targetCount: 0, liveTable: false, inactiveTable: true }))).toBe(
+      stdout(26),
+    );
     expect(formatInfo(info({}))).toBe(stdout(35));
-    expect(formatInfo(info({ name: 'lin2', dev: dev(254, 1), readOnly: true, uuid: 'DMGOLD-lin2-uuid' }))).toBe(stdout(37));
+    expect(formatInfo(info({ name: deviceName('lin2'), dev: dev(254, 1), readOnly: true, uuid: deviceUuid('DMGOLD-lin2-uuid') }))).toBe(
+      stdout(37),
+    );
     expect(formatInfo(info({ suspended: true }))).toBe(stdout(42));
   });
   test('info -c (36)', () => {
     expect(
       formatInfoColumns([
-        info({ name: 'lin2', dev: dev(254, 1), readOnly: true, uuid: 'DMGOLD-lin2-uuid' }),
+        info({ name: deviceName('lin2'), dev: dev(254, 1), readOnly: true, uuid: deviceUuid('DMGOLD-lin2-uuid') }),
         info({}),
-        info({ name: 'empty0', dev: dev(254, 2) }),
+        info({ name: deviceName('empty0'), dev: dev(254, 2) }),
       ]),
     ).toBe(stdout(36));
   });
@@ -95,9 +100,9 @@ describe('dmsetup formats', () => {
   test('ls --tree (31, 85)', () => {
     const list = [
       { name: 'big0', dev: dev(254, 3) },
-      { name: 'empty0', dev: dev(254, 2) },
+      { name: deviceName('empty0'), dev: dev(254, 2) },
       { name: 'lin1', dev: dev(254, 0) },
-      { name: 'lin2', dev: dev(254, 1) },
+      { name: deviceName('lin2'), dev: dev(254, 1) },
       { name: 'pool', dev: dev(254, 4) },
       { name: 'snap1', dev: dev(254, 6) },
       { name: 'thin0', dev: dev(254, 5) },

@@ -19,6 +19,8 @@ import { UsageError } from '../../src/cli/usage.js';
 import { DeviceBusyError, PoolLockedError, UnknownDeviceError } from '../../src/thin/errors.js';
 import { DmError } from '../../src/ioctl/errors.js';
 import { DmCmd } from '../../src/structs/dm-ioctl.js';
+import { deviceName } from '../../src/dm/names.js';
+import { bytes } from '../../src/structs/units.js';
 
 describe('storage options', () => {
   test('a key given again replaces every recorded entry of that key, case-insensitively', () => {
@@ -35,7 +37,7 @@ describe('storage options', () => {
       expect(() => checkStorageOpts([bad]), bad).toThrow(UsageError);
     }
     expect(() => checkStorageOpts(['dm.basesize=huge'])).toThrow(/^--storage-opt dm\.basesize="huge": not a size/);
-    expect(checkStorageOpts(['dm.fs=xfs', 'dm.basesize=300M']).baseSizeBytes).toBe(300 * 2 ** 20);
+    expect(checkStorageOpts(['dm.fs=xfs', 'dm.basesize=300M']).baseSizeBytes).toBe(BigInt(300 * 2 ** 20));
     expect(() => checkStorageOpts(['dm.fs=xfs', 'dm.basesize=256M'])).toThrow(/300 MiB/);
   });
 });
@@ -92,13 +94,13 @@ describe('formats', () => {
   });
   test('pool status: facts, then used/total/percent for data and metadata', () => {
     const view: PoolStatusView = {
-      poolName: 'dm-8:1-2-pool',
+      poolName: deviceName('dm-8:1-2-pool'),
       dataFile: '/h/devicemapper/data',
       metadataFile: '/h/devicemapper/metadata',
       dataDevice: '4095:999999',
       metadataDevice: '4095:999998',
-      data: { usedBytes: 25n * 2n ** 20n, totalBytes: 2n ** 30n },
-      metadata: { usedBytes: 6n * 2n ** 20n, totalBytes: 64n * 2n ** 20n },
+      data: { usedBytes: bytes(25n * 2n ** 20n), totalBytes: bytes(2n ** 30n) },
+      metadata: { usedBytes: bytes(6n * 2n ** 20n), totalBytes: bytes(64n * 2n ** 20n) },
       blockSizeBytes: 65536n,
       transactionId: 5n,
       state: 'ok',

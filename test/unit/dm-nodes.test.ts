@@ -8,6 +8,7 @@ import { MapperNodes, type MakeNode } from '../../src/dm/nodes.js';
 import { detectUdev, udevEventNr } from '../../src/dm/udev.js';
 import { recordsOf, type GoldenBufRecord } from '../support/golden.js';
 import { MemoryNodes, ReplayTransport, replayDeviceMapper } from '../support/replay.js';
+import { deviceName } from '../../src/dm/names.js';
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -86,7 +87,7 @@ describe('where udev runs', () => {
     const s = replayDeviceMapper(ReplayTransport.of(99), { udev: 'on', udevWaitMs: 2000, nodes });
     // "udev" makes its node (a symlink in real life) 20 ms after the uevent.
     setTimeout(() => nodes.nodes.set('lin0', { major: 254, minor: 0 }), 20);
-    await s.dm.resume({ name: 'lin0' });
+    await s.dm.resume({ name: deviceName('lin0') });
     expect(nodes.ops).toEqual([]); // we did not touch it
     expect(nodes.exists('lin0')).toBe(true);
     s.finish();
@@ -94,7 +95,7 @@ describe('where udev runs', () => {
   it('makes the node itself when udev does not within the bound', async () => {
     const nodes = new MemoryNodes();
     const s = replayDeviceMapper(ReplayTransport.of(99), { udev: 'on', udevWaitMs: 10, nodes });
-    await s.dm.resume({ name: 'lin0' });
+    await s.dm.resume({ name: deviceName('lin0') });
     expect(nodes.ops).toEqual(['add lin0 254:0']);
     s.finish();
   });

@@ -55,16 +55,20 @@ describe('table lines from the golden `dmsetup table` output', () => {
   it('types each golden line', () => {
     expect(parseTableLine(stdoutLines('tableLin0')[0]!)).toEqual({
       type: 'linear',
-      startSector: 0n,
-      lengthSectors: 2048n,
+      startSector: sectors(0n),
+      lengthSectors: sectors(2048n),
       device: '7:2',
-      offsetSectors: 0n,
+      offsetSectors: sectors(0n),
     });
-    expect(parseTableLine(stdoutLines('tableInactiveEmpty0')[0]!)).toEqual({ type: 'zero', startSector: 0n, lengthSectors: 1024n });
+    expect(parseTableLine(stdoutLines('tableInactiveEmpty0')[0]!)).toEqual({
+      type: 'zero',
+      startSector: sectors(0n),
+      lengthSectors: sectors(1024n),
+    });
     expect(parseTableLine(stdoutLines('tablePool')[0]!)).toEqual({
       type: 'thin-pool',
-      startSector: 0n,
-      lengthSectors: 2097152n,
+      startSector: sectors(0n),
+      lengthSectors: sectors(2097152n),
       metadataDevice: '7:0',
       dataDevice: '7:1',
       dataBlockSizeSectors: 128,
@@ -73,7 +77,13 @@ describe('table lines from the golden `dmsetup table` output', () => {
     });
     const big = parseTable(command('tableBig0').stdout);
     expect(big).toHaveLength(2000);
-    expect(big[1999]).toEqual({ type: 'linear', startSector: 1999n, lengthSectors: 1n, device: '7:2', offsetSectors: 1999n });
+    expect(big[1999]).toEqual({
+      type: 'linear',
+      startSector: sectors(1999n),
+      lengthSectors: sectors(1n),
+      device: '7:2',
+      offsetSectors: sectors(1999n),
+    });
     expect(() => checkTable(big)).not.toThrow();
   });
 
@@ -87,12 +97,15 @@ describe('table lines from the golden `dmsetup table` output', () => {
 
   it('formats every typed target and a generic one', () => {
     const cases: [Target, string][] = [
-      [{ type: 'linear', startSector: 0n, lengthSectors: 8n, device: '/dev/loop2', offsetSectors: 2048n }, '/dev/loop2 2048'],
+      [
+        { type: 'linear', startSector: sectors(0n), lengthSectors: sectors(8n), device: '/dev/loop2', offsetSectors: sectors(2048n) },
+        '/dev/loop2 2048',
+      ],
       [
         {
           type: 'thin-pool',
-          startSector: 0n,
-          lengthSectors: 8n,
+          startSector: sectors(0n),
+          lengthSectors: sectors(8n),
           metadataDevice: '7:0',
           dataDevice: '7:1',
           dataBlockSizeSectors: 1024,
@@ -101,10 +114,23 @@ describe('table lines from the golden `dmsetup table` output', () => {
         },
         '7:0 7:1 1024 10 2 skip_block_zeroing error_if_no_space',
       ],
-      [{ type: 'thin', startSector: 0n, lengthSectors: 8n, poolDevice: '/dev/mapper/pool', thinId: 16777215 }, '/dev/mapper/pool 16777215'],
-      [{ type: 'thin', startSector: 0n, lengthSectors: 8n, poolDevice: '254:4', thinId: 3, externalOriginDevice: '7:3' }, '254:4 3 7:3'],
-      [{ type: 'error', startSector: 0n, lengthSectors: 8n }, ''],
-      [{ type: 'striped', startSector: 0n, lengthSectors: 8n, params: '2 8 7:1 0 7:2 0' }, '2 8 7:1 0 7:2 0'],
+      [
+        { type: 'thin', startSector: sectors(0n), lengthSectors: sectors(8n), poolDevice: '/dev/mapper/pool', thinId: thinId(16777215) },
+        '/dev/mapper/pool 16777215',
+      ],
+      [
+        {
+          type: 'thin',
+          startSector: sectors(0n),
+          lengthSectors: sectors(8n),
+          poolDevice: '254:4',
+          thinId: thinId(3),
+          externalOriginDevice: '7:3',
+        },
+        '254:4 3 7:3',
+      ],
+      [{ type: 'error', startSector: sectors(0n), lengthSectors: sectors(8n) }, ''],
+      [{ type: 'striped', startSector: sectors(0n), lengthSectors: sectors(8n), params: '2 8 7:1 0 7:2 0' }, '2 8 7:1 0 7:2 0'],
     ];
     for (const [t, params] of cases) {
       expect(formatTargetParams(t)).toBe(params);
@@ -114,8 +140,8 @@ describe('table lines from the golden `dmsetup table` output', () => {
 
   it('parses a table text with comments and blank lines', () => {
     expect(parseTable('# two halves\n0 8 zero\n\n8 8 error\n')).toEqual([
-      { type: 'zero', startSector: 0n, lengthSectors: 8n },
-      { type: 'error', startSector: 8n, lengthSectors: 8n },
+      { type: 'zero', startSector: sectors(0n), lengthSectors: sectors(8n) },
+      { type: 'error', startSector: sectors(8n), lengthSectors: sectors(8n) },
     ]);
   });
 });
@@ -255,6 +281,6 @@ describe('bad input is refused with InvalidArgumentError', () => {
     refuses(() => parseTableLine('0 8 thin-pool 7:0 7:1 128 10 2 skip_block_zeroing'), /feature count 2/);
     refuses(() => parseTableLine('0 8 zero extra'), /no parameters/);
     refuses(() => parseTableLine('0 8 averyveryverylongtype x'), /target type/);
-    refuses(() => checkTable([{ type: 'zero', startSector: 8n, lengthSectors: 8n }]), /contiguous/);
+    refuses(() => checkTable([{ type: 'zero', startSector: sectors(8n), lengthSectors: sectors(8n) }]), /contiguous/);
   });
 });

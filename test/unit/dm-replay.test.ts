@@ -21,14 +21,16 @@ import {
 } from '../../src/dm/thin-messages.js';
 import { command, dmRecord, type GoldenBufRecord, type GoldenName } from '../support/golden.js';
 import { MemoryNodes, ReplayMismatch, ReplayTransport, dmErrorOf, replayDeviceMapper, type ReplaySession } from '../support/replay.js';
+import { sectors } from '../../src/structs/units.js';
+import { thinId, type ThinId, type DeviceName, deviceName, deviceUuid } from '../../src/dm/names.js';
 
 const lin0Dev = { major: 254, minor: 0 };
 const linear = (lengthSectors: bigint, device: string, offsetSectors: bigint, startSector = 0n): Target => ({
   type: 'linear',
-  startSector,
-  lengthSectors,
+  startSector: sectors(startSector),
+  lengthSectors: sectors(lengthSectors),
   device,
-  offsetSectors,
+  offsetSectors: sectors(offsetSectors),
 });
 
 /** A session replaying golden commands; `run` gets it and the test ends with every record used. */
@@ -109,14 +111,14 @@ describe('replay: version, versions, list', () => {
 describe('replay: create, load, resume and their errors', () => {
   it('createLin0 create with a table: DEV_CREATE, TABLE_LOAD by dev, resume, node', async () => {
     const s = await replay('createLin0', async ({ dm }) => {
-      const info = await dm.create('lin0', { table: [linear(2048n, '/dev/loop2', 0n)] });
+      const info = await dm.create(deviceName('lin0'), { table: [linear(2048n, '/dev/loop2', 0n)] });
       expect(info).toMatchObject({ name: 'lin0', dev: lin0Dev, liveTable: true, suspended: false, readOnly: false });
     });
     expect(s.nodes.ops).toEqual(['add lin0 254:0']);
   });
   it('createLin0AgainEbusy create of an existing name -> DmError EBUSY from DM_DEV_CREATE', () =>
     replay('createLin0AgainEbusy', async ({ dm }) => {
-      const err = await dmErrorOf(() => dm.create('lin0', { table: [linear(2048n, '/dev/loop2', 0n)] }));
+      const err = await dmErrorOf(() => dm.create(deviceName('lin0'), { table: [linear(2048n, '/dev/loop2', 0n)] }));
       expect(err).toMatchObject({ code: 'EBUSY', command: 'DM_DEV_CREATE', device: 'lin0' });
       expect(err.message).toMatch(/DM_DEV_CREATE lin0: EBUSY/);
     }));
@@ -126,9 +128,11 @@ describe('replay: create, load, resume and their errors', () => {
   ] as const) {
     it(`${n}: a refused TABLE_LOAD (${code}) removes the half-made device, as libdevmapper does`, async () => {
       const s = await replay(n, async ({ dm }) => {
-        const name = n === 'createBadTargetEinval' ? 'bad0' : 'bad1';
+        const name = deviceName(n === 'createBadTargetEinval' ? 'bad0' : 'bad1');
         const table: Target[] =
-          type === 'linear' ? [linear(2048n, '/dev/nonexistent', 0n)] : [{ type, startSector: 0n, lengthSectors: 2048n, params }];
+          type === 'linear'
+            ? [linear(2048n, '/dev/nonexistent', 0n)]
+            : [{ type, startSector: sectors(0n), lengthSectors: sectors(2048n), params }];
         const err = await dmErrorOf(() => dm.create(name, { table }));
         expect(err).toMatchObject({ code, command: 'DM_TABLE_LOAD', device: `${name} (254:1)` });
       });
@@ -138,38 +142,44 @@ describe('replay: create, load, resume and their errors', () => {
   }
   it('createLin2UuidReadonly create with uuid, read-only', () =>
     replay('createLin2UuidReadonly', async ({ dm }) => {
-      const info = await dm.create('lin2', { uuid: 'DMGOLD-lin2-uuid', readOnly: true, table: [linear(1024n, '/dev/loop2', 2048n)] });
+      const info = await dm.create(deviceName('lin2'), {
+        uuid: deviceUuid('DMGOLD-lin2-uuid'),
+        readOnly: true,
+        table: [linear(1024n, '/dev/loop2', 2048n)],
+      });
       expect(info).toMatchObject({ readOnly: true, dev: { major: 254, minor: 1 } });
     }));
   it('createEmpty0NoTable create without a table (no load, no resume, no node)', async () => {
     const s = await replay('createEmpty0NoTable', async ({ dm }) => {
-      expect(await dm.create('empty0')).toMatchObject({ name: 'empty0', liveTable: false });
+      expect(await dm.create(deviceName('empty0'))).toMatchObject({ name: 'empty0', liveTable: false });
     });
     expect(s.nodes.ops).toEqual([]);
   });
   it('loadEmpty0 loadTable', () =>
     replay('loadEmpty0', ({ dm }) =>
-      expect(dm.loadTable({ name: 'empty0' }, [{ type: 'zero', startSector: 0n, lengthSectors: 1024n }])).toMatchObject({
+      expect(
+        dm.loadTable({ name: deviceName('empty0') }, [{ type: 'zero', startSector: sectors(0n), lengthSectors: sectors(1024n) }]),
+      ).toMatchObject({
         inactiveTable: true,
       }),
     ));
   it('resumeEmpty0 resume makes the node', async () => {
-    const s = await replay('resumeEmpty0', ({ dm }) => dm.resume({ name: 'empty0' }));
+    const s = await replay('resumeEmpty0', ({ dm }) => dm.resume({ name: deviceName('empty0') }));
     expect(s.nodes.ops).toEqual(['add empty0 254:2']);
   });
   it('createBig0 a 2000-target table', () =>
     replay('createBig0', async ({ dm }) => {
       const table = Array.from({ length: 2000 }, (_, i) => linear(1n, '/dev/loop2', BigInt(i), BigInt(i)));
-      await dm.create('big0', { table });
+      await dm.create(deviceName('big0'), { table });
     }));
   it('createPool thin-pool, createThin0 thin, createSnap1 snapshot', () =>
     replay(['createPool', 'createThin0', 'createSnap1'], async ({ dm }) => {
-      await dm.create('pool', {
+      await dm.create(deviceName('pool'), {
         table: [
           {
             type: 'thin-pool',
-            startSector: 0n,
-            lengthSectors: 2097152n,
+            startSector: sectors(0n),
+            lengthSectors: sectors(2097152n),
             metadataDevice: '/dev/loop0',
             dataDevice: '/dev/loop1',
             dataBlockSizeSectors: 128,
@@ -178,26 +188,33 @@ describe('replay: create, load, resume and their errors', () => {
           },
         ],
       });
-      await dm.create('thin0', {
-        table: [{ type: 'thin', startSector: 0n, lengthSectors: 2097152n, poolDevice: '/dev/mapper/pool', thinId: 0 }],
+      await dm.create(deviceName('thin0'), {
+        table: [
+          { type: 'thin', startSector: sectors(0n), lengthSectors: sectors(2097152n), poolDevice: '/dev/mapper/pool', thinId: thinId(0) },
+        ],
       });
-      await dm.create('snap1', {
-        table: [{ type: 'thin', startSector: 0n, lengthSectors: 2097152n, poolDevice: '/dev/mapper/pool', thinId: 1 }],
+      await dm.create(deviceName('snap1'), {
+        table: [
+          { type: 'thin', startSector: sectors(0n), lengthSectors: sectors(2097152n), poolDevice: '/dev/mapper/pool', thinId: thinId(1) },
+        ],
       });
     }));
   it('reloadLin0/reloadLin0Again reload, clearLin0 clear, resumeLin0Reloaded resume into the new table', () =>
     replay(['reloadLin0', 'clearLin0', 'reloadLin0Again', 'resumeLin0Reloaded'], async ({ dm }) => {
-      expect(dm.loadTable({ name: 'lin0' }, [linear(4096n, '/dev/loop2', 0n)])).toMatchObject({ inactiveTable: true, liveTable: true });
-      expect(dm.clearTable({ name: 'lin0' })).toMatchObject({ inactiveTable: false });
-      dm.loadTable({ name: 'lin0' }, [linear(4096n, '/dev/loop2', 0n)]);
-      expect(await dm.resume({ name: 'lin0' })).toMatchObject({ inactiveTable: false, liveTable: true });
+      expect(dm.loadTable({ name: deviceName('lin0') }, [linear(4096n, '/dev/loop2', 0n)])).toMatchObject({
+        inactiveTable: true,
+        liveTable: true,
+      });
+      expect(dm.clearTable({ name: deviceName('lin0') })).toMatchObject({ inactiveTable: false });
+      dm.loadTable({ name: deviceName('lin0') }, [linear(4096n, '/dev/loop2', 0n)]);
+      expect(await dm.resume({ name: deviceName('lin0') })).toMatchObject({ inactiveTable: false, liveTable: true });
     }));
 });
 
 describe('replay: info, table, status, deps', () => {
   it('infoEmpty0Inactive info with only an inactive table', () =>
     replay('infoEmpty0Inactive', ({ dm }) =>
-      expect(dm.info({ name: 'empty0' })).toMatchObject({
+      expect(dm.info({ name: deviceName('empty0') })).toMatchObject({
         liveTable: false,
         inactiveTable: true,
         targetCount: 0,
@@ -206,7 +223,7 @@ describe('replay: info, table, status, deps', () => {
     ));
   it('infoLin0 info (active), infoLin0Suspended (suspended), infoByUuid by uuid, infoByMajorMinor by dev', () =>
     replay(['infoLin0', 'infoLin0Suspended', 'infoByUuid', 'infoByMajorMinor'], ({ dm }) => {
-      expect(dm.info({ name: 'lin0' })).toEqual({
+      expect(dm.info({ name: deviceName('lin0') })).toEqual({
         name: 'lin0',
         uuid: '',
         dev: lin0Dev,
@@ -219,8 +236,8 @@ describe('replay: info, table, status, deps', () => {
         inactiveTable: false,
         deferredRemove: false,
       });
-      expect(dm.info({ name: 'lin0' })).toMatchObject({ suspended: true });
-      expect(dm.info({ uuid: 'DMGOLD-lin2-uuid' })).toMatchObject({ name: 'lin2', uuid: 'DMGOLD-lin2-uuid', readOnly: true });
+      expect(dm.info({ name: deviceName('lin0') })).toMatchObject({ suspended: true });
+      expect(dm.info({ uuid: deviceUuid('DMGOLD-lin2-uuid') })).toMatchObject({ name: 'lin2', uuid: 'DMGOLD-lin2-uuid', readOnly: true });
       expect(dm.info({ dev: lin0Dev })).toMatchObject({ name: 'lin0', liveTable: true });
     }));
   it('infoColumns list + info of each', () =>
@@ -229,17 +246,19 @@ describe('replay: info, table, status, deps', () => {
       expect(infos.map((i) => i?.readOnly)).toEqual([false, false, true]);
     }));
   it('infoMissing info of a missing device is null', () =>
-    replay('infoMissing', ({ dm }) => expect(dm.info({ name: 'nosuchdev' })).toBeNull()));
+    replay('infoMissing', ({ dm }) => expect(dm.info({ name: deviceName('nosuchdev') })).toBeNull()));
   it('tableInactiveEmpty0/tableInactiveLin0 table --inactive, tableLin0 table, tablePool thin-pool table', () =>
     replay(['tableInactiveEmpty0', 'tableLin0', 'tableInactiveLin0', 'tablePool'], ({ dm }) => {
-      expect(dm.table({ name: 'empty0' }, { inactive: true })).toEqual([{ type: 'zero', startSector: 0n, lengthSectors: 1024n }]);
-      expect(dm.table({ name: 'lin0' })).toEqual([linear(2048n, '7:2', 0n)]);
-      expect(dm.table({ name: 'lin0' }, { inactive: true })).toEqual([linear(4096n, '7:2', 0n)]);
-      expect(dm.table({ name: 'pool' })).toEqual([
+      expect(dm.table({ name: deviceName('empty0') }, { inactive: true })).toEqual([
+        { type: 'zero', startSector: sectors(0n), lengthSectors: sectors(1024n) },
+      ]);
+      expect(dm.table({ name: deviceName('lin0') })).toEqual([linear(2048n, '7:2', 0n)]);
+      expect(dm.table({ name: deviceName('lin0') }, { inactive: true })).toEqual([linear(4096n, '7:2', 0n)]);
+      expect(dm.table({ name: deviceName('pool') })).toEqual([
         {
           type: 'thin-pool',
-          startSector: 0n,
-          lengthSectors: 2097152n,
+          startSector: sectors(0n),
+          lengthSectors: sectors(2097152n),
           metadataDevice: '7:0',
           dataDevice: '7:1',
           dataBlockSizeSectors: 128,
@@ -260,25 +279,30 @@ describe('replay: info, table, status, deps', () => {
     }));
   it('statusLin0 status, statusPool/statusPoolHeldRoot pool status, statusThin0 thin status', () =>
     replay(['statusLin0', 'statusPool', 'statusThin0', 'statusPoolHeldRoot'], ({ dm }) => {
-      expect(dm.status({ name: 'lin0' })).toEqual([{ startSector: 0n, lengthSectors: 2048n, type: 'linear', params: '' }]);
-      const pool = dm.status({ name: 'pool' })[0]!;
+      expect(dm.status({ name: deviceName('lin0') })).toEqual([
+        { startSector: sectors(0n), lengthSectors: sectors(2048n), type: 'linear', params: '' },
+      ]);
+      const pool = dm.status({ name: deviceName('pool') })[0]!;
       expect(parseThinPoolStatus(pool.params)).toMatchObject({ transactionId: 0n, usedMetadataBlocks: 1649n, heldMetadataRoot: null });
-      expect(parseThinStatus(dm.status({ name: 'thin0' })[0]!.params)).toEqual({
+      expect(parseThinStatus(dm.status({ name: deviceName('thin0') })[0]!.params)).toEqual({
         state: 'ok',
         mappedSectors: 0n,
         highestMappedSector: null,
       });
-      expect(parseThinPoolStatus(dm.status({ name: 'pool' })[0]!.params)).toMatchObject({ transactionId: 1n, heldMetadataRoot: 24n });
+      expect(parseThinPoolStatus(dm.status({ name: deviceName('pool') })[0]!.params)).toMatchObject({
+        transactionId: 1n,
+        heldMetadataRoot: 24n,
+      });
     }));
   // Separate sessions: DmControl remembers the size that worked per command, as one dmsetup run does.
   it('tableBig0 table of 2000 targets: DM_BUFFER_FULL_FLAG, doubling 16 KiB -> 128 KiB', () =>
     replay('tableBig0', ({ dm }) => {
-      const t = dm.table({ name: 'big0' });
+      const t = dm.table({ name: deviceName('big0') });
       expect(t).toHaveLength(2000);
       expect(t[1999]).toEqual(linear(1n, '7:2', 1999n, 1999n));
     }));
   it('statusBig0 status of 2000 targets, the same growth', () =>
-    replay('statusBig0', ({ dm }) => expect(dm.status({ name: 'big0' })).toHaveLength(2000)));
+    replay('statusBig0', ({ dm }) => expect(dm.status({ name: deviceName('big0') })).toHaveLength(2000)));
   it('statusTargetThin status of every device (a BUFFER_FULL inside, then the size remembered)', () =>
     replay('statusTargetThin', ({ dm }) => {
       const thins = dm.list().flatMap((e) =>
@@ -301,7 +325,7 @@ describe('replay: info, table, status, deps', () => {
     }));
   it('statusMissingEnxio status of a missing device -> DmError ENXIO', () =>
     replay('statusMissingEnxio', async ({ dm }) =>
-      expect(await dmErrorOf(() => dm.status({ name: 'nosuchdev' }))).toMatchObject({
+      expect(await dmErrorOf(() => dm.status({ name: deviceName('nosuchdev') }))).toMatchObject({
         code: 'ENXIO',
         command: 'DM_TABLE_STATUS',
         device: 'nosuchdev',
@@ -309,10 +333,10 @@ describe('replay: info, table, status, deps', () => {
     ));
   it('depsLin0/depsLin0Devname deps, depsBig0 deps of 2000 targets, depsThin0 thin deps', () =>
     replay(['depsLin0', 'depsLin0Devname', 'depsBig0', 'depsThin0'], ({ dm }) => {
-      expect(dm.deps({ name: 'lin0' })).toEqual([{ major: 7, minor: 2 }]);
-      expect(dm.deps({ name: 'lin0' })).toEqual([{ major: 7, minor: 2 }]);
-      expect(dm.deps({ name: 'big0' })).toEqual([{ major: 7, minor: 2 }]);
-      expect(dm.deps({ name: 'thin0' })).toEqual([{ major: 254, minor: 4 }]);
+      expect(dm.deps({ name: deviceName('lin0') })).toEqual([{ major: 7, minor: 2 }]);
+      expect(dm.deps({ name: deviceName('lin0') })).toEqual([{ major: 7, minor: 2 }]);
+      expect(dm.deps({ name: deviceName('big0') })).toEqual([{ major: 7, minor: 2 }]);
+      expect(dm.deps({ name: deviceName('thin0') })).toEqual([{ major: 254, minor: 4 }]);
     }));
   it('lsTree and lsTreePool list + deps by dev (ls --tree)', () =>
     replay(['lsTree', 'lsTreePool'], ({ dm }) => {
@@ -333,30 +357,34 @@ describe('replay: info, table, status, deps', () => {
 describe('replay: suspend, resume, wait, geometry, rename', () => {
   it('suspend, resume, suspend --nolockfs --noflush, resume --noflush', () =>
     replay(['suspendLin0', 'resumeLin0', 'suspendNoLockfsNoFlush', 'resumeNoFlush'], async ({ dm }) => {
-      expect(await dm.suspend({ name: 'lin0' })).toMatchObject({ suspended: true });
-      expect(await dm.resume({ name: 'lin0' })).toMatchObject({ suspended: false });
-      expect(await dm.suspend({ name: 'lin0' }, { noFlush: true, skipLockfs: true })).toMatchObject({ suspended: true });
-      expect(await dm.resume({ name: 'lin0' }, { noFlush: true })).toMatchObject({ suspended: false });
+      expect(await dm.suspend({ name: deviceName('lin0') })).toMatchObject({ suspended: true });
+      expect(await dm.resume({ name: deviceName('lin0') })).toMatchObject({ suspended: false });
+      expect(await dm.suspend({ name: deviceName('lin0') }, { noFlush: true, skipLockfs: true })).toMatchObject({ suspended: true });
+      expect(await dm.resume({ name: deviceName('lin0') }, { noFlush: true })).toMatchObject({ suspended: false });
     }));
   it('suspendThin0 suspend thin0, messageCreateSnap create_snap while suspended, resumeThin0 resume', async () => {
     const s = await replay(['suspendThin0', 'messageCreateSnap', 'resumeThin0'], async ({ dm }) => {
-      await dm.suspend({ name: 'thin0' });
-      createSnap(dm, { name: 'pool' }, 1, 0);
-      await dm.resume({ name: 'thin0' });
+      await dm.suspend({ name: deviceName('thin0') });
+      createSnap(dm, { name: deviceName('pool') }, thinId(1), thinId(0));
+      await dm.resume({ name: deviceName('thin0') });
     });
     expect(s.nodes.ops).toEqual(['add thin0 254:5']);
   });
   it('setGeometryLin0 setGeometry', () =>
-    replay('setGeometryLin0', ({ dm }) => dm.setGeometry({ name: 'lin0' }, { cylinders: 1, heads: 64, sectors: 32, start: 0 })));
+    replay('setGeometryLin0', ({ dm }) =>
+      dm.setGeometry({ name: deviceName('lin0') }, { cylinders: 1, heads: 64, sectors: 32, start: 0 }),
+    ));
   it('waitLin0 waitEvent returns at once when the event number differs', () =>
-    replay('waitLin0', async ({ dm }) => expect(await dm.waitEvent({ name: 'lin0' }, 99)).toMatchObject({ name: 'lin0', eventNr: 0 })));
+    replay('waitLin0', async ({ dm }) =>
+      expect(await dm.waitEvent({ name: deviceName('lin0') }, 99)).toMatchObject({ name: 'lin0', eventNr: 0 }),
+    ));
   it('renameLin0 rename moves the node, renameSetUuid setUuid', async () => {
     const nodes = new MemoryNodes({ lin0: lin0Dev });
     const s = await replay(
       ['renameLin0', 'renameSetUuid'],
       async ({ dm }) => {
-        expect(await dm.rename({ name: 'lin0' }, 'lin1')).toMatchObject({ name: 'lin1' });
-        expect(dm.setUuid({ name: 'lin1' }, 'DMGOLD-lin1-uuid')).toMatchObject({ uuid: 'DMGOLD-lin1-uuid' });
+        expect(await dm.rename({ name: deviceName('lin0') }, deviceName('lin1'))).toMatchObject({ name: 'lin1' });
+        expect(dm.setUuid({ name: deviceName('lin1') }, deviceUuid('DMGOLD-lin1-uuid'))).toMatchObject({ uuid: 'DMGOLD-lin1-uuid' });
       },
       { nodes },
     );
@@ -365,7 +393,7 @@ describe('replay: suspend, resume, wait, geometry, rename', () => {
   });
   it('renameMissingEnxio rename of a missing device -> ENXIO', () =>
     replay('renameMissingEnxio', async ({ dm }) =>
-      expect(await dmErrorOf(() => dm.rename({ name: 'nosuchdev' }, 'foo'))).toMatchObject({
+      expect(await dmErrorOf(() => dm.rename({ name: deviceName('nosuchdev') }, deviceName('foo')))).toMatchObject({
         code: 'ENXIO',
         command: 'DM_DEV_RENAME',
         device: 'nosuchdev',
@@ -386,26 +414,26 @@ describe('replay: messages', () => {
         'messageDeleteThin0',
       ],
       ({ dm }) => {
-        const pool = { name: 'pool' };
-        createThin(dm, pool, 0);
-        createSnap(dm, pool, 1, 0);
+        const pool = { name: deviceName('pool') };
+        createThin(dm, pool, thinId(0));
+        createSnap(dm, pool, thinId(1), thinId(0));
         setTransactionId(dm, pool, 0n, 1n);
         reserveMetadataSnap(dm, pool);
         releaseMetadataSnap(dm, pool);
-        deleteThin(dm, pool, 1);
-        deleteThin(dm, pool, 0);
+        deleteThin(dm, pool, thinId(1));
+        deleteThin(dm, pool, thinId(0));
       },
     ));
   it('message returns "" when the target sends no data', () =>
-    replay('messageCreateThin', ({ dm }) => expect(dm.message({ name: 'pool' }, 0n, 'create_thin 0')).toBe('')));
+    replay('messageCreateThin', ({ dm }) => expect(dm.message({ name: deviceName('pool') }, 0n, 'create_thin 0')).toBe('')));
   for (const [n, code, f] of [
-    ['messageMissingEnxio', 'ENXIO', (dm: ReplaySession['dm']) => dm.message({ name: 'nosuchdev' }, 0n, 'hello')],
-    ['messageLinearEinval', 'EINVAL', (dm: ReplaySession['dm']) => dm.message({ name: 'lin1' }, 0n, 'hello')],
-    ['messageCreateThinAgainEexist', 'EEXIST', (dm: ReplaySession['dm']) => createThin(dm, { name: 'pool' }, 0)],
-    ['messageBogusEinval', 'EINVAL', (dm: ReplaySession['dm']) => dm.message({ name: 'pool' }, 0n, 'bogus_message 1')],
-    ['messageSetTransactionIdEinval', 'EINVAL', (dm: ReplaySession['dm']) => setTransactionId(dm, { name: 'pool' }, 0n, 5n)],
-    ['messageDeleteOpenEbusy', 'EBUSY', (dm: ReplaySession['dm']) => deleteThin(dm, { name: 'pool' }, 1)],
-    ['messageDeleteMissingEnodata', 'ENODATA', (dm: ReplaySession['dm']) => deleteThin(dm, { name: 'pool' }, 7)],
+    ['messageMissingEnxio', 'ENXIO', (dm: ReplaySession['dm']) => dm.message({ name: deviceName('nosuchdev') }, 0n, 'hello')],
+    ['messageLinearEinval', 'EINVAL', (dm: ReplaySession['dm']) => dm.message({ name: deviceName('lin1') }, 0n, 'hello')],
+    ['messageCreateThinAgainEexist', 'EEXIST', (dm: ReplaySession['dm']) => createThin(dm, { name: deviceName('pool') }, thinId(0))],
+    ['messageBogusEinval', 'EINVAL', (dm: ReplaySession['dm']) => dm.message({ name: deviceName('pool') }, 0n, 'bogus_message 1')],
+    ['messageSetTransactionIdEinval', 'EINVAL', (dm: ReplaySession['dm']) => setTransactionId(dm, { name: deviceName('pool') }, 0n, 5n)],
+    ['messageDeleteOpenEbusy', 'EBUSY', (dm: ReplaySession['dm']) => deleteThin(dm, { name: deviceName('pool') }, thinId(1))],
+    ['messageDeleteMissingEnodata', 'ENODATA', (dm: ReplaySession['dm']) => deleteThin(dm, { name: deviceName('pool') }, thinId(7))],
   ] as const) {
     it(`${n}: ${command(n).cmd} -> DmError ${code}`, () =>
       replay(n, async ({ dm }) => {
@@ -425,7 +453,7 @@ describe('replay: messages', () => {
       msg.after,
     );
     const s = replayDeviceMapper(new ReplayTransport([version, rec]));
-    s.dm.cancelDeferredRemove({ name: 'pool' });
+    s.dm.cancelDeferredRemove({ name: deviceName('pool') });
     s.finish();
   });
 });
@@ -436,9 +464,9 @@ describe('replay: remove', () => {
     const s = await replay(
       ['removeSnap1', 'removeThin0', 'removePool'],
       async ({ dm }) => {
-        await dm.remove({ name: 'snap1' });
-        await dm.remove({ name: 'thin0' });
-        await dm.remove({ name: 'pool' });
+        await dm.remove({ name: deviceName('snap1') });
+        await dm.remove({ name: deviceName('thin0') });
+        await dm.remove({ name: deviceName('pool') });
       },
       { nodes },
     );
@@ -446,10 +474,18 @@ describe('replay: remove', () => {
   });
   it('removeMissingEnxio remove of a missing device -> ENXIO; removePoolEbusy of a device in use -> EBUSY (no retry asked)', () =>
     replay(['removeMissingEnxio', 'removePoolEbusy'], async ({ dm }) => {
-      expect(await dmErrorOf(() => dm.remove({ name: 'nosuchdev' }))).toMatchObject({ code: 'ENXIO', command: 'DM_DEV_REMOVE' });
-      expect(await dmErrorOf(() => dm.remove({ name: 'pool' }))).toMatchObject({ code: 'EBUSY', command: 'DM_DEV_REMOVE', device: 'pool' });
+      expect(await dmErrorOf(() => dm.remove({ name: deviceName('nosuchdev') }))).toMatchObject({
+        code: 'ENXIO',
+        command: 'DM_DEV_REMOVE',
+      });
+      expect(await dmErrorOf(() => dm.remove({ name: deviceName('pool') }))).toMatchObject({
+        code: 'EBUSY',
+        command: 'DM_DEV_REMOVE',
+        device: 'pool',
+      });
     }));
-  it('removeRetryBig0 remove --retry', () => replay('removeRetryBig0', ({ dm }) => dm.remove({ name: 'big0' }, { retry: true })));
+  it('removeRetryBig0 remove --retry', () =>
+    replay('removeRetryBig0', ({ dm }) => dm.remove({ name: deviceName('big0') }, { retry: true })));
   it('retry: EBUSY twice (removePoolEbusy), then success (removePool), with backoff off the event loop', async () => {
     const busy = dmRecord('removePoolEbusy', 'DM_DEV_REMOVE');
     const s = replayDeviceMapper(
@@ -457,7 +493,7 @@ describe('replay: remove', () => {
     );
     let ticks = 0;
     const timer = setInterval(() => ticks++, 1);
-    await s.dm.remove({ name: 'pool' }, { retry: { attempts: 5, firstDelayMs: 5, maxDelayMs: 20 } });
+    await s.dm.remove({ name: deviceName('pool') }, { retry: { attempts: 5, firstDelayMs: 5, maxDelayMs: 20 } });
     clearInterval(timer);
     expect(ticks).toBeGreaterThan(0);
     s.finish();
@@ -465,7 +501,9 @@ describe('replay: remove', () => {
   it('retry gives up after its attempts with the EBUSY', async () => {
     const busy = dmRecord('removePoolEbusy', 'DM_DEV_REMOVE');
     const s = replayDeviceMapper(new ReplayTransport([dmRecord('removePoolEbusy', 'DM_VERSION'), busy, busy, busy]));
-    const err = await dmErrorOf(() => s.dm.remove({ name: 'pool' }, { retry: { attempts: 3, firstDelayMs: 1, maxDelayMs: 2 } }));
+    const err = await dmErrorOf(() =>
+      s.dm.remove({ name: deviceName('pool') }, { retry: { attempts: 3, firstDelayMs: 1, maxDelayMs: 2 } }),
+    );
     expect(err.code).toBe('EBUSY');
     s.finish();
   });
@@ -484,7 +522,7 @@ describe('replay: remove', () => {
     );
     const nodes = new MemoryNodes({ pool: { major: 254, minor: 4 } });
     const s = replayDeviceMapper(new ReplayTransport([version, synthetic('DM_DEV_REMOVE', req, undefined, after)]), { nodes });
-    await s.dm.remove({ name: 'pool' }, { deferred: true });
+    await s.dm.remove({ name: deviceName('pool') }, { deferred: true });
     expect(nodes.ops).toEqual([]);
     s.finish();
   });
@@ -504,13 +542,13 @@ describe('replay: udev running (noudevsync/plain captures: flags 0x200000 on cre
         ns,
         async ({ dm }) => {
           expect(dm.udevRunning).toBe(true);
-          await dm.create('lin0', { table: [linear(2048n, '/dev/loop2', 0n)] });
-          await dm.suspend({ name: 'lin0' });
-          await dm.resume({ name: 'lin0' });
+          await dm.create(deviceName('lin0'), { table: [linear(2048n, '/dev/loop2', 0n)] });
+          await dm.suspend({ name: deviceName('lin0') });
+          await dm.resume({ name: deviceName('lin0') });
           if (ns.length === 5) {
-            await dm.rename({ name: 'lin0' }, 'lin1');
-            await dm.remove({ name: 'lin1' });
-          } else await dm.remove({ name: 'lin0' });
+            await dm.rename({ name: deviceName('lin0') }, deviceName('lin1'));
+            await dm.remove({ name: deviceName('lin1') });
+          } else await dm.remove({ name: deviceName('lin0') });
         },
         { udev: 'on', udevWaitMs: 0 },
       );
@@ -523,14 +561,14 @@ describe('replay: udev running (noudevsync/plain captures: flags 0x200000 on cre
 describe('replay: the checker itself', () => {
   it('refuses a request that differs from the capture', async () => {
     const s = replayDeviceMapper(ReplayTransport.of('infoLin0'));
-    expect(() => s.dm.info({ name: 'lin1' })).toThrow(ReplayMismatch);
+    expect(() => s.dm.info({ name: deviceName('lin1') })).toThrow(ReplayMismatch);
   });
   it('bad input reaches no transport', async () => {
     const s = replayDeviceMapper(ReplayTransport.of('infoLin0'));
-    expect(() => s.dm.info({ name: 'a/b' })).toThrow(InvalidArgumentError);
-    await expect(s.dm.create('x'.repeat(128))).rejects.toThrow(InvalidArgumentError);
-    expect(() => s.dm.loadTable({ name: 'lin0' }, [])).toThrow(InvalidArgumentError);
-    expect(() => createThin(s.dm, { name: 'pool' }, 2 ** 24)).toThrow(InvalidArgumentError);
+    expect(() => s.dm.info({ name: 'a/b' as DeviceName })).toThrow(InvalidArgumentError);
+    await expect(s.dm.create('x'.repeat(128) as DeviceName)).rejects.toThrow(InvalidArgumentError);
+    expect(() => s.dm.loadTable({ name: deviceName('lin0') }, [])).toThrow(InvalidArgumentError);
+    expect(() => createThin(s.dm, { name: deviceName('pool') }, (2 ** 24) as ThinId)).toThrow(InvalidArgumentError);
     expect(s.replay.calls.map((c) => c.command)).toEqual(['DM_VERSION']);
     expect(s.replay.remaining).toBe(1);
   });

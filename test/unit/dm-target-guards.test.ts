@@ -12,6 +12,7 @@ import {
   type ThinTarget,
   type ZeroTarget,
 } from '../../src/dm/targets.js';
+import { sectors } from '../../src/structs/units.js';
 
 const pool = parseTableLine('0 2097152 thin-pool 253:0 253:1 128 32768 1 skip_block_zeroing');
 const thin = parseTableLine('0 2048 thin 253:2 7');
@@ -29,7 +30,7 @@ describe('target type guards', () => {
   });
 
   test('a generic target spelled with a typed name is neither generic nor typed', () => {
-    const odd: Target = { type: 'thin-pool', startSector: 0n, lengthSectors: 8n, params: '253:0 253:1 128 0' };
+    const odd: Target = { type: 'thin-pool', startSector: sectors(0n), lengthSectors: sectors(8n), params: '253:0 253:1 128 0' };
     expect(isThinPoolTarget(odd)).toBe(false);
     expect(isGenericTarget(odd)).toBe(false);
   });

@@ -89,7 +89,19 @@ console.log(JSON.stringify({
 
 // Compiled with the project's tsc against the installed declarations: a wrong name or type fails.
 const API_TS = `
-import { DeviceMapper, DeviceSet, Driver, DmError, type DeviceInfo, type PoolOptionsInput, type Target } from 'devmapper';
+import {
+  DeviceMapper,
+  DeviceSet,
+  Driver,
+  DmError,
+  deviceName,
+  sectors,
+  thinId,
+  type Bytes,
+  type DeviceInfo,
+  type PoolOptionsInput,
+  type Target,
+} from 'devmapper';
 import { Task, TaskType } from 'devmapper/compat';
 import { encodeNameList } from 'devmapper/testing';
 import { decodeNameList } from 'devmapper/structs';
@@ -102,14 +114,25 @@ export async function typed(): Promise<DeviceInfo> {
   const dm: DeviceMapper = DeviceMapper.open({ udev: 'off' });
   // @ts-expect-error udev is 'auto' | 'on' | 'off'
   DeviceMapper.open({ udev: 'sometimes' });
-  const table: Target[] = [{ type: 'zero', startSector: 0n, lengthSectors: 8n }];
+  const table: Target[] = [{ type: 'zero', startSector: sectors(0), lengthSectors: sectors(8) }];
+  // @ts-expect-error a bare bigint has no unit: sector counts are Sectors
+  const unbranded: Target = { type: 'zero', startSector: 0n, lengthSectors: 8n };
+  // @ts-expect-error bytes are not sectors
+  const mixed: Target = { type: 'zero', startSector: sectors(0), lengthSectors: 4096n as Bytes };
+  void unbranded;
+  void mixed;
   const options: PoolOptionsInput = { baseSize: '1G' };
   const set: DeviceSet = await DeviceSet.open('/nonexistent', options);
   const driver: Driver = await Driver.init('/nonexistent', ['dm.basesize=1G']);
   const task: Task = new Task(TaskType.DeviceInfo);
   void [set, driver, task, O_RDWR, decodeNameList(encodeNameList([], { withTail: true }))];
   try {
-    return await dm.create('x', { table });
+    // @ts-expect-error a bare string is no DeviceName: names are checked once, by deviceName()
+    await dm.create('x', { table });
+    // @ts-expect-error a number is no ThinId
+    const thin: Target = { type: 'thin', startSector: sectors(0), lengthSectors: sectors(8), poolDevice: '253:0', thinId: 1 };
+    void thin;
+    return await dm.create(deviceName('x'), { table: [...table, { type: 'thin', startSector: sectors(8), lengthSectors: sectors(8), poolDevice: '253:0', thinId: thinId(1) }] });
   } catch (e) {
     if (e instanceof DmError) throw new Error(e.code);
     throw e;

@@ -6,6 +6,8 @@ import { InvalidHashError, MetadataError } from '../../src/thin/errors.js';
 import { IdAllocator } from '../../src/thin/id-allocator.js';
 import { BASE_HASH, MetadataStore, validateHash, writeFileAtomic } from '../../src/thin/metadata-store.js';
 import { PoolNaming } from '../../src/thin/naming.js';
+import { thinId, type ThinId } from '../../src/dm/names.js';
+import { bytes } from '../../src/structs/units.js';
 
 let dir: string;
 beforeEach(() => {
@@ -13,10 +15,10 @@ beforeEach(() => {
 });
 afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
-const rec = (hash: string, deviceId: number) => ({
+const rec = (hash: string, id: number) => ({
   hash,
-  deviceId,
-  sizeBytes: 1 << 20,
+  deviceId: thinId(id),
+  sizeBytes: bytes(1 << 20),
   transactionId: 3n,
   initialized: true,
   deleted: false,
@@ -26,16 +28,16 @@ describe('MetadataStore', () => {
   test('round-trips devices, the base, the pool state and the intent', () => {
     const s = MetadataStore.open(dir);
     expect(s.readPoolState()).toBeNull();
-    s.writePoolState({ nextDeviceId: 7, transactionId: 2n ** 60n });
+    s.writePoolState({ nextDeviceId: thinId(7), transactionId: 2n ** 60n });
     s.writeDevice(rec(BASE_HASH, 0));
     s.writeDevice(rec('abc', 5));
     s.writeIntent({
       op: 'snapshot',
       hash: 'x',
-      thinId: 6,
-      originId: 5,
+      thinId: thinId(6),
+      originId: thinId(5),
       originHash: 'abc',
-      sizeBytes: 4096,
+      sizeBytes: bytes(4096),
       oldTransactionId: 3n,
       newTransactionId: 4n,
     });
@@ -47,10 +49,10 @@ describe('MetadataStore', () => {
     expect(t.readIntent()).toEqual({
       op: 'snapshot',
       hash: 'x',
-      thinId: 6,
-      originId: 5,
+      thinId: thinId(6),
+      originId: thinId(5),
       originHash: 'abc',
-      sizeBytes: 4096,
+      sizeBytes: bytes(4096),
       oldTransactionId: 3n,
       newTransactionId: 4n,
     });
@@ -120,16 +122,16 @@ describe('hashes', () => {
 
 describe('IdAllocator', () => {
   test('skips used ids and wraps at 2^24', () => {
-    const a = new IdAllocator(2 ** 24 - 2, new Set([2 ** 24 - 1, 0, 1]));
+    const a = new IdAllocator(thinId(2 ** 24 - 2), new Set([2 ** 24 - 1, 0, 1].map(thinId)));
     expect(a.peek()).toBe(2 ** 24 - 2);
-    a.take(2 ** 24 - 2);
+    a.take(thinId(2 ** 24 - 2));
     expect(a.next).toBe(2 ** 24 - 1);
     expect(a.peek()).toBe(2);
-    a.take(2);
-    a.release(0);
+    a.take(thinId(2));
+    a.release(thinId(0));
     expect(a.peek(2 ** 24 - 1)).toBe(0);
   });
-  test('a bad persisted next id restarts at 0', () => expect(new IdAllocator(-3).peek()).toBe(0));
+  test('a bad persisted next id restarts at 0', () => expect(new IdAllocator(-3 as ThinId).peek()).toBe(0));
 });
 
 describe('naming', () => {

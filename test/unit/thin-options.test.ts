@@ -21,7 +21,7 @@ describe('sizes (go-units RAMInBytes: binary multiples)', () => {
     ['1T', 2 ** 40],
     ['4096', 4096],
     ['4096b', 4096],
-  ])('%s', (s, n) => expect(parseSize('dm.basesize', s)).toBe(n));
+  ])('%s', (s, n) => expect(parseSize('dm.basesize', s)).toBe(BigInt(n)));
 
   test.each(['', 'G', '10X', '-1G', '10 GB B', '1.2.3G', '0x10', '10GG', 'ten'])('rejects %j', (s) => {
     expect(() => parseSize('dm.basesize', s)).toThrow(OptionError);
@@ -32,10 +32,10 @@ describe('defaults', () => {
   test("Docker's defaults, blkdiscard on for loopback", () => {
     const o = parse([]);
     expect(o).toMatchObject({
-      baseSizeBytes: 10 * GiB,
-      loopDataSizeBytes: 100 * GiB,
-      loopMetadataSizeBytes: 2 * GiB,
-      dataBlockSizeBytes: 65536,
+      baseSizeBytes: BigInt(10 * GiB),
+      loopDataSizeBytes: BigInt(100 * GiB),
+      loopMetadataSizeBytes: BigInt(2 * GiB),
+      dataBlockSizeBytes: BigInt(65536),
       blkDiscard: true,
       minFreeSpacePercent: 10,
       fs: 'ext4',
@@ -74,13 +74,13 @@ describe('every option parses', () => {
     ];
     const a = parse(strings);
     expect(a).toEqual({
-      baseSizeBytes: 20 * GiB,
-      loopDataSizeBytes: 200 * GiB,
-      loopMetadataSizeBytes: 4 * GiB,
+      baseSizeBytes: BigInt(20 * GiB),
+      loopDataSizeBytes: BigInt(200 * GiB),
+      loopMetadataSizeBytes: BigInt(4 * GiB),
       fs: 'xfs',
       mkfsArgs: ['-O ^has_journal', '-m 0'],
       mountOptions: ['nodiscard', 'noatime,ro'],
-      dataBlockSizeBytes: 512 * 1024,
+      dataBlockSizeBytes: BigInt(512 * 1024),
       blkDiscard: false,
       useDeferredRemoval: true,
       useDeferredDeletion: true,
@@ -109,9 +109,9 @@ describe('every option parses', () => {
     expect(b).toEqual(a);
   });
   test('block sizes at the edges', () => {
-    expect(parse(['dm.blocksize=64K']).dataBlockSizeBytes).toBe(65536);
-    expect(parse(['dm.blocksize=1G']).dataBlockSizeBytes).toBe(GiB);
-    expect(parse(['dm.blocksize=192K']).dataBlockSizeBytes).toBe(192 * 1024);
+    expect(parse(['dm.blocksize=64K']).dataBlockSizeBytes).toBe(BigInt(65536));
+    expect(parse(['dm.blocksize=1G']).dataBlockSizeBytes).toBe(BigInt(GiB));
+    expect(parse(['dm.blocksize=192K']).dataBlockSizeBytes).toBe(BigInt(192 * 1024));
   });
   test('min_free_space edges', () => {
     expect(parse(['dm.min_free_space=0%']).minFreeSpacePercent).toBe(0);

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { formatTableLine } from '../../src/dm/targets.js';
 import { hasThinSuperblock, poolTable, zeroMetadataHeader } from '../../src/thin/pool-setup.js';
+import { bytes } from '../../src/structs/units.js';
 
 let dir: string;
 beforeEach(() => {
@@ -13,11 +14,11 @@ afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('pool table', () => {
   test('Docker-like line, low water mark capped for small pools', () => {
-    expect(formatTableLine(poolTable('7:1', '7:0', 256n << 20n, 65536))).toBe(
+    expect(formatTableLine(poolTable('7:1', '7:0', bytes(256n << 20n), bytes(65536)))).toBe(
       '0 524288 thin-pool 7:1 7:0 128 409 2 skip_block_zeroing error_if_no_space',
     );
-    expect(poolTable('7:1', '7:0', 100n << 30n, 65536).lowWaterMarkBlocks).toBe(32768n);
-    expect(poolTable('7:1', '7:0', 1n << 30n, 512 * 1024).dataBlockSizeSectors).toBe(1024);
+    expect(poolTable('7:1', '7:0', bytes(100n << 30n), bytes(65536)).lowWaterMarkBlocks).toBe(32768n);
+    expect(poolTable('7:1', '7:0', bytes(1n << 30n), bytes(512 * 1024)).dataBlockSizeSectors).toBe(1024);
   });
 });
 

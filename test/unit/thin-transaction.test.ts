@@ -9,6 +9,8 @@ import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { DeviceExistsError, TransactionMismatchError, UnknownDeviceError } from '../../src/thin/errors.js';
 import { MetadataStore, type IntentOp } from '../../src/thin/metadata-store.js';
 import { CRASH_POINTS, type CrashPoint, type PoolMessenger, Transactions } from '../../src/thin/transaction.js';
+import { thinId } from '../../src/dm/names.js';
+import { bytes } from '../../src/structs/units.js';
 
 class KernelError extends Error {
   constructor(readonly code: string) {
@@ -87,15 +89,15 @@ function expectAgreement(tx: Transactions): void {
 /** A pool with the base (id 0) and a snapshot "a" (id 1), txid 2. */
 async function setup(): Promise<void> {
   const { tx } = await open();
-  await tx.create('', { sizeBytes: 1 << 20 });
-  await tx.create('a', { sizeBytes: 1 << 20, origin: tx.devices.get('')! });
+  await tx.create('', { sizeBytes: bytes(1 << 20) });
+  await tx.create('a', { sizeBytes: bytes(1 << 20), origin: tx.devices.get('')! });
   expect(pool.txid).toBe(2n);
 }
 
 type Op = 'create' | 'snapshot' | 'delete';
 async function run(tx: Transactions, op: Op): Promise<void> {
-  if (op === 'create') await tx.create('n', { sizeBytes: 4096 });
-  else if (op === 'snapshot') await tx.create('n', { sizeBytes: 4096, origin: tx.devices.get('a')! });
+  if (op === 'create') await tx.create('n', { sizeBytes: bytes(4096) });
+  else if (op === 'snapshot') await tx.create('n', { sizeBytes: bytes(4096), origin: tx.devices.get('a')! });
   else await tx.delete('a');
 }
 
@@ -120,13 +122,13 @@ describe('crash at every step, reopen, pool and metadata agree', () => {
         } else {
           expect(again.devices.has('n')).toBe(survives(op, point));
           if (survives(op, point)) {
-            expect(again.devices.get('n')).toMatchObject({ deviceId: 2, sizeBytes: 4096, transactionId: 3n });
+            expect(again.devices.get('n')).toMatchObject({ deviceId: 2, sizeBytes: bytes(4096), transactionId: 3n });
             expect(pool.ids.get(2)).toBe(op === 'snapshot' ? 1 : null);
           }
         }
         expect(reconciled.action).toBe(point === 'intent-cleared' ? 'none' : survives(op, point) ? 'rolled-forward' : 'rolled-back');
         // and the pool keeps working after recovery: next ids continue past the used ones
-        await again.create('after', { sizeBytes: 4096, origin: again.devices.get('')! });
+        await again.create('after', { sizeBytes: bytes(4096), origin: again.devices.get('')! });
         expectAgreement(again);
         expect(again.devices.get('after')!.deviceId).toBe(op !== 'delete' && survives(op, point) ? 3 : 2);
       });
@@ -140,7 +142,7 @@ describe('a crash during recovery is recovered next time', () => {
     const { tx } = await open((_o, p) => {
       if (p === 'message-sent') throw new Crash();
     });
-    await expect(tx.create('n', { sizeBytes: 1 })).rejects.toBeInstanceOf(Crash);
+    await expect(tx.create('n', { sizeBytes: bytes(1) })).rejects.toBeInstanceOf(Crash);
     pool.calls = [];
     pool.failAt = { index: failIndex, error: new Crash('during reconcile') };
     if (failIndex === 0) await expect(open()).rejects.toBeInstanceOf(Crash);
@@ -172,7 +174,7 @@ describe('failures without a crash', () => {
     const { tx } = await open();
     pool.calls = [];
     pool.failAt = { index: 0, error: new KernelError('EINVAL') };
-    await expect(tx.create('n', { sizeBytes: 1, origin: tx.devices.get('a')! })).rejects.toThrow('EINVAL');
+    await expect(tx.create('n', { sizeBytes: bytes(1), origin: tx.devices.get('a')! })).rejects.toThrow('EINVAL');
     expectAgreement(tx);
     expect(tx.devices.has('n')).toBe(false);
   });
@@ -182,7 +184,7 @@ describe('failures without a crash', () => {
     const { tx } = await open();
     pool.calls = [];
     pool.failAt = { index: 1, error: new KernelError('EIO') };
-    await expect(tx.create('n', { sizeBytes: 1 })).rejects.toThrow('EIO');
+    await expect(tx.create('n', { sizeBytes: bytes(1) })).rejects.toThrow('EIO');
     expect(pool.calls).toEqual(['create_thin 2', 'set_transaction_id 2 3', 'delete 2']);
     expectAgreement(tx);
   });
@@ -223,7 +225,7 @@ describe('failures without a crash', () => {
     pool.ids.set(2, null);
     pool.ids.set(3, null);
     const { tx } = await open();
-    const r = await tx.create('n', { sizeBytes: 1 });
+    const r = await tx.create('n', { sizeBytes: bytes(1) });
     expect(r.deviceId).toBe(4);
     expect(pool.ids.has(2) && pool.ids.has(3)).toBe(true);
   });
@@ -231,7 +233,7 @@ describe('failures without a crash', () => {
   test('duplicate and unknown hashes', async () => {
     await setup();
     const { tx } = await open();
-    await expect(tx.create('a', { sizeBytes: 1 })).rejects.toBeInstanceOf(DeviceExistsError);
+    await expect(tx.create('a', { sizeBytes: bytes(1) })).rejects.toBeInstanceOf(DeviceExistsError);
     await expect(tx.delete('zz')).rejects.toBeInstanceOf(UnknownDeviceError);
     expect(pool.calls.filter((c) => !c.startsWith('create') && !c.startsWith('set'))).toEqual([]);
   });
@@ -246,7 +248,7 @@ describe('failures without a crash', () => {
 
   test('an intent whose txids match neither side is a mismatch', async () => {
     await setup();
-    MetadataStore.open(dir).writeIntent({ op: 'create', hash: 'q', thinId: 5, oldTransactionId: 7n, newTransactionId: 8n });
+    MetadataStore.open(dir).writeIntent({ op: 'create', hash: 'q', thinId: thinId(5), oldTransactionId: 7n, newTransactionId: 8n });
     await expect(open()).rejects.toThrow(/expected 7 or 8/);
   });
 
@@ -260,7 +262,7 @@ describe('failures without a crash', () => {
     pool.txid = 41n;
     const { tx } = await open();
     expect(tx.transactionId).toBe(41n);
-    await tx.create('', { sizeBytes: 1 });
+    await tx.create('', { sizeBytes: bytes(1) });
     expect(pool.txid).toBe(42n);
   });
 });

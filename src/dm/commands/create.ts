@@ -4,7 +4,7 @@
 import { DmError } from '../../ioctl/errors.js';
 import type { DmContext } from '../context.js';
 import { infoFromHeader, type DeviceInfo } from '../info.js';
-import { deviceName, deviceUuid } from '../names.js';
+import { deviceName, deviceUuid, type DeviceName, type DeviceUuid } from '../names.js';
 import type { Target } from '../targets.js';
 import { udevEventNr } from '../udev.js';
 import { loadTable } from './table-load.js';
@@ -12,7 +12,7 @@ import { removeDevice } from './remove.js';
 import { resume } from './suspend.js';
 
 export interface CreateOptions {
-  uuid?: string;
+  uuid?: DeviceUuid;
   readOnly?: boolean;
   table?: Target[];
   /** Do not make /dev/mapper/<name> after resume. */
@@ -21,7 +21,8 @@ export interface CreateOptions {
   udevFlags?: number;
 }
 
-export async function create(ctx: DmContext, name: string, opts: CreateOptions = {}): Promise<DeviceInfo> {
+export async function create(ctx: DmContext, name: DeviceName, opts: CreateOptions = {}): Promise<DeviceInfo> {
+  // Typed callers pass checked names; a JavaScript caller gets the same refusal before any ioctl.
   deviceName(name);
   if (opts.uuid !== undefined) deviceUuid(opts.uuid);
   const reply = ctx.control.run('DM_DEV_CREATE', {

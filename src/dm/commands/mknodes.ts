@@ -3,11 +3,11 @@
 // DM_SKIP_BDGET_FLAG -> ENXIO) is unlinked, and every device that exists gets its node.
 import { DmFlag } from '../../structs/dm-ioctl.js';
 import type { DmContext } from '../context.js';
-import { deviceName } from '../names.js';
+import { deviceName, type DeviceName } from '../names.js';
 import { info } from './info.js';
 import { list } from './list.js';
 
-export function mknodes(ctx: DmContext, name?: string): void {
+export function mknodes(ctx: DmContext, name?: DeviceName): void {
   if (name !== undefined) {
     deviceName(name);
     const found = info(ctx, { name }, DmFlag.DM_SKIP_BDGET_FLAG);
@@ -17,7 +17,7 @@ export function mknodes(ctx: DmContext, name?: string): void {
   }
   for (const node of ctx.nodes.list()) {
     if (!isDeviceName(node)) continue;
-    if (info(ctx, { name: node }, DmFlag.DM_SKIP_BDGET_FLAG) === null) ctx.nodes.remove(node);
+    if (info(ctx, { name: node as DeviceName }, DmFlag.DM_SKIP_BDGET_FLAG) === null) ctx.nodes.remove(node);
   }
   for (const e of list(ctx)) ctx.nodes.add(e.name, e.dev);
 }

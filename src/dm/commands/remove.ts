@@ -5,6 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { DmError } from '../../ioctl/errors.js';
 import { DmFlag } from '../../structs/dm-ioctl.js';
 import { encodeTargetMsg } from '../../structs/target-msg.js';
+import { sectors } from '../../structs/units.js';
 import { addressWith, type DmContext } from '../context.js';
 import { infoFromHeader, type DeviceInfo } from '../info.js';
 import type { DeviceRef } from '../names.js';
@@ -61,10 +62,9 @@ export async function removeDevice(ctx: DmContext, ref: DeviceRef, opts: RemoveO
 
 /** dmsetup remove --force: load an `error` table as long as the live one and resume into it. */
 async function errorOut(ctx: DmContext, ref: DeviceRef): Promise<void> {
-  let lengthSectors = 0n;
-  for (const t of table(ctx, ref)) lengthSectors += t.lengthSectors;
-  if (lengthSectors === 0n) return;
-  loadTable(ctx, ref, [{ type: 'error', startSector: 0n, lengthSectors }]);
+  const total = table(ctx, ref).reduce((sum, t) => sum + t.lengthSectors, 0n);
+  if (total === 0n) return;
+  loadTable(ctx, ref, [{ type: 'error', startSector: sectors(0), lengthSectors: sectors(total) }]);
   await resume(ctx, ref, { noNode: true });
 }
 

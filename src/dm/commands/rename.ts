@@ -4,11 +4,11 @@ import { DmFlag, DM_NAME_LEN, DM_UUID_LEN } from '../../structs/dm-ioctl.js';
 import { encodeStringPayload } from '../../structs/string-payload.js';
 import { addressWith, type DmContext } from '../context.js';
 import { infoFromHeader, type DeviceInfo } from '../info.js';
-import { deviceName, deviceUuid, type DeviceRef } from '../names.js';
+import { deviceName, deviceUuid, type DeviceName, type DeviceRef, type DeviceUuid } from '../names.js';
 import { udevEventNr } from '../udev.js';
 import { nodeAfterRename } from './node-sync.js';
 
-export async function rename(ctx: DmContext, ref: DeviceRef, newName: string, opts: { udevFlags?: number } = {}): Promise<DeviceInfo> {
+export async function rename(ctx: DmContext, ref: DeviceRef, newName: DeviceName, opts: { udevFlags?: number } = {}): Promise<DeviceInfo> {
   deviceName(newName);
   const reply = ctx.control.run(
     'DM_DEV_RENAME',
@@ -24,7 +24,7 @@ export async function rename(ctx: DmContext, ref: DeviceRef, newName: string, op
   return { ...info, name: newName };
 }
 
-export function setUuid(ctx: DmContext, ref: DeviceRef, uuid: string, opts: { udevFlags?: number } = {}): DeviceInfo {
+export function setUuid(ctx: DmContext, ref: DeviceRef, uuid: DeviceUuid, opts: { udevFlags?: number } = {}): DeviceInfo {
   deviceUuid(uuid);
   const reply = ctx.control.run(
     'DM_DEV_RENAME',

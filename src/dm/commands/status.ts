@@ -3,13 +3,14 @@
 // targets not to flush for the status (thin-pool commits metadata otherwise).
 import { DmFlag } from '../../structs/dm-ioctl.js';
 import { decodeTargetSpecs } from '../../structs/target-spec.js';
+import { type Sectors, sectors } from '../../structs/units.js';
 import { addressWith, type DmContext } from '../context.js';
 import type { DeviceRef } from '../names.js';
 import { parseTarget, type Target } from '../targets.js';
 
 export interface TargetStatus {
-  startSector: bigint;
-  lengthSectors: bigint;
+  startSector: Sectors;
+  lengthSectors: Sectors;
   type: string;
   params: string;
 }
@@ -17,8 +18,8 @@ export interface TargetStatus {
 function tableStatus(ctx: DmContext, ref: DeviceRef, flags: number): TargetStatus[] {
   const reply = ctx.control.run('DM_TABLE_STATUS', addressWith(ref, flags));
   return decodeTargetSpecs(reply.payload, reply.header.target_count).map((s) => ({
-    startSector: s.sector_start,
-    lengthSectors: s.length,
+    startSector: sectors(s.sector_start),
+    lengthSectors: sectors(s.length),
     type: s.target_type,
     params: s.params,
   }));

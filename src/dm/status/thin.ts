@@ -1,10 +1,11 @@
 // The thin target's status line (dm-thin.c thin_status, STATUSTYPE_INFO):
 //   <nr mapped sectors> <highest mapped sector>
 // where the highest is `-` while nothing is mapped; or `Fail` / `Error` (thin-provisioning.rst).
+import { type Sectors, sectors } from '../../structs/units.js';
 import { InvalidArgumentError } from '../errors.js';
 
 export type ThinStatus =
-  | { state: 'ok'; mappedSectors: bigint; highestMappedSector: bigint | null }
+  | { state: 'ok'; mappedSectors: Sectors; highestMappedSector: Sectors | null }
   | { state: 'Fail' }
   | { state: 'Error' };
 
@@ -15,5 +16,5 @@ export function parseThinStatus(params: string): ThinStatus {
   if (words.length !== 2 || mapped === undefined || highest === undefined || !/^\d+$/.test(mapped) || !/^(\d+|-)$/.test(highest)) {
     throw new InvalidArgumentError('thin status', params, 'expected "<mapped sectors> <highest mapped sector>|-", Fail or Error');
   }
-  return { state: 'ok', mappedSectors: BigInt(mapped), highestMappedSector: highest === '-' ? null : BigInt(highest) };
+  return { state: 'ok', mappedSectors: sectors(BigInt(mapped)), highestMappedSector: highest === '-' ? null : sectors(BigInt(highest)) };
 }

@@ -24,6 +24,8 @@ import { MNT_DETACH, sysUmount2 } from '../../../src/ioctl/libc.js';
 import { mountTable } from '../../../src/thin/mount.js';
 import type { DevT } from '../../../src/structs/dev.js';
 import { attachLoop, detachLoop, listLoops, releaseLoop, type LoopDevice } from '../../../src/loop/index.js';
+import { sectors } from '../../../src/structs/units.js';
+import { deviceName, thinId, type DeviceName } from '../../../src/dm/names.js';
 
 /** Every dm device and temp folder of the kernel tests starts with this (the sweeper's key). */
 export const TEST_PREFIX = 'dmtest-';
@@ -48,8 +50,8 @@ export function requireDeviceMapper(): void {
 }
 
 /** A device name of this run: `dmtest-<pid>-<tag>`. */
-export function dmName(tag: string): string {
-  return `${RUN_PREFIX}${tag}`;
+export function dmName(tag: string): DeviceName {
+  return deviceName(`${RUN_PREFIX}${tag}`);
 }
 
 /** Our library, without udev (the guest has none; on a udev host the oracle runs with it disabled too). */
@@ -257,7 +259,15 @@ export async function sweep(opts: { loops?: boolean } = {}): Promise<string[]> {
 
 /** A linear table over `dev` (a loop device) of `lengthSectors` from `offsetSectors`. */
 export function linearOver(dev: { major: number; minor: number }, lengthSectors: bigint, offsetSectors = 0n) {
-  return [{ type: 'linear' as const, startSector: 0n, lengthSectors, device: `${dev.major}:${dev.minor}`, offsetSectors }];
+  return [
+    {
+      type: 'linear' as const,
+      startSector: sectors(0n),
+      lengthSectors: sectors(lengthSectors),
+      device: `${dev.major}:${dev.minor}`,
+      offsetSectors: sectors(offsetSectors),
+    },
+  ];
 }
 
 /** The message `fn` throws, with its class: for asserting on errors by shape. */
@@ -303,7 +313,7 @@ export function kernelHooks(opts: { sweepEach?: boolean } = {}): void {
 
 /** A thin-pool over two fresh loop devices (metadata's first 4 KiB zeroed, as a new pool needs). */
 export interface TestPool {
-  name: string;
+  name: DeviceName;
   dev: DevT;
   meta: LoopDevice;
   data: LoopDevice;
@@ -328,13 +338,13 @@ export async function makePool(
     closeSync(fd);
   }
   const blockSectors = opts.blockSectors ?? 128;
-  const lengthSectors = BigInt(dataBytes / 512);
+  const lengthSectors = sectors(BigInt(dataBytes / 512));
   const name = dmName(`${tag}-pool`);
   const info = await dm.create(name, {
     table: [
       {
         type: 'thin-pool',
-        startSector: 0n,
+        startSector: sectors(0n),
         lengthSectors,
         metadataDevice: devString(meta),
         dataDevice: devString(data),
@@ -350,7 +360,15 @@ export async function makePool(
 /** A thin device `id` of `pool` (the id must exist: createThin first). */
 export async function activateThin(dm: DeviceMapper, pool: TestPool, tag: string, id: number, lengthSectors: bigint): Promise<DeviceInfo> {
   return dm.create(dmName(tag), {
-    table: [{ type: 'thin', startSector: 0n, lengthSectors, poolDevice: devString(pool.dev), thinId: id }],
+    table: [
+      {
+        type: 'thin',
+        startSector: sectors(0n),
+        lengthSectors: sectors(lengthSectors),
+        poolDevice: devString(pool.dev),
+        thinId: thinId(id),
+      },
+    ],
   });
 }
 
