@@ -15,7 +15,7 @@ export interface DmContext {
 
 /**
  * The header fields addressing `ref`, validated. By dev, libdevmapper also sets
- * DM_PERSISTENT_DEV_FLAG (golden 38: DEV_STATUS by major:minor); the kernel looks the device up
+ * DM_PERSISTENT_DEV_FLAG (the captured `dmsetup info -j -m`: DEV_STATUS by major:minor); the kernel looks the device up
  * by dev either way, and we match its bytes.
  */
 export function addressOf(ref: DeviceRef): Pick<DmRunRequest, 'name' | 'uuid' | 'dev' | 'flags' | 'label'> {

@@ -1,6 +1,6 @@
-// The Go package's Task API (seed/devmapper-godoc.txt), for code ported from it: a task collects
+// The Task API of Docker's Go devmapper package, for code ported from it: a task collects
 // its arguments with setters, run() performs it through DeviceMapper (no second implementation of
-// any command), and the getters read the result. Errors are the seed's, as classes: ErrTaskRun etc.,
+// any command), and the getters read the result. Errors are that package's, as classes: ErrTaskRun etc.,
 // each carrying the underlying DmError/InvalidArgumentError as `cause`.
 // Differences from libdevmapper-backed Go: run() is async; there are no udev semaphore cookies, so
 // setCookie() records the udev flags and sets the cookie to 0, and udevWait() has nothing to wait
@@ -11,7 +11,7 @@ import type { DeviceInfo } from './info.js';
 import { deviceName, deviceUuid, sectors, type DeviceName, type DeviceUuid } from './names.js';
 import { formatTargetParams, parseTarget, type Target } from './targets.js';
 
-/** The seed's task types, in its order (values as its iota gives them). */
+/** The Go package's task types, in its order (values as its iota gives them). */
 export enum TaskType {
   DeviceCreate,
   DeviceReload,
@@ -39,7 +39,7 @@ export enum AddNodeType {
   AddNodeOnCreate,
 }
 
-/** The seed's Info: ints for booleans, as libdevmapper's struct dm_info. */
+/** The Go package's Info: ints for booleans, as libdevmapper's struct dm_info. */
 export interface Info {
   exists: number;
   suspended: number;
@@ -53,7 +53,7 @@ export interface Info {
   targetCount: number;
 }
 
-/** Base of the seed's errors; `cause` is what actually failed. */
+/** Base of the Go package's errors; `cause` is what actually failed. */
 export class DmTaskError extends Error {
   override name = 'DmTaskError';
   /** The errno name of the kernel error behind it, when there is one. */
@@ -64,46 +64,46 @@ export class DmTaskError extends Error {
     if (typeof code === 'string') this.code = code;
   }
 }
-const seedError = (message: string) =>
+const goError = (message: string) =>
   class extends DmTaskError {
     constructor(cause?: unknown) {
       super(message, cause);
     }
   };
-export class ErrTaskRun extends seedError('dm_task_run failed') {
+export class ErrTaskRun extends goError('dm_task_run failed') {
   override name = 'ErrTaskRun';
 }
-export class ErrTaskSetName extends seedError('dm_task_set_name failed') {
+export class ErrTaskSetName extends goError('dm_task_set_name failed') {
   override name = 'ErrTaskSetName';
 }
-export class ErrTaskSetMessage extends seedError('dm_task_set_message failed') {
+export class ErrTaskSetMessage extends goError('dm_task_set_message failed') {
   override name = 'ErrTaskSetMessage';
 }
-export class ErrTaskSetAddNode extends seedError('dm_task_set_add_node failed') {
+export class ErrTaskSetAddNode extends goError('dm_task_set_add_node failed') {
   override name = 'ErrTaskSetAddNode';
 }
-export class ErrTaskSetRo extends seedError('dm_task_set_ro failed') {
+export class ErrTaskSetRo extends goError('dm_task_set_ro failed') {
   override name = 'ErrTaskSetRo';
 }
-export class ErrTaskAddTarget extends seedError('dm_task_add_target failed') {
+export class ErrTaskAddTarget extends goError('dm_task_add_target failed') {
   override name = 'ErrTaskAddTarget';
 }
-export class ErrTaskSetSector extends seedError('dm_task_set_sector failed') {
+export class ErrTaskSetSector extends goError('dm_task_set_sector failed') {
   override name = 'ErrTaskSetSector';
 }
-export class ErrTaskGetInfo extends seedError('dm_task_get_info failed') {
+export class ErrTaskGetInfo extends goError('dm_task_get_info failed') {
   override name = 'ErrTaskGetInfo';
 }
-export class ErrTaskGetDriverVersion extends seedError('dm_task_get_driver_version failed') {
+export class ErrTaskGetDriverVersion extends goError('dm_task_get_driver_version failed') {
   override name = 'ErrTaskGetDriverVersion';
 }
-export class ErrTaskSetCookie extends seedError('dm_task_set_cookie failed') {
+export class ErrTaskSetCookie extends goError('dm_task_set_cookie failed') {
   override name = 'ErrTaskSetCookie';
 }
-export class ErrNilCookie extends seedError("cookie ptr can't be nil") {
+export class ErrNilCookie extends goError("cookie ptr can't be nil") {
   override name = 'ErrNilCookie';
 }
-export class ErrInvalidAddNode extends seedError('Invalide AddNoce type') {
+export class ErrInvalidAddNode extends goError('Invalide AddNoce type') {
   override name = 'ErrInvalidAddNode';
 }
 /** A run that failed with EBUSY; also an ErrTaskRun. */
@@ -167,7 +167,7 @@ export class Task {
       throw new ErrTaskSetName(err);
     }
   }
-  /** libdevmapper's dm_task_set_uuid (not in the seed): the uuid DeviceCreate gives the device. */
+  /** libdevmapper's dm_task_set_uuid (not in the Go package): the uuid DeviceCreate gives the device. */
   setUuid(uuid: string): void {
     try {
       this.uuid = deviceUuid(uuid);

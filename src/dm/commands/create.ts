@@ -1,6 +1,6 @@
 // DM_DEV_CREATE, then (with a table) TABLE_LOAD addressed by the new dev, and resume; libdevmapper's
-// sequence (golden 19, 23). A table the kernel refuses leaves no half-made device behind: we remove
-// it as libdevmapper does (golden 21, 22) and rethrow the load's error.
+// sequence (captured `dmsetup create`, plain and --readonly). A table the kernel refuses leaves no half-made device behind: we remove
+// it as libdevmapper does (captured: a bad target type, bad linear arguments) and rethrow the load's error.
 import { DmError } from '../../ioctl/errors.js';
 import type { DmContext } from '../context.js';
 import { infoFromHeader, type DeviceInfo } from '../info.js';

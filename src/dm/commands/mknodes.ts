@@ -1,5 +1,5 @@
 // dmsetup mknodes without udev: brings /dev/mapper in line with the kernel, as libdevmapper's
-// dm_task_update_nodes does (golden 95): a node whose device is gone (DEV_STATUS with
+// dm_task_update_nodes does (captured `dmsetup remove_all`): a node whose device is gone (DEV_STATUS with
 // DM_SKIP_BDGET_FLAG -> ENXIO) is unlinked, and every device that exists gets its node.
 import { DmFlag } from '../../structs/dm-ioctl.js';
 import type { DmContext } from '../context.js';

@@ -1,5 +1,5 @@
 // DM_REMOVE_ALL: removes every device that is not open (deferred: schedules the open ones), then
-// drops the nodes of the removed ones, as dmsetup remove_all does (golden 95).
+// drops the nodes of the removed ones, as dmsetup remove_all does (captured).
 import { DmFlag } from '../../structs/dm-ioctl.js';
 import type { DmContext } from '../context.js';
 import { mknodes } from './mknodes.js';

@@ -23,7 +23,7 @@ export async function suspend(ctx: DmContext, ref: DeviceRef, opts: SuspendOptio
 
 export interface ResumeOptions {
   noFlush?: boolean;
-  /** Sent with the resume of a read-only create, as libdevmapper does (golden 23). */
+  /** Sent with the resume of a read-only create, as libdevmapper does (captured `dmsetup create --readonly`). */
   readOnly?: boolean;
   noNode?: boolean;
   udevFlags?: number;
