@@ -4,7 +4,6 @@
 // `pool shutdown` removes them.
 import type { DeviceSet } from '../thin/device-set.js';
 import { BASE_HASH } from '../thin/metadata-store.js';
-import { mountTable } from '../thin/mount.js';
 import type { Bytes } from '../structs/units.js';
 import { parseSize } from '../thin/options.js';
 import { flag, runGroup, type Command, type Group, type Invocation } from './command.js';
@@ -135,15 +134,9 @@ const commands: Command[] = [
       const unmounted = await poolStep(
         () =>
           withPool(args, async ({ set }) => {
-            // shutdown unmounts whatever the kernel's mount table has of the pool's devices.
-            const table = mountTable();
-            const done = set
-              .deviceRecords()
-              .flatMap((rec) =>
-                set.mountPoints(rec.hash, table).map((path) => ({ id: rec.hash === BASE_HASH ? '(base)' : rec.hash, path })),
-              );
-            await set.shutdown();
-            return done;
+            // shutdown unmounts whatever the kernel's mount table has of the pool's devices and says where.
+            const { unmounted } = await set.shutdown();
+            return unmounted.map(({ hash, path }) => ({ id: hash === BASE_HASH ? '(base)' : hash, path }));
           }),
         { ...POOL_HINTS, DeviceBusyError: MOUNT_IN_USE },
       );
