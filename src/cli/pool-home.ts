@@ -3,6 +3,7 @@
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { DeviceMapper } from '../dm/device-mapper.js';
+import type { DeviceName } from '../dm/names.js';
 import { DeviceSet } from '../thin/device-set.js';
 import { OptionError } from '../thin/errors.js';
 import { POOL_STATE_FILE } from '../thin/metadata-store.js';
@@ -113,7 +114,7 @@ export async function withPool<T>(
   const dm = DeviceMapper.open();
   try {
     if (!opts.create) {
-      const poolName = parsed.thinPoolDevice ?? PoolNaming.forHome(home, parsed.prefix).poolName();
+      const poolName = poolNameOf(home, parsed);
       if (dm.info({ name: poolName }) === null) {
         throw new OperationError(`ENXIO: the pool ${poolName} of ${home} is not active, it was shut down (${initHint})`);
       }
@@ -143,10 +144,15 @@ export async function withPool<T>(
   }
 }
 
+/** The pool's dm name: dm.thinpooldev when given, else the name made from the home folder. */
+function poolNameOf(home: string, parsed: PoolOptions): DeviceName {
+  return parsed.thinPoolDevice ?? PoolNaming.forHome(home, parsed.prefix).poolName();
+}
+
 /** The name of the pool `home` would have, and whether the kernel has it now. */
 export function poolActive(values: HomeArgs): { home: string; poolName: string; active: boolean } {
   const { home, parsed } = resolveHome(values);
-  const poolName = parsed.thinPoolDevice ?? PoolNaming.forHome(home, parsed.prefix).poolName();
+  const poolName = poolNameOf(home, parsed);
   const dm = DeviceMapper.open();
   try {
     return { home, poolName, active: dm.info({ name: poolName }) !== null };
