@@ -1,14 +1,14 @@
 // What `devmapper dm` computes beside the library's calls: tables from the command line in the
 // order given, dmsetup's view of devices without a live table, and the hints of its errors (who
 // holds a busy device, which target the kernel lacks, which thin id a pool lacks).
-import { readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { DeviceMapper } from '../dm/device-mapper.js';
 import type { DeviceInfo } from '../dm/info.js';
 import { deviceName, deviceUuid, type DeviceName, type DeviceRef, type DeviceUuid } from '../dm/names.js';
 import { isThinTarget, parseTable, type Target } from '../dm/targets.js';
 import { DmError } from '../ioctl/errors.js';
 import { formatDev, type DevT } from '../structs/dev.js';
-import { mountsOf, mountTable } from '../thin/mount.js';
+import { findHolders } from '../thin/holders.js';
 import { flag, str, type ArgToken, type Command, type Invocation } from './command.js';
 import type { InfoView } from './dmsetup-format.js';
 import { explain } from './errors.js';
@@ -86,22 +86,10 @@ export function tableFrom(tokens: readonly ArgToken[]): Target[] | undefined {
 
 /** Why a device is busy: its holders by dm name, its mounts, its openers. `lasting`: waiting will not free it. */
 export function busyReason(d: DeviceMapper, info: DeviceInfo): { text: string; hint: string; lasting: boolean } {
-  const key = formatDev(info.dev);
-  let holders: string[] = [];
-  try {
-    const dmByMinor = new Map(d.list().map((e) => [`dm-${e.dev.minor}`, e.name]));
-    holders = readdirSync(`/sys/dev/block/${key}/holders`)
-      .map((h) => dmByMinor.get(h) ?? h)
-      .sort();
-  } catch {
-    // no sysfs entry: the device went meanwhile
-  }
-  let mounts: string[] = [];
-  try {
-    mounts = mountsOf(key, mountTable()).map((m) => m.mountPoint);
-  } catch {
-    // no /proc
-  }
+  const found = findHolders(info);
+  const dmByMinor = new Map(d.list().map((e) => [`dm-${e.dev.minor}`, e.name]));
+  const holders = found.holders.map((h) => dmByMinor.get(h) ?? h).sort();
+  const mounts = found.mounts;
   const parts: string[] = [];
   if (holders.length > 0) parts.push(`held by ${holders.join(', ')}`);
   if (mounts.length > 0) parts.push(`mounted on ${mounts.join(', ')}`);

@@ -5,20 +5,36 @@ import type { DeviceInfo } from '../dm/info.js';
 import { formatDev } from '../structs/dev.js';
 import { mountsOf, mountTable } from './mount.js';
 
-export function describeHolders(info: DeviceInfo, sysBlock = '/sys/block'): string[] {
-  const out: string[] = [];
-  if (info.openCount > 0) out.push(`open count ${info.openCount}`);
+/** What holds a device, as the kernel shows it now. */
+export interface Holders {
+  /** The devices stacked on it, by their block names (dm-N). */
+  holders: string[];
+  /** Where it is mounted. */
+  mounts: string[];
+}
+
+export function findHolders(info: DeviceInfo, sysBlock = '/sys/block'): Holders {
+  let holders: string[] = [];
   try {
-    const holders = readdirSync(`${sysBlock}/dm-${info.dev.minor}/holders`);
-    if (holders.length) out.push(`held by ${holders.join(', ')}`);
+    holders = readdirSync(`${sysBlock}/dm-${info.dev.minor}/holders`);
   } catch {
     // no sysfs entry (device gone meanwhile, or no sysfs)
   }
+  let mounts: string[] = [];
   try {
-    for (const m of mountsOf(formatDev(info.dev), mountTable())) out.push(`mounted on ${m.mountPoint}`);
+    mounts = mountsOf(formatDev(info.dev), mountTable()).map((m) => m.mountPoint);
   } catch {
     // no /proc
   }
+  return { holders, mounts };
+}
+
+export function describeHolders(info: DeviceInfo, sysBlock = '/sys/block'): string[] {
+  const { holders, mounts } = findHolders(info, sysBlock);
+  const out: string[] = [];
+  if (info.openCount > 0) out.push(`open count ${info.openCount}`);
+  if (holders.length) out.push(`held by ${holders.join(', ')}`);
+  for (const m of mounts) out.push(`mounted on ${m}`);
   if (info.deferredRemove) out.push('a deferred remove is pending');
   return out;
 }
