@@ -13,6 +13,7 @@ import type { DeviceName } from '../dm/names.js';
 import type { Bytes } from '../structs/units.js';
 import { DeviceBusyError, errnoOf, PoolStateError } from './errors.js';
 import { describeHolders } from './holders.js';
+import type { CrashHook, CrashPointName } from './crash-points.js';
 import { checkFixedOptions } from './fixed-options.js';
 import { HomeLock } from './lock.js';
 import { BASE_HASH, MetadataStore, validateHash, type DeviceRecord, type Intent } from './metadata-store.js';
@@ -31,8 +32,8 @@ export type { DiskUsage, PoolStatus } from './pool-health.js';
 export type { MountOptions } from './mount-tracker.js';
 export type { DevStatus } from './thin-devices.js';
 
-/** Steps a test can stop at: transaction steps as `<op>:<point>`, and the device-set's own. */
-export type DeviceSetHook = (point: string) => void;
+/** Steps a test can stop at (crash-points.ts): transaction steps as `<op>:<step>`, and the device-set's own. */
+export type DeviceSetHook = CrashHook;
 
 export interface DeviceSetExtras extends ParseEnv {
   /** A DeviceMapper to use (tests wrap its transport); default DeviceMapper.open(). */
@@ -165,7 +166,7 @@ export class DeviceSet {
     return run;
   }
 
-  private step(point: string): void {
+  private step(point: CrashPointName): void {
     this.hook?.(point);
   }
 

@@ -9,6 +9,7 @@ import { formatDev } from '../structs/dev.js';
 import { type Bytes, bytesToSectors, type Sectors, sectors } from '../structs/units.js';
 import type { ThinTarget } from '../dm/targets.js';
 import { join } from 'node:path';
+import type { CrashPointName } from './crash-points.js';
 import { DeviceBusyError, DeviceExistsError, errnoOf, PoolStateError, UnknownDeviceError } from './errors.js';
 import { describeHolders } from './holders.js';
 import { BASE_HASH, type DeviceRecord } from './metadata-store.js';
@@ -35,7 +36,7 @@ export class ThinDevices {
     private readonly options: PoolOptions,
     private readonly poolName: DeviceName,
     private readonly tx: Transactions,
-    private readonly step: (point: string) => void,
+    private readonly step: (point: CrashPointName) => void,
   ) {}
 
   // ---- the base device ---------------------------------------------------------------------------

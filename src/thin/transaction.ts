@@ -21,6 +21,7 @@
 import { join } from 'node:path';
 import { DeviceExistsError, errnoOf, MetadataError, TransactionMismatchError, UnknownDeviceError } from './errors.js';
 import { thinId, type ThinId } from '../dm/names.js';
+import type { TxStep } from './crash-points.js';
 import { type Bytes, bytes } from '../structs/units.js';
 import { IdAllocator, next as nextId } from './id-allocator.js';
 import {
@@ -44,18 +45,8 @@ export interface PoolMessenger {
   setTransactionId(oldId: bigint, newId: bigint): Promise<void>;
 }
 
-export type CrashPoint = 'intent-written' | 'message-sent' | 'txid-set' | 'device-committed' | 'state-committed' | 'intent-cleared';
-export const CRASH_POINTS: readonly CrashPoint[] = [
-  'intent-written',
-  'message-sent',
-  'txid-set',
-  'device-committed',
-  'state-committed',
-  'intent-cleared',
-];
-
-/** Called after each step; tests throw (or kill the process) here to simulate a crash. */
-export type StepHook = (op: IntentOp, point: CrashPoint) => void;
+/** Called after each step (crash-points.ts); tests throw (or kill the process) here to simulate a crash. */
+export type StepHook = (op: IntentOp, point: TxStep) => void;
 
 export type ReconcileResult = { action: 'none' } | { action: 'rolled-forward' | 'rolled-back'; intent: Intent };
 
@@ -113,7 +104,7 @@ export class Transactions {
     return this.state.nextDeviceId;
   }
 
-  private step(op: IntentOp, point: CrashPoint): void {
+  private step(op: IntentOp, point: TxStep): void {
     this.opts.hook?.(op, point);
   }
 

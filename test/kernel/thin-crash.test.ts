@@ -10,7 +10,7 @@ import { sysUmount2 } from '../../src/ioctl/libc.js';
 import { DeviceSet } from '../../src/thin/device-set.js';
 import { MetadataStore } from '../../src/thin/metadata-store.js';
 import { isMounted } from '../../src/thin/mount.js';
-import { CRASH_POINTS } from '../../src/thin/transaction.js';
+import { TX_STEP_NAMES as CRASH_POINTS } from '../../src/thin/crash-points.js';
 import { requireKernelTier, dmsetup, newHome, probeThinIds, SMALL, sweep } from './thin-support.js';
 
 requireKernelTier();

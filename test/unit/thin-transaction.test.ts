@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { DeviceExistsError, TransactionMismatchError, UnknownDeviceError } from '../../src/thin/errors.js';
 import { MetadataStore, type IntentOp } from '../../src/thin/metadata-store.js';
-import { CRASH_POINTS, type CrashPoint, type PoolMessenger, Transactions } from '../../src/thin/transaction.js';
+import { TX_STEP_NAMES as CRASH_POINTS, type TxStep as CrashPoint } from '../../src/thin/crash-points.js';
+import { type PoolMessenger, Transactions } from '../../src/thin/transaction.js';
 import { thinId } from '../../src/dm/names.js';
 import { bytes } from '../../src/structs/units.js';
 

@@ -1,0 +1,58 @@
+// Every step at which the pool manager can be stopped by a crash, in one table. The code calls
+// its hook only with these names (the type says so), the crash tests kill a process at each of
+// them, and a test fails when a point here is never killed. `after` says what is durable once the
+// step is done; `reconcile` what the next open does about a crash right there:
+//   'none'     nothing to do: pool and metadata already agree
+//   'forward'  the operation is completed (the pool already holds its result)
+//   'back'     the operation is undone (nothing the caller was told about changes)
+//   'restart'  the set-up step is redone from the start (the base device before it was formatted)
+
+export type ReconcileAction = 'none' | 'forward' | 'back' | 'restart';
+
+export interface CrashPointInfo {
+  after: string;
+  reconcile: ReconcileAction;
+}
+
+/** The steps of one pool transaction (transaction.ts), for each of its ops. */
+const TX_STEPS = {
+  'intent-written': { after: 'the intent file', reconcile: 'back' },
+  'message-sent': { after: 'the pool message (create_thin, create_snap or delete)', reconcile: 'back' },
+  'txid-set': { after: 'set_transaction_id: the pool holds the new transaction', reconcile: 'forward' },
+  'device-committed': { after: "the device's file (written, or removed for a delete)", reconcile: 'forward' },
+  'state-committed': { after: 'the pool state file (next id, transaction id)', reconcile: 'forward' },
+  'intent-cleared': { after: 'the intent removed: the transaction is over', reconcile: 'none' },
+} as const satisfies Record<string, CrashPointInfo>;
+
+export type TxStep = keyof typeof TX_STEPS;
+export const TX_STEP_NAMES = Object.keys(TX_STEPS) as TxStep[];
+export type TxOp = 'create' | 'snapshot' | 'delete';
+
+/** A delete is rolled forward from its intent on: the device may already be discarded. */
+function txPoints<Op extends TxOp>(op: Op): Record<`${Op}:${TxStep}`, CrashPointInfo> {
+  const out = {} as Record<`${Op}:${TxStep}`, CrashPointInfo>;
+  for (const step of TX_STEP_NAMES) {
+    const info: CrashPointInfo = TX_STEPS[step];
+    out[`${op}:${step}`] = op === 'delete' && info.reconcile === 'back' ? { ...info, reconcile: 'forward' } : info;
+  }
+  return out;
+}
+
+export const CRASH_POINTS = {
+  ...txPoints('create'),
+  ...txPoints('snapshot'),
+  ...txPoints('delete'),
+  'base:created': { after: 'the base thin id, committed, not yet formatted', reconcile: 'restart' },
+  'base:activated': { after: 'the base dm device', reconcile: 'restart' },
+  'base:formatted': { after: 'mkfs on the base', reconcile: 'restart' },
+  'base:initialized': { after: "the base's record says initialized", reconcile: 'none' },
+  'snapshot:origin-suspended': { after: 'the active origin suspended (the intent is durable)', reconcile: 'back' },
+  'delete:discarded': { after: "the device's blocks discarded (the intent is durable)", reconcile: 'forward' },
+  'delete:deactivated': { after: 'the dm device removed (the intent is durable)', reconcile: 'forward' },
+} as const satisfies Record<string, CrashPointInfo>;
+
+export type CrashPointName = keyof typeof CRASH_POINTS;
+export const CRASH_POINT_NAMES = Object.keys(CRASH_POINTS) as CrashPointName[];
+
+/** Called after each step; tests throw or kill the process here to simulate a crash. */
+export type CrashHook = (point: CrashPointName) => void;
