@@ -1,12 +1,12 @@
 // The home folder of a pool: its options (Docker's dm.* list, recorded by `pool init` in
 // DIR/storage-opts so later commands need not repeat it) and opening it for one command.
-import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { DeviceMapper } from '../dm/device-mapper.js';
 import type { DeviceName } from '../dm/names.js';
 import { DeviceSet } from '../thin/device-set.js';
 import { OptionError } from '../thin/errors.js';
-import { POOL_STATE_FILE } from '../thin/metadata-store.js';
+import { POOL_STATE_FILE, writeFileAtomic } from '../thin/metadata-store.js';
 import { PoolNaming } from '../thin/naming.js';
 import { parsePoolOptions, type PoolOptions } from '../thin/options.js';
 import type { OptionSpec } from './command.js';
@@ -66,11 +66,9 @@ export function readRecordedOpts(home: string): string[] {
   return list;
 }
 
+/** As the pool's metadata: a new temp file (random name, O_EXCL, never a link someone placed), fsync, rename, fsync of home. */
 export function writeRecordedOpts(home: string, opts: readonly string[]): void {
-  const path = join(home, STORAGE_OPTS_FILE);
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, `${JSON.stringify(opts)}\n`, { mode: 0o600 });
-  renameSync(tmp, path);
+  writeFileAtomic(join(home, STORAGE_OPTS_FILE), `${JSON.stringify(opts)}\n`);
 }
 
 // ---- opening the pool ------------------------------------------------------------------------------

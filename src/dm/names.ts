@@ -1,6 +1,6 @@
 // Validated names and numbers at the API's edge: the kernel's limits (DM_NAME_LEN, DM_UUID_LEN,
 // dm-thin's 24-bit device ids) checked once, before anything is encoded.
-import { DM_NAME_LEN, DM_UUID_LEN } from '../structs/dm-ioctl.js';
+import { DM_CONTROL_NODE, DM_NAME_LEN, DM_UUID_LEN } from '../structs/dm-ioctl.js';
 import { formatDev, type DevT } from '../structs/dev.js';
 import { InvalidArgumentError } from './errors.js';
 
@@ -18,12 +18,25 @@ export type DeviceRef = { name: DeviceName } | { uuid: DeviceUuid } | { dev: Dev
 /** Largest dm-thin device id: the pool's metadata keeps 24 bits (thin-provisioning.rst). */
 export const THIN_ID_MAX = 2 ** 24 - 1;
 
+// A high surrogate not followed by a low one, or a low one not preceded by a high one.
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/**
+ * Whether `s` is ill-formed UTF-16 (String.prototype.isWellFormed, not in Node 20's types). Its
+ * UTF-8 encoding turns each lone surrogate into U+FFFD, so two such strings could name one device.
+ */
+export function hasLoneSurrogate(s: string): boolean {
+  return LONE_SURROGATE.test(s);
+}
+
 /**
  * A device name as the kernel accepts it: 1..127 bytes of UTF-8 (DM_NAME_LEN with its NUL), no
- * '/' (it becomes /dev/mapper/<name>), not '.' or '..', no NUL.
+ * '/' (it becomes /dev/mapper/<name>), not '.' or '..', no NUL, no lone surrogate. Not `control`
+ * either: /dev/mapper/control is the control node itself, and libdevmapper reserves the name.
  */
 export function deviceName(s: string): DeviceName {
   if (typeof s !== 'string') throw new InvalidArgumentError('device name', s, 'not a string');
+  if (hasLoneSurrogate(s)) throw new InvalidArgumentError('device name', s, 'has a lone surrogate (not valid UTF-16)');
   const bytes = Buffer.byteLength(s, 'utf8');
   if (bytes === 0) throw new InvalidArgumentError('device name', s, 'is empty');
   if (bytes > DM_NAME_LEN - 1) {
@@ -32,12 +45,16 @@ export function deviceName(s: string): DeviceName {
   if (s.includes('/')) throw new InvalidArgumentError('device name', s, "contains '/'");
   if (s.includes('\0')) throw new InvalidArgumentError('device name', s, 'contains a NUL byte');
   if (s === '.' || s === '..') throw new InvalidArgumentError('device name', s, "'.' and '..' are not names");
+  if (s === DM_CONTROL_NODE) {
+    throw new InvalidArgumentError('device name', s, `reserved: /dev/mapper/${DM_CONTROL_NODE} is the device-mapper control node`);
+  }
   return s as DeviceName;
 }
 
-/** A device uuid: 1..128 bytes of UTF-8 (DM_UUID_LEN with its NUL), no NUL. */
+/** A device uuid: 1..128 bytes of UTF-8 (DM_UUID_LEN with its NUL), no NUL, no lone surrogate. */
 export function deviceUuid(s: string): DeviceUuid {
   if (typeof s !== 'string') throw new InvalidArgumentError('device uuid', s, 'not a string');
+  if (hasLoneSurrogate(s)) throw new InvalidArgumentError('device uuid', s, 'has a lone surrogate (not valid UTF-16)');
   const bytes = Buffer.byteLength(s, 'utf8');
   if (bytes === 0) throw new InvalidArgumentError('device uuid', s, 'is empty');
   if (bytes > DM_UUID_LEN - 1) {

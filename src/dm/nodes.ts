@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import type { DevT } from '../structs/dev.js';
 import { DM_CONTROL_NODE, DM_DIR } from '../structs/dm-ioctl.js';
 import { ensureNode } from '../ioctl/index.js';
+import { InvalidArgumentError } from './errors.js';
 
 /** How a node is made: ensureNode() of src/ioctl (mknod), replaceable in tests that are not root. */
 export type MakeNode = (path: string, spec: { type: 'block' | 'char'; major: number; minor: number; mode: number }) => unknown;
@@ -37,6 +38,7 @@ export class MapperNodes implements NodeManager {
   }
 
   add(name: string, dev: DevT): void {
+    this.notControl(name);
     // The folder is made only when the first mknod says it is missing: one system call per node
     // in the common case (bench P1).
     const spec = { type: 'block', major: dev.major, minor: dev.minor, mode: DM_NODE_MODE } as const;
@@ -50,6 +52,7 @@ export class MapperNodes implements NodeManager {
   }
 
   remove(name: string): void {
+    this.notControl(name);
     try {
       unlinkSync(this.path(name));
     } catch (e) {
@@ -58,6 +61,8 @@ export class MapperNodes implements NodeManager {
   }
 
   rename(oldName: string, newName: string, dev?: DevT): void {
+    this.notControl(oldName);
+    this.notControl(newName);
     if (this.exists(oldName)) {
       mkdirSync(this.mapperDir, { recursive: true, mode: 0o755 });
       renameSync(this.path(oldName), this.path(newName));
@@ -81,6 +86,13 @@ export class MapperNodes implements NodeManager {
       return true;
     } catch {
       return false;
+    }
+  }
+
+  /** `<mapperDir>/control` is the control node: never replaced, renamed or unlinked for a device. */
+  private notControl(name: string): void {
+    if (name === DM_CONTROL_NODE) {
+      throw new InvalidArgumentError('device name', name, `reserved: ${this.path(name)} is the device-mapper control node`);
     }
   }
 

@@ -189,3 +189,16 @@ export class NotMountedError extends Error {
     super(`device ${hash === '' ? '(base)' : JSON.stringify(hash)} is not mounted`);
   }
 }
+
+/** A mount option list or SELinux mount label that would not reach mount(2) as written. */
+export class MountOptionError extends Error {
+  override readonly name = 'MountOptionError';
+  readonly code = 'EINVAL';
+  constructor(
+    /** The option list or label as given. */
+    readonly value: string,
+    reason: string,
+  ) {
+    super(`mount option ${JSON.stringify(value)}: ${reason}`);
+  }
+}

@@ -7,7 +7,7 @@
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { THIN_ID_MAX, type ThinId } from '../dm/names.js';
+import { hasLoneSurrogate, THIN_ID_MAX, type ThinId } from '../dm/names.js';
 import { type Bytes, bytes } from '../structs/units.js';
 import { InvalidHashError, MetadataError } from './errors.js';
 
@@ -22,14 +22,37 @@ const RESERVED = new Set([BASE_FILE, 'pool', POOL_STATE_FILE, INTENT_FILE]);
 /** A hash must fit a dm name (DM_NAME_LEN - 1) on its own; the full name is checked in naming.ts. */
 export const HASH_MAX_BYTES = 127;
 
-/** A user device hash: 1..127 bytes, no '/' or NUL, not '.', '..', a dot-file or a reserved file name. */
+// C0, DEL and C1 control characters, and every Unicode white space (JavaScript's \s): a hash
+// becomes a file name, a dm name and a column of `dmsetup ls` / `devmapper layer ls`, where a
+// newline or tab splits a row and an escape sequence rewrites the terminal. Docker's ids are hex and
+// containerd's keys hold '/', already refused; neither needs any of these.
+// biome-ignore lint/suspicious/noControlCharactersInRegex: finding control characters is the point.
+const CONTROL = /[\x00-\x1f\x7f-\x9f]/;
+const WHITESPACE = /\s/;
+const NAMED: Readonly<Record<string, string>> = { '\t': 'a tab', '\n': 'a newline', '\r': 'a carriage return', ' ': 'a space' };
+
+function describeChar(c: string, kind: string): string {
+  const code = `U+${(c.codePointAt(0) ?? 0).toString(16).toUpperCase().padStart(4, '0')}`;
+  return `contains ${NAMED[c] ?? kind} (${code})`;
+}
+
+/**
+ * A user device hash: 1..127 bytes of well-formed UTF-16, no '/', NUL, other control character
+ * or white space; not '.', '..', a dot-file or a reserved file name.
+ */
 export function validateHash(hash: string): string {
   if (typeof hash !== 'string') throw new InvalidHashError(String(hash), 'not a string');
   if (hash === '') throw new InvalidHashError(hash, 'is empty');
+  // Its UTF-8 would hold U+FFFD instead: 'a\uD800' and 'a\uFFFD' would be one file and one dm name.
+  if (hasLoneSurrogate(hash)) throw new InvalidHashError(hash, 'has a lone surrogate (not valid UTF-16)');
   const bytes = Buffer.byteLength(hash);
   if (bytes > HASH_MAX_BYTES) throw new InvalidHashError(hash, `is ${bytes} bytes, at most ${HASH_MAX_BYTES}`);
   if (hash.includes('/')) throw new InvalidHashError(hash, "contains '/'");
   if (hash.includes('\0')) throw new InvalidHashError(hash, 'contains a NUL byte');
+  const control = CONTROL.exec(hash)?.[0];
+  if (control !== undefined) throw new InvalidHashError(hash, describeChar(control, 'a control character'));
+  const space = WHITESPACE.exec(hash)?.[0];
+  if (space !== undefined) throw new InvalidHashError(hash, describeChar(space, 'a space character'));
   if (hash.startsWith('.')) throw new InvalidHashError(hash, "starts with '.'");
   if (RESERVED.has(hash)) throw new InvalidHashError(hash, 'is a reserved metadata file name');
   return hash;

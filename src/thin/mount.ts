@@ -14,6 +14,7 @@ import {
   sysMount,
   sysUmount2,
 } from '../ioctl/libc.js';
+import { MountOptionError } from './errors.js';
 import type { FsType } from './options.js';
 
 // Options that are mount(2) flags rather than file system data: [set, clear].
@@ -37,12 +38,33 @@ const FLAGS: Record<string, [number, number]> = {
   defaults: [0, 0],
 };
 
+/**
+ * Splits one `a,b=c,...` group on the commas outside double quotes, as mount(8) (libmount) does:
+ * `context="s0:c1,c2"` is one option, its quotes kept for the file system to read.
+ */
+function splitOptions(group: string): string[] {
+  const out: string[] = [];
+  let start = 0;
+  let quoted = false;
+  for (let i = 0; i < group.length; i++) {
+    const c = group[i];
+    if (c === '"') quoted = !quoted;
+    else if (c === ',' && !quoted) {
+      out.push(group.slice(start, i));
+      start = i + 1;
+    }
+  }
+  if (quoted) throw new MountOptionError(group, 'unbalanced double quote');
+  out.push(group.slice(start));
+  return out;
+}
+
 /** Split `a,b=c,...` options into mount(2) flags and the file system's data string. */
 export function parseMountOptions(options: readonly string[]): { flags: number; data: string } {
   let flags = 0;
   const data: string[] = [];
   for (const group of options) {
-    for (const opt of group.split(',')) {
+    for (const opt of splitOptions(group)) {
       if (opt === '') continue;
       const f = FLAGS[opt];
       if (f) flags = (flags | f[0]) & ~f[1];
@@ -52,9 +74,23 @@ export function parseMountOptions(options: readonly string[]): { flags: number; 
   return { flags, data: data.join(',') };
 }
 
+/**
+ * An SELinux label as it can go in `context="..."`: a '"' would end the quoted value early (and
+ * what follows would be read as options), a control character (newline, NUL) is no label's. The
+ * commas of an MLS category list (s0:c1,c2) stay inside the quotes.
+ */
+export function checkMountLabel(label: string): string {
+  if (label.includes('"')) throw new MountOptionError(label, "an SELinux label cannot contain '\"'");
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: finding control characters is the point.
+  if (/[\x00-\x1f\x7f]/.test(label)) throw new MountOptionError(label, 'an SELinux label cannot contain a control character');
+  return label;
+}
+
 /** The option list used for a thin device: dm.mountopt, `nouuid` for xfs (every snapshot shares
- *  the base's uuid), and an SELinux context when a label is given and SELinux is on. */
+ *  the base's uuid), and an SELinux context when a label is given and SELinux is on. The label is
+ *  checked either way, so a bad one fails alike on every host. */
 export function mountOptionsFor(fs: FsType, mountOptions: readonly string[], mountLabel = ''): string[] {
+  checkMountLabel(mountLabel);
   const opts = [...mountOptions];
   if (fs === 'xfs') opts.push('nouuid');
   if (mountLabel !== '' && existsSync('/sys/fs/selinux/enforce')) opts.push(`context="${mountLabel}"`);

@@ -19,7 +19,8 @@ export function mknodes(ctx: DmContext, name?: DeviceName): void {
     if (!isDeviceName(node)) continue;
     if (info(ctx, { name: node as DeviceName }, DmFlag.DM_SKIP_BDGET_FLAG) === null) ctx.nodes.remove(node);
   }
-  for (const e of list(ctx)) ctx.nodes.add(e.name, e.dev);
+  // A device another tool named `control` gets no node (deviceName refuses it): that is the control node.
+  for (const e of list(ctx)) if (isDeviceName(e.name)) ctx.nodes.add(e.name, e.dev);
 }
 
 function isDeviceName(s: string): boolean {

@@ -1,7 +1,7 @@
 // Keeping /dev/mapper in step with the kernel after resume, remove and rename: where udev runs we
 // wait (bounded) for its rules to act on the uevent the command generated, then fill in whatever it
 // did not do; without udev we do it at once.
-import { DmFlag } from '../../structs/dm-ioctl.js';
+import { DM_CONTROL_NODE, DmFlag } from '../../structs/dm-ioctl.js';
 import type { DevT } from '../../structs/dev.js';
 import type { DmContext } from '../context.js';
 import type { DeviceInfo } from '../info.js';
@@ -12,19 +12,34 @@ function udevWillAct(ctx: DmContext, replyFlags: number): boolean {
   return ctx.udev.running && (replyFlags & DmFlag.DM_UEVENT_GENERATED_FLAG) !== 0;
 }
 
-export async function nodeAfterResume(ctx: DmContext, info: DeviceInfo, replyFlags: number): Promise<void> {
-  if (!info.name) return;
-  if (udevWillAct(ctx, replyFlags) && (await waitUntil(() => ctx.nodes.exists(info.name), ctx.udev.waitMs))) return;
-  if (!ctx.udev.running || !ctx.nodes.exists(info.name)) ctx.nodes.add(info.name, info.dev);
+/**
+ * A device another tool named `control` (the kernel may allow it) gets no node: its node would
+ * be /dev/mapper/control, the control node itself.
+ */
+const hasNode = (name: string): boolean => name !== '' && name !== DM_CONTROL_NODE;
+
+export function nodeAfterResume(ctx: DmContext, info: DeviceInfo, replyFlags: number): Promise<void> {
+  return nodeAfterAdd(ctx, info.name, info.dev, replyFlags);
+}
+
+async function nodeAfterAdd(ctx: DmContext, name: string, dev: DevT, replyFlags: number): Promise<void> {
+  if (!hasNode(name)) return;
+  if (udevWillAct(ctx, replyFlags) && (await waitUntil(() => ctx.nodes.exists(name), ctx.udev.waitMs))) return;
+  if (!ctx.udev.running || !ctx.nodes.exists(name)) ctx.nodes.add(name, dev);
 }
 
 export async function nodeAfterRemove(ctx: DmContext, name: string, replyFlags: number): Promise<void> {
-  if (!name) return;
+  if (!hasNode(name)) return;
   if (udevWillAct(ctx, replyFlags) && (await waitUntil(() => !ctx.nodes.exists(name), ctx.udev.waitMs))) return;
   ctx.nodes.remove(name);
 }
 
 export async function nodeAfterRename(ctx: DmContext, oldName: string, newName: string, dev: DevT, replyFlags: number): Promise<void> {
+  if (!hasNode(oldName) || !hasNode(newName)) {
+    await nodeAfterRemove(ctx, oldName, replyFlags);
+    await nodeAfterAdd(ctx, newName, dev, replyFlags);
+    return;
+  }
   if (udevWillAct(ctx, replyFlags) && (await waitUntil(() => ctx.nodes.exists(newName), ctx.udev.waitMs))) {
     await waitUntil(() => !ctx.nodes.exists(oldName), ctx.udev.waitMs);
     return;
