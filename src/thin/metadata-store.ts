@@ -5,7 +5,7 @@
 // target, fsync of the folder, so a crash leaves either the old or the new file, never a torn one.
 // Temp files left by a crash (`.tmp-*`) are stale by construction and removed on open.
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, unlinkSync, writeSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { hasLoneSurrogate, THIN_ID_MAX, type ThinId } from '../dm/names.js';
 import { type Bytes, bytes } from '../structs/units.js';
@@ -107,7 +107,18 @@ export class MetadataStore {
 
   /** Open (creating) the metadata folder; removes temp files a crash left behind. */
   static open(dir: string): MetadataStore {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    // The outermost folder made, if any: each folder from it down to `dir` is durable once its
+    // parent is fsynced.
+    const first = mkdirSync(dir, { recursive: true, mode: 0o700 });
+    if (first !== undefined) {
+      const top = resolve(first);
+      const made: string[] = [];
+      for (let p = resolve(dir); ; p = dirname(p)) {
+        made.unshift(p);
+        if (p === top || dirname(p) === p) break;
+      }
+      for (const p of made) fsyncDir(dirname(p));
+    }
     const store = new MetadataStore(dir);
     let removed = false;
     for (const name of readdirSync(dir)) {

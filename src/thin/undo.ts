@@ -4,6 +4,7 @@
 import { existsSync, mkdirSync, rmdirSync, unlinkSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { errnoOf } from './errors.js';
+import { fsyncDir } from './metadata-store.js';
 
 interface Step {
   what: string;
@@ -66,6 +67,7 @@ export class Undo {
 /**
  * mkdir -p that returns the folders it made (outermost first) and fails with the errno. Node's
  * recursive mkdirSync spins forever where a parent exists but refuses children with ENOENT (procfs).
+ * The parent of each folder made is fsynced: a folder is durable only once its entry is.
  */
 export function makeDirs(path: string, mode = 0o700): string[] {
   const missing: string[] = [];
@@ -75,6 +77,7 @@ export function makeDirs(path: string, mode = 0o700): string[] {
     try {
       mkdirSync(p, { mode });
       made.push(p);
+      fsyncDir(dirname(p));
     } catch (e) {
       if (errnoOf(e) !== 'EEXIST') throw e; // made by someone else meanwhile: not ours
     }
