@@ -1,10 +1,15 @@
 // The storage-driver face of the pool (Docker's devmapper Driver): layers by id, mounted under
 // <home>/mnt/<id>, their root at <mount>/rootfs. get/put are reference counted, so a layer
-// mounted twice is unmounted once, by the last put.
-import { mkdirSync, rmSync } from 'node:fs';
+// mounted twice is unmounted once, by the last put. Every entry point checks its id first: ''
+// is the base (get('') would mount it over <home>/mnt) and an id is a path component.
+import { rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { DeviceSet, type DeviceSetExtras } from '../thin/device-set.js';
+import { errnoOf } from '../thin/errors.js';
+import { BASE_HASH, validateHash } from '../thin/metadata-store.js';
+import { checkMountLabel, isMounted } from '../thin/mount.js';
 import type { PoolOptionsInput } from '../thin/options.js';
+import { makeDirs } from '../thin/undo.js';
 
 export class Driver {
   private readonly refs = new Map<string, number>();
@@ -18,7 +23,7 @@ export class Driver {
   static async init(home: string, options: readonly string[] | PoolOptionsInput = {}, extras: DeviceSetExtras = {}): Promise<Driver> {
     const set = await DeviceSet.open(home, options, extras);
     try {
-      mkdirSync(join(home, 'mnt'), { recursive: true, mode: 0o700 });
+      makeDirs(join(home, 'mnt'), 0o700);
     } catch (e) {
       await set.shutdown();
       throw e;
@@ -34,13 +39,20 @@ export class Driver {
     return join(this.home, 'mnt', id);
   }
 
-  /** A layer `id` as a snapshot of `parent` (none: of the base file system). */
-  create(id: string, parent = ''): Promise<void> {
+  /** A layer `id` as a snapshot of `parent` (none or '': of the base file system). */
+  async create(id: string, parent = BASE_HASH): Promise<void> {
+    validateHash(id);
+    if (parent !== BASE_HASH) validateHash(parent);
     return this.deviceSet.addDevice(id, parent);
   }
 
-  /** Delete a layer; an unknown id is not an error (as in Docker). */
+  /**
+   * Delete a layer; an unknown id is not an error (as in Docker). Its mount point is removed only
+   * when empty and no longer mounted (rmdir, as Docker did): with deferred deletion, or a mount
+   * another process made, the file system there is still in use and its files are not ours.
+   */
   async remove(id: string): Promise<void> {
+    validateHash(id);
     if (!this.deviceSet.hasDevice(id)) return;
     if ((this.refs.get(id) ?? 0) > 0) {
       // Still mounted by a get without its put: unmount first, as Docker's Remove did.
@@ -48,11 +60,20 @@ export class Driver {
       await this.deviceSet.unmountDevice(id);
     }
     await this.deviceSet.deleteDevice(id);
-    rmSync(this.mountPath(id), { recursive: true, force: true });
+    const mp = this.mountPath(id);
+    if (isMounted(mp)) return;
+    try {
+      rmdirSync(mp);
+    } catch (e) {
+      // Never made, not empty (not ours to empty) or mounted meanwhile: left as it is.
+      if (!['ENOENT', 'ENOTEMPTY', 'EEXIST', 'EBUSY'].includes(errnoOf(e) ?? '')) throw e;
+    }
   }
 
   /** Mount the layer (once) and return its root folder. */
   async get(id: string, mountLabel = ''): Promise<string> {
+    validateHash(id);
+    checkMountLabel(mountLabel);
     const mp = this.mountPath(id);
     const rootfs = join(mp, 'rootfs');
     const n = this.refs.get(id) ?? 0;
@@ -64,7 +85,7 @@ export class Driver {
     await this.deviceSet.mountDevice(id, mp, mountLabel, { createMountPoint: true });
     this.refs.set(id, 1);
     try {
-      mkdirSync(rootfs, { recursive: true, mode: 0o755 });
+      makeDirs(rootfs, 0o755);
     } catch (e) {
       await this.put(id);
       throw e;
@@ -74,6 +95,7 @@ export class Driver {
 
   /** Release one get; the last one unmounts and deactivates. */
   async put(id: string): Promise<void> {
+    validateHash(id);
     const n = this.refs.get(id) ?? 0;
     if (n === 0) return;
     if (n > 1) {
@@ -85,6 +107,7 @@ export class Driver {
   }
 
   exists(id: string): boolean {
+    validateHash(id);
     return this.deviceSet.hasDevice(id);
   }
 
