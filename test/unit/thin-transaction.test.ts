@@ -6,61 +6,13 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
-import { DeviceExistsError, TransactionMismatchError, UnknownDeviceError } from '../../src/thin/errors.js';
+import { DeviceExistsError, PoolStateError, ThinIdCollisionError, TransactionMismatchError, UnknownDeviceError } from '../../src/thin/errors.js';
 import { MetadataStore, type IntentOp } from '../../src/thin/metadata-store.js';
 import { TX_STEP_NAMES as CRASH_POINTS, type TxStep as CrashPoint } from '../../src/thin/crash-points.js';
-import { type PoolMessenger, Transactions } from '../../src/thin/transaction.js';
+import { Transactions } from '../../src/thin/transaction.js';
+import { FakePool, KernelError } from './thin-fake-pool.js';
 import { thinId } from '../../src/dm/names.js';
 import { bytes } from '../../src/structs/units.js';
-
-class KernelError extends Error {
-  constructor(readonly code: string) {
-    super(code);
-  }
-}
-
-class FakePool implements PoolMessenger {
-  ids = new Map<number, number | null>(); // id -> origin
-  txid = 0n;
-  busy = new Set<number>();
-  calls: string[] = [];
-  /** Fail the call whose index (in `calls`) is this, once. */
-  failAt: { index: number; error: Error } | null = null;
-
-  private enter(call: string): void {
-    this.calls.push(call);
-    if (this.failAt && this.failAt.index === this.calls.length - 1) {
-      const e = this.failAt.error;
-      this.failAt = null;
-      throw e;
-    }
-  }
-  async poolTransactionId(): Promise<bigint> {
-    return this.txid;
-  }
-  async createThin(id: number): Promise<void> {
-    this.enter(`create_thin ${id}`);
-    if (this.ids.has(id)) throw new KernelError('EEXIST');
-    this.ids.set(id, null);
-  }
-  async createSnap(id: number, origin: number): Promise<void> {
-    this.enter(`create_snap ${id} ${origin}`);
-    if (this.ids.has(id)) throw new KernelError('EEXIST');
-    if (!this.ids.has(origin)) throw new KernelError('ENODATA');
-    this.ids.set(id, origin);
-  }
-  async deleteThin(id: number): Promise<void> {
-    this.enter(`delete ${id}`);
-    if (!this.ids.has(id)) throw new KernelError('ENODATA');
-    if (this.busy.has(id)) throw new KernelError('EBUSY');
-    this.ids.delete(id);
-  }
-  async setTransactionId(old: bigint, next: bigint): Promise<void> {
-    this.enter(`set_transaction_id ${old} ${next}`);
-    if (old !== this.txid) throw new KernelError('EINVAL');
-    this.txid = next;
-  }
-}
 
 class Crash extends Error {}
 
@@ -208,7 +160,7 @@ describe('failures without a crash', () => {
     expect(tx.devices.has('a')).toBe(true);
   });
 
-  test('a crashed delete of a device that is busy at reopen is rolled back', async () => {
+  test('a crashed delete of a device that is busy at reopen stays pending, never shown as a device', async () => {
     await setup();
     const { tx } = await open((_o, p) => {
       if (p === 'intent-written') throw new Crash();
@@ -216,9 +168,74 @@ describe('failures without a crash', () => {
     await expect(tx.delete('a')).rejects.toBeInstanceOf(Crash);
     pool.busy.add(1);
     const { tx: again, reconciled } = await open();
-    expect(reconciled.action).toBe('rolled-back');
+    // The crash may have come after the discard: the delete only rolls forward, deferred.
+    expect(reconciled.action).toBe('rolled-forward');
     expectAgreement(again);
-    expect(again.devices.has('a')).toBe(true);
+    expect(again.devices.get('a')?.deleted).toBe(true);
+    expect(MetadataStore.open(dir).readDevice('a')?.deleted).toBe(true);
+    pool.busy.delete(1);
+    await again.delete('a');
+    expectAgreement(again);
+    expect(pool.ids.has(1)).toBe(false);
+  });
+
+  test('a delete whose data is destroyed and that then finds the device busy stays pending', async () => {
+    await setup();
+    const { tx } = await open();
+    const busy = Object.assign(new Error('busy'), { code: 'EBUSY' });
+    pool.calls = [];
+    const result = await tx.delete('a', {
+      beforeMessage: async (destroying) => {
+        destroying();
+        throw busy;
+      },
+    });
+    expect(result).toBe('deferred');
+    expect(pool.calls).toEqual([]);
+    expect(tx.devices.get('a')?.deleted).toBe(true);
+    expectAgreement(tx);
+    const { tx: again } = await open();
+    expect(again.devices.get('a')?.deleted).toBe(true);
+  });
+
+  test('when the skips run out the create fails typed, and no id the pool answered EEXIST for is deleted', async () => {
+    const { tx: first } = await open();
+    await first.create('', { sizeBytes: bytes(4096) });
+    for (const id of [1, 2, 3]) pool.ids.set(id, null);
+    const { tx } = await Transactions.open(MetadataStore.open(dir), pool, { maxIdCollisions: 2 });
+    pool.calls = [];
+    const err = await tx.create('n', { sizeBytes: bytes(1) }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ThinIdCollisionError);
+    expect(err).toMatchObject({ code: 'EEXIST', tried: [1, 2, 3] });
+    expect(pool.calls).toEqual(['create_thin 1', 'create_thin 2', 'create_thin 3']);
+    expect([...pool.ids.keys()].sort()).toEqual([0, 1, 2, 3]);
+    expect(existsSync(join(dir, 'transaction-metadata'))).toBe(false);
+    expect(tx.transactionId).toBe(1n);
+    expect(pool.txid).toBe(1n);
+    // Nothing is left open: the next create goes on past the taken ids.
+    const { tx: more } = await Transactions.open(MetadataStore.open(dir), pool, { maxIdCollisions: 5 });
+    expect((await more.create('n', { sizeBytes: bytes(1) })).deviceId).toBe(4);
+  });
+
+  test('an intent whose message was never answered is cleared without a delete (the id may be foreign)', async () => {
+    // A crash right after the pool answered EEXIST for id 2 (another user's) leaves this intent.
+    await setup();
+    pool.ids.set(2, null);
+    MetadataStore.open(dir).writeIntent({
+      op: 'create',
+      hash: 'n',
+      thinId: thinId(2),
+      sizeBytes: bytes(1),
+      oldTransactionId: 2n,
+      newTransactionId: 3n,
+    });
+    pool.calls = [];
+    const { tx, reconciled } = await open();
+    expect(reconciled.action).toBe('rolled-back');
+    expect(pool.calls).toEqual([]);
+    expect(pool.ids.get(2)).toBe(null);
+    expect(tx.devices.has('n')).toBe(false);
+    expect(existsSync(join(dir, 'transaction-metadata'))).toBe(false);
   });
 
   test('an id taken in the pool but unknown to the metadata is skipped, not deleted', async () => {
@@ -266,4 +283,39 @@ describe('failures without a crash', () => {
     await tx.create('', { sizeBytes: bytes(1) });
     expect(pool.txid).toBe(42n);
   });
+});
+
+describe('a read-only or needs_check pool', () => {
+  for (const mode of ['ro', 'needs_check'] as const) {
+    test(`${mode}: open leaves the intent for a later open and refuses every change`, async () => {
+      await setup();
+      const store = MetadataStore.open(dir);
+      const intent = { op: 'delete' as const, hash: 'a', thinId: thinId(1), oldTransactionId: 2n, newTransactionId: 3n };
+      store.writeIntent(intent);
+      pool.calls = [];
+      const { tx, reconciled } = await Transactions.open(store, pool, { readOnly: mode, poolName: 'p' });
+      expect(reconciled).toEqual({ action: 'pending', intent });
+      expect(pool.calls).toEqual([]);
+      expect(store.readIntent()).toEqual(intent);
+      // The device may already be discarded: it is not offered.
+      expect(tx.devices.get('a')?.deleted).toBe(true);
+      expect(store.readDevice('a')?.deleted).toBe(false);
+      for (const change of [
+        () => tx.create('n', { sizeBytes: bytes(1) }),
+        () => tx.delete(''),
+        async () => tx.updateDevice({ ...tx.devices.get('')!, initialized: false }),
+      ]) {
+        const e = await change().catch((err: unknown) => err);
+        expect(e).toBeInstanceOf(PoolStateError);
+        expect((e as Error).message).toContain(mode);
+      }
+      expect(pool.calls).toEqual([]);
+      expect(store.readIntent()).toEqual(intent);
+      // Writable again: the intent is acted on.
+      const { tx: again, reconciled: r2 } = await open();
+      expect(r2.action).toBe('rolled-forward');
+      expectAgreement(again);
+      expect(again.devices.has('a')).toBe(false);
+    });
+  }
 });
