@@ -119,7 +119,7 @@ export class DeviceSet {
       const hook = extras.hook;
       const d = dm;
       const { tx, reconciled } = await Transactions.open(store, poolMessenger(dm, poolName), {
-        ...(hook ? { hook: (op, point) => hook(`${op}:${point}`) } : {}),
+        ...(hook ? { hook } : {}),
         prepare: (intent) => prepareReconcile(d, naming, intent),
       });
       const set = new DeviceSet(home, opts, naming, dm, lock, pool, tx, reconciled, hook, !extras.dm);
