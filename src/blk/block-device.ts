@@ -1,7 +1,7 @@
 // Block-device queries and operations by ioctl: size, sector sizes, discard, buffer flush.
 import { BLKDISCARD, BLKFLSBUF, BLKGETSIZE64, BLKPBSZGET, BLKSSZGET, decodeU32, decodeU64, encodeRange } from '../structs/blk.js';
 import { type Bytes, bytes } from '../structs/units.js';
-import { Errno, O_CLOEXEC, O_RDONLY, O_WRONLY, SysError, libcTransport, sysClose, sysOpen } from '../ioctl/index.js';
+import { Errno, O_CLOEXEC, O_EXCL, O_RDONLY, O_WRONLY, SysError, libcTransport, sysClose, sysOpen } from '../ioctl/index.js';
 import type { IoctlArg, Transport } from '../ioctl/index.js';
 
 /** A device path (opened and closed around the call) or an fd the caller keeps. */
@@ -51,14 +51,23 @@ export function physicalSectorSizeBytes(target: PathOrFd, opts: BlkOptions = {})
   return decodeU32(out);
 }
 
+export interface DiscardOptions extends BlkOptions {
+  /**
+   * Open the path with O_EXCL: on a block device that fails with EBUSY while it is mounted or
+   * claimed (a dm table, another exclusive opener), before a single block is discarded. Without it
+   * the kernel discards under a mounted file system.
+   */
+  exclusive?: boolean;
+}
+
 /**
  * BLKDISCARD of [startBytes, startBytes + lengthBytes): the device may drop the data (a loop device
  * punches a hole in its file). Checked first against the logical sector size and the device's
  * size, so that a bad range says why rather than a bare EINVAL. Needs the device open for writing.
  */
-export function discard(target: PathOrFd, startBytes: bigint, lengthBytes: bigint, opts: BlkOptions = {}): void {
+export function discard(target: PathOrFd, startBytes: bigint, lengthBytes: bigint, opts: DiscardOptions = {}): void {
   const t = opts.transport ?? libcTransport;
-  withFd(target, O_WRONLY, (fd) => {
+  withFd(target, O_WRONLY | (opts.exclusive ? O_EXCL : 0), (fd) => {
     const sector = BigInt(logicalSectorSizeBytes(fd, opts));
     const size = blockDeviceSizeBytes(fd, opts);
     const bad = (why: string): SysError =>

@@ -49,6 +49,25 @@ export const CRASH_POINTS = {
   'snapshot:origin-suspended': { after: 'the active origin suspended (the intent is durable)', reconcile: 'back' },
   'delete:discarded': { after: "the device's blocks discarded (the intent is durable)", reconcile: 'forward' },
   'delete:deactivated': { after: 'the dm device removed (the intent is durable)', reconcile: 'forward' },
+  'create:id-collision': { after: 'an id the pool answered EEXIST for skipped: its intent cleared, the id untouched', reconcile: 'none' },
+  'snapshot:id-collision': { after: 'an id the pool answered EEXIST for skipped: its intent cleared, the id untouched', reconcile: 'none' },
+  // Reconcile's own steps (a crash while recovering is recovered by the next open).
+  'rollback:prepared': { after: 'reconcile undoing a create or snapshot: its dm device removed, its origin resumed', reconcile: 'back' },
+  'rollback:message-sent': { after: 'reconcile undoing a create or snapshot: `delete` of the id the pool created', reconcile: 'back' },
+  'rollforward:prepared': { after: 'reconcile completing a transaction: its dm device removed, its origin resumed', reconcile: 'forward' },
+  'rollforward:message-sent': { after: 'reconcile completing a delete: its `delete` message', reconcile: 'forward' },
+  'rollforward:txid-set': { after: 'reconcile completing a delete: its set_transaction_id', reconcile: 'forward' },
+  'rollforward:committed': {
+    after: 'reconcile completing a transaction: the metadata committed, the intent not yet cleared',
+    reconcile: 'forward',
+  },
+  // Activation's three ioctls; the next activate repairs a half-made device (thin-devices.ts).
+  'activate:created': { after: 'DM_DEV_CREATE of a thin device: a device without a table', reconcile: 'none' },
+  'activate:loaded': { after: "the thin device's table loaded (inactive), not resumed", reconcile: 'none' },
+  'activate:resumed': { after: 'the thin device live', reconcile: 'none' },
+  // Deletions deferred while the device was busy, retried on open.
+  'deferred-delete:deactivated': { after: "a pending deletion's dm device removed, its record still pending", reconcile: 'forward' },
+  'deferred-delete:deleted': { after: "a pending deletion's thin id and record gone", reconcile: 'none' },
 } as const satisfies Record<string, CrashPointInfo>;
 
 export type CrashPointName = keyof typeof CRASH_POINTS;

@@ -24,7 +24,7 @@ import { optionsFromStrings, parsePoolOptions, type ParseEnv, type PoolOptions, 
 import { poolMessenger, poolStatusOf, type PoolStatus } from './pool-health.js';
 import { setUpPool, type PoolDevices } from './pool-setup.js';
 import { resizePool } from './resize.js';
-import { ThinDevices, type DevStatus } from './thin-devices.js';
+import { readOnlyModeOf, ThinDevices, type DevStatus } from './thin-devices.js';
 import { Transactions, type ReconcileResult } from './transaction.js';
 import { makeDirs, Undo } from './undo.js';
 
@@ -118,13 +118,21 @@ export class DeviceSet {
       const pool = await setUpPool(dm, root, poolName, opts, newPool, undo, extras.loop);
       const hook = extras.hook;
       const d = dm;
+      // A read-only or needs_check pool refuses messages: its intent waits for a writable open,
+      // its devices can still be activated and mounted read-only.
+      const readOnly = readOnlyModeOf(dm, poolName);
       const { tx, reconciled } = await Transactions.open(store, poolMessenger(dm, poolName), {
-        ...(hook ? { hook: (op, point) => hook(`${op}:${point}`) } : {}),
+        ...(hook ? { hook } : {}),
         prepare: (intent) => prepareReconcile(d, naming, intent),
+        poolName,
+        ...(readOnly ? { readOnly } : {}),
       });
-      const set = new DeviceSet(home, opts, naming, dm, lock, pool, tx, reconciled, hook, !extras.dm);
-      await set.devices.initBase(undo);
-      await set.devices.retryDeferredDeletes();
+      const setOpts = readOnly ? { ...opts, mountOptions: [...opts.mountOptions, 'ro'] } : opts;
+      const set = new DeviceSet(home, setOpts, naming, dm, lock, pool, tx, reconciled, hook, !extras.dm);
+      if (!readOnly) {
+        await set.devices.initBase(undo);
+        await set.devices.retryDeferredDeletes();
+      }
       undo.commit();
       return set;
     } catch (e) {

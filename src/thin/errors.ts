@@ -202,3 +202,67 @@ export class MountOptionError extends Error {
     super(`mount option ${JSON.stringify(value)}: ${reason}`);
   }
 }
+
+function messageOf(e: unknown): string {
+  return e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+}
+
+/**
+ * A pool transaction failed and this process could not bring the pool and the metadata back into
+ * agreement: the intent stays on disk, and nothing more is changed until the pool is reopened
+ * (open reconciles the intent).
+ */
+export class PoolReopenRequiredError extends PoolStateError {
+  constructor(
+    poolName: string,
+    /** The failure that left the transaction open. */
+    readonly firstFailure: unknown,
+  ) {
+    super(poolName, `must be reopened before any other change: a transaction was left open by ${messageOf(firstFailure)}`);
+  }
+}
+
+/** The pool's metadata mode forbids changes: its devices can be activated and mounted read-only. */
+export class PoolReadOnlyError extends PoolStateError {
+  constructor(
+    poolName: string,
+    /** The thin-pool status: `ro` (metadata error or out of metadata space) or `needs_check`. */
+    readonly mode: 'ro' | 'needs_check',
+    what: string,
+  ) {
+    super(poolName, `is ${mode === 'ro' ? 'read-only (ro)' : 'flagged needs_check (run thin_check/thin_repair)'}: cannot ${what}`);
+  }
+}
+
+/** Every thin id tried is already in the pool (EEXIST) without being in the metadata. */
+export class ThinIdCollisionError extends Error {
+  override readonly name = 'ThinIdCollisionError';
+  readonly code = 'EEXIST';
+  constructor(
+    readonly poolName: string,
+    /** The ids the pool answered EEXIST for, in order; none of them was touched. */
+    readonly tried: number[],
+  ) {
+    super(
+      `pool ${poolName} already holds thin ids ${tried.join(', ')} that the metadata does not know ` +
+        '(another user of the pool, or ids leaked by a crash); none was touched',
+    );
+  }
+}
+
+/** A dm device has a device's name but not its thin target, and something holds it open. */
+export class DeviceTableMismatchError extends Error {
+  override readonly name = 'DeviceTableMismatchError';
+  readonly code = 'EBUSY';
+  constructor(
+    readonly deviceName: string,
+    /** What the device has instead: its table, or that it has none. */
+    found: string,
+    readonly holders: string[],
+  ) {
+    super(
+      `device ${deviceName} exists with ${found}, not its thin target, and is held open` +
+        `${holders.length ? ` (${holders.join('; ')})` : ''}: close it or remove it (dmsetup remove) first`,
+    );
+  }
+}

@@ -90,6 +90,8 @@ export interface Intent {
   originHash?: string;
   /** create/snapshot: the new device's size. */
   sizeBytes?: Bytes;
+  /** create/snapshot: the pool answered the message with success (the id is ours to delete). */
+  created?: boolean;
   oldTransactionId: bigint;
   newTransactionId: bigint;
 }
@@ -200,6 +202,7 @@ export class MetadataStore {
     if (o['origin_id'] !== undefined) intent.originId = thinIdField(path, o, 'origin_id');
     if (typeof o['origin_hash'] === 'string') intent.originHash = o['origin_hash'];
     if (o['size'] !== undefined) intent.sizeBytes = bytes(intField(path, o, 'size'));
+    if (o['created'] === true) intent.created = true;
     return intent;
   }
 
@@ -214,6 +217,7 @@ export class MetadataStore {
     if (i.originId !== undefined) o['origin_id'] = i.originId;
     if (i.originHash !== undefined) o['origin_hash'] = i.originHash;
     if (i.sizeBytes !== undefined) o['size'] = jsonSize(join(this.dir, INTENT_FILE), i.sizeBytes);
+    if (i.created === true) o['created'] = true;
     this.write(INTENT_FILE, o);
   }
 

@@ -1,23 +1,29 @@
 // The pool's thin devices: the formatted base, snapshots, their deletion, and their activation
 // as dm devices (`<stem>-<hash>` thin targets on the pool).
+//
+// Activation is DM_DEV_CREATE, TABLE_LOAD, resume (a crash point after each). A device of the right
+// name found by activate is used only if its table is exactly our thin target (pool, thin id,
+// length); one a crash left half-made (no table, a table loaded but not resumed, suspended) is
+// resumed or, if nothing holds it open, removed and made again. One held open with another table
+// is a DeviceTableMismatchError: mounting it or deleting the thin id would act on something else.
 import { discard } from '../blk/index.js';
 import type { DeviceMapper } from '../dm/device-mapper.js';
 import type { DeviceInfo } from '../dm/info.js';
-import type { DeviceName, ThinId } from '../dm/names.js';
+import type { DeviceName, DeviceRef, ThinId } from '../dm/names.js';
 import { parseThinStatus } from '../dm/status/thin.js';
 import { formatDev } from '../structs/dev.js';
 import { type Bytes, bytesToSectors, type Sectors, sectors } from '../structs/units.js';
-import type { ThinTarget } from '../dm/targets.js';
+import { formatTableLine, isThinTarget, type Target, type ThinTarget } from '../dm/targets.js';
 import { join } from 'node:path';
 import type { CrashPointName } from './crash-points.js';
-import { DeviceBusyError, DeviceExistsError, errnoOf, PoolStateError, UnknownDeviceError } from './errors.js';
+import { DeviceBusyError, DeviceExistsError, DeviceTableMismatchError, errnoOf, PoolStateError, UnknownDeviceError } from './errors.js';
 import { describeHolders } from './holders.js';
 import { BASE_HASH, type DeviceRecord } from './metadata-store.js';
 import { mkfs } from './mkfs.js';
 import type { PoolNaming } from './naming.js';
 import type { PoolOptions } from './options.js';
-import { checkSpace } from './pool-health.js';
-import type { Transactions } from './transaction.js';
+import { checkSpace, readPoolStatus } from './pool-health.js';
+import type { ReadOnlyMode, Transactions } from './transaction.js';
 import type { Undo } from './undo.js';
 
 export interface DevStatus {
@@ -27,6 +33,37 @@ export interface DevStatus {
   sizeSectors: Sectors;
   mappedSectors: Sectors;
   highestMappedSector: Sectors | null;
+}
+
+/**
+ * Errors of BLKDISCARD that come before any block is discarded: EBUSY from the O_EXCL open (mounted
+ * or claimed), EOPNOTSUPP (no discard support) and EINVAL (a bad range), both checked by the
+ * kernel's blk_ioctl_discard before it issues a bio.
+ */
+const DISCARD_REFUSED = new Set(['EBUSY', 'EOPNOTSUPP', 'EINVAL']);
+
+/** The pool's status mode when it refuses changes: read-only (`ro`) or flagged `needs_check`. */
+export function readOnlyModeOf(dm: DeviceMapper, poolName: DeviceName): ReadOnlyMode | undefined {
+  const s = readPoolStatus(dm, poolName);
+  // A failed pool (Fail, Error) is reported by the transaction protocol's first status read.
+  if (s.state !== 'ok') return undefined;
+  if (s.needsCheck) return 'needs_check';
+  return s.mode === 'ro' ? 'ro' : undefined;
+}
+
+/** A table that is exactly `want`: one thin target, same pool, thin id and length. */
+function isTableOf(table: Target[], want: ThinTarget): boolean {
+  const [t] = table;
+  return (
+    table.length === 1 &&
+    t !== undefined &&
+    isThinTarget(t) &&
+    t.startSector === want.startSector &&
+    t.lengthSectors === want.lengthSectors &&
+    t.poolDevice === want.poolDevice &&
+    t.thinId === want.thinId &&
+    t.externalOriginDevice === undefined
+  );
 }
 
 export class ThinDevices {
@@ -119,27 +156,57 @@ export class ThinDevices {
       }
       throw new DeviceBusyError(name, mountedAt !== undefined ? [`mounted on ${mountedAt} by this process`] : describeHolders(info!));
     }
-    await this.tx.delete(hash, {
-      beforeMessage: async () => {
-        if (this.options.blkDiscard) {
-          await this.activate(hash);
-          // Returns the blocks to the loop file (a hole); deleting the thin id alone does not.
-          discard(this.devicePath(hash), 0n, BigInt(rec.sizeBytes));
-          this.step('delete:discarded');
-        }
-        await this.deactivate(hash);
-        this.step('delete:deactivated');
-      },
-    });
+    try {
+      await this.tx.delete(hash, {
+        beforeMessage: async (destroying) => {
+          if (this.options.blkDiscard) {
+            await this.activate(hash);
+            // Returns the blocks to the loop file (a hole); deleting the thin id alone does not.
+            // O_EXCL: a device mounted or claimed since the check above is found before any block
+            // is discarded. From the discard on, the delete only goes forward (a busy device is
+            // left as a pending deletion, never as a device of zeros).
+            try {
+              discard(this.devicePath(hash), 0n, BigInt(rec.sizeBytes), { exclusive: true });
+            } catch (e) {
+              if (!DISCARD_REFUSED.has(errnoOf(e) ?? '')) destroying();
+              throw e;
+            }
+            destroying();
+            this.step('delete:discarded');
+          }
+          await this.deactivate(hash);
+          this.step('delete:deactivated');
+        },
+      });
+    } catch (e) {
+      // Refused before anything was destroyed: the device is kept, as when it was busy above.
+      if (errnoOf(e) !== 'EBUSY' || this.tx.devices.get(hash)?.deleted !== false) throw e;
+      if (this.options.useDeferredDeletion) {
+        this.tx.updateDevice({ ...rec, deleted: true });
+        return;
+      }
+      if (e instanceof DeviceBusyError) throw e;
+      const now = this.dm.info({ name });
+      throw new DeviceBusyError(name, now ? describeHolders(now) : [`${(e as Error).message}`]);
+    }
   }
 
+  /** Deletions deferred while their device was busy: done now for those nothing holds open. */
   async retryDeferredDeletes(): Promise<void> {
     for (const rec of [...this.tx.devices.values()]) {
       if (!rec.deleted) continue;
       const info = this.dm.info({ name: this.naming.deviceName(rec.hash) });
       if (info && info.openCount > 0) continue;
-      if (info) await this.dm.remove({ name: info.name }, { retry: true });
-      await this.tx.delete(rec.hash);
+      try {
+        if (info) await this.dm.remove({ name: info.name }, { retry: true });
+        this.step('deferred-delete:deactivated');
+        await this.tx.delete(rec.hash);
+      } catch (e) {
+        // Opened again meanwhile: it stays pending for the next open.
+        if (errnoOf(e) === 'EBUSY') continue;
+        throw e;
+      }
+      this.step('deferred-delete:deleted');
     }
   }
 
@@ -156,14 +223,53 @@ export class ThinDevices {
     };
   }
 
-  /** Make /dev/mapper/<name> for a device (no-op when active). */
+  /**
+   * Make /dev/mapper/<name> for a device (no-op when active with its thin target; a half-made one is
+   * repaired). On a read-only pool the device is read-only.
+   */
   async activate(hash: string): Promise<DeviceInfo> {
     const rec = this.tx.devices.get(hash);
     if (!rec) throw new UnknownDeviceError(hash);
     const name = this.naming.deviceName(hash);
-    const info = this.dm.info({ name });
-    if (info) return info;
-    return this.dm.create(name, { table: [this.thinTarget(rec)] });
+    const want = this.thinTarget(rec);
+    const found = this.dm.info({ name });
+    if (found) {
+      const ready = await this.reuse({ name }, found, want);
+      if (ready) return ready;
+    }
+    await this.dm.create(name);
+    this.step('activate:created');
+    try {
+      this.dm.loadTable({ name }, [want], { readOnly: this.tx.readOnly !== undefined });
+      this.step('activate:loaded');
+      const live = await this.dm.resume({ name });
+      this.step('activate:resumed');
+      return live;
+    } catch (e) {
+      // As libdevmapper's create: a device whose table the kernel refused is removed again; the
+      // load's (or resume's) error is the one to report.
+      await this.dm.remove({ name }, { retry: true }).catch(() => undefined);
+      throw e;
+    }
+  }
+
+  /** An existing device of the name: ours (resumed if need be), or removed (null) if nothing holds it. */
+  private async reuse(ref: DeviceRef, info: DeviceInfo, want: ThinTarget): Promise<DeviceInfo | null> {
+    if (info.liveTable && isTableOf(this.dm.table(ref), want)) {
+      return info.suspended ? this.dm.resume(ref) : info;
+    }
+    if (!info.liveTable && info.inactiveTable && isTableOf(this.dm.table(ref, { inactive: true }), want)) {
+      // A crash between TABLE_LOAD and resume.
+      return this.dm.resume(ref);
+    }
+    if (info.openCount > 0) {
+      const found = info.liveTable ? `table ${this.dm.table(ref).map(formatTableLine).join('; ')}` : 'no table';
+      throw new DeviceTableMismatchError(info.name, found, describeHolders(info));
+    }
+    // Resumed first so that nothing waits on it, as the sweeper does.
+    if (info.suspended) await this.dm.resume(ref).catch(() => undefined);
+    await this.dm.remove(ref, { retry: true });
+    return null;
   }
 
   /** Remove the dm device (the thin id stays). Busy after retries: DeviceBusyError naming holders. */
