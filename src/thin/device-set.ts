@@ -15,7 +15,7 @@ import { DeviceBusyError, errnoOf, PoolStateError } from './errors.js';
 import { describeHolders } from './holders.js';
 import type { CrashHook, CrashPointName } from './crash-points.js';
 import { checkFixedOptions } from './fixed-options.js';
-import { HomeLock } from './lock.js';
+import { checkHomeFolders, HomeLock } from './lock.js';
 import { BASE_HASH, MetadataStore, validateHash, type DeviceRecord, type Intent } from './metadata-store.js';
 import type { MountEntry } from './mount.js';
 import { MountTracker, type MountOptions } from './mount-tracker.js';
@@ -104,6 +104,7 @@ export class DeviceSet {
       for (const dir of makeDirs(root)) undo.dir(dir);
       const lockPath = join(home, 'lock');
       const newLock = !existsSync(lockPath);
+      checkHomeFolders(home);
       lock = HomeLock.acquire(lockPath);
       if (newLock) undo.file(lockPath);
       const naming = PoolNaming.forHome(home, opts.prefix);
