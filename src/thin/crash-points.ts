@@ -49,6 +49,12 @@ export const CRASH_POINTS = {
   'snapshot:origin-suspended': { after: 'the active origin suspended (the intent is durable)', reconcile: 'back' },
   'delete:discarded': { after: "the device's blocks discarded (the intent is durable)", reconcile: 'forward' },
   'delete:deactivated': { after: 'the dm device removed (the intent is durable)', reconcile: 'forward' },
+  'open:loops-attached': { after: 'the loop files made (a new pool) and attached, autoclear; no pool yet', reconcile: 'restart' },
+  'open:pool-created': { after: 'the pool device on the loops (no pool state yet for a new pool)', reconcile: 'restart' },
+  'resize:file-grown': { after: 'the data file grown; its loop device and the pool not yet', reconcile: 'none' },
+  'resize:loop-capacity': { after: "the loop device's capacity grown (LOOP_SET_CAPACITY); the pool not yet", reconcile: 'none' },
+  'resize:table-loaded': { after: "the grown table in the pool's inactive slot (open clears it)", reconcile: 'back' },
+  'resize:suspended': { after: 'the pool suspended, the grown table not swapped in (open clears it, resumes)', reconcile: 'back' },
 } as const satisfies Record<string, CrashPointInfo>;
 
 export type CrashPointName = keyof typeof CRASH_POINTS;
