@@ -309,12 +309,12 @@ async function demo(opts: string[], prefix: string, keep: boolean): Promise<numb
           `devmapper demo: kept ${home} after the failure below; remove it with: ${cliCommand()} pool shutdown --home ${home} && rm -rf ${home}\n`,
         );
       else {
-        set?.close();
+        await set?.close();
         const left = await removeLeftovers(dm, home, stem);
         if (left.length > 0 && failure === undefined) failure = new Error(`EBUSY: could not remove ${left.join(', ')}`);
       }
     } else {
-      set?.close();
+      await set?.close();
     }
     dm.close();
   }

@@ -135,7 +135,7 @@ export async function withPool<T>(
       if (opts.create) writeRecordedOpts(home, storageOpts);
       return await fn({ home, opts: storageOpts, set, dm });
     } finally {
-      set.close();
+      await set.close();
     }
   } finally {
     dm.close();

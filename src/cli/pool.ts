@@ -2,7 +2,7 @@
 // command opens the home folder (taking its lock), does one job and closes it again WITHOUT tearing
 // the pool down: the pool, its loop devices and any mounted layer outlive the process. Only
 // `pool shutdown` removes them.
-import type { DeviceSet } from '../thin/device-set.js';
+import { DeviceSet } from '../thin/device-set.js';
 import { BASE_HASH } from '../thin/metadata-store.js';
 import type { Bytes } from '../structs/units.js';
 import { parseSize } from '../thin/options.js';
@@ -10,7 +10,7 @@ import { flag, runGroup, type Command, type Group, type Invocation } from './com
 import { explain } from './errors.js';
 import { json } from './output.js';
 import { formatBytes, formatPoolStatus, poolView, type PoolStatusView } from './pool-format.js';
-import { DEFAULT_HOME, homeOptions, poolActive, STORAGE_OPTS_FILE, withPool, type HomeArgs } from './pool-home.js';
+import { DEFAULT_HOME, homeOptions, poolActive, resolveHome, STORAGE_OPTS_FILE, withPool, type HomeArgs } from './pool-home.js';
 import { Progress } from './progress.js';
 import { UsageError } from './usage.js';
 
@@ -132,12 +132,14 @@ const commands: Command[] = [
         return;
       }
       const unmounted = await poolStep(
-        () =>
-          withPool(args, async ({ set }) => {
-            // shutdown unmounts whatever the kernel's mount table has of the pool's devices and says where.
-            const { unmounted } = await set.shutdown();
-            return unmounted.map(({ hash, path }) => ({ id: hash === BASE_HASH ? '(base)' : hash, path }));
-          }),
+        async () => {
+          // Unmounts whatever the kernel's mount table has of the pool's devices and says where; works
+          // from the kernel's side alone when the metadata files cannot be read.
+          const { home, opts } = resolveHome(args);
+          const r = await DeviceSet.shutdownHome(home, opts);
+          const list = r.active ? r.unmounted : [];
+          return list.map(({ hash, path }) => ({ id: hash === BASE_HASH ? '(base)' : hash, path }));
+        },
         { ...POOL_HINTS, DeviceBusyError: MOUNT_IN_USE },
       );
       if (isJson(inv)) inv.out(json({ poolName: state.poolName, home: state.home, active: false, unmounted }));

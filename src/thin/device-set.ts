@@ -4,25 +4,23 @@
 // mount-tracker.ts, the pool's health and space in pool-health.ts, growth in resize.ts.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { DEFAULT_REMOVE_RETRY } from '../dm/commands/remove.js';
 import { DeviceMapper } from '../dm/device-mapper.js';
-import { removeByPrefix } from '../dm/teardown.js';
 import type { DeviceInfo } from '../dm/info.js';
 import type { LoopOptions } from '../loop/index.js';
 import type { DeviceName } from '../dm/names.js';
 import type { Bytes } from '../structs/units.js';
-import { DeviceBusyError, errnoOf, PoolStateError } from './errors.js';
-import { describeHolders } from './holders.js';
+import { errnoOf, PoolStateError } from './errors.js';
 import type { CrashHook, CrashPointName } from './crash-points.js';
 import { checkFixedOptions } from './fixed-options.js';
-import { HomeLock } from './lock.js';
+import { detachLoopsOf, removeByStem, unmountByStem } from './home-teardown.js';
+import { checkHomeFolders, HomeLock } from './lock.js';
 import { BASE_HASH, MetadataStore, validateHash, type DeviceRecord, type Intent } from './metadata-store.js';
 import type { MountEntry } from './mount.js';
 import { MountTracker, type MountOptions } from './mount-tracker.js';
 import { PoolNaming } from './naming.js';
 import { optionsFromStrings, parsePoolOptions, type ParseEnv, type PoolOptions, type PoolOptionsInput } from './options.js';
 import { poolMessenger, poolStatusOf, type PoolStatus } from './pool-health.js';
-import { setUpPool, type PoolDevices } from './pool-setup.js';
+import { loopFiles, setUpPool, type PoolDevices } from './pool-setup.js';
 import { resizePool } from './resize.js';
 import { readOnlyModeOf, ThinDevices, type DevStatus } from './thin-devices.js';
 import { Transactions, type ReconcileResult } from './transaction.js';
@@ -56,6 +54,8 @@ export class DeviceSet {
   private readonly mounts: MountTracker;
   private readonly devices: ThinDevices;
   private closed = false;
+  /** Settles when close() or shutdown() has let go of the lock. */
+  private done: Promise<void> | undefined;
 
   private constructor(
     readonly home: string,
@@ -104,6 +104,7 @@ export class DeviceSet {
       for (const dir of makeDirs(root)) undo.dir(dir);
       const lockPath = join(home, 'lock');
       const newLock = !existsSync(lockPath);
+      checkHomeFolders(home);
       lock = HomeLock.acquire(lockPath);
       if (newLock) undo.file(lockPath);
       const naming = PoolNaming.forHome(home, opts.prefix);
@@ -115,8 +116,8 @@ export class DeviceSet {
       const poolName = opts.thinPoolDevice ?? naming.poolName();
       checkFixedOptions(input, opts, { dm, poolName, root, base: store.readDevice(BASE_HASH) });
       if (newPool) undo.push(`metadata in ${metaDir}`, () => store.forgetPool());
-      const pool = await setUpPool(dm, root, poolName, opts, newPool, undo, extras.loop);
       const hook = extras.hook;
+      const pool = await setUpPool(dm, root, poolName, opts, newPool, undo, extras.loop, (point) => hook?.(point));
       const d = dm;
       // A read-only or needs_check pool refuses messages: its intent waits for a writable open,
       // its devices can still be activated and mounted read-only.
@@ -159,16 +160,23 @@ export class DeviceSet {
       const ours = existsSync(home) ? `${PoolNaming.forHome(home, opts.prefix).stem}-` : '';
       const active = poolName !== '' && dm.info({ name: poolName }) !== null;
       if (!active || ours === '') return { active: false, poolName };
-      const set = await DeviceSet.open(home, options, { ...extras, dm });
+      let set: DeviceSet;
+      try {
+        set = await DeviceSet.open(home, options, { ...extras, dm });
+      } catch (e) {
+        // Metadata files that cannot be read (or disagree with the pool) must not keep the pool up.
+        if (errnoOf(e) !== 'EUCLEAN') throw e;
+        return { active: true, ...(await shutdownFromKernel(dm, home, opts, poolName)) };
+      }
       return { active: true, ...(await set.shutdown()) };
     } finally {
       if (!extras.dm) dm.close();
     }
   }
 
-  /** Serialize public operations (one pool transaction at a time). */
+  /** Serialize public operations (one pool transaction at a time); none is taken once closing. */
   private serial<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.closed) return Promise.reject(new PoolStateError(this.poolName, 'the device set is shut down'));
+    if (this.closed) return Promise.reject(new PoolStateError(this.poolName, 'the device set is closed or shut down'));
     const run = this.queue.then(fn, fn);
     this.queue = run.catch(() => undefined);
     return run;
@@ -259,39 +267,47 @@ export class DeviceSet {
 
   /** Grow the loop data file to `sizeBytes` and the pool with it. */
   resizePool(sizeBytes: Bytes): Promise<void> {
-    return this.serial(() => resizePool(this.dm, this.pool, sizeBytes));
+    return this.serial(() => resizePool(this.dm, this.pool, sizeBytes, (point) => this.step(point)));
   }
 
   /** Unmount and deactivate everything, remove the pool we made (the loops go with it); keep data. */
   shutdown(): Promise<ShutdownResult> {
-    return this.serial(async () => {
-      this.closed = true;
+    // Queued after what is already waiting; nothing is queued after it.
+    const run = this.serial(async () => {
       try {
         // Ours and those of earlier processes alike: the kernel's mount table is the truth.
         const unmounted = await this.mounts.unmountAll(this.tx.devices.keys());
         // Every device of this home's names, holders first, suspended ones resumed first: those
         // the metadata knows and any a crash left. The pool's name is among them only if we made it.
         const keep = this.pool.owned ? [] : [this.poolName];
-        const left = await removeByPrefix(this.dm, `${this.naming.stem}-`, { retry: DEFAULT_REMOVE_RETRY, keep });
-        const failed = left.failed[0];
-        if (failed) {
-          const info = this.dm.info({ name: failed.name });
-          if (errnoOf(failed.error) === 'EBUSY') throw new DeviceBusyError(failed.name, info ? describeHolders(info) : []);
-          throw failed.error;
-        }
+        await removeByStem(this.dm, this.naming, keep);
+        if (this.pool.owned) await detachLoopsOf([this.pool.dataFile, this.pool.metadataFile].filter((f) => f !== undefined));
         return { unmounted };
       } finally {
         if (this.ownsDm) this.dm.close();
         this.lock.release();
       }
     });
+    this.closed = true;
+    this.done = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
   }
 
-  /** Release the lock and control node without touching devices (for a caller that crashed paths). */
-  close(): void {
+  /**
+   * Release the lock and control node without touching devices, once the operations already
+   * queued are over; new ones are refused from now on. After a shutdown: waits for it, no more.
+   */
+  close(): Promise<void> {
+    if (this.done) return this.done;
     this.closed = true;
-    if (this.ownsDm) this.dm.close();
-    this.lock.release();
+    this.done = this.queue.then(() => {
+      if (this.ownsDm) this.dm.close();
+      this.lock.release();
+    });
+    return this.done;
   }
 
   /** The pool's thin ids as the metadata knows them (for tests and `pool` CLI). */
@@ -301,6 +317,28 @@ export class DeviceSet {
 
   get transactionId(): bigint {
     return this.tx.transactionId;
+  }
+}
+
+/**
+ * Shutdown from the kernel's side alone, under the home's lock: every mount of a `<stem>-*` device,
+ * the devices (a dm.thinpooldev pool is kept), then any loop device left on the loop files.
+ */
+async function shutdownFromKernel(dm: DeviceMapper, home: string, opts: PoolOptions, poolName: DeviceName): Promise<ShutdownResult> {
+  checkHomeFolders(home);
+  const lock = HomeLock.acquire(join(home, 'lock'));
+  try {
+    const naming = PoolNaming.forHome(home, opts.prefix);
+    const keep = opts.thinPoolDevice === undefined ? [] : [poolName];
+    const unmounted = await unmountByStem(dm, naming, keep);
+    await removeByStem(dm, naming, keep);
+    if (opts.thinPoolDevice === undefined && opts.dataDevice === undefined) {
+      const files = loopFiles(join(home, 'devicemapper'));
+      await detachLoopsOf([files.data, files.metadata]);
+    }
+    return { unmounted };
+  } finally {
+    lock.release();
   }
 }
 

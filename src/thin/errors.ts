@@ -266,3 +266,31 @@ export class DeviceTableMismatchError extends Error {
     );
   }
 }
+
+/** A file an existing pool is made of is missing (a loop data or metadata file): never recreated. */
+export class PoolFileMissingError extends Error {
+  override readonly name = 'PoolFileMissingError';
+  readonly code = 'ENOENT';
+  constructor(
+    readonly path: string,
+    reason: string,
+  ) {
+    super(`${path} is missing: ${reason}`);
+  }
+}
+
+/**
+ * A home folder (or its lock file) another user could tamper with: not ours, writable by group or
+ * others, or a lock that is not a plain file of its own (a symlink, a hard link, a fifo).
+ */
+export class UnsafeHomeError extends Error {
+  override readonly name = 'UnsafeHomeError';
+  constructor(
+    readonly path: string,
+    /** EPERM: wrong owner or mode; ELOOP: a symlink; EINVAL: not a regular file or directory, or hard-linked. */
+    readonly code: 'EPERM' | 'ELOOP' | 'EINVAL',
+    reason: string,
+  ) {
+    super(`${path}: ${reason}`);
+  }
+}

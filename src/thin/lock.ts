@@ -2,9 +2,23 @@
 // lifetime. The kernel drops it when the process dies however it dies, so there is no stale lock to
 // detect or break. The file also records "<pid> <start time>" of the holder, only so that a refused
 // process can say who holds the home; the lock itself is the flock, never the file's content.
-import { closeSync, constants as fsConstants, fstatSync, ftruncateSync, openSync, readFileSync, readSync, writeSync } from 'node:fs';
+// Before it is taken, the home must be safe to act in (checkHomeFolders), and the lock file is
+// opened without following a symlink and truncated only once it is known to be our own plain file.
+import {
+  closeSync,
+  constants as fsConstants,
+  fstatSync,
+  ftruncateSync,
+  openSync,
+  readFileSync,
+  readSync,
+  type Stats,
+  statSync,
+  writeSync,
+} from 'node:fs';
+import { join } from 'node:path';
 import { LOCK_EX, LOCK_NB, LOCK_SH, LOCK_UN, sysFlock } from '../ioctl/libc.js';
-import { PoolLockedError } from './errors.js';
+import { errnoOf, PoolLockedError, UnsafeHomeError } from './errors.js';
 
 /**
  * How long a refused acquire waits for the holder's record to name a live process: the holder
@@ -66,6 +80,54 @@ function sleepMs(ms: number): void {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
 
+const octal = (mode: number): string => `0${(mode & 0o7777).toString(8)}`;
+
+/** Our uid; a platform without one (no getuid) has no owners to check. */
+const ourUid = (): number | undefined => process.geteuid?.();
+
+/**
+ * Refuse to act in a home another user could tamper with, as Docker and containerd check their
+ * roots: `home`, `home/devicemapper` and `home/metadata` (those that exist; the symlinks followed)
+ * must each be a directory owned by our effective uid with neither the group nor the others write
+ * bit (mode & 0o022). Whoever can write there could swap the loop files, the metadata or the lock.
+ */
+export function checkHomeFolders(home: string): void {
+  const uid = ourUid();
+  for (const path of [home, join(home, 'devicemapper'), join(home, 'metadata')]) {
+    let st: Stats;
+    try {
+      st = statSync(path);
+    } catch (e) {
+      if (errnoOf(e) === 'ENOENT' && path !== home) continue;
+      throw e;
+    }
+    if (!st.isDirectory()) throw new UnsafeHomeError(path, 'EINVAL', 'not a directory');
+    if (uid !== undefined && st.uid !== uid)
+      throw new UnsafeHomeError(path, 'EPERM', `owned by uid ${st.uid}, not by us (uid ${uid}); the pool's home must be ours`);
+    if ((st.mode & 0o022) !== 0)
+      throw new UnsafeHomeError(path, 'EPERM', `mode ${octal(st.mode)} lets group or others write to it; chmod go-w ${path}`);
+  }
+}
+
+/** The lock file must be our own plain file: not a fifo or device, not hard-linked to another name. */
+function checkLockFile(path: string, fd: number): void {
+  const st = fstatSync(fd);
+  const uid = ourUid();
+  if (!st.isFile()) throw new UnsafeHomeError(path, 'EINVAL', 'the lock is not a regular file');
+  if (st.nlink !== 1) throw new UnsafeHomeError(path, 'EINVAL', `the lock file has ${st.nlink} links; it must have one`);
+  if (uid !== undefined && st.uid !== uid) throw new UnsafeHomeError(path, 'EPERM', `the lock file is owned by uid ${st.uid}, not by us`);
+}
+
+/** open(2) the lock file with O_NOFOLLOW (and O_NONBLOCK: a fifo in its place must not hang us). */
+function openLockFile(path: string, flags: number, mode?: number): number {
+  try {
+    return openSync(path, flags | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK, mode);
+  } catch (e) {
+    if (errnoOf(e) === 'ELOOP') throw new UnsafeHomeError(path, 'ELOOP', 'the lock is a symlink; it must be a plain file');
+    throw e;
+  }
+}
+
 export class HomeLock {
   private fd: number | null;
   private constructor(
@@ -81,8 +143,9 @@ export class HomeLock {
    */
   static acquire(path: string): HomeLock {
     // Node opens with O_CLOEXEC: mkfs and other children never inherit (and so never keep) the lock.
-    const fd = openSync(path, fsConstants.O_RDWR | fsConstants.O_CREAT, 0o600);
+    const fd = openLockFile(path, fsConstants.O_RDWR | fsConstants.O_CREAT, 0o600);
     try {
+      checkLockFile(path, fd);
       let holder: Holder | null = null;
       for (let waited = 0; ; waited += SETTLE_STEP_MS) {
         if (tryFlock(fd, LOCK_EX)) {
@@ -111,12 +174,13 @@ export class HomeLock {
   static holder(path: string): number | null {
     let fd: number;
     try {
-      fd = openSync(path, fsConstants.O_RDONLY);
+      fd = openLockFile(path, fsConstants.O_RDONLY);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
       throw e;
     }
     try {
+      checkLockFile(path, fd);
       if (tryFlock(fd, LOCK_SH)) {
         sysFlock(fd, LOCK_UN);
         return null;

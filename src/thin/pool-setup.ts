@@ -4,12 +4,14 @@ import { closeSync, existsSync, fsyncSync, ftruncateSync, openSync, readSync, st
 import { join } from 'node:path';
 import { blockDeviceSizeBytes } from '../blk/index.js';
 import type { DeviceMapper } from '../dm/device-mapper.js';
+import type { DeviceInfo } from '../dm/info.js';
 import { isThinPoolTarget, type ThinPoolTarget } from '../dm/targets.js';
 import { attachLoop, detachLoop, findLoopByFile, releaseLoop, type LoopDevice, type LoopOptions } from '../loop/index.js';
 import { formatDev } from '../structs/dev.js';
 import { type Bytes, bytesToSectors, sectors, sectorsToBytes } from '../structs/units.js';
 import type { DeviceName } from '../dm/names.js';
-import { PoolStateError } from './errors.js';
+import type { CrashHook } from './crash-points.js';
+import { PoolFileMissingError, PoolStateError } from './errors.js';
 import type { PoolOptions } from './options.js';
 import type { Undo } from './undo.js';
 
@@ -34,9 +36,24 @@ export function loopFiles(root: string): { data: string; metadata: string } {
   return { data: join(root, 'data'), metadata: join(root, 'metadata') };
 }
 
-/** Create a sparse file of `sizeBytes` if missing; returns whether it was created. */
-function ensureSparseFile(path: string, sizeBytes: Bytes, undo: Undo): boolean {
-  if (existsSync(path)) return false;
+/**
+ * Whether the loop files are to be made ('create': a new pool, no pool state and neither file) or
+ * used as they are ('adopt': both there). An existing pool (pool state in the metadata folder, or
+ * one of the files there) with a file missing is refused: a new data file would map every layer to
+ * holes, a new metadata file would lose the pool. Nothing is touched either way.
+ */
+export function checkLoopFiles(files: { data: string; metadata: string }, newPool: boolean): 'create' | 'adopt' {
+  const data = existsSync(files.data);
+  const metadata = existsSync(files.metadata);
+  if (data && metadata) return 'adopt';
+  if (newPool && !data && !metadata) return 'create';
+  const missing = data ? files.metadata : files.data;
+  const why = newPool ? `${data ? files.data : files.metadata} is there, so this is an existing pool` : 'the metadata folder holds a pool';
+  throw new PoolFileMissingError(missing, `${why}; it is never made again (restore it, or remove the home for a new pool)`);
+}
+
+/** Create a sparse file of `sizeBytes` (it must not exist). */
+function createSparseFile(path: string, sizeBytes: Bytes, undo: Undo): void {
   const fd = openSync(path, 'wx', 0o600);
   undo.file(path);
   try {
@@ -45,7 +62,6 @@ function ensureSparseFile(path: string, sizeBytes: Bytes, undo: Undo): boolean {
   } finally {
     closeSync(fd);
   }
-  return true;
 }
 
 /** A new pool's metadata must start with a zeroed superblock (thin-provisioning.rst). */
@@ -145,6 +161,21 @@ export function poolTable(metadataDevice: string, dataDevice: string, dataSizeBy
 }
 
 /**
+ * A pool a failed or killed resize left suspended would hang every I/O of its thin devices: its
+ * inactive table (one we never checked) is cleared and the live one resumed. An inactive table
+ * left on a running pool is cleared too, so no later resume swaps it in.
+ */
+async function recoverSuspended(dm: DeviceMapper, poolName: DeviceName, info: DeviceInfo): Promise<void> {
+  try {
+    if (info.inactiveTable) dm.clearTable({ name: poolName });
+    if (info.suspended) await dm.resume({ name: poolName });
+  } catch (e) {
+    const what = info.suspended ? 'is suspended and could not be resumed' : 'has an inactive table that could not be cleared';
+    throw new PoolStateError(poolName, `${what}: ${(e as Error).message}`);
+  }
+}
+
+/**
  * Find the pool `poolName` if active, else make it. `newPool` says the metadata folder has no pool
  * state yet, i.e. the metadata device may be zeroed.
  */
@@ -156,6 +187,7 @@ export async function setUpPool(
   newPool: boolean,
   undo: Undo,
   loopOpts: LoopOptions = {},
+  step: CrashHook = () => {},
 ): Promise<PoolDevices> {
   if (opts.thinPoolDevice !== undefined) {
     const name = opts.thinPoolDevice;
@@ -179,6 +211,7 @@ export async function setUpPool(
   if (info !== null) {
     const tp = dm.table({ name: poolName })[0];
     if (!tp || !isThinPoolTarget(tp)) throw new PoolStateError(poolName, `device ${poolName} exists but is not a thin-pool`);
+    await recoverSuspended(dm, poolName, info);
     const out: PoolDevices = {
       poolName,
       owned: true,
@@ -201,10 +234,13 @@ export async function setUpPool(
   let fresh = false;
   try {
     if (loopback) {
-      ensureSparseFile(files.data, opts.loopDataSizeBytes, undo);
-      const createdMeta = ensureSparseFile(files.metadata, opts.loopMetadataSizeBytes, undo);
+      const created = checkLoopFiles(files, newPool) === 'create';
+      if (created) {
+        createSparseFile(files.data, opts.loopDataSizeBytes, undo);
+        createSparseFile(files.metadata, opts.loopMetadataSizeBytes, undo);
+      }
       // Never zero a pool's superblock: metadata files without our metadata folder are adopted.
-      if (createdMeta || (newPool && !hasThinSuperblock(files.metadata))) {
+      if (created || (newPool && !hasThinSuperblock(files.metadata))) {
         zeroMetadataHeader(files.metadata);
         fresh = true;
       }
@@ -215,6 +251,7 @@ export async function setUpPool(
       dataDev = formatDev(d.dev);
       metaDev = formatDev(m.dev);
       dataSize = blockDeviceSizeBytes(d.dev.path);
+      step('open:loops-attached');
     } else {
       dataDev = majMin(opts.dataDevice!);
       metaDev = majMin(opts.metadataDevice!);
@@ -226,6 +263,7 @@ export async function setUpPool(
     }
     await dm.create(poolName, { table: [poolTable(metaDev, dataDev, dataSize, opts.dataBlockSizeBytes)] });
     undo.push(`pool ${poolName}`, () => dm.remove({ name: poolName }, { retry: true }));
+    step('open:pool-created');
   } finally {
     // With autoclear, the loops now live as long as the pool holds them (or vanish if it failed).
     for (const l of release) releaseLoop(l);

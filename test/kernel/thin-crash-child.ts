@@ -31,4 +31,4 @@ switch (op) {
     throw new Error(`unknown op ${op}`);
 }
 process.stdout.write('completed\n');
-set.close();
+await set.close();

@@ -28,7 +28,7 @@ describe('options an existing pool cannot take', () => {
     home = newHome('fixed');
     const set = await DeviceSet.open(home, SMALL);
     await set.addDevice('keep', '');
-    set.close(); // the pool stays active
+    await set.close(); // the pool stays active
   });
   afterAll(async () => {
     await sweep();
@@ -52,7 +52,7 @@ describe('options an existing pool cannot take', () => {
     // The lock was let go: the same home opens with its own options.
     const set = await DeviceSet.open(home, SMALL);
     expect(set.deviceRecords().find((r) => r.hash === '')?.sizeBytes).toBe(BigInt(64 * 2 ** 20));
-    set.close();
+    await set.close();
   });
 
   test('an inactive pool: the block size is read from its metadata superblock', async () => {
@@ -67,7 +67,7 @@ describe('options an existing pool cannot take', () => {
   test('the same values, and a data size the pool has grown past, are accepted', async () => {
     const set = await DeviceSet.open(home, [...SMALL, 'dm.blocksize=64K']);
     await set.resizePool(bytes(512 * 2 ** 20));
-    set.close();
+    await set.close();
     const again = await DeviceSet.open(home, SMALL); // dm.loopdatasize=256M: what the pool was made with
     expect(again.status().data.totalBytes).toBe(512n * 2n ** 20n);
     await again.shutdown();
@@ -78,7 +78,7 @@ describe('options an existing pool cannot take', () => {
     try {
       const opts = [...without('dm.basesize'), 'dm.basesize=300M'];
       const set = await DeviceSet.open(h, opts);
-      set.close();
+      await set.close();
       const err = await DeviceSet.open(h, [...opts, 'dm.fs=xfs']).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(PoolOptionConflictError);
       expect((err as Error).message).toMatch(/dm\.fs="xfs": the pool already has ext4/);
@@ -128,7 +128,7 @@ describe('mounts and shutdown at their edges', () => {
     const mp = join(home, 'hand');
     mkdirSync(mp);
     await set.mountDevice('hand', mp);
-    set.close(); // as the CLI: the mount outlives the process that made it
+    await set.close(); // as the CLI: the mount outlives the process that made it
     sysUmount2(mp, 0); // umount(8) by hand
     expect(isMounted(mp)).toBe(false);
     const later = await DeviceSet.open(home, SMALL);
@@ -146,7 +146,7 @@ describe('mounts and shutdown at their edges', () => {
     mkdirSync(mp, { recursive: true });
     await set.mountDevice('hand', mp);
     const poolName = set.poolName;
-    set.close();
+    await set.close();
     const first = await DeviceSet.shutdownHome(home, SMALL);
     expect(first).toEqual({ active: true, unmounted: [{ hash: 'hand', path: mp }] });
     expect(dmsetup('ls')).not.toContain(poolName);

@@ -1,12 +1,25 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  closeSync,
+  linkSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { LOCK_EX, sysFlock } from '../../src/ioctl/libc.js';
 import { PoolLockedError } from '../../src/thin/errors.js';
-import { HomeLock } from '../../src/thin/lock.js';
+import { checkHomeFolders, HomeLock } from '../../src/thin/lock.js';
 
 const child = resolve(import.meta.dirname, 'thin-lock-child.ts');
 let dir: string;
@@ -129,5 +142,76 @@ describe('HomeLock (flock)', () => {
       closeSync(fd);
     }
     HomeLock.acquire(lockPath).release();
+  });
+});
+
+describe('the lock file is never followed or truncated unless it is our own plain file', () => {
+  test('a symlink to another file: refused with ELOOP naming the path, the target untouched', () => {
+    const victim = join(dir, 'victim');
+    writeFileSync(victim, 'root:x:0:0\n');
+    symlinkSync(victim, lockPath);
+    expect(acquireError()).toMatchObject({ name: 'UnsafeHomeError', code: 'ELOOP', path: lockPath });
+    expect((acquireError() as Error).message).toContain(lockPath);
+    expect(readFileSync(victim, 'utf8')).toBe('root:x:0:0\n');
+  });
+
+  test('a hard link to another file: refused (EINVAL), its content untouched', () => {
+    const victim = join(dir, 'victim');
+    writeFileSync(victim, 'keep me\n');
+    linkSync(victim, lockPath);
+    expect(acquireError()).toMatchObject({ name: 'UnsafeHomeError', code: 'EINVAL', path: lockPath });
+    expect(readFileSync(victim, 'utf8')).toBe('keep me\n');
+  });
+
+  test('a fifo or a folder in its place: refused as not a regular file', () => {
+    mkdirSync(lockPath);
+    expect(acquireError()).toMatchObject({ code: expect.stringMatching(/^(EINVAL|EISDIR)$/) });
+    rmSync(lockPath, { recursive: true });
+    execFileSync('mkfifo', [lockPath]);
+    expect(acquireError()).toMatchObject({ name: 'UnsafeHomeError', code: 'EINVAL', path: lockPath });
+  });
+});
+
+describe('checkHomeFolders: the home and its folders are ours and not writable by group or others', () => {
+  const uid = process.getuid!();
+  test('a private home passes; so do its folders', () => {
+    mkdirSync(join(dir, 'devicemapper'), { mode: 0o700 });
+    mkdirSync(join(dir, 'metadata'), { mode: 0o755 });
+    expect(() => checkHomeFolders(dir)).not.toThrow();
+  });
+
+  test.each([
+    ['', '777'],
+    ['', '770'],
+    ['devicemapper', '757'],
+    ['metadata', '720'],
+  ])('%j with mode %s: UnsafeHomeError EPERM naming the path and its mode', (sub, octal) => {
+    const mode = Number.parseInt(octal, 8);
+    for (const d of ['devicemapper', 'metadata']) mkdirSync(join(dir, d), { mode: 0o700 });
+    const path = sub === '' ? dir : join(dir, sub);
+    chmodSync(path, mode);
+    let err: unknown;
+    try {
+      checkHomeFolders(dir);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toMatchObject({ name: 'UnsafeHomeError', code: 'EPERM', path });
+    expect((err as Error).message).toContain(`mode 0${mode.toString(8)}`);
+  });
+
+  test('a folder owned by another user is refused, naming its owner', () => {
+    // As root, make one that is not ours; otherwise / is (root's).
+    let home = dir;
+    if (uid === 0) chownSync(dir, 65534, 65534);
+    else home = '/';
+    let err: unknown;
+    try {
+      checkHomeFolders(home);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toMatchObject({ name: 'UnsafeHomeError', code: 'EPERM', path: home });
+    expect((err as Error).message).toMatch(/owned by uid \d+/);
   });
 });

@@ -1,9 +1,9 @@
-import { mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { formatTableLine } from '../../src/dm/targets.js';
-import { hasThinSuperblock, poolTable, zeroMetadataHeader } from '../../src/thin/pool-setup.js';
+import { checkLoopFiles, hasThinSuperblock, loopFiles, poolTable, zeroMetadataHeader } from '../../src/thin/pool-setup.js';
 import { bytes } from '../../src/structs/units.js';
 
 let dir: string;
@@ -39,5 +39,44 @@ describe('metadata superblock', () => {
     const p = join(dir, 'short');
     writeFileSync(p, Buffer.alloc(16));
     expect(hasThinSuperblock(p)).toBe(false);
+  });
+});
+
+describe('loop files: made only for a new pool', () => {
+  const files = () => loopFiles(dir);
+  const refusal = (newPool: boolean): unknown => {
+    try {
+      checkLoopFiles(files(), newPool);
+    } catch (e) {
+      return e;
+    }
+    return undefined;
+  };
+
+  test('no pool state and neither file: a new pool, both are to be made', () => {
+    expect(checkLoopFiles(files(), true)).toBe('create');
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
+  test('both files there: adopted, with or without pool state', () => {
+    writeFileSync(files().data, '');
+    writeFileSync(files().metadata, '');
+    expect(checkLoopFiles(files(), true)).toBe('adopt');
+    expect(checkLoopFiles(files(), false)).toBe('adopt');
+  });
+
+  test.each([
+    ['data', false, 'metadata'],
+    ['metadata', false, 'data'],
+    ['data', true, 'metadata'],
+    ['metadata', true, 'data'],
+    ['data', true, ''],
+  ] as const)('%s missing (pool state %s, %j there): ENOENT naming it, nothing made', (missing, state, present) => {
+    if (present !== '') writeFileSync(files()[present], 'x');
+    const before = readdirSync(dir).sort();
+    const err = refusal(!state);
+    expect(err).toMatchObject({ name: 'PoolFileMissingError', code: 'ENOENT', path: files()[missing] });
+    expect((err as Error).message).toContain(files()[missing]);
+    expect(readdirSync(dir).sort()).toEqual(before);
   });
 });
