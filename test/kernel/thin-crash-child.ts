@@ -14,15 +14,14 @@ const spec = JSON.parse(process.argv[2]!) as ChildSpec;
 const log = openSync(spec.log, 'a');
 const emit = (e: ChildEvent) => writeSync(log, `${JSON.stringify(e)}\n`);
 
-let counting = spec.countOpen;
+let counting = spec.countFrom < 0;
 let hits = 0;
 const hook = (point: CrashPointName) => {
   emit({ ev: 'hit', point, counted: counting });
-  if (counting && ++hits === spec.killAt) process.kill(process.pid, 'SIGKILL');
+  if (counting && (++hits === spec.killAt || point === spec.killAtPoint)) process.kill(process.pid, 'SIGKILL');
 };
 
 let set = await DeviceSet.open(spec.home, spec.options, { hook });
-counting = true;
 emit({ ev: 'open' });
 
 const mountPoint = (hash: string) => join(spec.mnt, hash);
@@ -71,11 +70,13 @@ async function run(op: Op): Promise<'ok' | 'refused' | 'deferred'> {
   }
 }
 
-for (const op of spec.ops) {
+for (const [i, op] of spec.ops.entries()) {
+  counting = i >= spec.countFrom;
   emit({ ev: 'begin', op });
   emit({ ev: 'ack', op, result: await run(op) });
 }
 if (spec.random) {
+  counting = true;
   const rand = prng(spec.random.seed);
   let n = 0;
   const newName = () => `${spec.random!.prefix}${n++}`;

@@ -26,8 +26,13 @@ export interface ChildSpec {
   log: string;
   /** Kill at the k-th counted hook hit (1-based); 0: never. */
   killAt: number;
-  /** Whether hits inside the first DeviceSet.open count (pool set-up, reconcile, base, deferred deletes). */
-  countOpen: boolean;
+  /** Or kill at the first counted hit of this point. */
+  killAtPoint?: string;
+  /**
+   * Hits count from operation `countFrom` on (earlier ones only prepare); -1: from the start of
+   * the first DeviceSet.open (pool set-up, reconcile, the base, deferred deletes).
+   */
+  countFrom: number;
   ops: Op[];
   /** Then this many random operations (randomOp), named `<prefix><n>`. */
   random?: { seed: number; count: number; prefix: string };

@@ -6,10 +6,10 @@
 // the transaction ids agree, no intent and nothing suspended remain, every acknowledged layer is
 // there with its files intact, and the interrupted operation's outcome is what the table says.
 //
-// Speed: the child is bundled once (esbuild) instead of loading TypeScript per spawn, and each
-// scenario copies a template home (pool, formatted base, layers with files, shut down) instead of
-// making a pool and running mkfs per kill. DEVMAPPER_CRASH_ONLY=name,name runs some scenarios only
-// (for development: the coverage test then fails, naming what was not killed).
+// Speed: the child is bundled once (esbuild) instead of loading TypeScript per spawn; a scenario's
+// runs follow each other on one copy of a template home (pool, formatted base, layers with files),
+// so no kill pays for mkfs or a new pool. DEVMAPPER_CRASH_ONLY=name,name runs some tests only (for
+// development: the coverage test then fails, naming what was not killed).
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -19,7 +19,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { CRASH_POINT_NAMES, CRASH_POINTS, type CrashPointName } from '../../src/thin/crash-points.js';
 import { DeviceSet } from '../../src/thin/device-set.js';
 import { type ChildSpec, type Op, parseEvents, prng } from './thin-crash-ops.js';
-import { applyEvents, checkReopened, effectOf, type LayerModel, writeLayerFile } from './thin-crash-check.js';
+import { applyEvents, checkReopened, effectOf, emptyModel, type LayerModel, writeLayerFile } from './thin-crash-check.js';
 import { newHome, requireKernelTier, SMALL, sweep } from './thin-support.js';
 
 requireKernelTier();
@@ -29,100 +29,147 @@ const run = (name: string) => ONLY === undefined || ONLY.includes(name);
 
 /** The template's layers: `a` (a snapshot of the base) and `c` (a snapshot of `a`), each with a file. */
 function templateModel(): LayerModel {
-  return {
-    present: new Map([
-      ['a', ['a.bin']],
-      ['c', ['a.bin', 'c.bin']],
-    ]),
-    gone: new Set(),
-    pendingCreate: new Map(),
-    pendingDelete: new Set(),
-  };
+  const model = emptyModel();
+  model.present.set('a', ['a.bin']);
+  model.present.set('c', ['a.bin', 'c.bin']);
+  return model;
 }
 
 interface Scenario {
   name: string;
-  /** Options beyond SMALL (runtime ones: a template fits every scenario). */
+  /** Options beyond SMALL (runtime ones: one template fits every scenario). */
   options?: string[];
-  /** 'none': a new home (the child makes the pool); 'layers': a copy of the template. */
-  home: 'none' | 'layers';
-  ops: Op[];
-  /** Whether hits inside the child's first open are killed too. */
-  countOpen?: boolean;
-  /** The outcome of the whole scenario, for kills in its last op (or in its open if it has none). */
-  effect?: (set: DeviceSet) => boolean;
+  /** A new empty home per run (the child makes the pool); else runs follow each other on one copy of the template. */
+  fresh?: boolean;
+  /** The operations of the k-th run (new names each run: a run starts from what the last one left). */
+  ops: (k: number) => Op[];
+  /** Hits count from this operation on (those before prepare); -1: from the child's open on. */
+  countFrom?: number;
+  /** The outcome of the scenario's last operation, where its kind alone does not say (effectOf). */
+  effect?: (set: DeviceSet, k: number) => boolean;
 }
 
 const baseInitialized = (set: DeviceSet) => set.deviceRecords().find((r) => r.hash === '')?.initialized === true;
+const MiB = 1n << 20n;
 
 const SCENARIOS: Scenario[] = [
-  { name: 'pool init', home: 'none', ops: [], countOpen: true, effect: baseInitialized },
-  { name: 'snapshot of an inactive origin', home: 'layers', ops: [{ op: 'create', hash: 'b', from: 'a' }] },
-  { name: 'snapshot of the base', home: 'layers', ops: [{ op: 'create', hash: 'b', from: '' }] },
+  { name: 'pool init', fresh: true, ops: () => [], countFrom: -1, effect: baseInitialized },
+  { name: 'snapshot of an inactive origin', ops: (k) => [{ op: 'create', hash: `b${k}`, from: 'a' }] },
+  { name: 'snapshot of the base', ops: (k) => [{ op: 'create', hash: `r${k}`, from: '' }] },
   {
     name: 'snapshot of an active origin',
-    home: 'layers',
-    ops: [
+    ops: (k) => [
       { op: 'activate', hash: 'a' },
-      { op: 'create', hash: 'b', from: 'a' },
+      { op: 'create', hash: `s${k}`, from: 'a' },
     ],
+    countFrom: 1,
   },
   {
     name: 'snapshot of a mounted origin',
-    home: 'layers',
-    ops: [
-      { op: 'mount', hash: 'a' },
-      { op: 'create', hash: 'b', from: 'a' },
+    ops: (k) => [
+      { op: 'mount', hash: 'c' },
+      { op: 'create', hash: `m${k}`, from: 'c' },
     ],
+    countFrom: 1,
   },
   {
     name: 'activate and mount',
-    home: 'layers',
-    ops: [
+    ops: () => [
       { op: 'activate', hash: 'c' },
       { op: 'deactivate', hash: 'c' },
-      { op: 'mount', hash: 'c' },
-      { op: 'unmount', hash: 'c' },
+      { op: 'mount', hash: 'a' },
+      { op: 'unmount', hash: 'a' },
     ],
   },
-  { name: 'delete with dm.blkdiscard', home: 'layers', ops: [{ op: 'delete', hash: 'a' }] },
-  { name: 'delete without dm.blkdiscard', options: ['dm.blkdiscard=false'], home: 'layers', ops: [{ op: 'delete', hash: 'c' }] },
+  {
+    name: 'delete with dm.blkdiscard',
+    ops: (k) => [
+      { op: 'create', hash: `d${k}`, from: 'a' },
+      { op: 'delete', hash: `d${k}` },
+    ],
+    countFrom: 1,
+  },
+  {
+    name: 'delete without dm.blkdiscard',
+    options: ['dm.blkdiscard=false'],
+    ops: (k) => [
+      { op: 'create', hash: `e${k}`, from: 'c' },
+      { op: 'delete', hash: `e${k}` },
+    ],
+    countFrom: 1,
+  },
   {
     name: 'deferred delete retried on open',
     options: ['dm.use_deferred_deletion=true'],
-    home: 'layers',
-    ops: [{ op: 'mount', hash: 'a' }, { op: 'delete', hash: 'a' }, { op: 'unmount', hash: 'a' }, { op: 'reopen' }],
-    effect: (set) => !set.deviceRecords().some((r) => r.hash === 'a'),
+    ops: (k) => [
+      { op: 'create', hash: `f${k}`, from: 'a' },
+      { op: 'mount', hash: `f${k}` },
+      { op: 'delete', hash: `f${k}` },
+      { op: 'unmount', hash: `f${k}` },
+      { op: 'reopen' },
+    ],
+    countFrom: 4,
+    effect: (set, k) => !set.deviceRecords().some((r) => r.hash === `f${k}`),
   },
-  { name: 'resize', home: 'layers', ops: [{ op: 'resize', bytes: String(320n << 20n) }] },
+  { name: 'resize', ops: (k) => [{ op: 'resize', bytes: String(256n * MiB + BigInt(k) * 64n * MiB) }] },
 ];
 
-/** The first kills of the recovery chains: a crash left by these scenarios is recovered by children killed in turn. */
-const RECOVERY_FROM = ['pool init', 'snapshot of a mounted origin', 'delete with dm.blkdiscard', 'resize'];
+/**
+ * Crashes during recovery: these scenarios are killed at every hit (or at the points named), and
+ * each crash is recovered by children killed in turn at their 1st, 2nd, ... hit. Pool init's
+ * recoveries all pass the same steps (delete the unformatted base, make it again): two of its
+ * points stand for the rest.
+ */
+const RECOVERY_FROM: { scenario: string; points?: CrashPointName[] }[] = [
+  { scenario: 'pool init', points: ['create:message-sent', 'base:formatted'] },
+  { scenario: 'snapshot of a mounted origin' },
+  { scenario: 'delete with dm.blkdiscard' },
+  { scenario: 'deferred delete retried on open' },
+  { scenario: 'resize' },
+];
 /** Random schedules: seeds, children per seed, operations per child. */
-const RANDOM_SEEDS = [11, 12, 13, 14, 15, 16];
+const RANDOM_SEEDS = [11, 12, 13, 14, 15, 16, 17, 18];
 const RANDOM_CHILDREN = 16;
 const RANDOM_OPS = 6;
 
 interface Kill {
   scenario: string;
   point: CrashPointName;
-  ms: number;
 }
 const kills: Kill[] = [];
+/** Wall time per scenario (runs, checks, set-up of its home), and where it went. */
+const spent = new Map<string, number>();
+const phases = new Map<string, number>();
+function timed<T>(phase: string, fn: () => T): T {
+  const t0 = performance.now();
+  try {
+    return fn();
+  } finally {
+    phases.set(phase, (phases.get(phase) ?? 0) + performance.now() - t0);
+  }
+}
+async function timedAsync<T>(phase: string, fn: () => Promise<T>): Promise<T> {
+  const t0 = performance.now();
+  try {
+    return await fn();
+  } finally {
+    phases.set(phase, (phases.get(phase) ?? 0) + performance.now() - t0);
+  }
+}
+
 let bundle = '';
 let bundleDir = '';
 let template = '';
-const started = Date.now();
 
-/** A home for one run: a copy of the template (sparse files stay sparse) or a new folder. */
-function homeFor(kind: 'none' | 'layers'): string {
+/** A copy of the template (sparse files stay sparse), or a new empty folder. */
+function homeFor(fresh: boolean): string {
   const home = newHome('crash');
-  if (kind === 'layers') execFileSync('cp', ['-a', '--sparse=always', `${template}/.`, home]);
+  if (!fresh) timed('copy template', () => execFileSync('cp', ['-a', '--sparse=always', `${template}/.`, home]));
   return home;
 }
 
-function removeHome(home: string): void {
+async function removeHome(home: string): Promise<void> {
+  await sweep();
   rmSync(home, { recursive: true, force: true });
   rmSync(`${home}-mnt`, { recursive: true, force: true });
 }
@@ -136,11 +183,13 @@ interface ChildRun {
   events: ReturnType<typeof parseEvents>;
 }
 
-function runChild(home: string, opts: string[], spec: Pick<ChildSpec, 'killAt' | 'countOpen' | 'ops' | 'random'>): ChildRun {
+type RunSpec = Pick<ChildSpec, 'killAt' | 'killAtPoint' | 'countFrom' | 'ops' | 'random'>;
+
+function runChild(home: string, opts: string[], spec: RunSpec): ChildRun {
   const log = mkdtempSync(join(tmpdir(), 'dmtest-crashlog-'));
   try {
     const full: ChildSpec = { home, mnt: `${home}-mnt`, options: [...SMALL, ...opts], log: join(log, 'events'), ...spec };
-    const r = spawnSync(process.execPath, [bundle, JSON.stringify(full)], { encoding: 'utf8', timeout: 120_000 });
+    const r = timed('child', () => spawnSync(process.execPath, [bundle, JSON.stringify(full)], { encoding: 'utf8', timeout: 120_000 }));
     const events = parseEvents(readFileSync(full.log, 'utf8'));
     const done = events.some((e) => e.ev === 'done');
     if (!done && r.signal !== 'SIGKILL') {
@@ -163,118 +212,113 @@ function runChild(home: string, opts: string[], spec: Pick<ChildSpec, 'killAt' |
   }
 }
 
-/** What the table says a kill at `point` leaves of its operation after reopen: there, or not. */
-function expectedEffect(point: CrashPointName): boolean {
-  return CRASH_POINTS[point].reconcile !== 'back';
-}
-
-function checkEffect(set: DeviceSet, sc: Scenario, child: ChildRun, point: CrashPointName): void {
-  const last = sc.ops.at(-1);
-  const inLast = child.inFlight === undefined ? sc.ops.length === 0 : child.inFlight === last;
-  const effect = inLast && sc.effect ? sc.effect(set) : child.inFlight ? effectOf(set, child.inFlight) : undefined;
-  if (effect !== undefined) {
-    expect(effect, `${sc.name} killed at ${point} (reconcile: ${CRASH_POINTS[point].reconcile})`).toBe(expectedEffect(point));
-  }
-}
-
-/** Run `sc` killed at its k-th hit, for k = 1, 2, ... until a run completes; check after each. */
-async function killEveryStep(sc: Scenario): Promise<void> {
-  const opts = sc.options ?? [];
-  for (let k = 1; ; k++) {
-    const t0 = Date.now();
-    const home = homeFor(sc.home);
-    try {
-      const child = runChild(home, opts, { killAt: k, countOpen: sc.countOpen ?? false, ops: sc.ops });
-      const model = sc.home === 'layers' ? templateModel() : emptyModel();
-      applyEvents(model, child.events);
-      const set = await checkReopened(home, [...SMALL, ...opts], model);
-      if (child.killed) checkEffect(set, sc, child, child.point!);
-      else if (sc.effect) expect(sc.effect(set)).toBe(true);
-      await set.shutdown();
-      if (!child.killed) return;
-      kills.push({ scenario: sc.name, point: child.point!, ms: Date.now() - t0 });
-    } finally {
-      await sweep();
-      removeHome(home);
-    }
-  }
-}
-
-function emptyModel(): LayerModel {
-  return { present: new Map(), gone: new Set(), pendingCreate: new Map(), pendingDelete: new Set() };
+/** The interrupted operation's outcome after reopen must be what the point's reconcile says. */
+function checkEffect(set: DeviceSet, sc: Scenario, k: number, child: ChildRun): void {
+  const point = child.point!;
+  const ops = sc.ops(k);
+  const inLast = child.inFlight === undefined ? ops.length === 0 : JSON.stringify(child.inFlight) === JSON.stringify(ops.at(-1));
+  const effect = inLast && sc.effect ? sc.effect(set, k) : child.inFlight ? effectOf(set, child.inFlight) : undefined;
+  if (effect === undefined) return;
+  const { reconcile } = CRASH_POINTS[point];
+  expect(
+    effect,
+    `${sc.name} killed at ${point} (reconcile: ${reconcile}): the operation's result ${effect ? 'exists' : 'is missing'}`,
+  ).toBe(reconcile !== 'back');
 }
 
 /**
- * A crash during recovery from a crash: kill `sc` at its k-th hit, then let children recover the
- * home, the j-th killed at its j-th hit (counting from its open: reconcile, the base, deferred
- * deletes), until one completes; then the interrupted operation's outcome must still be the table's.
+ * The k-th run of `sc` dies at its k-th hit (or at `atPoints[k-1]`), for k = 1, 2, ... until a run
+ * completes; the runs follow each other on one home (each child opens what the last crash left:
+ * reconcile after reconcile), or each on a new home (`fresh`). After each kill, with `recover`,
+ * children recover the home, the j-th dying at its j-th hit, until one completes. Then the parent
+ * reopens and checks, and leaves the pool active or shuts it down (the next child meets both).
  */
-async function killRecovery(sc: Scenario, k: number): Promise<boolean> {
+async function killEveryStep(sc: Scenario, label: string, o: { recover?: boolean; atPoints?: CrashPointName[] } = {}): Promise<void> {
+  const t0 = performance.now();
   const opts = sc.options ?? [];
-  const home = homeFor(sc.home);
+  let home = '';
+  let model = emptyModel();
   try {
-    let t0 = Date.now();
-    const first = runChild(home, opts, { killAt: k, countOpen: sc.countOpen ?? false, ops: sc.ops });
-    if (!first.killed) return false;
-    kills.push({ scenario: `${sc.name}, then recovery`, point: first.point!, ms: Date.now() - t0 });
-    const model = sc.home === 'layers' ? templateModel() : emptyModel();
-    applyEvents(model, first.events);
-    for (let j = 1; j <= 64; j++) {
-      t0 = Date.now();
-      const rec = runChild(home, opts, { killAt: j, countOpen: true, ops: [] });
-      applyEvents(model, rec.events);
-      if (!rec.killed) break;
-      kills.push({ scenario: `recovery after ${sc.name} @ ${first.point}`, point: rec.point!, ms: Date.now() - t0 });
+    for (let k = 1; ; k++) {
+      if (o.atPoints && k > o.atPoints.length) return;
+      if (!home) {
+        home = homeFor(sc.fresh === true);
+        model = sc.fresh ? emptyModel() : templateModel();
+      }
+      const point = o.atPoints?.[k - 1];
+      const kill = point ? { killAt: 0, killAtPoint: point } : { killAt: k };
+      const child = runChild(home, opts, { ...kill, countFrom: sc.countFrom ?? 0, ops: sc.ops(k) });
+      applyEvents(model, child.events);
+      if (point) expect(child.point, `${sc.name} never reached ${point}`).toBe(point);
+      if (child.killed) kills.push({ scenario: label, point: child.point! });
+      if (child.killed && o.recover) {
+        for (let j = 1; ; j++) {
+          expect(j, 'recovery does not end').toBeLessThan(100);
+          const rec = runChild(home, opts, { killAt: j, countFrom: -1, ops: [] });
+          applyEvents(model, rec.events);
+          if (!rec.killed) break;
+          kills.push({ scenario: label, point: rec.point! });
+        }
+      }
+      const set = await timedAsync('reopen and check', () => checkReopened(home, [...SMALL, ...opts], model, !child.killed));
+      if (child.killed) checkEffect(set, sc, k, child);
+      else if (sc.effect) expect(sc.effect(set, k)).toBe(true);
+      if (sc.fresh || !child.killed || k % 2 === 0) await timedAsync('shutdown', () => set.shutdown());
+      else set.close();
+      if (sc.fresh) {
+        await removeHome(home);
+        home = '';
+      }
+      if (!child.killed) return;
     }
-    const set = await checkReopened(home, [...SMALL, ...opts], model);
-    checkEffect(set, sc, first, first.point!);
-    await set.shutdown();
-    return true;
   } finally {
-    await sweep();
-    removeHome(home);
+    if (home) await removeHome(home);
+    spent.set(label, (spent.get(label) ?? 0) + performance.now() - t0);
   }
 }
 
 /**
  * A seeded random schedule on one home: each child runs random operations and dies at a random
- * hit (counting its open: it may die while recovering what the previous one left); the parent
- * reopens and checks after most kills, leaving the pool active or shutting it down.
+ * hit, counted from its open (so it may die while recovering what the previous one left); the
+ * parent reopens and checks after most kills, leaving the pool active or shutting it down.
  */
 async function randomSchedule(seed: number): Promise<void> {
+  const t0 = performance.now();
+  const label = 'random schedules';
   const rand = prng(seed);
   const opts = seed % 2 === 0 ? ['dm.use_deferred_deletion=true'] : [];
-  const home = homeFor('layers');
+  const home = homeFor(false);
   const model = templateModel();
   try {
     for (let i = 0; i < RANDOM_CHILDREN; i++) {
-      const t0 = Date.now();
       const killAt = 1 + Math.floor(rand() * 10);
       const child = runChild(home, opts, {
         killAt,
-        countOpen: true,
+        countFrom: -1,
         ops: [],
         random: { seed: seed * 1000 + i, count: RANDOM_OPS, prefix: `s${seed}c${i}n` },
       });
       applyEvents(model, child.events);
-      if (rand() < 0.7 || i === RANDOM_CHILDREN - 1) {
-        const set = await checkReopened(home, [...SMALL, ...opts], model);
-        if (rand() < 0.5) set.close();
-        else await set.shutdown();
+      if (child.killed) kills.push({ scenario: label, point: child.point! });
+      const last = i === RANDOM_CHILDREN - 1;
+      if (rand() < 0.7 || last) {
+        const set = await timedAsync('reopen and check', () => checkReopened(home, [...SMALL, ...opts], model, last));
+        if (rand() < 0.5 && !last) set.close();
+        else await timedAsync('shutdown', () => set.shutdown());
       }
-      if (child.killed) kills.push({ scenario: `random ${seed}`, point: child.point!, ms: Date.now() - t0 });
     }
   } finally {
-    await sweep();
-    removeHome(home);
+    await removeHome(home);
+    spent.set(label, (spent.get(label) ?? 0) + performance.now() - t0);
   }
 }
 
 describe('kill -9 at every crash point', () => {
+  const started = performance.now();
   beforeAll(async () => {
     await sweep();
-    // One bundle per test file: a child then starts in well under a second. It lives under
-    // node_modules so that koffi (external) resolves from it.
+    // One bundle per test file: no TypeScript loader per child. It lives under node_modules so
+    // that koffi (left external) resolves from it.
     bundleDir = mkdtempSync(join(resolve(import.meta.dirname, '../../node_modules'), '.crash-child-'));
     bundle = join(bundleDir, 'child.mjs');
     buildSync({
@@ -298,36 +342,32 @@ describe('kill -9 at every crash point', () => {
   }, 300_000);
 
   afterAll(async () => {
-    await sweep();
-    if (template) removeHome(template);
+    if (template) await removeHome(template);
     if (bundleDir) rmSync(bundleDir, { recursive: true, force: true });
+    const s = (ms: number) => (ms / 1000).toFixed(1);
     const distinct = new Set(kills.map((k) => k.point));
-    const ms = kills.reduce((s, k) => s + k.ms, 0);
-    const per = kills.length ? (ms / kills.length / 1000).toFixed(2) : '-';
-    console.log(
-      `crash: ${kills.length} kill points, ${distinct.size} distinct points, ${((Date.now() - started) / 1000).toFixed(0)} s in all, ${per} s per kill point`,
-    );
-    const byScenario = new Map<string, { n: number; ms: number }>();
-    for (const k of kills) {
-      const key = k.scenario.replace(/ @ .*$/, '').replace(/^recovery after .*/, 'recovery');
-      const e = byScenario.get(key) ?? { n: 0, ms: 0 };
-      e.n++;
-      e.ms += k.ms;
-      byScenario.set(key, e);
+    const total = [...spent.values()].reduce((a, b) => a + b, 0);
+    const lines = [
+      `crash: ${kills.length} kill points, ${distinct.size} distinct points; ${s(performance.now() - started)} s in all, ${kills.length ? s(total / kills.length) : '-'} s per kill point`,
+    ];
+    for (const [label, ms] of spent) {
+      const n = kills.filter((k) => k.scenario === label).length;
+      lines.push(`  ${label}: ${n} kill points in ${s(ms)} s`);
     }
-    console.log([...byScenario].map(([s, e]) => `  ${s}: ${e.n} kill points, ${(e.ms / e.n / 1000).toFixed(2)} s each`).join('\n'));
+    lines.push(`  time in: ${[...phases].map(([p, ms]) => `${p} ${s(ms)} s`).join(', ')}`);
+    console.log(lines.join('\n'));
   });
 
   for (const sc of SCENARIOS) {
-    test.runIf(run(sc.name))(sc.name, () => killEveryStep(sc), 900_000);
+    test.runIf(run(sc.name))(sc.name, () => killEveryStep(sc, sc.name), 900_000);
   }
 
   test.runIf(run('recovery'))(
     'a crash while recovering from a crash',
     async () => {
-      for (const name of RECOVERY_FROM) {
-        const sc = SCENARIOS.find((s) => s.name === name)!;
-        for (let k = 1; await killRecovery(sc, k); k++);
+      for (const from of RECOVERY_FROM) {
+        const sc = SCENARIOS.find((s) => s.name === from.scenario)!;
+        await killEveryStep(sc, 'recovery', { recover: true, ...(from.points ? { atPoints: from.points } : {}) });
       }
     },
     900_000,
