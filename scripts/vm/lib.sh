@@ -121,12 +121,23 @@ need_cached_xfsprogs() {
   ! [[ -x /usr/sbin/mkfs.xfs || -x /sbin/mkfs.xfs ]] && ! command -v mkfs.xfs >/dev/null
 }
 
-fetch_host_tools() { # under the cache lock: dmsetup and xfsprogs when the host lacks them
+# thin_dump for the crash tests, an oracle of the thin ids a live pool holds (read through a
+# metadata snapshot): the host's, or else Debian's thin-provisioning-tools plus libaio1 (its
+# other libraries, libexpat1 and the C++ runtime, are on every host that has node).
+need_cached_thin_tools() {
+  [[ -n ${DEVMAPPER_VM_FETCH_THIN_TOOLS:-} ]] && return 0
+  ! [[ -x /usr/sbin/thin_dump || -x /sbin/thin_dump ]] && ! command -v thin_dump >/dev/null
+}
+
+fetch_host_tools() { # under the cache lock: dmsetup, xfsprogs and thin_dump when the host lacks them
   if need_cached_dmsetup && [[ ! -d $cache/dmsetup ]]; then
     fetch_unpack dmsetup dmsetup libdevmapper1.02.1
   fi
   if need_cached_xfsprogs && [[ ! -d $cache/xfsprogs ]]; then
     fetch_unpack xfsprogs xfsprogs libinih1 liburcu8
+  fi
+  if need_cached_thin_tools && [[ ! -d $cache/thin-tools ]]; then
+    fetch_unpack thin-tools thin-provisioning-tools libaio1
   fi
 }
 
@@ -179,6 +190,15 @@ make_run_folder() {
     [[ -x $d/sbin/mkfs.xfs || -x $d/usr/sbin/mkfs.xfs ]] || die "no mkfs.xfs in $d (delete it to fetch again)"
     for b in "$d"/sbin/* "$d"/usr/sbin/*; do
       if [[ -f $b && -x $b ]]; then wrap "$b" "$d"; fi
+    done
+  fi
+  if need_cached_thin_tools; then
+    # The programs are symlinks to pdata_tools, which dispatches on its argv[0]'s base name:
+    # each wrapper execs the symlink, so the name survives.
+    d=$cache/thin-tools
+    [[ -x $d/usr/sbin/thin_dump ]] || die "no thin_dump in $d (delete it to fetch again)"
+    for b in "$d"/usr/sbin/thin_*; do
+      if [[ -x $b ]]; then wrap "$b" "$d"; fi
     done
   fi
   if [[ -d $run/bin ]]; then guest_path=$run/bin:$guest_path; fi

@@ -1,34 +1,94 @@
-// Child of thin-crash.test.ts: open the pool in argv[2], run operation argv[3], and SIGKILL itself
-// at step argv[4] (a real crash: no finally blocks, no exit handlers). Prints "completed" if the
-// step was never reached, so the parent knows the point is not real.
-import { mkdirSync } from 'node:fs';
+// Child of thin-crash.test.ts (bundled by it into one .mjs): open the pool, run the operations of
+// its spec (argv[2], JSON: ChildSpec), and SIGKILL itself at the k-th hook hit: a real crash, no
+// finally blocks, no exit handlers. Every hook hit, operation start and acknowledged operation is
+// appended to the event log with write(2) first, so the parent knows what happened before the kill.
+import { closeSync, fsyncSync, mkdirSync, openSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
+import type { CrashPointName } from '../../src/thin/crash-points.js';
 import { DeviceSet } from '../../src/thin/device-set.js';
-import { SMALL } from './thin-support.js';
+import { DeviceBusyError } from '../../src/thin/errors.js';
+import { bytes } from '../../src/structs/units.js';
+import { type ChildEvent, type ChildSpec, contentOf, type Op, prng, randomOp } from './thin-crash-ops.js';
 
-const [home, op, point] = process.argv.slice(2) as [string, string, string];
-const hook = (p: string) => {
-  if (p === point) process.kill(process.pid, 'SIGKILL');
+const spec = JSON.parse(process.argv[2]!) as ChildSpec;
+const log = openSync(spec.log, 'a');
+const emit = (e: ChildEvent) => writeSync(log, `${JSON.stringify(e)}\n`);
+
+let counting = spec.countFrom < 0;
+let hits = 0;
+const hook = (point: CrashPointName) => {
+  emit({ ev: 'hit', point, counted: counting });
+  if (counting && (++hits === spec.killAt || point === spec.killAtPoint)) process.kill(process.pid, 'SIGKILL');
 };
-const set = await DeviceSet.open(home, SMALL, { hook });
-switch (op) {
-  case 'init':
-    break;
-  case 'create':
-    await set.addDevice('b', '');
-    break;
-  case 'snapshot-active': {
-    const mp = join(home, 'm', 'a');
-    mkdirSync(mp, { recursive: true });
-    await set.mountDevice('a', mp);
-    await set.addDevice('b', 'a');
-    break;
+
+let set = await DeviceSet.open(spec.home, spec.options, { hook });
+emit({ ev: 'open' });
+
+const mountPoint = (hash: string) => join(spec.mnt, hash);
+
+async function run(op: Op): Promise<'ok' | 'refused' | 'deferred'> {
+  switch (op.op) {
+    case 'create':
+      await set.addDevice(op.hash, op.from);
+      return 'ok';
+    case 'delete':
+      try {
+        await set.deleteDevice(op.hash);
+      } catch (e) {
+        if (e instanceof DeviceBusyError) return 'refused';
+        throw e;
+      }
+      return set.deviceRecords().some((r) => r.hash === op.hash) ? 'deferred' : 'ok';
+    case 'mount':
+      await set.mountDevice(op.hash, mountPoint(op.hash), '', { createMountPoint: true });
+      return 'ok';
+    case 'unmount':
+      await set.unmountDevice(op.hash);
+      return 'ok';
+    case 'activate':
+      await set.activateDevice(op.hash);
+      return 'ok';
+    case 'deactivate':
+      await set.deactivateDevice(op.hash);
+      return 'ok';
+    case 'write': {
+      await set.mountDevice(op.hash, mountPoint(op.hash), '', { createMountPoint: true });
+      const fd = openSync(join(mountPoint(op.hash), op.file), 'wx');
+      writeSync(fd, contentOf(op.file));
+      fsyncSync(fd);
+      closeSync(fd);
+      await set.unmountDevice(op.hash);
+      return 'ok';
+    }
+    case 'resize':
+      await set.resizePool(bytes(BigInt(op.bytes)));
+      return 'ok';
+    case 'reopen':
+      await set.shutdown();
+      set = await DeviceSet.open(spec.home, spec.options, { hook });
+      return 'ok';
   }
-  case 'delete':
-    await set.deleteDevice('a');
-    break;
-  default:
-    throw new Error(`unknown op ${op}`);
 }
-process.stdout.write('completed\n');
-await set.close();
+
+for (const [i, op] of spec.ops.entries()) {
+  counting = i >= spec.countFrom;
+  emit({ ev: 'begin', op });
+  emit({ ev: 'ack', op, result: await run(op) });
+}
+if (spec.random) {
+  counting = true;
+  const rand = prng(spec.random.seed);
+  let n = 0;
+  const newName = () => `${spec.random!.prefix}${n++}`;
+  mkdirSync(spec.mnt, { recursive: true });
+  for (let i = 0; i < spec.random.count; i++) {
+    const layers = set.list();
+    const mounted = new Set(layers.filter((h) => set.mountPoints(h).length > 0));
+    const dataBytes = BigInt(statSync(join(spec.home, 'devicemapper', 'data')).size);
+    const op = randomOp(rand, { layers, mounted, dataBytes }, newName);
+    emit({ ev: 'begin', op });
+    emit({ ev: 'ack', op, result: await run(op) });
+  }
+}
+emit({ ev: 'done' });
+set.close();

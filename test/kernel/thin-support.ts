@@ -1,7 +1,7 @@
 // Shared by the thin/driver kernel tests: small pools in throwaway homes, dmsetup as an
-// independent oracle, a probe of which thin ids the kernel's pool holds, and a sweeper.
+// independent oracle, the thin ids a pool holds (thin_dump, or a probe by loading tables), and a sweeper.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { DeviceMapper } from '../../src/dm/device-mapper.js';
@@ -68,4 +68,63 @@ export async function probeThinIds(dm: DeviceMapper, poolName: DeviceName, upTo:
 export async function sweep(): Promise<void> {
   // The tier's one sweeper (support/env.ts): dependents first, suspended devices resumed first.
   await sweepDevices({ loops: false });
+}
+
+/** One thin device of a pool's metadata, as thin_dump prints it. */
+export interface ThinDumpDevice {
+  devId: number;
+  transaction: bigint;
+  mappedBlocks: bigint;
+}
+
+/** A live pool's metadata read through a metadata snapshot by thin_dump (thin-provisioning-tools). */
+export interface ThinDump {
+  /** The superblock's transaction id (what set_transaction_id last committed). */
+  transaction: bigint;
+  devices: ThinDumpDevice[];
+}
+
+/** `/dev/<name>` of a block device given as `maj:min`, from sysfs (no udev in the guest). */
+function blockDevicePath(majMin: string): string {
+  const uevent = readFileSync(`/sys/dev/block/${majMin}/uevent`, 'utf8');
+  const name = /^DEVNAME=(.+)$/m.exec(uevent)?.[1];
+  if (!name) throw new Error(`no DEVNAME for block device ${majMin}`);
+  return `/dev/${name}`;
+}
+
+/**
+ * The metadata of the live pool `poolName`, read by an independent tool: `reserve_metadata_snap`
+ * (the kernel commits and freezes a copy of its btree roots), `thin_dump -m --skip-mappings` of the
+ * pool's metadata device, and `release_metadata_snap` always, also when the dump fails.
+ */
+export function thinDumpOf(poolName: string): ThinDump {
+  const table = dmsetup('table', poolName).split(/\s+/);
+  if (table[2] !== 'thin-pool') throw new Error(`${poolName} is not a thin-pool: ${table.join(' ')}`);
+  const metadataDevice = blockDevicePath(table[3]!);
+  dmsetup('message', poolName, '0', 'reserve_metadata_snap');
+  let xml: string;
+  try {
+    xml = execFileSync('thin_dump', ['-m', '--skip-mappings', metadataDevice], { encoding: 'utf8' });
+  } finally {
+    dmsetup('message', poolName, '0', 'release_metadata_snap');
+  }
+  const sb = /<superblock\b[^>]*\btransaction="(\d+)"/.exec(xml);
+  if (!sb) throw new Error(`thin_dump printed no superblock for ${poolName}:\n${xml}`);
+  const devices: ThinDumpDevice[] = [];
+  for (const m of xml.matchAll(/<device\b([^>]*)>/g)) {
+    const attr = (key: string) => {
+      const v = new RegExp(`\\b${key}="(\\d+)"`).exec(m[1]!)?.[1];
+      if (v === undefined) throw new Error(`thin_dump: a device without ${key}: ${m[0]}`);
+      return v;
+    };
+    devices.push({ devId: Number(attr('dev_id')), transaction: BigInt(attr('transaction')), mappedBlocks: BigInt(attr('mapped_blocks')) });
+  }
+  return { transaction: BigInt(sb[1]!), devices };
+}
+
+/** Every thin id the live pool `poolName` holds, ascending (thinDumpOf: not a probe). */
+export function thinIdsOf(poolName: string): number[] {
+  return thinDumpOf(poolName)
+    .devices.map((d) => d.devId)
+    .sort((a, b) => a - b);
 }
