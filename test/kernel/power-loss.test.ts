@@ -14,7 +14,7 @@ import { deviceName } from '../../src/dm/names.js';
 import { parseThinPoolStatus } from '../../src/dm/status/thin-pool.js';
 import { bytes } from '../../src/structs/units.js';
 import { DeviceSet } from '../../src/thin/device-set.js';
-import { BASE_HASH, INTENT_FILE, MetadataStore } from '../../src/thin/metadata-store.js';
+import { BASE_HASH, fsyncDir, INTENT_FILE, MetadataStore } from '../../src/thin/metadata-store.js';
 import { HOME_MOUNT_DATA, LogRig, type ReplayPoint } from './power-loss-rig.js';
 import { probeThinIds, requireKernelTier, SMALL, sweep } from './thin-support.js';
 
@@ -182,6 +182,32 @@ const SCENARIOS: Scenario[] = [
       r.ack('shutdown');
     },
   },
+  {
+    // A crash between a temp file's write and its rename leaves `.tmp-*` in the metadata folder;
+    // the next open removes them. That removal is acknowledged with the open.
+    name: 'reopen',
+    options: OPTIONS,
+    setup: async (r) => {
+      await r.open();
+      await r.snapshot('a', '');
+      await r.shutdown();
+      const meta = join(r.rig.home, 'metadata');
+      const fd = openSync(join(meta, '.tmp-a-1-0badcafe'), 'wx', 0o600);
+      try {
+        writeSync(fd, '{"hash": "a", "device_id": 1, ');
+        fsyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+      fsyncDir(meta);
+    },
+    run: async (r) => {
+      await r.open();
+      r.ack('reopened');
+      await r.shutdown();
+      r.ack('shutdown');
+    },
+  },
 ];
 
 /** The pool's transaction id and data size as the kernel reports them (thin-pool status). */
@@ -211,10 +237,12 @@ async function checkPoint(run: Run, sc: Scenario, p: ReplayPoint, home: string):
   // The image as the power loss left it, before any recovery: at a mark it must already hold
   // exactly what was acknowledged (no intent, no temp file, the records and transaction id).
   if (p.kind === 'mark' && done.pool) {
-    expect(
-      readdirSync(metaDir).filter((n) => n.startsWith('.tmp-')),
-      `${at}: temp files`,
-    ).toEqual([]);
+    // (At `start` the reopen scenario has planted one: what a crash mid-write leaves.)
+    if (p.lastMark !== 'start')
+      expect(
+        readdirSync(metaDir).filter((n) => n.startsWith('.tmp-')),
+        `${at}: temp files`,
+      ).toEqual([]);
     const store = MetadataStore.open(metaDir);
     expect(store.readIntent(), `${at}: intent on disk`).toBeNull();
     expect(store.readPoolState()?.transactionId, `${at}: transaction id on disk`).toBe(done.transactionId);
