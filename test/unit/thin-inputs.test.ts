@@ -18,7 +18,10 @@ import { mountOptionsFor, parseMountOptions } from '../../src/thin/mount.js';
 import { PoolNaming } from '../../src/thin/naming.js';
 import { bytes } from '../../src/structs/units.js';
 import { thinId } from '../../src/dm/names.js';
-import { dmRecord } from '../support/golden.js';
+import { udevEventNr } from '../../src/dm/udev.js';
+import { encodeDev } from '../../src/structs/dev.js';
+import { DmCmd, DmFlag, dmRequest, encodeDmIoctl } from '../../src/structs/dm-ioctl.js';
+import { dmRecord, type GoldenBufRecord } from '../support/golden.js';
 import { ReplayTransport, replayDeviceMapper } from '../support/replay.js';
 
 let dir: string;
@@ -134,6 +137,39 @@ describe('the control node is not a device name', () => {
     expect(() => s.dm.mknodes('control' as DeviceName)).toThrow(InvalidArgumentError);
     expect(s.replay.calls.map((c) => c.command)).toEqual(['DM_VERSION']);
     expect(s.nodes.ops).toEqual([]);
+    s.finish();
+  });
+
+  test('a device another tool named control is removed by dev without touching the control node', async () => {
+    // The kernel's reply names the device `control`; its node would be /dev/mapper/control itself.
+    const dev = { major: 254, minor: 7 };
+    const before = encodeDmIoctl(
+      {
+        version: [4, 0, 0],
+        dev: encodeDev(dev),
+        flags: DmFlag.DM_PERSISTENT_DEV_FLAG,
+        event_nr: udevEventNr({ running: false, waitMs: 0 }, 'remove'),
+      },
+      undefined,
+      0,
+    );
+    const after = encodeDmIoctl({ version: [4, 47, 0], name: 'control', dev: encodeDev(dev) }, undefined, 312);
+    const removeRecord: GoldenBufRecord = {
+      ...dmRecord('removePool', 'DM_DEV_REMOVE'),
+      label: 'synthetic:DM_DEV_REMOVE',
+      req: dmRequest(DmCmd.DM_DEV_REMOVE),
+      size: before.length,
+      before,
+      after,
+      ret: 0,
+      errno: 0,
+      errno_name: '',
+    };
+    const s = replayDeviceMapper(new ReplayTransport([dmRecord('removePool', 'DM_VERSION'), removeRecord]));
+    s.nodes.nodes.set('control', { major: 10, minor: 236 });
+    await s.dm.remove({ dev });
+    expect(s.nodes.ops).toEqual([]);
+    expect(s.nodes.exists('control')).toBe(true);
     s.finish();
   });
 
