@@ -281,7 +281,7 @@ export class DeviceSet {
       }
     });
     this.closed = true;
-    this.done = run.then(
+    this.done ??= run.then(
       () => undefined,
       () => undefined,
     );
