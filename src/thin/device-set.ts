@@ -289,7 +289,7 @@ export class DeviceSet {
       }
     });
     this.closed = true;
-    this.done = run.then(
+    this.done ??= run.then(
       () => undefined,
       () => undefined,
     );
