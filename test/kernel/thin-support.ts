@@ -10,6 +10,7 @@ import { beforeAll } from 'vitest';
 import { requireDeviceMapper, sweep as sweepDevices } from './support/env.js';
 import { sectors } from '../../src/structs/units.js';
 import { thinId, type DeviceName, deviceName } from '../../src/dm/names.js';
+import { isThinPoolTarget } from '../../src/dm/targets.js';
 
 /**
  * Called at the top of each thin/driver test file: the tier's precondition as a failing hook, never
@@ -95,18 +96,29 @@ function blockDevicePath(majMin: string): string {
 /**
  * The metadata of the live pool `poolName`, read by an independent tool: `reserve_metadata_snap`
  * (the kernel commits and freezes a copy of its btree roots), `thin_dump -m --skip-mappings` of the
- * pool's metadata device, and `release_metadata_snap` always, also when the dump fails.
+ * pool's metadata device, and `release_metadata_snap` always, also when the dump fails. The table
+ * and the messages go through dmsetup, or through `dm` when given (fewer processes: the crash
+ * tests read every pool they reopen; the reading itself is still thin_dump's).
  */
-export function thinDumpOf(poolName: string): ThinDump {
-  const table = dmsetup('table', poolName).split(/\s+/);
-  if (table[2] !== 'thin-pool') throw new Error(`${poolName} is not a thin-pool: ${table.join(' ')}`);
-  const metadataDevice = blockDevicePath(table[3]!);
-  dmsetup('message', poolName, '0', 'reserve_metadata_snap');
+export function thinDumpOf(poolName: string, dm?: DeviceMapper): ThinDump {
+  let metadataMajMin: string;
+  if (dm) {
+    const t = dm.table({ name: deviceName(poolName) })[0];
+    if (!t || !isThinPoolTarget(t)) throw new Error(`${poolName} is not a thin-pool: ${t?.type ?? 'no table'}`);
+    metadataMajMin = t.metadataDevice;
+  } else {
+    const table = dmsetup('table', poolName).split(/\s+/);
+    if (table[2] !== 'thin-pool') throw new Error(`${poolName} is not a thin-pool: ${table.join(' ')}`);
+    metadataMajMin = table[3]!;
+  }
+  const metadataDevice = blockDevicePath(metadataMajMin);
+  const message = (msg: string) => (dm ? dm.message({ name: deviceName(poolName) }, 0n, msg) : dmsetup('message', poolName, '0', msg));
+  message('reserve_metadata_snap');
   let xml: string;
   try {
     xml = execFileSync('thin_dump', ['-m', '--skip-mappings', metadataDevice], { encoding: 'utf8' });
   } finally {
-    dmsetup('message', poolName, '0', 'release_metadata_snap');
+    message('release_metadata_snap');
   }
   const sb = /<superblock\b[^>]*\btransaction="(\d+)"/.exec(xml);
   if (!sb) throw new Error(`thin_dump printed no superblock for ${poolName}:\n${xml}`);
@@ -123,8 +135,8 @@ export function thinDumpOf(poolName: string): ThinDump {
 }
 
 /** Every thin id the live pool `poolName` holds, ascending (thinDumpOf: not a probe). */
-export function thinIdsOf(poolName: string): number[] {
-  return thinDumpOf(poolName)
+export function thinIdsOf(poolName: string, dm?: DeviceMapper): number[] {
+  return thinDumpOf(poolName, dm)
     .devices.map((d) => d.devId)
     .sort((a, b) => a - b);
 }
