@@ -258,7 +258,9 @@ async function checkPoint(run: Run, sc: Scenario, p: ReplayPoint, home: string):
     timing[k] += now - t;
     t = now;
   };
-  const set = await DeviceSet.open(home, sc.options, { dm });
+  const set = await DeviceSet.open(home, sc.options, { dm }).catch((e: unknown) => {
+    throw new Error(`${at}: open failed: ${(e as Error).message}`, { cause: e });
+  });
   lap('open');
   try {
     // Another home (the replayed image's loop device): other names, no clash with the original.
