@@ -246,8 +246,10 @@ async function checkPoint(run: Run, sc: Scenario, p: ReplayPoint, home: string):
     const store = MetadataStore.open(metaDir);
     expect(store.readIntent(), `${at}: intent on disk`).toBeNull();
     expect(store.readPoolState()?.transactionId, `${at}: transaction id on disk`).toBe(done.transactionId);
-    const onDisk = [...store.readDevices().values()].map((d) => [d.hash, d.deviceId, d.initialized, d.deleted]);
-    expect(onDisk, `${at}: device records on disk`).toEqual([...done.devices].map(([h, id]) => [h, id, true, false]));
+    const byHash = (x: unknown[], y: unknown[]) => String(x[0]).localeCompare(String(y[0]));
+    const onDisk = [...store.readDevices().values()].map((d) => [d.hash, d.deviceId, d.initialized, d.deleted]).sort(byHash);
+    const acked = [...done.devices].map(([h, id]) => [h, id, true, false]).sort(byHash);
+    expect(onDisk, `${at}: device records on disk`).toEqual(acked);
   }
 
   let t = performance.now();
@@ -256,7 +258,9 @@ async function checkPoint(run: Run, sc: Scenario, p: ReplayPoint, home: string):
     timing[k] += now - t;
     t = now;
   };
-  const set = await DeviceSet.open(home, sc.options, { dm });
+  const set = await DeviceSet.open(home, sc.options, { dm }).catch((e: unknown) => {
+    throw new Error(`${at}: open failed: ${(e as Error).message}`, { cause: e });
+  });
   lap('open');
   try {
     // Another home (the replayed image's loop device): other names, no clash with the original.
