@@ -50,7 +50,10 @@ export function runProperty(p: FuzzProperty, o: RunOptions): RunResult {
   if (details.failed) {
     const cause =
       details.errorInstance instanceof Error && details.errorInstance.cause instanceof Error ? details.errorInstance.cause : undefined;
-    result.failure = `${fc.defaultReportMessage(details) ?? 'failed'}${cause?.stack ? `\ncause: ${cause.stack}` : ''}`;
+    // A counterexample can be a megabyte of bytes: keep the report readable.
+    const report = fc.defaultReportMessage(details) ?? 'failed';
+    const short = report.length > 4000 ? `${report.slice(0, 4000)}... (${report.length} characters)` : report;
+    result.failure = `${short}${cause?.stack ? `\ncause: ${cause.stack}` : ''}`;
   }
   return result;
 }
