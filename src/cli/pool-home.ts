@@ -59,7 +59,12 @@ export function readRecordedOpts(home: string): string[] {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw e;
   }
-  const list: unknown = JSON.parse(text);
+  let list: unknown;
+  try {
+    list = JSON.parse(text);
+  } catch {
+    list = undefined; // a torn or edited file: the same answer as any other wrong content
+  }
   if (!Array.isArray(list) || !list.every((o) => typeof o === 'string')) {
     throw new OperationError(`EUCLEAN: ${join(home, STORAGE_OPTS_FILE)} is not a JSON list of strings`);
   }
