@@ -283,7 +283,8 @@ async function checkPoint(run: Run, sc: Scenario, p: ReplayPoint, home: string):
     }
     for (const r of set.deviceRecords()) expect([r.hash, r.initialized, r.deleted], at).toEqual([r.hash, true, false]);
 
-    // Nothing leaks: the pool's thin ids are the metadata's, exactly. Probed up to next id + 8.
+    // Nothing leaks: the pool's thin ids are the metadata's, exactly. Probed by loading a thin
+    // table per id up to next id + 8 (a list of every id, e.g. from thin_dump, would see past it).
     const state = MetadataStore.open(metaDir).readPoolState();
     const upTo = (state?.nextDeviceId ?? 0) + 8;
     const kernelIds = [...(await probeThinIds(dm, set.poolName, upTo))].sort((x, y) => x - y);
