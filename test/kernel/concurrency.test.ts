@@ -62,6 +62,8 @@ interface CliRun {
 
 const now = (): bigint => process.hrtime.bigint();
 const T0 = Date.now();
+/** CONC_DEBUG=<file>: each step of each round, with ms since start (vitest shows output only at the
+ *  end; a file on the project's mount can be read from the host while the guest runs). */
 const dbg = (m: string) => {
   if (process.env['CONC_DEBUG']) appendFileSync(process.env['CONC_DEBUG'], `[${Date.now() - T0}] ${m}\n`);
 };
@@ -244,7 +246,7 @@ describe('one pool home, many processes', () => {
     return { libs, clis };
   }
 
-  const ROUNDS = Number(process.env['CONC_ROUNDS'] ?? 3);
+  const ROUNDS = 3;
   const KILL_ROUND = 1;
   for (let r = 0; r < ROUNDS; r++) {
     test(
