@@ -5,7 +5,7 @@
 // While it holds the lock it appends "<pid> enter|leave <CLOCK_MONOTONIC ns>" to the log and checks
 // that the lock file's record names it at both ends. At `killAt` (a crash point) it SIGKILLs itself.
 // Prints one JSON line: what succeeded, what was refused by whom, what failed otherwise.
-import { appendFileSync, readFileSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DeviceSet } from '../../src/thin/device-set.js';
 import { PoolLockedError } from '../../src/thin/errors.js';
@@ -13,6 +13,8 @@ import { PoolLockedError } from '../../src/thin/errors.js';
 interface Plan {
   ops: { op: 'add' | 'delete'; hash: string }[];
   killAt?: string;
+  /** Keep the first hold until this file exists (the test makes it once a CLI run has ended). */
+  holdUntil?: string;
 }
 interface OpResult {
   op: 'add' | 'delete';
@@ -25,7 +27,7 @@ const [home, log, planText] = process.argv.slice(2) as [string, string, string];
 const plan = JSON.parse(planText) as Plan;
 const opts = JSON.parse(readFileSync(join(home, 'storage-opts'), 'utf8')) as string[];
 const lockPath = join(home, 'lock');
-const GIVE_UP_MS = 40_000;
+const GIVE_UP_MS = 240_000;
 
 const now = (): bigint => process.hrtime.bigint();
 const mark = (what: 'enter' | 'leave'): void => appendFileSync(log, `${process.pid} ${what} ${now()}\n`);
@@ -82,6 +84,14 @@ async function main(): Promise<void> {
       r.error = `${(e as Error).name}: ${(e as Error).message}`;
     }
     results.push(r);
+    for (const until = Date.now() + GIVE_UP_MS; plan.holdUntil !== undefined && !existsSync(plan.holdUntil); ) {
+      if (Date.now() > until) {
+        problems.push(`${plan.holdUntil} never appeared`);
+        break;
+      }
+      await sleep(50);
+    }
+    plan.holdUntil = undefined;
     if (!recordIsOurs()) problems.push('the lock record does not name us before close');
     mark('leave');
     set.close();

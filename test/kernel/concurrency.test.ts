@@ -35,6 +35,7 @@ type Op = { op: 'add' | 'delete'; hash: string };
 interface LibPlan {
   ops: Op[];
   killAt?: CrashPointName;
+  holdUntil?: string;
 }
 interface LibReport {
   pid: number;
@@ -62,6 +63,8 @@ interface CliRun {
 
 const now = (): bigint => process.hrtime.bigint();
 const T0 = Date.now();
+/** CONC_DEBUG=<file>: each step of each round, with ms since start (vitest shows output only at the
+ *  end; a file on the project's mount can be read from the host while the guest runs). */
 const dbg = (m: string) => {
   if (process.env['CONC_DEBUG']) appendFileSync(process.env['CONC_DEBUG'], `[${Date.now() - T0}] ${m}\n`);
 };
@@ -72,7 +75,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 let bundle = '';
 
 /** Starts a library child and resolves once it has loaded and waits for "go". */
-async function startLib(home: string, log: string, plan: LibPlan): Promise<{ go: () => void; done: Promise<LibRun> }> {
+async function startLib(home: string, log: string, plan: LibPlan): Promise<{ pid: number; go: () => void; done: Promise<LibRun> }> {
   const child = spawn(process.execPath, [bundle, home, log, JSON.stringify(plan)], {
     stdio: ['pipe', 'pipe', 'pipe'],
     env: { ...process.env, NODE_PATH: NODE_MODULES },
@@ -98,7 +101,12 @@ async function startLib(home: string, log: string, plan: LibPlan): Promise<{ go:
     });
   });
   await ready;
-  return { go: () => child.stdin.end('go\n'), done };
+  return { pid: child.pid ?? -1, go: () => child.stdin.end('go\n'), done };
+}
+
+/** Until `pid` has logged that it holds the lock. */
+async function waitForHold(log: string, pid: number): Promise<void> {
+  while (!readFileSync(log, 'utf8').includes(`${pid} enter `)) await sleep(20);
 }
 
 function runCli(args: string[]): Promise<Omit<CliRun, 'op'>> {
@@ -114,13 +122,14 @@ function runCli(args: string[]): Promise<Omit<CliRun, 'op'>> {
 }
 
 /** One CLI op, run again after a short pause while the home is locked. Every run is returned. */
-async function cliSlot(home: string, op: Op): Promise<CliRun[]> {
+async function cliSlot(home: string, op: Op, release?: string): Promise<CliRun[]> {
   const args = op.op === 'add' ? ['layer', 'create', op.hash, '--home', home] : ['layer', 'rm', op.hash, '--home', home];
   const runs: CliRun[] = [];
   for (let i = 0; i < CLI_ATTEMPTS; i++) {
     const r = { op, ...(await runCli(args)) };
     dbg(`cli ${op.op} ${op.hash}: pid ${r.pid} status ${r.status} ${(Number(r.end - r.start) / 1e6).toFixed(0)} ms ${r.stderr.trim()}`);
     runs.push(r);
+    if (release) writeFileSync(release, '');
     if (!(r.status === 1 && CLI_LOCKED.test(r.stderr))) break;
     await sleep(Math.floor(Math.random() * 150));
   }
@@ -244,7 +253,7 @@ describe('one pool home, many processes', () => {
     return { libs, clis };
   }
 
-  const ROUNDS = Number(process.env['CONC_ROUNDS'] ?? 3);
+  const ROUNDS = 3;
   const KILL_ROUND = 1;
   for (let r = 0; r < ROUNDS; r++) {
     test(
@@ -254,10 +263,15 @@ describe('one pool home, many processes', () => {
         writeFileSync(log, '');
         const { libs: libPlans, clis } = plan(r, r === KILL_ROUND);
         dbg(`round ${r}: start`);
+        // Round 0: the first library child keeps its first hold until a CLI run has ended, so the
+        // CLI processes meet a held lock however slowly they start.
+        const release = r === 0 ? join(home, 'release-0') : undefined;
+        if (release) libPlans[0]!.holdUntil = release;
         const started = await Promise.all(libPlans.map((p) => startLib(home, log, p)));
         dbg('all ready');
         for (const s of started) s.go();
-        const cliRuns = (await Promise.all(clis.map((op) => cliSlot(home, op)))).flat();
+        if (release) await waitForHold(log, started[0]!.pid);
+        const cliRuns = (await Promise.all(clis.map((op) => cliSlot(home, op, release)))).flat();
         dbg('clis done');
         const libs = await Promise.all(started.map((s) => s.done));
         dbg('libs done');
