@@ -21,13 +21,22 @@ export interface LayerModel {
   pendingDelete: Set<string>;
   /** Layers whose files were read back since they last changed (a full check reads all again). */
   verified: Set<string>;
+  /** Thin ids another user of the pool took (the metadata never holds them). */
+  foreign: Set<number>;
 }
 
 /** Runs `fn`, adding its time to the phase `name`. */
 export type Timer = <T>(name: string, fn: () => Promise<T>) => Promise<T>;
 
 export function emptyModel(): LayerModel {
-  return { present: new Map(), gone: new Set(), pendingCreate: new Map(), pendingDelete: new Set(), verified: new Set() };
+  return {
+    present: new Map(),
+    gone: new Set(),
+    pendingCreate: new Map(),
+    pendingDelete: new Set(),
+    verified: new Set(),
+    foreign: new Set(),
+  };
 }
 
 function filesOf(model: LayerModel, hash: string): string[] {
@@ -65,6 +74,8 @@ export function applyEvents(model: LayerModel, events: ChildEvent[]): void {
       } else if (op.op === 'write') {
         filesOf(model, op.hash).push(op.file);
         model.verified.delete(op.hash);
+      } else if (op.op === 'foreign' && e.foreignId !== undefined) {
+        model.foreign.add(e.foreignId);
       }
     }
   }
@@ -124,7 +135,9 @@ export async function checkReopened(
       // pool's status line says the same, read by dmsetup in a full check (one process less each time).
       const dump = await timed('thin_dump', async () => thinDumpOf(set.poolName, dm));
       const ids = (xs: number[]) => [...xs].sort((a, b) => a - b);
-      expect(ids(dump.devices.map((d) => d.devId)), 'thin ids: pool (thin_dump) vs metadata').toEqual(ids(records.map((r) => r.deviceId)));
+      expect(ids(dump.devices.map((d) => d.devId)), 'thin ids: pool (thin_dump) vs metadata and the foreign ids').toEqual(
+        ids([...records.map((r) => r.deviceId), ...model.foreign]),
+      );
       expect(dump.transaction, 'transaction id: thin_dump vs metadata').toBe(set.transactionId);
       if (full) {
         expect(BigInt(dmsetup('status', set.poolName).split(' ')[3]!), 'transaction id: pool status vs metadata').toBe(set.transactionId);
@@ -163,7 +176,7 @@ export async function checkReopened(
     }
     return set;
   } catch (e) {
-    set.close();
+    await set.close();
     throw e;
   }
 }

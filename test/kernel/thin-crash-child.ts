@@ -2,11 +2,13 @@
 // its spec (argv[2], JSON: ChildSpec), and SIGKILL itself at the k-th hook hit: a real crash, no
 // finally blocks, no exit handlers. Every hook hit, operation start and acknowledged operation is
 // appended to the event log with write(2) first, so the parent knows what happened before the kill.
-import { closeSync, fsyncSync, mkdirSync, openSync, statSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, statSync, writeSync } from 'node:fs';
+import { DeviceMapper } from '../../src/dm/device-mapper.js';
 import { join } from 'node:path';
 import type { CrashPointName } from '../../src/thin/crash-points.js';
 import { DeviceSet } from '../../src/thin/device-set.js';
 import { DeviceBusyError } from '../../src/thin/errors.js';
+import { PoolNaming } from '../../src/thin/naming.js';
 import { bytes } from '../../src/structs/units.js';
 import { type ChildEvent, type ChildSpec, contentOf, type Op, prng, randomOp } from './thin-crash-ops.js';
 
@@ -17,6 +19,15 @@ const emit = (e: ChildEvent) => writeSync(log, `${JSON.stringify(e)}\n`);
 let counting = spec.countFrom < 0;
 let hits = 0;
 const hook = (point: CrashPointName) => {
+  if (point === 'open:pool-created' && spec.foreignAtPoolCreated) {
+    const dm = DeviceMapper.open({ udev: 'off' });
+    try {
+      dm.message({ name: PoolNaming.forHome(spec.home, 'dmtest').poolName() }, 0n, 'create_thin 0');
+    } finally {
+      dm.close();
+    }
+    emit({ ev: 'ack', op: { op: 'foreign' }, result: 'ok', foreignId: 0 });
+  }
   emit({ ev: 'hit', point, counted: counting });
   if (counting && (++hits === spec.killAt || point === spec.killAtPoint)) process.kill(process.pid, 'SIGKILL');
 };
@@ -26,8 +37,25 @@ emit({ ev: 'open' });
 
 const mountPoint = (hash: string) => join(spec.mnt, hash);
 
+/** The id the metadata gives next, taken in the pool behind the pool manager's back. */
+function takeForeignId(): number {
+  const state = JSON.parse(readFileSync(join(spec.home, 'metadata', 'deviceset-metadata'), 'utf8')) as { next_device_id: number };
+  const dm = DeviceMapper.open({ udev: 'off' });
+  try {
+    dm.message({ name: set.poolName }, 0n, `create_thin ${state.next_device_id}`);
+  } finally {
+    dm.close();
+  }
+  return state.next_device_id;
+}
+
+let foreignId: number | undefined;
+
 async function run(op: Op): Promise<'ok' | 'refused' | 'deferred'> {
   switch (op.op) {
+    case 'foreign':
+      foreignId = takeForeignId();
+      return 'ok';
     case 'create':
       await set.addDevice(op.hash, op.from);
       return 'ok';
@@ -73,7 +101,8 @@ async function run(op: Op): Promise<'ok' | 'refused' | 'deferred'> {
 for (const [i, op] of spec.ops.entries()) {
   counting = i >= spec.countFrom;
   emit({ ev: 'begin', op });
-  emit({ ev: 'ack', op, result: await run(op) });
+  const result = await run(op);
+  emit({ ev: 'ack', op, result, ...(op.op === 'foreign' ? { foreignId } : {}) });
 }
 if (spec.random) {
   counting = true;
@@ -91,4 +120,4 @@ if (spec.random) {
   }
 }
 emit({ ev: 'done' });
-set.close();
+await set.close();

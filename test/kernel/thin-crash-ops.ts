@@ -15,7 +15,9 @@ export type Op =
   | { op: 'write'; hash: string; file: string }
   | { op: 'resize'; bytes: string }
   /** Shut the pool down and open it again (with the hook): deferred deletes are retried. */
-  | { op: 'reopen' };
+  | { op: 'reopen' }
+  /** Another user of the pool takes the id the metadata would give next (create_thin): the next create skips it. */
+  | { op: 'foreign' };
 
 export interface ChildSpec {
   home: string;
@@ -36,6 +38,8 @@ export interface ChildSpec {
   ops: Op[];
   /** Then this many random operations (randomOp), named `<prefix><n>`. */
   random?: { seed: number; count: number; prefix: string };
+  /** As a new pool is made (open:pool-created), another user takes thin id 0: the base must skip it. */
+  foreignAtPoolCreated?: boolean;
 }
 
 /**
@@ -44,13 +48,14 @@ export interface ChildSpec {
  *   {ev:'open'}                 the first open resolved
  *   {ev:'begin', op}            an operation starts
  *   {ev:'ack', op, result}      it completed: 'ok', or 'refused' (DeviceBusyError), or 'deferred'
+ *                               (a `foreign` op: with the thin id it took)
  *   {ev:'done'}                 every operation completed
  */
 export type ChildEvent =
   | { ev: 'hit'; point: string; counted: boolean }
   | { ev: 'open' }
   | { ev: 'begin'; op: Op }
-  | { ev: 'ack'; op: Op; result: 'ok' | 'refused' | 'deferred' }
+  | { ev: 'ack'; op: Op; result: 'ok' | 'refused' | 'deferred'; foreignId?: number }
   | { ev: 'done' };
 
 export function parseEvents(text: string): ChildEvent[] {
