@@ -70,8 +70,9 @@ export const CRASH_POINTS = {
   'deferred-delete:deleted': { after: "a pending deletion's thin id and record gone", reconcile: 'none' },
   'open:loops-attached': { after: 'the loop files made (a new pool) and attached, autoclear; no pool yet', reconcile: 'restart' },
   'open:pool-created': { after: 'the pool device on the loops (no pool state yet for a new pool)', reconcile: 'restart' },
-  'resize:file-grown': { after: 'the data file grown; its loop device and the pool not yet', reconcile: 'none' },
-  'resize:loop-capacity': { after: "the loop device's capacity grown (LOOP_SET_CAPACITY); the pool not yet", reconcile: 'none' },
+  // The live pool keeps its size (a pool made again from the files later takes the grown file's).
+  'resize:file-grown': { after: 'the data file grown and fsynced; its loop device and the pool not yet', reconcile: 'back' },
+  'resize:loop-capacity': { after: "the loop device's capacity grown (LOOP_SET_CAPACITY); the pool not yet", reconcile: 'back' },
   'resize:table-loaded': { after: "the grown table in the pool's inactive slot (open clears it)", reconcile: 'back' },
   'resize:suspended': { after: 'the pool suspended, the grown table not swapped in (open clears it, resumes)', reconcile: 'back' },
 } as const satisfies Record<string, CrashPointInfo>;

@@ -1,7 +1,7 @@
 // Growing a pool on loop files: the data file, its loop device's capacity, then the pool's table
 // (loaded into the inactive slot and swapped in by suspend + resume). A failure never leaves the
 // pool suspended or a table waiting in its inactive slot: the old table is resumed.
-import { statSync, truncateSync } from 'node:fs';
+import { closeSync, fsyncSync, ftruncateSync, openSync, statSync } from 'node:fs';
 import type { DeviceMapper } from '../dm/device-mapper.js';
 import { isThinPoolTarget } from '../dm/targets.js';
 import { findLoopByFile, setLoopCapacity } from '../loop/index.js';
@@ -28,7 +28,7 @@ export async function resizePool(dm: DeviceMapper, pool: PoolDevices, sizeBytes:
     throw new OptionError('resizePool', String(sizeBytes), `the pool is already ${current} bytes; it can only grow`);
   const loop = (await findLoopByFile(file))[0];
   if (!loop) throw new PoolStateError(poolName, `no loop device backs ${file}`);
-  if (bytes(statSync(file, { bigint: true }).size) < sizeBytes) truncateSync(file, Number(sizeBytes));
+  if (bytes(statSync(file, { bigint: true }).size) < sizeBytes) growFile(file, sizeBytes);
   step('resize:file-grown');
   setLoopCapacity(loop);
   step('resize:loop-capacity');
@@ -43,6 +43,17 @@ export async function resizePool(dm: DeviceMapper, pool: PoolDevices, sizeBytes:
     await dm.resume({ name: poolName });
   } catch (e) {
     throw await restoreLive(dm, poolName, e);
+  }
+}
+
+/** The new size made durable before the pool is told of it: a power loss must not shrink the file under the pool. */
+function growFile(file: string, sizeBytes: Bytes): void {
+  const fd = openSync(file, 'r+');
+  try {
+    ftruncateSync(fd, Number(sizeBytes));
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
   }
 }
 
