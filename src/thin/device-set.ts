@@ -347,7 +347,8 @@ async function shutdownFromKernel(dm: DeviceMapper, home: string, opts: PoolOpti
 async function prepareReconcile(dm: DeviceMapper, naming: PoolNaming, intent: Intent): Promise<void> {
   if (intent.originHash !== undefined) {
     const oi = dm.info({ name: naming.deviceName(intent.originHash) });
-    if (oi?.suspended) await dm.resume({ name: oi.name });
+    // A device without a live table cannot be resumed (EINVAL); activate repairs it when used.
+    if (oi?.suspended && oi.liveTable) await dm.resume({ name: oi.name });
   }
   const info = dm.info({ name: naming.deviceName(intent.hash) });
   if (info !== null && info.openCount === 0) await dm.remove({ name: info.name }, { retry: true });

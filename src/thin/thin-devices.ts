@@ -130,7 +130,9 @@ export class ThinDevices {
         // dm-thin: an active origin must be suspended while its snapshot is taken.
         aroundMessage: async (send) => {
           const info = this.dm.info({ name: originName });
-          if (info === null || info.suspended) return send();
+          // Nothing to quiesce: not active, suspended already, or half-made by a crash (no live
+          // table: no I/O reaches the thin id, and resume would answer EINVAL).
+          if (info === null || info.suspended || !info.liveTable) return send();
           await this.dm.suspend({ name: originName });
           this.step('snapshot:origin-suspended');
           try {

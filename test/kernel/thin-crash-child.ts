@@ -37,16 +37,28 @@ emit({ ev: 'open' });
 
 const mountPoint = (hash: string) => join(spec.mnt, hash);
 
-/** The id the metadata gives next, taken in the pool behind the pool manager's back. */
+/**
+ * The first id from the metadata's next one that neither the metadata nor the pool holds, taken in
+ * the pool behind the pool manager's back: the next create meets it (EEXIST) and must skip it.
+ */
 function takeForeignId(): number {
   const state = JSON.parse(readFileSync(join(spec.home, 'metadata', 'deviceset-metadata'), 'utf8')) as { next_device_id: number };
+  const ours = new Set(set.deviceRecords().map((r) => r.deviceId as number));
   const dm = DeviceMapper.open({ udev: 'off' });
   try {
-    dm.message({ name: set.poolName }, 0n, `create_thin ${state.next_device_id}`);
+    for (let id = state.next_device_id; ; id++) {
+      if (ours.has(id)) continue;
+      try {
+        dm.message({ name: set.poolName }, 0n, `create_thin ${id}`);
+        return id;
+      } catch (e) {
+        if ((e as { code?: string }).code !== 'EEXIST') throw e;
+        throw new Error(`the pool holds thin id ${id}, which the metadata does not: a leak`);
+      }
+    }
   } finally {
     dm.close();
   }
-  return state.next_device_id;
 }
 
 let foreignId: number | undefined;
