@@ -49,8 +49,8 @@ export const CRASH_POINTS = {
   'snapshot:origin-suspended': { after: 'the active origin suspended (the intent is durable)', reconcile: 'back' },
   'delete:discarded': { after: "the device's blocks discarded (the intent is durable)", reconcile: 'forward' },
   'delete:deactivated': { after: 'the dm device removed (the intent is durable)', reconcile: 'forward' },
-  'create:id-collision': { after: 'an id the pool answered EEXIST for skipped: its intent cleared, the id untouched', reconcile: 'none' },
-  'snapshot:id-collision': { after: 'an id the pool answered EEXIST for skipped: its intent cleared, the id untouched', reconcile: 'none' },
+  'create:id-collision': { after: 'an id the pool answered EEXIST for skipped: its intent cleared, the id untouched', reconcile: 'back' },
+  'snapshot:id-collision': { after: 'an id the pool answered EEXIST for skipped: its intent cleared, the id untouched', reconcile: 'back' },
   // Reconcile's own steps (a crash while recovering is recovered by the next open).
   'rollback:prepared': { after: 'reconcile undoing a create or snapshot: its dm device removed, its origin resumed', reconcile: 'back' },
   'rollback:message-sent': { after: 'reconcile undoing a create or snapshot: `delete` of the id the pool created', reconcile: 'back' },

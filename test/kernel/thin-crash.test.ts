@@ -122,6 +122,7 @@ const SCENARIOS: Scenario[] = [
     name: 'snapshot over a foreign thin id',
     ops: (k) => [{ op: 'foreign' }, { op: 'create', hash: `x${k}`, from: 'a' }],
     countFrom: 1,
+    atPoints: ['snapshot:id-collision'],
   },
   {
     name: 'pool init over a foreign thin id',
