@@ -10,6 +10,7 @@ import { attachLoop, detachLoop, findLoopByFile, releaseLoop, type LoopDevice, t
 import { formatDev } from '../structs/dev.js';
 import { type Bytes, bytesToSectors, sectors, sectorsToBytes } from '../structs/units.js';
 import type { DeviceName } from '../dm/names.js';
+import { fsyncDir } from './metadata-store.js';
 import type { CrashHook } from './crash-points.js';
 import { PoolFileMissingError, PoolStateError } from './errors.js';
 import type { PoolOptions } from './options.js';
@@ -37,16 +38,18 @@ export function loopFiles(root: string): { data: string; metadata: string } {
 }
 
 /**
- * Whether the loop files are to be made ('create': a new pool, no pool state and neither file) or
- * used as they are ('adopt': both there). An existing pool (pool state in the metadata folder, or
- * one of the files there) with a file missing is refused: a new data file would map every layer to
- * holes, a new metadata file would lose the pool. Nothing is touched either way.
+ * Which loop files are to be made: both ('create': a new pool, no pool state and neither file),
+ * the metadata file only ('create-metadata': a new pool whose set-up was cut off after the data
+ * file, which is made first, e.g. by a power loss) or none ('adopt': both there). Any other missing
+ * file is refused: with pool state a new data file would map every layer to holes and a new
+ * metadata file would lose the pool; without it, a metadata file (made second) is there, so the
+ * data file was removed. Nothing is touched either way.
  */
-export function checkLoopFiles(files: { data: string; metadata: string }, newPool: boolean): 'create' | 'adopt' {
+export function checkLoopFiles(files: { data: string; metadata: string }, newPool: boolean): 'create' | 'create-metadata' | 'adopt' {
   const data = existsSync(files.data);
   const metadata = existsSync(files.metadata);
   if (data && metadata) return 'adopt';
-  if (newPool && !data && !metadata) return 'create';
+  if (newPool && !metadata) return data ? 'create-metadata' : 'create';
   const missing = data ? files.metadata : files.data;
   const why = newPool ? `${data ? files.data : files.metadata} is there, so this is an existing pool` : 'the metadata folder holds a pool';
   throw new PoolFileMissingError(missing, `${why}; it is never made again (restore it, or remove the home for a new pool)`);
@@ -234,10 +237,12 @@ export async function setUpPool(
   let fresh = false;
   try {
     if (loopback) {
-      const created = checkLoopFiles(files, newPool) === 'create';
+      const make = checkLoopFiles(files, newPool);
+      const created = make !== 'adopt';
+      if (make === 'create') createSparseFile(files.data, opts.loopDataSizeBytes, undo);
       if (created) {
-        createSparseFile(files.data, opts.loopDataSizeBytes, undo);
         createSparseFile(files.metadata, opts.loopMetadataSizeBytes, undo);
+        fsyncDir(root);
       }
       // Never zero a pool's superblock: metadata files without our metadata folder are adopted.
       if (created || (newPool && !hasThinSuperblock(files.metadata))) {

@@ -223,6 +223,8 @@ const sameFiles = (x: Files | undefined, y: Files | undefined) => JSON.stringify
 
 /** Milliseconds per part of the checks (printed per scenario). */
 const timing = { open: 0, ids: 0, files: 0, shutdown: 0 };
+/** Per scenario: points where a cut-off create left its id in the pool unrecorded (see checkPoint). */
+const unrecordedIds = new Map<string, number>();
 
 /** The checks on one replayed image; `home` is its home folder. */
 async function checkPoint(run: Run, sc: Scenario, p: ReplayPoint, home: string): Promise<void> {
@@ -251,6 +253,12 @@ async function checkPoint(run: Run, sc: Scenario, p: ReplayPoint, home: string):
     const acked = [...done.devices].map(([h, id]) => [h, id, true, false]).sort(byHash);
     expect(onDisk, `${at}: device records on disk`).toEqual(acked);
   }
+
+  // A create cut off between the pool's answer and the intent's `created` record leaves the new,
+  // empty thin id in the pool, unknown to the metadata (transaction.ts: never deleting an id the
+  // pool may have refused us). That one id, and only at such a point, is counted, not failed.
+  const cut = existsSync(join(metaDir, INTENT_FILE)) ? MetadataStore.open(metaDir).readIntent() : null;
+  const unrecorded = cut && cut.op !== 'delete' && cut.created !== true ? cut.thinId : undefined;
 
   let t = performance.now();
   const lap = (k: keyof typeof timing) => {
@@ -288,7 +296,12 @@ async function checkPoint(run: Run, sc: Scenario, p: ReplayPoint, home: string):
     const state = MetadataStore.open(metaDir).readPoolState();
     const upTo = (state?.nextDeviceId ?? 0) + 8;
     const kernelIds = [...(await probeThinIds(dm, set.poolName, upTo))].sort((x, y) => x - y);
-    expect(kernelIds, `${at}: pool thin ids vs metadata`).toEqual([...ids.values()].sort((x, y) => x - y));
+    const known = [...ids.values()];
+    if (unrecorded !== undefined && kernelIds.includes(unrecorded) && !known.includes(unrecorded)) {
+      known.push(unrecorded);
+      unrecordedIds.set(sc.name, (unrecordedIds.get(sc.name) ?? 0) + 1);
+    }
+    expect(kernelIds, `${at}: pool thin ids vs metadata`).toEqual(known.sort((x, y) => x - y));
     lap('ids');
     const ps = poolStatus(dm, set.poolName);
     expect(ps.transactionId, `${at}: pool transaction id`).toBe(set.transactionId);
@@ -359,7 +372,7 @@ describe('power loss at every flush', () => {
         const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
         const tm = rig.timing;
         console.log(
-          `power-loss ${sc.name}: ${flushes} flush points, ${marks} marks` +
+          `power-loss ${sc.name}: ${flushes} flush points, ${marks} marks, ${unrecordedIds.get(sc.name) ?? 0} with an unrecorded create's id left in the pool` +
             ` (+${same} flushes leaving the same image as the point before; log of ${log.entries.length} entries;` +
             ` scenario ${secs(t1 - t0)}, replays ${secs(Date.now() - t1)}: copy ${secs(tm.copy)}, attach+mount ${secs(tm.mount)},` +
             ` checks ${secs(tm.check)} (open ${secs(timing.open)}, thin ids ${secs(timing.ids)}, files ${secs(timing.files)}, shutdown ${secs(timing.shutdown)}); home -o ${HOME_MOUNT_DATA})`,

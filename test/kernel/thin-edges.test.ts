@@ -168,7 +168,9 @@ describe('thin pool edges', () => {
   test('two processes on one home: the second gets the lock error', async () => {
     const h = home('lock');
     const set = await DeviceSet.open(h, SMALL);
-    const r = spawnSync(process.execPath, ['--import', 'tsx', child, h, 'init', 'none'], { encoding: 'utf8' });
+    const spec = { home: h, mnt: `${h}-mnt`, options: SMALL, log: `${h}.events`, killAt: 0, countFrom: 0, ops: [] };
+    const r = spawnSync(process.execPath, ['--import', 'tsx', child, JSON.stringify(spec)], { encoding: 'utf8' });
+    rmSync(`${h}.events`, { force: true });
     expect(r.status).not.toBe(0);
     expect(r.stderr).toContain('PoolLockedError');
     expect(r.stderr).toContain(`held by process ${process.pid}`);

@@ -65,9 +65,14 @@ describe('loop files: made only for a new pool', () => {
     expect(checkLoopFiles(files(), false)).toBe('adopt');
   });
 
+  test('a new pool cut off after its data file (made first) makes the metadata file only', () => {
+    writeFileSync(files().data, 'x');
+    expect(checkLoopFiles(files(), true)).toBe('create-metadata');
+    expect(readdirSync(dir)).toEqual(['data']);
+  });
+
   test.each([
     ['data', false, 'metadata'],
-    ['metadata', false, 'data'],
     ['data', true, 'metadata'],
     ['metadata', true, 'data'],
     ['data', true, ''],
