@@ -9,7 +9,7 @@ import { errnoOf } from '../thin/errors.js';
 import { BASE_HASH, validateHash } from '../thin/metadata-store.js';
 import { checkMountLabel, isMounted } from '../thin/mount.js';
 import type { PoolOptionsInput } from '../thin/options.js';
-import { makeDirs } from '../thin/undo.js';
+import { makeDirs } from '../thin/dirs.js';
 
 export class Driver {
   private readonly refs = new Map<string, number>();

@@ -24,7 +24,8 @@ import { loopFiles, setUpPool, type PoolDevices } from './pool-setup.js';
 import { resizePool } from './resize.js';
 import { readOnlyModeOf, ThinDevices, type DevStatus } from './thin-devices.js';
 import { Transactions, type ReconcileResult } from './transaction.js';
-import { makeDirs, Undo } from './undo.js';
+import { makeDirs } from './dirs.js';
+import { Undo } from './undo.js';
 
 export type { DiskUsage, PoolStatus } from './pool-health.js';
 export type { MountOptions } from './mount-tracker.js';

@@ -4,11 +4,12 @@
 // Every write is atomic and durable: a temp file in the same folder, fsync, rename over the
 // target, fsync of the folder, so a crash leaves either the old or the new file, never a torn one.
 // Temp files left by a crash (`.tmp-*`) are stale by construction and removed on open.
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, unlinkSync, writeSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { closeSync, fsyncSync, openSync, readFileSync, readdirSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { hasLoneSurrogate, THIN_ID_MAX, type ThinId } from '../dm/names.js';
 import { type Bytes, bytes } from '../structs/units.js';
+import { fsyncDir, makeDirs } from './dirs.js';
 import { InvalidHashError, MetadataError } from './errors.js';
 
 /** The base device's hash: "" in the API (as in Docker), stored as the file `base`. */
@@ -109,18 +110,7 @@ export class MetadataStore {
 
   /** Open (creating) the metadata folder; removes temp files a crash left behind. */
   static open(dir: string): MetadataStore {
-    // The outermost folder made, if any: each folder from it down to `dir` is durable once its
-    // parent is fsynced.
-    const first = mkdirSync(dir, { recursive: true, mode: 0o700 });
-    if (first !== undefined) {
-      const top = resolve(first);
-      const made: string[] = [];
-      for (let p = resolve(dir); ; p = dirname(p)) {
-        made.unshift(p);
-        if (p === top || dirname(p) === p) break;
-      }
-      for (const p of made) fsyncDir(dirname(p));
-    }
+    makeDirs(dir, 0o700);
     const store = new MetadataStore(dir);
     let removed = false;
     for (const name of readdirSync(dir)) {
@@ -264,15 +254,6 @@ export function writeFileAtomic(path: string, data: string): void {
   closeSync(fd);
   renameSync(tmp, path);
   fsyncDir(dir);
-}
-
-export function fsyncDir(dir: string): void {
-  const fd = openSync(dir, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
 }
 
 function readJson(path: string): Record<string, unknown> | null {

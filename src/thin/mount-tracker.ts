@@ -9,7 +9,7 @@ import { DeviceBusyError, errnoOf, NotMountedError, UnknownDeviceError } from '.
 import { mount, mountOptionsFor, mountsOf, mountTable, unmountRetrying, type MountEntry } from './mount.js';
 import type { PoolNaming } from './naming.js';
 import type { PoolOptions } from './options.js';
-import { makeDirs } from './undo.js';
+import { makeDirs } from './dirs.js';
 
 /** What the tracker needs of the device set. */
 export interface MountHost {

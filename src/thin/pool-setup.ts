@@ -10,7 +10,7 @@ import { attachLoop, detachLoop, findLoopByFile, releaseLoop, type LoopDevice, t
 import { formatDev } from '../structs/dev.js';
 import { type Bytes, bytesToSectors, sectors, sectorsToBytes } from '../structs/units.js';
 import type { DeviceName } from '../dm/names.js';
-import { fsyncDir } from './metadata-store.js';
+import { fsyncDir } from './dirs.js';
 import type { CrashHook } from './crash-points.js';
 import { PoolFileMissingError, PoolStateError } from './errors.js';
 import type { PoolOptions } from './options.js';

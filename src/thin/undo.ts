@@ -1,10 +1,8 @@
 // All-or-nothing set-up: each step that makes something (a folder, a file, a dm device, a thin id)
 // records how to take it away again; on failure they run in reverse order, so what a failed
 // `open` made is gone and what was there before is untouched.
-import { existsSync, mkdirSync, rmdirSync, unlinkSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { rmdirSync, unlinkSync } from 'node:fs';
 import { errnoOf } from './errors.js';
-import { fsyncDir } from './metadata-store.js';
 
 interface Step {
   what: string;
@@ -62,25 +60,4 @@ export class Undo {
       }
     });
   }
-}
-
-/**
- * mkdir -p that returns the folders it made (outermost first) and fails with the errno. Node's
- * recursive mkdirSync spins forever where a parent exists but refuses children with ENOENT (procfs).
- * The parent of each folder made is fsynced: a folder is durable only once its entry is.
- */
-export function makeDirs(path: string, mode = 0o700): string[] {
-  const missing: string[] = [];
-  for (let p = resolve(path); !existsSync(p); p = dirname(p)) missing.unshift(p);
-  const made: string[] = [];
-  for (const p of missing) {
-    try {
-      mkdirSync(p, { mode });
-      made.push(p);
-      fsyncDir(dirname(p));
-    } catch (e) {
-      if (errnoOf(e) !== 'EEXIST') throw e; // made by someone else meanwhile: not ours
-    }
-  }
-  return made;
 }

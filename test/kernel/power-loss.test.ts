@@ -14,7 +14,8 @@ import { deviceName } from '../../src/dm/names.js';
 import { parseThinPoolStatus } from '../../src/dm/status/thin-pool.js';
 import { bytes } from '../../src/structs/units.js';
 import { DeviceSet } from '../../src/thin/device-set.js';
-import { BASE_HASH, fsyncDir, INTENT_FILE, MetadataStore } from '../../src/thin/metadata-store.js';
+import { fsyncDir } from '../../src/thin/dirs.js';
+import { BASE_HASH, INTENT_FILE, MetadataStore } from '../../src/thin/metadata-store.js';
 import { HOME_MOUNT_DATA, LogRig, type ReplayPoint } from './power-loss-rig.js';
 import { probeThinIds, requireKernelTier, SMALL, sweep } from './thin-support.js';
 

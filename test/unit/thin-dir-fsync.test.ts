@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, test, vi } from 'vitest';
 import { MetadataStore } from '../../src/thin/metadata-store.js';
-import { makeDirs } from '../../src/thin/undo.js';
+import { makeDirs } from '../../src/thin/dirs.js';
 
 const synced: string[] = [];
 const openFds = new Map<number, string>();

@@ -4,7 +4,8 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
-import { makeDirs, Undo } from '../../src/thin/undo.js';
+import { makeDirs } from '../../src/thin/dirs.js';
+import { Undo } from '../../src/thin/undo.js';
 
 const scratch: string[] = [];
 const dir = () => {
