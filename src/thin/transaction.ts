@@ -415,23 +415,22 @@ export class Transactions {
   /** Bring the pool and the metadata into agreement; see the protocol at the top of this file. */
   private async reconcile(): Promise<ReconcileResult> {
     const intent = this.store.readIntent();
-    if (intent === null) {
-      const poolTx = await this.pool.poolTransactionId();
-      if (poolTx !== this.state.transactionId) throw new TransactionMismatchError(this.poolName, poolTx, this.state.transactionId);
-      return { action: 'none' };
-    }
-    return this.settle(intent);
+    return intent === null ? this.agreed() : this.settle(intent);
+  }
+
+  /** No intent: the pool's transaction id must be the metadata's. */
+  private async agreed(): Promise<ReconcileResult> {
+    const poolTx = await this.pool.poolTransactionId();
+    if (poolTx !== this.state.transactionId) throw new TransactionMismatchError(this.poolName, poolTx, this.state.transactionId);
+    return { action: 'none' };
   }
 
   /** A read-only pool: check the transaction ids, leave an intent as it is, hide a pending delete's device. */
   private async checkReadOnly(): Promise<ReconcileResult> {
     const intent = this.store.readIntent();
+    if (intent === null) return this.agreed();
     const poolTx = await this.pool.poolTransactionId();
     const metaTx = this.state.transactionId;
-    if (intent === null) {
-      if (poolTx !== metaTx) throw new TransactionMismatchError(this.poolName, poolTx, metaTx);
-      return { action: 'none' };
-    }
     const known = [intent.oldTransactionId, intent.newTransactionId];
     if (!known.includes(poolTx) || !known.includes(metaTx)) throw this.mismatch(intent, poolTx);
     const rec = this.devices.get(intent.hash);
