@@ -7,7 +7,7 @@
 // nodes and distinct leaf entries, however many snapshots share them.
 import { ThinMetadataError, decodeBtreeNode } from '../../structs/index.js';
 import { type MetadataBlocks, pastTheEnd } from './blocks.js';
-import { MAX_BTREE_DEPTH } from './btree.js';
+import { MAX_BTREE_DEPTH, emptyBelowRoot } from './btree.js';
 
 /** Values of both levels of the mapping tree: le64. */
 const LE64_SIZE = 8;
@@ -246,6 +246,7 @@ class Forest {
     const i = this.stNext[depth]! - 1;
     const v = this.stView[depth]!;
     const blocknr = this.blk[s]!;
+    if (this.count[c] === 0) throw emptyBelowRoot(this.blk[c]!);
     const h = this.height[c]!;
     const ch = this.stChildHeight[depth]!;
     if (ch === -1) this.stChildHeight[depth] = h;
