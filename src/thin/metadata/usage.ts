@@ -5,13 +5,14 @@
 // child holds on every path to it. Then, per distinct leaf, how many devices reach it (roots down,
 // in reverse post-order), and subtree sums give each device's totals: the work is the distinct
 // nodes and distinct leaf entries, however many snapshots share them.
-import { ThinMetadataError, decodeBtreeNode } from '../../structs/index.js';
+import { BLOCK_TIME_TIME_BITS, NODE_HEADER_SIZE, ThinMetadataError, decodeBtreeNode, le64Number } from '../../structs/index.js';
 import { type MetadataBlocks, pastTheEnd } from './blocks.js';
 import { MAX_BTREE_DEPTH, emptyBelowRoot } from './btree.js';
 
+/** block_time's data block: the high word's bits are worth 2^(32 - 24) each. */
+const DATA_BLOCK_HIGH_SCALE = 2 ** (32 - BLOCK_TIME_TIME_BITS);
 /** Values of both levels of the mapping tree: le64. */
 const LE64_SIZE = 8;
-const NODE_HEADER_SIZE = 32;
 /** Data blocks of leaves kept in memory for the second pass, at most (32 MiB); past it, leaves are read again. */
 const DATA_CACHE_MAX = 2 ** 22;
 
@@ -63,11 +64,9 @@ function grown<T extends Int32Array | Float64Array | Uint8Array>(a: T, need: num
 const LEAF = 1;
 const DONE = 2;
 
-/** A le64 at `at` as a number, or the error naming it. */
+/** A le64 of a node (a key, a child block) as a number, or the error naming it. */
 function u64(v: DataView, at: number, blocknr: number, field: string): number {
-  const hi = v.getUint32(at + 4, true);
-  if (hi > 0x1fffff) throw new ThinMetadataError(blocknr, 'node_header', field, `${v.getBigUint64(at, true)} is past 2^53`);
-  return hi * 0x1_0000_0000 + v.getUint32(at, true);
+  return le64Number(v, at, blocknr, 'node_header', field);
 }
 
 export interface DeviceUsageCount {
@@ -184,7 +183,7 @@ class Forest {
   }
 
   private dataBlockAt(v: DataView, at: number, blocknr: number, i: number): number {
-    const b = v.getUint32(at + 4, true) * 256 + (v.getUint32(at, true) >>> 24);
+    const b = v.getUint32(at + 4, true) * DATA_BLOCK_HIGH_SCALE + (v.getUint32(at, true) >>> BLOCK_TIME_TIME_BITS);
     if (b >= this.nrDataBlocks) {
       throw new ThinMetadataError(
         blocknr,
