@@ -35,6 +35,11 @@ export const DISK_BITMAP_HEADER_SIZE = 16;
 export const MAX_METADATA_BITMAPS = 255;
 /** Two bits per block after the bitmap header. */
 export const ENTRIES_PER_BLOCK = (THIN_METADATA_BLOCK_SIZE - DISK_BITMAP_HEADER_SIZE) * 4;
+/**
+ * DM_SM_METADATA_MAX_BLOCKS: the metadata space map's one index block addresses this many blocks,
+ * so no metadata block lies past it (the kernel uses at most THIN_METADATA_MAX_SECTORS of a device).
+ */
+export const DM_SM_METADATA_MAX_BLOCKS = MAX_METADATA_BITMAPS * ENTRIES_PER_BLOCK;
 /** block_time: the low 24 bits are the time, the high 40 the data block. */
 export const BLOCK_TIME_TIME_BITS = 24;
 export const BLOCK_TIME_TIME_MASK = (1 << BLOCK_TIME_TIME_BITS) - 1;

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, describe, expect, test } from 'vitest';
-import { THIN_METADATA_BLOCK_SIZE, ThinMetadataError } from '../../src/structs/index.js';
+import { DM_SM_METADATA_MAX_BLOCKS, THIN_METADATA_BLOCK_SIZE, ThinMetadataError } from '../../src/structs/index.js';
 import {
   type MetadataBlocks,
   forEachMapping,
@@ -318,6 +318,16 @@ describe('corrupt trees', () => {
     const root = img.internal([[0, 5000]]);
     pool(img, root);
     for (const e of both(img)) expect(e).toMatchObject({ block: 5000, struct: 'metadata device' });
+  });
+
+  test('a device that says it is huge costs no more memory than the largest metadata device: a child past DM_SM_METADATA_MAX_BLOCKS is refused', () => {
+    const img = new MetadataImage(8);
+    const root = img.internal([[0, DM_SM_METADATA_MAX_BLOCKS]]);
+    pool(img, root);
+    const whole = img.reader();
+    const huge = { nrBlocks: 2 ** 40, read: (b: number) => whole.read(b), close() {} };
+    expect(thrown(() => readThinUsage(huge))).toMatchObject({ block: DM_SM_METADATA_MAX_BLOCKS, struct: 'metadata device' });
+    expect(DM_SM_METADATA_MAX_BLOCKS).toBe(255 * ((1 << 14) - 64));
   });
 
   test('a child that is not a btree node (zeroed block): its checksum', () => {

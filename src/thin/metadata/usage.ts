@@ -5,7 +5,14 @@
 // child holds on every path to it. Then, per distinct leaf, how many devices reach it (roots down,
 // in reverse post-order), and subtree sums give each device's totals: the work is the distinct
 // nodes and distinct leaf entries, however many snapshots share them.
-import { BLOCK_TIME_TIME_BITS, NODE_HEADER_SIZE, ThinMetadataError, decodeBtreeNode, le64Number } from '../../structs/index.js';
+import {
+  BLOCK_TIME_TIME_BITS,
+  NODE_HEADER_SIZE,
+  DM_SM_METADATA_MAX_BLOCKS,
+  ThinMetadataError,
+  decodeBtreeNode,
+  le64Number,
+} from '../../structs/index.js';
 import { type MetadataBlocks, pastTheEnd } from './blocks.js';
 import { MAX_BTREE_DEPTH, emptyBelowRoot } from './btree.js';
 
@@ -108,7 +115,7 @@ class Forest {
     private readonly use: DataBlockUse,
     private readonly nrDataBlocks: number,
   ) {
-    this.slotOf = new Int32Array(blocks.nrBlocks).fill(-1);
+    this.slotOf = new Int32Array(Math.min(blocks.nrBlocks, DM_SM_METADATA_MAX_BLOCKS)).fill(-1);
   }
 
   private newSlot(blocknr: number): number {
@@ -232,7 +239,7 @@ class Forest {
 
   /** The slot of a block seen before (-1 if not); a block on the current path is a cycle. */
   private lookup(blocknr: number, from: number): number {
-    if (!Number.isSafeInteger(blocknr) || blocknr < 0 || blocknr >= this.blocks.nrBlocks) throw pastTheEnd(blocknr, this.blocks.nrBlocks);
+    if (!Number.isSafeInteger(blocknr) || blocknr < 0 || blocknr >= this.slotOf.length) throw pastTheEnd(blocknr, this.slotOf.length);
     const s = this.slotOf[blocknr]!;
     if (s >= 0 && !(this.flags[s]! & DONE))
       throw new ThinMetadataError(from, 'btree', 'blocknr', `child ${blocknr} is its own ancestor: a cycle`);
