@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, describe, expect, test } from 'vitest';
-import { DM_SM_METADATA_MAX_BLOCKS, THIN_METADATA_BLOCK_SIZE, ThinMetadataError } from '../../src/structs/index.js';
+import { DM_SM_METADATA_MAX_BLOCKS, InvalidArgumentError, THIN_METADATA_BLOCK_SIZE, ThinMetadataError } from '../../src/structs/index.js';
 import {
   type MetadataBlocks,
   forEachMapping,
@@ -93,6 +93,12 @@ describe('readThinDevices', () => {
     expect(h.devices.map((d) => d.thinId)).toEqual([1, 2]);
     expect(h.roots.blocknr).toBe(held);
     expect(h.superblock.heldRoot).toBe(held);
+  });
+
+  test("a root option other than 'superblock' or 'held' is EINVAL before anything is read", () => {
+    const img = new MetadataImage(8);
+    buildPool(img, []);
+    expect(() => readThinDevices(img.reader(), { root: 'live' as 'held' })).toThrow(InvalidArgumentError);
   });
 
   test('unsupported incompat_flags are refused', () => {
