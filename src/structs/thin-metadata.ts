@@ -237,7 +237,9 @@ export function decodeBtreeNode(block: Uint8Array, blocknr: number, valueSize: n
   const valueBase = NODE_HEADER_SIZE + 8 * maxEntries;
   const key = (i: number): number => {
     if (!(i >= 0 && i < nrEntries)) throw new ThinMetadataError(blocknr, NODE, 'keys', `entry ${i} of ${nrEntries}`);
-    return u64(v, NODE_HEADER_SIZE + 8 * i, blocknr, NODE, `keys[${i}]`);
+    const at = NODE_HEADER_SIZE + 8 * i;
+    if (v.getUint32(at + 4, true) > SAFE_HIGH_WORD_MAX) u64(v, at, blocknr, NODE, `keys[${i}]`);
+    return v.getUint32(at + 4, true) * 0x1_0000_0000 + v.getUint32(at, true);
   };
   const valueOffset = (i: number): number => {
     if (!(i >= 0 && i < nrEntries)) throw new ThinMetadataError(blocknr, NODE, 'values', `entry ${i} of ${nrEntries}`);
@@ -245,7 +247,9 @@ export function decodeBtreeNode(block: Uint8Array, blocknr: number, valueSize: n
   };
   const value64 = (i: number): number => {
     if (size !== 8) throw new ThinMetadataError(blocknr, NODE, 'value_size', `${size}-byte values are not le64`);
-    return u64(v, valueOffset(i), blocknr, NODE, `values[${i}]`);
+    const at = valueOffset(i);
+    if (v.getUint32(at + 4, true) > SAFE_HIGH_WORD_MAX) u64(v, at, blocknr, NODE, `values[${i}]`);
+    return v.getUint32(at + 4, true) * 0x1_0000_0000 + v.getUint32(at, true);
   };
   const child = (i: number): number => {
     if (leaf) throw new ThinMetadataError(blocknr, NODE, 'flags', 'a leaf has no children');

@@ -16,6 +16,8 @@ import {
 import { type MetadataBlocks, pastTheEnd } from './blocks.js';
 import { MAX_BTREE_DEPTH, emptyBelowRoot } from './btree.js';
 
+/** The high word of Number.MAX_SAFE_INTEGER: a le64 with a larger one does not fit a number. */
+const SAFE_HIGH_WORD_MAX = 0x1fffff;
 /** block_time's data block: the high word's bits are worth 2^(32 - 24) each. */
 const DATA_BLOCK_HIGH_SCALE = 2 ** (32 - BLOCK_TIME_TIME_BITS);
 /** Values of both levels of the mapping tree: le64. */
@@ -71,9 +73,10 @@ function grown<T extends Int32Array | Float64Array | Uint8Array>(a: T, need: num
 const LEAF = 1;
 const DONE = 2;
 
-/** A le64 of a node (a key, a child block) as a number, or the error naming it. */
-function u64(v: DataView, at: number, blocknr: number, field: string): number {
-  return le64Number(v, at, blocknr, 'node_header', field);
+/** Entry i of a node's keys or values read as a le64 number; the field is named only on error. */
+function u64(v: DataView, at: number, blocknr: number, array: 'keys' | 'values', i: number): number {
+  if (v.getUint32(at + 4, true) > SAFE_HIGH_WORD_MAX) le64Number(v, at, blocknr, 'node_header', `${array}[${i}]`);
+  return v.getUint32(at + 4, true) * 0x1_0000_0000 + v.getUint32(at, true);
 }
 
 export interface DeviceUsageCount {
@@ -153,11 +156,11 @@ class Forest {
     const s = this.newSlot(blocknr);
     let prev = -1;
     for (let i = 0, at = NODE_HEADER_SIZE; i < nr; i++, at += 8) {
-      const k = u64(v, at, blocknr, `keys[${i}]`);
+      const k = u64(v, at, blocknr, 'keys', i);
       if (k <= prev) throw new ThinMetadataError(blocknr, 'node_header', `keys[${i}]`, `${k} does not follow ${prev}`);
       prev = k;
     }
-    this.minKey[s] = nr > 0 ? u64(v, NODE_HEADER_SIZE, blocknr, 'keys[0]') : Number.POSITIVE_INFINITY;
+    this.minKey[s] = nr > 0 ? u64(v, NODE_HEADER_SIZE, blocknr, 'keys', 0) : Number.POSITIVE_INFINITY;
     this.maxKey[s] = nr > 0 ? prev : Number.NEGATIVE_INFINITY;
     this.count[s] = nr;
     const valueBase = nr > 0 ? node.valueOffset(0) : 0;
@@ -222,7 +225,7 @@ class Forest {
         continue;
       }
       this.stNext[depth] = i + 1;
-      const child = u64(v, this.stBase[depth]! + 8 * i, blocknr, `values[${i}]`);
+      const child = u64(v, this.stBase[depth]! + 8 * i, blocknr, 'values', i);
       let c = this.lookup(child, blocknr);
       if (c < 0) {
         if (depth + 1 >= MAX_BTREE_DEPTH) throw new ThinMetadataError(child, 'btree', 'depth', `deeper than ${MAX_BTREE_DEPTH} levels`);
@@ -264,7 +267,7 @@ class Forest {
         `child ${i} (block ${this.blk[c]}) is ${h} levels above its leaves, its siblings ${ch}`,
       );
     }
-    const lo = u64(v, NODE_HEADER_SIZE + 8 * i, blocknr, `keys[${i}]`);
+    const lo = u64(v, NODE_HEADER_SIZE + 8 * i, blocknr, 'keys', i);
     if (this.minKey[c]! < lo) {
       throw new ThinMetadataError(
         this.blk[c]!,
@@ -274,7 +277,7 @@ class Forest {
       );
     }
     if (i + 1 < this.count[s]!) {
-      const hi = u64(v, NODE_HEADER_SIZE + 8 * (i + 1), blocknr, `keys[${i + 1}]`);
+      const hi = u64(v, NODE_HEADER_SIZE + 8 * (i + 1), blocknr, 'keys', i + 1);
       if (this.maxKey[c]! >= hi) {
         throw new ThinMetadataError(
           this.blk[c]!,
