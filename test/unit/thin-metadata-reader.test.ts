@@ -16,6 +16,7 @@ import {
   walkBtree,
   walkBtreeNodes,
 } from '../../src/thin/metadata/index.js';
+import { countUsage } from '../../src/thin/metadata/usage.js';
 import { MetadataImage, blockTime, buildPool, details, le64 } from '../support/thin-metadata-builder.js';
 
 function thrown(fn: () => unknown): ThinMetadataError {
@@ -230,8 +231,16 @@ describe('readThinUsage', () => {
           buildPool(img, devices, { dataSpaceMapRoot: { nrBlocks: 200 } }, 4);
           const blocks = img.reader();
           const naive = naiveUsage(blocks);
-          for (const d of readThinUsage(blocks).devices) {
+          const u = readThinUsage(blocks);
+          for (const d of u.devices) {
             expect({ mapped: d.exclusiveBlocks + d.sharedBlocks, exclusive: d.exclusiveBlocks }).toEqual(naive.get(d.thinId));
+          }
+          // Leaves read again instead of kept (no room, or room for a few): the same counts.
+          const roots = devices.map((d) => d.root);
+          for (const room of [0, 7, 40]) {
+            expect(countUsage(blocks, roots, 200, 0, room)).toEqual(
+              u.devices.map((d) => ({ mapped: d.exclusiveBlocks + d.sharedBlocks, exclusive: d.exclusiveBlocks })),
+            );
           }
         },
       ),

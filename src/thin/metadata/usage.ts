@@ -24,6 +24,9 @@ const DATA_BLOCK_HIGH_SCALE = 2 ** (32 - BLOCK_TIME_TIME_BITS);
 const LE64_SIZE = 8;
 /** Data blocks of leaves kept in memory for the second pass, at most (32 MiB); past it, leaves are read again. */
 const DATA_CACHE_MAX = 2 ** 22;
+const DATA_CHUNK_SHIFT = 16;
+const DATA_CHUNK = 1 << DATA_CHUNK_SHIFT;
+const DATA_CHUNK_MASK = DATA_CHUNK - 1;
 
 /**
  * Per data block, whether it is mapped once or more than once: two bits per block, in pages of up
@@ -99,9 +102,13 @@ class Forest {
   private kidStart = new Int32Array(64);
   private kids = new Int32Array(64);
   private nKids = 0;
-  /** A leaf's data blocks in data[dataStart, dataStart + count), or -1: read it again. */
+  /**
+   * A leaf's data blocks: chunk dataStart >>> DATA_CHUNK_SHIFT of `data`, from dataStart's low bits
+   * (a leaf never spans two chunks), or -1: read it again. Chunks, not one growing array, so that
+   * nothing is copied as it fills.
+   */
   private dataStart = new Int32Array(64);
-  private data = new Float64Array(64);
+  private readonly data: Float64Array[] = [];
   private nData = 0;
   private postOrder = new Int32Array(64);
   private nPost = 0;
@@ -117,6 +124,7 @@ class Forest {
     private readonly blocks: MetadataBlocks,
     private readonly use: DataBlockUse,
     private readonly nrDataBlocks: number,
+    private readonly dataCacheMax: number,
   ) {
     this.slotOf = new Int32Array(Math.min(blocks.nrBlocks, DM_SM_METADATA_MAX_BLOCKS)).fill(-1);
   }
@@ -166,17 +174,24 @@ class Forest {
     const valueBase = nr > 0 ? node.valueOffset(0) : 0;
     if (node.leaf) {
       this.flags[s] = LEAF;
-      const cache = this.nData + nr <= DATA_CACHE_MAX;
-      if (cache && this.nData + nr > this.data.length) this.data = grown(this.data, this.nData + nr);
-      this.dataStart[s] = cache ? this.nData : -1;
-      const data = this.data;
-      let d = this.nData;
+      let start = -1;
+      let chunk: Float64Array | undefined;
+      if (nr > 0 && this.nData + nr <= this.dataCacheMax) {
+        // A leaf that would straddle two chunks starts the next one.
+        if ((this.nData & DATA_CHUNK_MASK) + nr > DATA_CHUNK) this.nData = (this.nData | DATA_CHUNK_MASK) + 1;
+        const c = this.nData >>> DATA_CHUNK_SHIFT;
+        if (c === this.data.length) this.data.push(new Float64Array(DATA_CHUNK));
+        chunk = this.data[c];
+        start = this.nData;
+      }
+      this.dataStart[s] = start;
+      let d = start & DATA_CHUNK_MASK;
       for (let i = 0, at = valueBase; i < nr; i++, at += LE64_SIZE) {
         const b = this.dataBlockAt(v, at, blocknr, i);
         this.use.inc(b);
-        if (cache) data[d++] = b;
+        if (chunk !== undefined) chunk[d++] = b;
       }
-      if (cache) this.nData = d;
+      if (chunk !== undefined) this.nData += nr;
       this.finish(s);
       return s;
     }
@@ -339,7 +354,9 @@ class Forest {
     let e = 0;
     const start = this.dataStart[s]!;
     if (start >= 0) {
-      for (let i = start; i < start + nr; i++) if (!this.use.shared(this.data[i]!)) e++;
+      const chunk = this.data[start >>> DATA_CHUNK_SHIFT]!;
+      const from = start & DATA_CHUNK_MASK;
+      for (let i = from; i < from + nr; i++) if (!this.use.shared(chunk[i]!)) e++;
       return e;
     }
     const blocknr = this.blk[s]!;
@@ -357,9 +374,16 @@ class Forest {
 /**
  * Mapped and exclusive mappings of each mapping tree root (one per thin device, in order); data
  * blocks must be below `nrDataBlocks`. `from` names the block holding the roots, for errors.
+ * `dataCacheMax`: leaf data blocks kept for the second pass, at most (past it leaves are read again).
  */
-export function countUsage(blocks: MetadataBlocks, roots: readonly number[], nrDataBlocks: number, from: number): DeviceUsageCount[] {
-  const forest = new Forest(blocks, new DataBlockUse(nrDataBlocks), nrDataBlocks);
+export function countUsage(
+  blocks: MetadataBlocks,
+  roots: readonly number[],
+  nrDataBlocks: number,
+  from: number,
+  dataCacheMax = DATA_CACHE_MAX,
+): DeviceUsageCount[] {
+  const forest = new Forest(blocks, new DataBlockUse(nrDataBlocks), nrDataBlocks, dataCacheMax);
   const slots = roots.map((r) => forest.add(r, from));
   return forest.totals(slots);
 }
