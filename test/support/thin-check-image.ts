@@ -88,6 +88,16 @@ export function reseal(bytes: Uint8Array, blocknr: number, xor: number): void {
   dv(b).setUint32(0, blockChecksum(b, xor), true);
 }
 
+/** Sets one 2-bit entry of the bitmap block at `bitmap` (kernel order: bit 2e high, 2e+1 low) and reseals it. */
+export function setBitmapEntry(bytes: Uint8Array, bitmap: number, entry: number, count: 0 | 1 | 2 | 3): void {
+  const v = new DataView(bytes.buffer, bytes.byteOffset + bitmap * BS, BS);
+  const word = 16 + 8 * Math.floor(entry / 32);
+  const bit = BigInt(2 * (entry % 32));
+  const hiLo = (BigInt(count >> 1) << bit) | (BigInt(count & 1) << (bit + 1n));
+  v.setBigUint64(word, (v.getBigUint64(word, true) & ~(3n << bit)) | hiLo, true);
+  reseal(bytes, bitmap, BITMAP_CSUM_XOR);
+}
+
 export const XOR = { superblock: SUPERBLOCK_CSUM_XOR, btree: BTREE_CSUM_XOR, bitmap: BITMAP_CSUM_XOR, index: INDEX_CSUM_XOR };
 
 export function buildThinImage(spec: ImageSpec): ThinImage {

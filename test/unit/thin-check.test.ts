@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'vitest';
 import { checkThinMetadata, type MetadataCheck } from '../../src/thin/metadata/check.js';
-import { buildThinImage, type ImageSpec, memoryBlocks, reseal, type ThinImage, XOR } from '../support/thin-check-image.js';
+import { buildThinImage, type ImageSpec, memoryBlocks, reseal, setBitmapEntry, type ThinImage, XOR } from '../support/thin-check-image.js';
 
 const BS = 4096;
 const ENTRIES_PER_BITMAP = (BS - 16) * 4;
@@ -37,16 +37,6 @@ function view(bytes: Uint8Array, block: number): DataView {
 /** Problems as lines for readable failures. */
 function lines(r: MetadataCheck): string[] {
   return r.problems.map((p) => `${p.block}: ${p.what}`);
-}
-
-function setBitmapEntry(bytes: Uint8Array, bitmap: number, entry: number, count: 0 | 1 | 2 | 3): void {
-  const v = view(bytes, bitmap);
-  const word = 16 + 8 * Math.floor(entry / 32);
-  const bit = 2 * (entry % 32);
-  const w = v.getBigUint64(word, true) & ~(3n << BigInt(bit));
-  const hiLo = (BigInt(count >> 1) << BigInt(bit)) | (BigInt(count & 1) << BigInt(bit + 1));
-  v.setBigUint64(word, w | hiLo, true);
-  reseal(bytes, bitmap, XOR.bitmap);
 }
 
 describe('checkThinMetadata on clean images', () => {

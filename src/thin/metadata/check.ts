@@ -88,6 +88,19 @@ class Checker {
     this.refs = new Uint32Array(limit);
   }
 
+  /** Problems found so far, listed or not: callers compare it before and after a step. */
+  get found(): number {
+    return this.problems.length + this.dropped;
+  }
+
+  /** Blocks a walk could not read or trust: past them, references are missing. */
+  damaged = 0;
+
+  damage(block: number | null, what: string): void {
+    this.damaged++;
+    this.problem(block, what);
+  }
+
   problem(block: number | null, what: string): void {
     if (this.problems.length < MAX_PROBLEMS) this.problems.push({ block, what });
     else this.dropped++;
@@ -102,7 +115,7 @@ class Checker {
   reference(b: number, what: string): boolean {
     if (!Number.isSafeInteger(b) || b < 0 || b >= this.limit) {
       const end = b >= this.smNrBlocks ? `metadata space map nr_blocks ${this.smNrBlocks}` : `the device's ${this.blocks.nrBlocks} blocks`;
-      this.problem(null, `${what}: block ${b} is past ${end}`);
+      this.damage(null, `${what}: block ${b} is past ${end}`);
       return false;
     }
     const c = (this.refs[b] as number) + 1;
@@ -114,7 +127,7 @@ class Checker {
     try {
       return this.blocks.read(b);
     } catch (e) {
-      this.problem(b, `${what}: block ${b} cannot be read: ${(e as Error).message}`);
+      this.damage(b, `${what}: block ${b} cannot be read: ${(e as Error).message}`);
       return null;
     }
   }
@@ -125,7 +138,7 @@ class Checker {
       return fn();
     } catch (e) {
       if (e instanceof ThinMetadataError || e instanceof RangeError) {
-        this.problem(b, `${what}: ${e.message}`);
+        this.damage(b, `${what}: ${e.message}`);
         return null;
       }
       throw e;
@@ -143,11 +156,11 @@ class Checker {
   private visit(b: number, span: Span, valueSize: number, isRoot: boolean, depth: number, leaf: (node: BtreeNode) => void): number | null {
     const what = span.what;
     if (!this.reference(b, what)) {
-      if (this.onSpine.has(b)) this.problem(b, `${what}: btree node ${b} is its own ancestor`);
+      if (this.onSpine.has(b)) this.damage(b, `${what}: btree node ${b} is its own ancestor`);
       return this.entries.get(b) ?? null;
     }
     if (depth > MAX_SPINE_DEPTH) {
-      this.problem(b, `${what}: btree deeper than ${MAX_SPINE_DEPTH} at node ${b}`);
+      this.damage(b, `${what}: btree deeper than ${MAX_SPINE_DEPTH} at node ${b}`);
       return null;
     }
     const block = this.read(b, what);
@@ -181,12 +194,12 @@ class Checker {
     let sound = true;
     const min = Math.floor(node.maxEntries / 3);
     if (!isRoot && node.nrEntries < min) {
-      this.problem(b, `${what}: btree node ${b} has ${node.nrEntries} entries, fewer than max_entries/3 = ${min}`);
+      this.damage(b, `${what}: btree node ${b} has ${node.nrEntries} entries, fewer than max_entries/3 = ${min}`);
       sound = false;
     }
     for (let i = 1; i < keys.length; i++) {
       if ((keys[i] as number) <= (keys[i - 1] as number)) {
-        this.problem(b, `${what}: btree node ${b} keys out of order: ${keys[i]} after ${keys[i - 1]}`);
+        this.damage(b, `${what}: btree node ${b} keys out of order: ${keys[i]} after ${keys[i - 1]}`);
         sound = false;
         break;
       }
@@ -195,11 +208,11 @@ class Checker {
       const first = keys[0] as number;
       const last = keys[keys.length - 1] as number;
       if (span.lo !== null && first < span.lo) {
-        this.problem(b, `${what}: btree node ${b} first key ${first} is below its parent's key ${span.lo}`);
+        this.damage(b, `${what}: btree node ${b} first key ${first} is below its parent's key ${span.lo}`);
         sound = false;
       }
       if (span.hi !== null && last >= span.hi) {
-        this.problem(b, `${what}: btree node ${b} key ${last} is not below the next parent key ${span.hi}`);
+        this.damage(b, `${what}: btree node ${b} key ${last} is not below the next parent key ${span.hi}`);
         sound = false;
       }
     }
@@ -261,6 +274,7 @@ function superblockFields(c: Checker, sb: ThinSuperblock): void {
 function checkTrees(c: Checker, roots: ThinSuperblock, label: string, dataRefs: BlockCounts, dataNrBlocks: number): void {
   const details = new Map<number, DeviceDetails>();
   const detailsWhat = `${label}device details tree`;
+  const start = c.found;
   c.walk(roots.deviceDetailsRoot, detailsWhat, DEVICE_DETAILS_SIZE, (node) =>
     leafValues(node, (thinId, off) => {
       const d = c.decode(node.blocknr, detailsWhat, () => decodeDeviceDetails(node.block, off));
@@ -268,13 +282,17 @@ function checkTrees(c: Checker, roots: ThinSuperblock, label: string, dataRefs: 
     }),
   );
 
+  const detailsSound = c.found === start;
   const subtrees = new Map<number, number>();
+  const top = c.found;
   c.walk(roots.dataMappingRoot, `${label}mapping tree (top level)`, UINT64_SIZE, (node) =>
     leafValues(node, (thinId, off) => subtrees.set(thinId, u64At(node.block, off))),
   );
+  const topSound = c.found === top;
 
+  // A damaged tree lacks ids: comparing the two trees' ids then says nothing new.
   for (const id of details.keys())
-    if (!subtrees.has(id)) c.problem(roots.dataMappingRoot, `${label}thin ${id}: in the device details tree but not in the mapping tree`);
+    if (topSound && !subtrees.has(id)) c.problem(roots.dataMappingRoot, `${label}thin ${id}: in the device details tree but not in the mapping tree`);
   for (const [id, root] of subtrees) {
     const what = `${label}mapping tree of thin ${id}`;
     const mapped = c.walk(root, what, UINT64_SIZE, (node) =>
@@ -289,8 +307,9 @@ function checkTrees(c: Checker, roots: ThinSuperblock, label: string, dataRefs: 
       }),
     );
     const d = details.get(id);
-    if (!d) c.problem(roots.deviceDetailsRoot, `${label}thin ${id}: in the mapping tree but not in the device details tree`);
-    else if (mapped !== null && mapped !== d.mappedBlocks)
+    if (!d) {
+      if (detailsSound) c.problem(roots.deviceDetailsRoot, `${label}thin ${id}: in the mapping tree but not in the device details tree`);
+    } else if (mapped !== null && mapped !== d.mappedBlocks)
       c.problem(
         roots.deviceDetailsRoot,
         `${label}thin ${id}: disk_device_details.mapped_blocks ${d.mappedBlocks}, but its mapping tree holds ${mapped}`,
@@ -301,7 +320,7 @@ function checkTrees(c: Checker, roots: ThinSuperblock, label: string, dataRefs: 
 /** Reads one bitmap block (counting the reference to it); null when missing or damaged. */
 function readBitmap(c: Checker, index: number, entry: IndexEntry | undefined, what: string): Uint8Array | null {
   if (!entry || entry.blocknr === 0) {
-    c.problem(null, `${what}: no bitmap for index ${index}`);
+    c.damage(null, `${what}: no bitmap for index ${index}`);
     return null;
   }
   const b = entry.blocknr;
@@ -397,6 +416,7 @@ export function checkThinMetadata(blocks: MetadataBlocks): MetadataCheck {
 
   const dataRoot = sb.dataSpaceMapRoot;
   const dataRefs = new BlockCounts(dataRoot.nrBlocks);
+  const beforeTrees = c.damaged;
   checkTrees(c, sb, '', dataRefs, dataRoot.nrBlocks);
 
   // reserve_metadata_snap: a copy of the superblock whose two tree roots each hold one more reference.
@@ -407,10 +427,14 @@ export function checkThinMetadata(blocks: MetadataBlocks): MetadataCheck {
     if (roots) checkTrees(c, roots, 'held ', dataRefs, dataRoot.nrBlocks);
   }
 
+  const treesSound = c.damaged === beforeTrees;
   const metadataSm = metadataSpaceMap(c, smRoot);
   const dataSm = dataSpaceMap(c, dataRoot);
-  compareCounts(c, metadataSm, smRoot, (b) => (b < c.refs.length ? (c.refs[b] as number) : 0), 'metadata space map', 'metadata');
-  compareCounts(c, dataSm, dataRoot, (b) => dataRefs.get(b), 'data space map', 'data');
+  // Counts are compared only when every reference was found (thin_check stops at damaged trees
+  // too): a tree that could not be walked would report each block under it as leaked.
+  if (c.damaged === beforeTrees)
+    compareCounts(c, metadataSm, smRoot, (b) => (b < c.refs.length ? (c.refs[b] as number) : 0), 'metadata space map', 'metadata');
+  if (treesSound) compareCounts(c, dataSm, dataRoot, (b) => dataRefs.get(b), 'data space map', 'data');
 
   const problems = c.finish();
   return { ok: problems.length === 0, problems, superblock: sb };
