@@ -53,14 +53,28 @@ function ours(path: string): MetadataCheck {
 }
 
 function dd(path: string, offsetBlocks: number, nrBlocks: number): void {
-  const r = spawnSync('dd', ['if=/dev/urandom', `of=${path}`, `bs=${BLOCK_BYTES}`, `seek=${offsetBlocks}`, `count=${nrBlocks}`, 'oflag=direct', 'conv=fsync,notrunc'], {
-    encoding: 'utf8',
-  });
+  const r = spawnSync(
+    'dd',
+    [
+      'if=/dev/urandom',
+      `of=${path}`,
+      `bs=${BLOCK_BYTES}`,
+      `seek=${offsetBlocks}`,
+      `count=${nrBlocks}`,
+      'oflag=direct',
+      'conv=fsync,notrunc',
+    ],
+    {
+      encoding: 'utf8',
+    },
+  );
   if (r.status !== 0) throw new Error(`dd ${path}: ${r.stderr}`);
 }
 
 function blkdiscard(path: string, offsetBlocks: number, nrBlocks: number): void {
-  const r = spawnSync('blkdiscard', ['-o', String(offsetBlocks * BLOCK_BYTES), '-l', String(nrBlocks * BLOCK_BYTES), path], { encoding: 'utf8' });
+  const r = spawnSync('blkdiscard', ['-o', String(offsetBlocks * BLOCK_BYTES), '-l', String(nrBlocks * BLOCK_BYTES), path], {
+    encoding: 'utf8',
+  });
   if (r.status !== 0) throw new Error(`blkdiscard ${path}: ${r.stderr}`);
 }
 
@@ -101,7 +115,11 @@ class Image {
     return this.value64(this.firstLeaf(this.sb.dataSpaceMapRoot.bitmapRoot, 16), 0);
   }
   metadataBitmap(): number {
-    return (decodeMetadataIndex(this.block(this.sb.metadataSpaceMapRoot.bitmapRoot), this.sb.metadataSpaceMapRoot.bitmapRoot)[0] as { blocknr: number }).blocknr;
+    return (
+      decodeMetadataIndex(this.block(this.sb.metadataSpaceMapRoot.bitmapRoot), this.sb.metadataSpaceMapRoot.bitmapRoot)[0] as {
+        blocknr: number;
+      }
+    ).blocknr;
   }
 }
 
@@ -180,21 +198,34 @@ describe('checkThinMetadata against thin_check on kernel-written metadata', () =
   });
 
   /** A damaged copy of the clean metadata: both tools run on it. */
-  async function damaged(name: string, damage: (bytes: Uint8Array, img: Image, path: string) => void): Promise<{ tc: ThinCheckRun; r: MetadataCheck }> {
+  async function damaged(
+    name: string,
+    damage: (bytes: Uint8Array, img: Image, path: string) => void,
+  ): Promise<{ tc: ThinCheckRun; r: MetadataCheck }> {
     const path = join(scratch.dir, `${name}.meta`);
     const bytes = new Uint8Array(readFileSync(clean));
     damage(bytes, new Image(bytes), path);
     if (name !== 'truncated') writeFileSync(path, bytes);
     const tc = await thinCheck(path);
     const r = ours(path);
-    console.log(`${name}: thin_check exit ${tc.status}: ${tc.output}\n${name}: ours: ${r.problems.map((p) => `[${p.block}] ${p.what}`).join(' | ')}`);
+    console.log(
+      `${name}: thin_check exit ${tc.status}: ${tc.output}\n${name}: ours: ${r.problems.map((p) => `[${p.block}] ${p.what}`).join(' | ')}`,
+    );
     return { tc, r };
   }
 
   const cases: [string, (bytes: Uint8Array, img: Image, path: string) => void, RegExp][] = [
-    ['mapping-leaf', (b, img) => flip(b, img.firstLeaf(img.subtreeRoot(1), 8).blocknr * BS + 700), /mapping tree of thin 1: btree_node.csum/],
+    [
+      'mapping-leaf',
+      (b, img) => flip(b, img.firstLeaf(img.subtreeRoot(1), 8).blocknr * BS + 700),
+      /mapping tree of thin 1: btree_node.csum/,
+    ],
     ['internal-node', (b, img) => flip(b, img.subtreeRoot(1) * BS + 40), /mapping tree of thin 1: btree_node.csum/],
-    ['details-tree', (b, img) => flip(b, img.firstLeaf(img.sb.deviceDetailsRoot, 24).blocknr * BS + 64), /device details tree: btree_node.csum/],
+    [
+      'details-tree',
+      (b, img) => flip(b, img.firstLeaf(img.sb.deviceDetailsRoot, 24).blocknr * BS + 64),
+      /device details tree: btree_node.csum/,
+    ],
     [
       'keys-out-of-order',
       (b, img) => {
@@ -209,10 +240,14 @@ describe('checkThinMetadata against thin_check on kernel-written metadata', () =
       (b, img) => setBitmapEntry(b, img.metadataBitmap(), img.firstLeaf(img.subtreeRoot(5), 8).blocknr, 2),
       /metadata space map: metadata block \d+ has count 2, but 1 references were found/,
     ],
-    ['truncated', (b, _img, path) => {
-      writeFileSync(path, b);
-      truncateSync(path, 16 * BS);
-    }, /but the device holds 16 blocks/],
+    [
+      'truncated',
+      (b, _img, path) => {
+        writeFileSync(path, b);
+        truncateSync(path, 16 * BS);
+      },
+      /but the device holds 16 blocks/,
+    ],
     ['superblock', (b) => flip(b, 400), /thin_disk_superblock.csum/],
     ['bitmap-csum', (b, img) => flip(b, img.firstDataBitmap() * BS + 200), /data space map bitmap 0: disk_bitmap_header.csum/],
   ];
@@ -236,7 +271,7 @@ describe('checkThinMetadata against thin_check on kernel-written metadata', () =
     });
     expect(tc.status).toBe(0);
     expect(r.ok).toBe(false);
-    expect(r.problems.map((p) => p.what).join('\n')).toMatch(/data space map: data block \d+ has count 0, but 1 references were found/);
+    expect(r.problems.map((p) => p.what).join('\n')).toMatch(/data space map: data block \d+ has count 0, but [12] references were found/);
   });
 
   // thin_check 0.9.0 does not compare mapped_blocks either (1.x does: "unexpected number of mappings").
@@ -248,6 +283,8 @@ describe('checkThinMetadata against thin_check on kernel-written metadata', () =
       reseal(b, leaf.blocknr, XOR.btree);
     });
     expect(tc.status).toBe(0);
-    expect(r.problems.map((p) => p.what).join('\n')).toMatch(/thin 1: disk_device_details.mapped_blocks \d+, but its mapping tree holds \d+/);
+    expect(r.problems.map((p) => p.what).join('\n')).toMatch(
+      /thin 1: disk_device_details.mapped_blocks \d+, but its mapping tree holds \d+/,
+    );
   });
 });

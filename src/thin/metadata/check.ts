@@ -292,7 +292,8 @@ function checkTrees(c: Checker, roots: ThinSuperblock, label: string, dataRefs: 
 
   // A damaged tree lacks ids: comparing the two trees' ids then says nothing new.
   for (const id of details.keys())
-    if (topSound && !subtrees.has(id)) c.problem(roots.dataMappingRoot, `${label}thin ${id}: in the device details tree but not in the mapping tree`);
+    if (topSound && !subtrees.has(id))
+      c.problem(roots.dataMappingRoot, `${label}thin ${id}: in the device details tree but not in the mapping tree`);
   for (const [id, root] of subtrees) {
     const what = `${label}mapping tree of thin ${id}`;
     const mapped = c.walk(root, what, UINT64_SIZE, (node) =>
