@@ -1,6 +1,7 @@
 import { describe, expect, test } from 'vitest';
 import { checkThinMetadata, type MetadataCheck } from '../../src/thin/metadata/check.js';
-import { buildThinImage, type ImageSpec, memoryBlocks, reseal, setBitmapEntry, type ThinImage, XOR } from '../support/thin-check-image.js';
+import { memoryMetadataBlocks } from '../../src/thin/metadata/blocks.js';
+import { buildThinImage, type ImageSpec, reseal, setBitmapEntry, type ThinImage, XOR } from '../support/thin-check-image.js';
 
 const BS = 4096;
 const ENTRIES_PER_BITMAP = (BS - 16) * 4;
@@ -23,7 +24,7 @@ const POOL: ImageSpec = {
 };
 
 function check(img: ThinImage | Uint8Array): MetadataCheck {
-  return checkThinMetadata(memoryBlocks(img instanceof Uint8Array ? img : img.bytes));
+  return checkThinMetadata(memoryMetadataBlocks(img instanceof Uint8Array ? img : img.bytes));
 }
 
 function flip(bytes: Uint8Array, offset: number, mask: number): void {
@@ -87,22 +88,32 @@ describe('checkThinMetadata reports each kind of damage', () => {
     reseal(magic.bytes, 0, XOR.superblock);
     expect(lines(check(magic)).join('\n')).toMatch(/magic/);
 
+    for (const [off, value, re] of [
+      [40, 3, /version: 3 is not 1..2/],
+      [340, 16, /metadata_block_size: 16 sectors/],
+    ] as [number, number, RegExp][]) {
+      const bad = buildThinImage(POOL);
+      view(bad.bytes, 0).setUint32(off, value, true);
+      reseal(bad.bytes, 0, XOR.superblock);
+      const r = check(bad);
+      expect(r.superblock).toBeNull();
+      expect(lines(r).join('\n')).toMatch(re);
+    }
+
     const fields = buildThinImage(POOL);
-    view(fields.bytes, 0).setUint32(40, 3, true);
     view(fields.bytes, 0).setUint32(336, 100, true);
-    view(fields.bytes, 0).setUint32(340, 16, true);
+    view(fields.bytes, 0).setUint32(360, 1, true);
     reseal(fields.bytes, 0, XOR.superblock);
     const r = check(fields);
     expect(r.superblock).not.toBeNull();
     const text = lines(r).join('\n');
-    expect(text).toMatch(/version 3/);
     expect(text).toMatch(/data_block_size 100/);
-    expect(text).toMatch(/metadata_block_size 16/);
+    expect(text).toMatch(/incompat_flags 1/);
 
     const blocknr = buildThinImage(POOL);
     view(blocknr.bytes, 0).setBigUint64(8, 5n, true);
     reseal(blocknr.bytes, 0, XOR.superblock);
-    expect(lines(check(blocknr)).join('\n')).toMatch(/blocknr 5/);
+    expect(lines(check(blocknr)).join('\n')).toMatch(/blocknr: says 5, read from 0/);
   });
 
   test('a flipped byte in a mapping leaf names the leaf', () => {
@@ -141,7 +152,7 @@ describe('checkThinMetadata reports each kind of damage', () => {
     const leaf = img.layout.leaves.get(1)?.[0] as number;
     view(img.bytes, leaf).setBigUint64(8, 3n, true);
     reseal(img.bytes, leaf, XOR.btree);
-    expect(check(img).problems.some((p) => p.block === leaf && /blocknr 3/.test(p.what))).toBe(true);
+    expect(check(img).problems.some((p) => p.block === leaf && /blocknr: says 3/.test(p.what))).toBe(true);
   });
 
   test('too many entries, too few entries, bad value size, bad flags', () => {
