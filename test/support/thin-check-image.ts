@@ -45,6 +45,7 @@ export interface ImageLayout {
   metadataBitmaps: number[];
   dataIndexRoot: number;
   dataBitmaps: number[];
+  metadataRefCountRoot: number;
 }
 
 export interface ThinImage {
@@ -194,7 +195,18 @@ export function buildThinImage(spec: ImageSpec): ThinImage {
 
   return {
     bytes: img.image(),
-    layout: { detailsRoot, mappingRoot, subtreeRoot, leaves, heldRoot, metadataIndex, metadataBitmaps, dataIndexRoot, dataBitmaps },
+    layout: {
+      detailsRoot,
+      mappingRoot,
+      subtreeRoot,
+      leaves,
+      heldRoot,
+      metadataIndex,
+      metadataBitmaps,
+      dataIndexRoot,
+      dataBitmaps,
+      metadataRefCountRoot,
+    },
     metadataCounts: meta,
     dataCounts: data,
   };

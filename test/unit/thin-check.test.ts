@@ -226,6 +226,24 @@ describe('checkThinMetadata reports each kind of damage', () => {
     );
   });
 
+  test('a count above 2 that the ref count tree gets wrong', () => {
+    const img = buildThinImage({
+      devices: [
+        { id: 1, mappings: seq(4, 0, 7) },
+        { id: 2, snapshotOf: 1 },
+        { id: 3, snapshotOf: 1 },
+      ],
+      held: true,
+    });
+    const root = img.layout.subtreeRoot.get(1) as number;
+    const leaf = img.layout.metadataRefCountRoot;
+    const max = Math.floor((BS - 32) / 12 / 3) * 3;
+    expect(view(img.bytes, leaf).getBigUint64(32, true)).toBe(BigInt(root));
+    view(img.bytes, leaf).setUint32(32 + 8 * max, 4, true);
+    reseal(img.bytes, leaf, XOR.btree);
+    expect(lines(check(img))).toEqual([`null: metadata space map: metadata block ${root} has count 4, but 3 references were found`]);
+  });
+
   test('a bitmap checksum, an index checksum', () => {
     const img = buildThinImage(POOL);
     const bm = img.layout.dataBitmaps[0] as number;

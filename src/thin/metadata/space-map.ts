@@ -54,10 +54,4 @@ export class BlockCounts {
   get(b: number): number {
     return b < this.dense.length ? (this.dense[b] as number) : (this.sparse.get(b) ?? 0);
   }
-
-  /** Blocks at or past `from` with a nonzero count. */
-  *nonzeroFrom(from: number): Generator<number> {
-    for (let b = from; b < this.dense.length; b++) if (this.dense[b]) yield b;
-    for (const b of [...this.sparse.keys()].sort((x, y) => x - y)) if (b >= from) yield b;
-  }
 }
