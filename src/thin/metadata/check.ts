@@ -28,6 +28,7 @@ import type { MetadataBlocks } from './blocks.js';
 import { MAX_BTREE_DEPTH } from './btree.js';
 import { BITMAP_OVERFLOW, BlockCounts, isOverflow, nrBitmaps, type SpaceMapImage, storedCount } from './space-map.js';
 
+/** One thing wrong: the metadata block it is in (null when it is no one block's) and one line naming the struct, field or thin id. */
 export interface MetadataProblem {
   block: number | null;
   what: string;
@@ -36,6 +37,7 @@ export interface MetadataProblem {
 export interface MetadataCheck {
   ok: boolean;
   problems: MetadataProblem[];
+  /** Block 0 as decoded; null when it does not decode (then nothing else was checked). */
   superblock: ThinSuperblock | null;
 }
 
@@ -380,6 +382,11 @@ function compareCounts(c: Checker, sm: SpaceMapImage, root: SpaceMapRoot, found:
     );
 }
 
+/**
+ * Structure, checksums, key order, and both space maps' reference counts against what the trees
+ * use, as thin_check checks them (plus the data counts and mapped_blocks that thin_check 1.x adds).
+ * Never throws on bad metadata; at most MAX_PROBLEMS problems are listed.
+ */
 export function checkThinMetadata(blocks: MetadataBlocks): MetadataCheck {
   const probe = new Checker(blocks, 0, 0);
   if (blocks.nrBlocks < 1) {
