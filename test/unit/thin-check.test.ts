@@ -138,13 +138,13 @@ describe('checkThinMetadata reports each kind of damage', () => {
     const leaf = img.layout.leaves.get(1)?.[0] as number;
     view(img.bytes, leaf).setBigUint64(32 + 8 * 3, 1n, true);
     reseal(img.bytes, leaf, XOR.btree);
-    expect(lines(check(img)).join('\n')).toMatch(/keys out of order: 1 after 2/);
+    expect(lines(check(img)).join('\n')).toMatch(/node_header.keys\[3\]: 1 does not follow 2/);
 
     const parent = buildThinImage(POOL);
     const root = parent.layout.subtreeRoot.get(5) as number;
     view(parent.bytes, root).setBigUint64(32 + 8, 99999n, true); // second child's key above its first key
     reseal(parent.bytes, root, XOR.btree);
-    expect(lines(check(parent)).join('\n')).toMatch(/below its parent's key 99999/);
+    expect(lines(check(parent)).join('\n')).toMatch(/keys\[0\]: \d+ is below 99999, where its parent puts this node/);
   });
 
   test('a node whose blocknr is not where it lies', () => {

@@ -25,7 +25,7 @@ import {
   type ThinSuperblock,
 } from '../../structs/index.js';
 import type { MetadataBlocks } from './blocks.js';
-import { MAX_BTREE_DEPTH } from './btree.js';
+import { checkNodeKeys, MAX_BTREE_DEPTH } from './btree.js';
 import { BITMAP_OVERFLOW, BlockCounts, isOverflow, nrBitmaps, type SpaceMapImage, storedCount } from './space-map.js';
 
 /** One thing wrong: the metadata block it is in (null when it is no one block's) and one line naming the struct, field or thin id. */
@@ -54,8 +54,8 @@ const MAX_PROBLEMS = 1000;
 /** Where a btree walk is: its name for messages and the keys its nodes must lie within. */
 interface Span {
   what: string;
-  lo: number | null; // keys >= lo
-  hi: number | null; // keys < hi
+  lo: number; // keys >= lo
+  hi: number; // keys < hi (Infinity: no bound)
 }
 
 class Checker {
@@ -138,7 +138,7 @@ class Checker {
    * first time it is reached. Returns the number of leaf entries under root, null if damaged.
    */
   walk(root: number, what: string, valueSize: number, leaf: (node: BtreeNode) => void): number | null {
-    return this.visit(root, { what, lo: null, hi: null }, valueSize, true, 0, leaf);
+    return this.visit(root, { what, lo: 0, hi: Number.POSITIVE_INFINITY }, valueSize, true, 0, leaf);
   }
 
   private visit(b: number, span: Span, valueSize: number, isRoot: boolean, depth: number, leaf: (node: BtreeNode) => void): number | null {
@@ -177,48 +177,32 @@ class Checker {
   ): number | null {
     const b = node.blocknr;
     const what = span.what;
-    const keys = this.decode(b, what, () => Array.from({ length: node.nrEntries }, (_, i) => node.key(i)));
-    if (!keys) return null;
-    let sound = true;
+    // As thin_check's btree_node_checker: a node that fails is not descended into.
+    const keysInOrder = this.decode(b, what, () => {
+      checkNodeKeys(node, span.lo, span.hi);
+      return true;
+    });
+    if (keysInOrder === null) return null;
     const min = Math.floor(node.maxEntries / 3);
     if (!isRoot && node.nrEntries < min) {
       this.damage(b, `${what}: btree node ${b} has ${node.nrEntries} entries, fewer than max_entries/3 = ${min}`);
-      sound = false;
-    }
-    for (let i = 1; i < keys.length; i++) {
-      if ((keys[i] as number) <= (keys[i - 1] as number)) {
-        this.damage(b, `${what}: btree node ${b} keys out of order: ${keys[i]} after ${keys[i - 1]}`);
-        sound = false;
-        break;
-      }
-    }
-    if (keys.length > 0) {
-      const first = keys[0] as number;
-      const last = keys[keys.length - 1] as number;
-      if (span.lo !== null && first < span.lo) {
-        this.damage(b, `${what}: btree node ${b} first key ${first} is below its parent's key ${span.lo}`);
-        sound = false;
-      }
-      if (span.hi !== null && last >= span.hi) {
-        this.damage(b, `${what}: btree node ${b} key ${last} is not below the next parent key ${span.hi}`);
-        sound = false;
-      }
+      return null;
     }
     if (node.leaf) {
       const visited = this.decode(b, what, () => {
         leaf(node);
         return true;
       });
-      if (visited === null) return null;
-      return sound ? node.nrEntries : null;
+      return visited === null ? null : node.nrEntries;
     }
     let total = 0;
-    for (let i = 0; i < keys.length; i++) {
+    let sound = true;
+    for (let i = 0; i < node.nrEntries; i++) {
       const child = this.decode(b, what, () => node.child(i));
       if (child === null) return null;
       const c = this.visit(
         child,
-        { what, lo: keys[i] as number, hi: i + 1 < keys.length ? (keys[i + 1] as number) : span.hi },
+        { what, lo: node.key(i), hi: i + 1 < node.nrEntries ? node.key(i + 1) : span.hi },
         valueSize,
         false,
         depth + 1,
