@@ -7,6 +7,7 @@ import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Report } from './report.js';
+import { attachLoop, detachLoop, type LoopDevice } from '../src/loop/index.js';
 import { BUILD_DIR, PROJECT } from './run-process.js';
 import { afterWarmup, fmt, median, msSince, nowNs, scaled } from './stats.js';
 import { writeThinXml, type GeneratedPool } from './thin-xml.js';
@@ -62,23 +63,41 @@ async function bundleOurs(): Promise<string> {
   return outfile;
 }
 
-/** Sparse metadata file restored from generated XML. */
-function makeMetadata(dir: string, mappings: number): { file: string; pool: GeneratedPool; xmlBytes: number; ms: number } {
+/**
+ * Metadata restored from generated XML onto a loop device over a sparse file: thin_restore and
+ * thin_ls open with O_DIRECT, which the guest's tmpfs and hostfs refuse; a loop device takes it on
+ * any file, and a pool's metadata is a block device anyway.
+ */
+async function makeMetadata(dir: string, mappings: number): Promise<Metadata> {
   const xml = join(dir, `pool-${mappings}.xml`);
-  const file = join(dir, `pool-${mappings}.meta`);
+  const backing = join(dir, `pool-${mappings}.meta`);
   const t0 = nowNs();
   const pool = writeThinXml(xml, { devices: DEVICES, mappings, family: FAMILY, seed: 27022010 });
-  // thin_restore writes into an existing file; restored metadata takes ~35 bytes a mapping.
-  const fd = openSync(file, 'w');
+  // thin_restore writes into an existing device; restored metadata takes ~35 bytes a mapping.
+  const fd = openSync(backing, 'w');
   try {
     ftruncateSync(fd, Math.max(8, Math.ceil((mappings * 64) / MIB)) * MIB);
   } finally {
     closeSync(fd);
   }
-  runProcess('thin_restore', ['-q', '-i', xml, '-o', file], process.env);
+  const loop = await attachLoop(backing);
+  try {
+    runProcess('thin_restore', ['-q', '-i', xml, '-o', loop.path], process.env);
+  } catch (err) {
+    await detachLoop(loop);
+    throw err;
+  }
   const xmlBytes = statSync(xml).size;
   rmSync(xml);
-  return { file, pool, xmlBytes, ms: msSince(t0) };
+  return { loop, backing, pool, xmlBytes, ms: msSince(t0) };
+}
+
+interface Metadata {
+  loop: LoopDevice;
+  backing: string;
+  pool: GeneratedPool;
+  xmlBytes: number;
+  ms: number;
 }
 
 /** Throws, naming the first row that differs, unless `text` is the generator's counts. */
@@ -122,69 +141,74 @@ export async function benchMetadata(report: Report, rounds: number): Promise<Rec
   let identical = 0;
   try {
     for (const mappings of [scaled(100_000), scaled(1_000_000)]) {
-      const meta = makeMetadata(dir, mappings);
-      const { file, pool } = meta;
-      const used = statSync(file).blocks * 512;
-      const progs: Program[] = [
-        {
-          label: '`thin_ls` (process)',
-          run: () => runProcess('thin_ls', ['-o', USAGE_FIELDS.join(','), file], process.env),
-          argv: ['thin_ls', ['-o', USAGE_FIELDS.join(','), file]],
-        },
-        {
-          label: 'ours (process, node start-up included)',
-          run: () => runProcess(process.execPath, [ours, file], env),
-          argv: [process.execPath, [ours, file]],
-        },
-        {
-          label: 'ours (in process)',
-          run: () => {
-            const t0 = nowNs();
-            const text = usageTable(file);
-            return { ms: msSince(t0), out: text };
+      const meta = await makeMetadata(dir, mappings);
+      try {
+        const { pool } = meta;
+        const file = meta.loop.path;
+        const used = statSync(meta.backing).blocks * 512;
+        const progs: Program[] = [
+          {
+            label: '`thin_ls` (process)',
+            run: () => runProcess('thin_ls', ['-o', USAGE_FIELDS.join(','), file], process.env),
+            argv: ['thin_ls', ['-o', USAGE_FIELDS.join(','), file]],
           },
-        },
-      ];
-      // The first run of each is checked against the generator's counts; every later run must
-      // print the same text again.
-      const first = progs.map((p) => {
-        const r = p.run();
-        expectCounts(p.label, r.out, pool);
-        return r.out;
-      });
-      const times = progs.map((): number[] => []);
-      for (let r = 0; r < rounds; r++) {
-        for (let k = 0; k < progs.length; k++) {
-          const i = (k + r) % progs.length;
-          const res = progs[i]!.run();
-          if (res.out !== first[i]) throw new Error(`${progs[i]!.label} printed something else in round ${r}`);
-          times[i]!.push(res.ms);
+          {
+            label: 'ours (process, node start-up included)',
+            run: () => runProcess(process.execPath, [ours, file], env),
+            argv: [process.execPath, [ours, file]],
+          },
+          {
+            label: 'ours (in process)',
+            run: () => {
+              const t0 = nowNs();
+              const text = usageTable(file);
+              return { ms: msSince(t0), out: text };
+            },
+          },
+        ];
+        // The first run of each is checked against the generator's counts; every later run must
+        // print the same text again.
+        const first = progs.map((p) => {
+          const r = p.run();
+          expectCounts(p.label, r.out, pool);
+          return r.out;
+        });
+        const times = progs.map((): number[] => []);
+        for (let r = 0; r < rounds; r++) {
+          for (let k = 0; k < progs.length; k++) {
+            const i = (k + r) % progs.length;
+            const res = progs[i]!.run();
+            if (res.out !== first[i]) throw new Error(`${progs[i]!.label} printed something else in round ${r}`);
+            times[i]!.push(res.ms);
+          }
         }
+        const kept = times.map((t) => afterWarmup(t));
+        const base = kept[0]!;
+        const rss = progs.map(({ argv }) =>
+          hasTime && argv ? Math.max(peakRssKiB(argv[0], argv[1], env, dir), peakRssKiB(argv[0], argv[1], env, dir)) : Number.NaN,
+        );
+        if (first[0] === first[1]) identical++;
+        progs.forEach((p, i) => {
+          const ratios = kept[i]!.map((t, r) => t / base[r]!);
+          const med = median(kept[i]!);
+          out[`${mappings}:${i}`] = med;
+          s.rows.push([
+            mappings.toLocaleString('en-US'),
+            p.label,
+            fmt(med),
+            spread(kept[i]!),
+            median(ratios).toFixed(2),
+            `${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)}`,
+            Number.isFinite(rss[i]!) ? (rss[i]! / 1024).toFixed(1) : 'n/a',
+          ]);
+        });
+        sizes.push(
+          `${mappings.toLocaleString('en-US')} mappings: ${pool.ranges.toLocaleString('en-US')} range_mapping + ${pool.singles.toLocaleString('en-US')} single_mapping elements (${(meta.xmlBytes / MIB).toFixed(1)} MiB of XML), ${pool.nrDataBlocks.toLocaleString('en-US')} data blocks, metadata ${(used / MIB).toFixed(1)} MiB used of a ${(statSync(meta.backing).size / MIB).toFixed(0)} MiB sparse file on a loop device; generated and restored in ${(meta.ms / 1000).toFixed(1)} s.`,
+        );
+      } finally {
+        await detachLoop(meta.loop);
+        rmSync(meta.backing);
       }
-      const kept = times.map((t) => afterWarmup(t));
-      const base = kept[0]!;
-      const rss = progs.map(({ argv }) =>
-        hasTime && argv ? Math.max(peakRssKiB(argv[0], argv[1], env, dir), peakRssKiB(argv[0], argv[1], env, dir)) : Number.NaN,
-      );
-      if (first[0] === first[1]) identical++;
-      progs.forEach((p, i) => {
-        const ratios = kept[i]!.map((t, r) => t / base[r]!);
-        const med = median(kept[i]!);
-        out[`${mappings}:${i}`] = med;
-        s.rows.push([
-          mappings.toLocaleString('en-US'),
-          p.label,
-          fmt(med),
-          spread(kept[i]!),
-          median(ratios).toFixed(2),
-          `${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)}`,
-          Number.isFinite(rss[i]!) ? (rss[i]! / 1024).toFixed(1) : 'n/a',
-        ]);
-      });
-      sizes.push(
-        `${mappings.toLocaleString('en-US')} mappings: ${pool.ranges.toLocaleString('en-US')} range_mapping + ${pool.singles.toLocaleString('en-US')} single_mapping elements (${(meta.xmlBytes / MIB).toFixed(1)} MiB of XML), ${pool.nrDataBlocks.toLocaleString('en-US')} data blocks, metadata ${(used / MIB).toFixed(1)} MiB used of a ${(statSync(file).size / MIB).toFixed(0)} MiB sparse file; generated and restored in ${(meta.ms / 1000).toFixed(1)} s.`,
-      );
-      rmSync(file);
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
