@@ -1,7 +1,7 @@
 // Bench P5, our side: per-device usage of a pool's metadata (file or block device) as thin_ls
 // prints it with `-o DEV,MAPPED_BLOCKS,EXCLUSIVE_BLOCKS,SHARED_BLOCKS`: a header of the field
 // names, then one row a device, each value right-aligned under its name, ascending thin id.
-import { openMetadataBlocks, readThinUsage } from '../src/thin/metadata/index.js';
+import { type ThinDeviceUsage, openMetadataBlocks, readThinUsage } from '../src/thin/metadata/index.js';
 
 export const USAGE_FIELDS = ['DEV', 'MAPPED_BLOCKS', 'EXCLUSIVE_BLOCKS', 'SHARED_BLOCKS'] as const;
 
@@ -17,7 +17,7 @@ export function formatUsageTable(rows: readonly (readonly number[])[]): string {
 export function usageTable(path: string): string {
   const blocks = openMetadataBlocks(path);
   try {
-    const { devices } = readThinUsage(blocks);
+    const devices: ThinDeviceUsage[] = readThinUsage(blocks).devices;
     return formatUsageTable(devices.map((d) => [d.thinId, d.mappedBlocks, d.exclusiveBlocks, d.sharedBlocks]));
   } finally {
     blocks.close();
