@@ -142,6 +142,7 @@ export async function benchMetadata(report: Report, rounds: number): Promise<Rec
   try {
     for (const mappings of [scaled(100_000), scaled(1_000_000)]) {
       const meta = await makeMetadata(dir, mappings);
+      process.stderr.write(`bench: P5 ${mappings} mappings: metadata made in ${(meta.ms / 1000).toFixed(1)} s\n`);
       try {
         const { pool } = meta;
         const file = meta.loop.path;
@@ -180,6 +181,7 @@ export async function benchMetadata(report: Report, rounds: number): Promise<Rec
             const res = progs[i]!.run();
             if (res.out !== first[i]) throw new Error(`${progs[i]!.label} printed something else in round ${r}`);
             times[i]!.push(res.ms);
+            process.stderr.write(`bench: P5 ${mappings} round ${r}: ${progs[i]!.label} ${res.ms.toFixed(0)} ms\n`);
           }
         }
         const kept = times.map((t) => afterWarmup(t));
