@@ -30,6 +30,9 @@ function runProcess(cmd: string, args: readonly string[], env: NodeJS.ProcessEnv
   const t0 = nowNs();
   const r = spawnSync(cmd, args, { encoding: 'utf8', env, maxBuffer: 64 * MIB, stdio: ['ignore', 'pipe', 'pipe'] });
   const ms = msSince(t0);
+  if ((r.error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') {
+    throw new Error(`${cmd} is not on PATH (thin-provisioning-tools: the guest's PATH has it, scripts/vm/lib.sh)`);
+  }
   if (r.error) throw r.error;
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: exit ${r.status ?? r.signal}: ${r.stderr.trim()}`);
   return { ms, out: r.stdout };
