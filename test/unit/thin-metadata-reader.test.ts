@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, describe, expect, test } from 'vitest';
-import { THIN_METADATA_BLOCK_SIZE, ThinMetadataError } from '../../src/structs/index.js';
+import { DM_SM_METADATA_MAX_BLOCKS, InvalidArgumentError, THIN_METADATA_BLOCK_SIZE, ThinMetadataError } from '../../src/structs/index.js';
 import {
   type MetadataBlocks,
   forEachMapping,
@@ -16,6 +16,7 @@ import {
   walkBtree,
   walkBtreeNodes,
 } from '../../src/thin/metadata/index.js';
+import { countUsage } from '../../src/thin/metadata/usage.js';
 import { MetadataImage, blockTime, buildPool, details, le64 } from '../support/thin-metadata-builder.js';
 
 function thrown(fn: () => unknown): ThinMetadataError {
@@ -93,6 +94,12 @@ describe('readThinDevices', () => {
     expect(h.devices.map((d) => d.thinId)).toEqual([1, 2]);
     expect(h.roots.blocknr).toBe(held);
     expect(h.superblock.heldRoot).toBe(held);
+  });
+
+  test("a root option other than 'superblock' or 'held' is EINVAL before anything is read", () => {
+    const img = new MetadataImage(8);
+    buildPool(img, []);
+    expect(() => readThinDevices(img.reader(), { root: 'live' as 'held' })).toThrow(InvalidArgumentError);
   });
 
   test('unsupported incompat_flags are refused', () => {
@@ -224,8 +231,16 @@ describe('readThinUsage', () => {
           buildPool(img, devices, { dataSpaceMapRoot: { nrBlocks: 200 } }, 4);
           const blocks = img.reader();
           const naive = naiveUsage(blocks);
-          for (const d of readThinUsage(blocks).devices) {
+          const u = readThinUsage(blocks);
+          for (const d of u.devices) {
             expect({ mapped: d.exclusiveBlocks + d.sharedBlocks, exclusive: d.exclusiveBlocks }).toEqual(naive.get(d.thinId));
+          }
+          // Leaves read again instead of kept (no room, or room for a few): the same counts.
+          const roots = devices.map((d) => d.root);
+          for (const room of [0, 7, 40]) {
+            expect(countUsage(blocks, roots, 200, 0, room)).toEqual(
+              u.devices.map((d) => ({ mapped: d.exclusiveBlocks + d.sharedBlocks, exclusive: d.exclusiveBlocks })),
+            );
           }
         },
       ),
@@ -318,6 +333,16 @@ describe('corrupt trees', () => {
     const root = img.internal([[0, 5000]]);
     pool(img, root);
     for (const e of both(img)) expect(e).toMatchObject({ block: 5000, struct: 'metadata device' });
+  });
+
+  test('a device that says it is huge costs no more memory than the largest metadata device: a child past DM_SM_METADATA_MAX_BLOCKS is refused', () => {
+    const img = new MetadataImage(8);
+    const root = img.internal([[0, DM_SM_METADATA_MAX_BLOCKS]]);
+    pool(img, root);
+    const whole = img.reader();
+    const huge = { nrBlocks: 2 ** 40, read: (b: number) => whole.read(b), close() {} };
+    expect(thrown(() => readThinUsage(huge))).toMatchObject({ block: DM_SM_METADATA_MAX_BLOCKS, struct: 'metadata device' });
+    expect(DM_SM_METADATA_MAX_BLOCKS).toBe(255 * ((1 << 14) - 64));
   });
 
   test('a child that is not a btree node (zeroed block): its checksum', () => {

@@ -6,7 +6,10 @@ import { THIN_METADATA_BLOCK_SIZE, ThinMetadataError } from '../../structs/index
 /** Blocks of a metadata device; read() returns exactly THIN_METADATA_BLOCK_SIZE bytes or throws ThinMetadataError (past the end). */
 export interface MetadataBlocks {
   readonly nrBlocks: number;
-  /** A new buffer each call: callers may keep several. */
+  /**
+   * Block `blocknr`, in a buffer of its own that is never reused (callers may keep several). It
+   * may be a view into a larger ArrayBuffer: a DataView over it needs its byteOffset.
+   */
   read(blocknr: number): Uint8Array;
   close(): void;
 }

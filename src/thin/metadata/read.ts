@@ -4,6 +4,7 @@ import { THIN_ID_MAX } from '../../dm/index.js';
 import {
   type BtreeNode,
   DISK_DEVICE_DETAILS_SIZE,
+  InvalidArgumentError,
   THIN_SUPERBLOCK_LOCATION,
   ThinMetadataError,
   type ThinSuperblock,
@@ -55,17 +56,17 @@ const DATA_BLOCK_LIMIT = 2 ** 40;
 const THIN_FEATURE_INCOMPAT_SUPP = 0;
 
 function readRoots(blocks: MetadataBlocks, opts: ReadOptions): { superblock: ThinSuperblock; roots: ThinSuperblock } {
+  const root = opts.root ?? 'superblock';
+  if (root !== 'superblock' && root !== 'held') throw new InvalidArgumentError('metadata root', root, "is neither 'superblock' nor 'held'");
   const superblock = decodeThinSuperblock(blocks.read(THIN_SUPERBLOCK_LOCATION), THIN_SUPERBLOCK_LOCATION);
   const unsupported = superblock.incompatFlags & ~THIN_FEATURE_INCOMPAT_SUPP;
   if (unsupported !== 0) {
     throw new ThinMetadataError(THIN_SUPERBLOCK_LOCATION, 'thin_disk_superblock', 'incompat_flags', `unsupported features ${unsupported}`);
   }
-  if ((opts.root ?? 'superblock') === 'superblock') return { superblock, roots: superblock };
-  if (superblock.heldRoot === 0) {
-    throw new ThinMetadataError(THIN_SUPERBLOCK_LOCATION, 'thin_disk_superblock', 'held_root', 'no metadata snapshot is held');
-  }
+  if (root === 'superblock') return { superblock, roots: superblock };
+  // held_root 0 (the superblock's own place) means none is held.
   if (superblock.heldRoot === THIN_SUPERBLOCK_LOCATION) {
-    throw new ThinMetadataError(THIN_SUPERBLOCK_LOCATION, 'thin_disk_superblock', 'held_root', 'points at the superblock itself');
+    throw new ThinMetadataError(THIN_SUPERBLOCK_LOCATION, 'thin_disk_superblock', 'held_root', 'no metadata snapshot is held');
   }
   return { superblock, roots: decodeThinSuperblock(blocks.read(superblock.heldRoot), superblock.heldRoot) };
 }

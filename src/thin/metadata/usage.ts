@@ -5,15 +5,28 @@
 // child holds on every path to it. Then, per distinct leaf, how many devices reach it (roots down,
 // in reverse post-order), and subtree sums give each device's totals: the work is the distinct
 // nodes and distinct leaf entries, however many snapshots share them.
-import { ThinMetadataError, decodeBtreeNode } from '../../structs/index.js';
+import {
+  BLOCK_TIME_TIME_BITS,
+  NODE_HEADER_SIZE,
+  DM_SM_METADATA_MAX_BLOCKS,
+  ThinMetadataError,
+  decodeBtreeNode,
+  le64Number,
+} from '../../structs/index.js';
 import { type MetadataBlocks, pastTheEnd } from './blocks.js';
 import { MAX_BTREE_DEPTH, emptyBelowRoot } from './btree.js';
 
+/** The high word of Number.MAX_SAFE_INTEGER: a le64 with a larger one does not fit a number. */
+const SAFE_HIGH_WORD_MAX = 0x1fffff;
+/** block_time's data block: the high word's bits are worth 2^(32 - 24) each. */
+const DATA_BLOCK_HIGH_SCALE = 2 ** (32 - BLOCK_TIME_TIME_BITS);
 /** Values of both levels of the mapping tree: le64. */
 const LE64_SIZE = 8;
-const NODE_HEADER_SIZE = 32;
 /** Data blocks of leaves kept in memory for the second pass, at most (32 MiB); past it, leaves are read again. */
 const DATA_CACHE_MAX = 2 ** 22;
+const DATA_CHUNK_SHIFT = 16;
+const DATA_CHUNK = 1 << DATA_CHUNK_SHIFT;
+const DATA_CHUNK_MASK = DATA_CHUNK - 1;
 
 /**
  * Per data block, whether it is mapped once or more than once: two bits per block, in pages of up
@@ -63,11 +76,10 @@ function grown<T extends Int32Array | Float64Array | Uint8Array>(a: T, need: num
 const LEAF = 1;
 const DONE = 2;
 
-/** A le64 at `at` as a number, or the error naming it. */
-function u64(v: DataView, at: number, blocknr: number, field: string): number {
-  const hi = v.getUint32(at + 4, true);
-  if (hi > 0x1fffff) throw new ThinMetadataError(blocknr, 'node_header', field, `${v.getBigUint64(at, true)} is past 2^53`);
-  return hi * 0x1_0000_0000 + v.getUint32(at, true);
+/** Entry i of a node's keys or values read as a le64 number; the field is named only on error. */
+function u64(v: DataView, at: number, blocknr: number, array: 'keys' | 'values', i: number): number {
+  if (v.getUint32(at + 4, true) > SAFE_HIGH_WORD_MAX) le64Number(v, at, blocknr, 'node_header', `${array}[${i}]`);
+  return v.getUint32(at + 4, true) * 0x1_0000_0000 + v.getUint32(at, true);
 }
 
 export interface DeviceUsageCount {
@@ -90,9 +102,13 @@ class Forest {
   private kidStart = new Int32Array(64);
   private kids = new Int32Array(64);
   private nKids = 0;
-  /** A leaf's data blocks in data[dataStart, dataStart + count), or -1: read it again. */
+  /**
+   * A leaf's data blocks: chunk dataStart >>> DATA_CHUNK_SHIFT of `data`, from dataStart's low bits
+   * (a leaf never spans two chunks), or -1: read it again. Chunks, not one growing array, so that
+   * nothing is copied as it fills.
+   */
   private dataStart = new Int32Array(64);
-  private data = new Float64Array(64);
+  private readonly data: Float64Array[] = [];
   private nData = 0;
   private postOrder = new Int32Array(64);
   private nPost = 0;
@@ -108,8 +124,9 @@ class Forest {
     private readonly blocks: MetadataBlocks,
     private readonly use: DataBlockUse,
     private readonly nrDataBlocks: number,
+    private readonly dataCacheMax: number,
   ) {
-    this.slotOf = new Int32Array(blocks.nrBlocks).fill(-1);
+    this.slotOf = new Int32Array(Math.min(blocks.nrBlocks, DM_SM_METADATA_MAX_BLOCKS)).fill(-1);
   }
 
   private newSlot(blocknr: number): number {
@@ -147,27 +164,34 @@ class Forest {
     const s = this.newSlot(blocknr);
     let prev = -1;
     for (let i = 0, at = NODE_HEADER_SIZE; i < nr; i++, at += 8) {
-      const k = u64(v, at, blocknr, `keys[${i}]`);
+      const k = u64(v, at, blocknr, 'keys', i);
       if (k <= prev) throw new ThinMetadataError(blocknr, 'node_header', `keys[${i}]`, `${k} does not follow ${prev}`);
       prev = k;
     }
-    this.minKey[s] = nr > 0 ? u64(v, NODE_HEADER_SIZE, blocknr, 'keys[0]') : Number.POSITIVE_INFINITY;
+    this.minKey[s] = nr > 0 ? u64(v, NODE_HEADER_SIZE, blocknr, 'keys', 0) : Number.POSITIVE_INFINITY;
     this.maxKey[s] = nr > 0 ? prev : Number.NEGATIVE_INFINITY;
     this.count[s] = nr;
     const valueBase = nr > 0 ? node.valueOffset(0) : 0;
     if (node.leaf) {
       this.flags[s] = LEAF;
-      const cache = this.nData + nr <= DATA_CACHE_MAX;
-      if (cache && this.nData + nr > this.data.length) this.data = grown(this.data, this.nData + nr);
-      this.dataStart[s] = cache ? this.nData : -1;
-      const data = this.data;
-      let d = this.nData;
+      let start = -1;
+      let chunk: Float64Array | undefined;
+      if (nr > 0 && this.nData + nr <= this.dataCacheMax) {
+        // A leaf that would straddle two chunks starts the next one.
+        if ((this.nData & DATA_CHUNK_MASK) + nr > DATA_CHUNK) this.nData = (this.nData | DATA_CHUNK_MASK) + 1;
+        const c = this.nData >>> DATA_CHUNK_SHIFT;
+        if (c === this.data.length) this.data.push(new Float64Array(DATA_CHUNK));
+        chunk = this.data[c];
+        start = this.nData;
+      }
+      this.dataStart[s] = start;
+      let d = start & DATA_CHUNK_MASK;
       for (let i = 0, at = valueBase; i < nr; i++, at += LE64_SIZE) {
         const b = this.dataBlockAt(v, at, blocknr, i);
         this.use.inc(b);
-        if (cache) data[d++] = b;
+        if (chunk !== undefined) chunk[d++] = b;
       }
-      if (cache) this.nData = d;
+      if (chunk !== undefined) this.nData += nr;
       this.finish(s);
       return s;
     }
@@ -184,7 +208,7 @@ class Forest {
   }
 
   private dataBlockAt(v: DataView, at: number, blocknr: number, i: number): number {
-    const b = v.getUint32(at + 4, true) * 256 + (v.getUint32(at, true) >>> 24);
+    const b = v.getUint32(at + 4, true) * DATA_BLOCK_HIGH_SCALE + (v.getUint32(at, true) >>> BLOCK_TIME_TIME_BITS);
     if (b >= this.nrDataBlocks) {
       throw new ThinMetadataError(
         blocknr,
@@ -216,7 +240,7 @@ class Forest {
         continue;
       }
       this.stNext[depth] = i + 1;
-      const child = u64(v, this.stBase[depth]! + 8 * i, blocknr, `values[${i}]`);
+      const child = u64(v, this.stBase[depth]! + 8 * i, blocknr, 'values', i);
       let c = this.lookup(child, blocknr);
       if (c < 0) {
         if (depth + 1 >= MAX_BTREE_DEPTH) throw new ThinMetadataError(child, 'btree', 'depth', `deeper than ${MAX_BTREE_DEPTH} levels`);
@@ -233,7 +257,7 @@ class Forest {
 
   /** The slot of a block seen before (-1 if not); a block on the current path is a cycle. */
   private lookup(blocknr: number, from: number): number {
-    if (!Number.isSafeInteger(blocknr) || blocknr < 0 || blocknr >= this.blocks.nrBlocks) throw pastTheEnd(blocknr, this.blocks.nrBlocks);
+    if (!Number.isSafeInteger(blocknr) || blocknr < 0 || blocknr >= this.slotOf.length) throw pastTheEnd(blocknr, this.slotOf.length);
     const s = this.slotOf[blocknr]!;
     if (s >= 0 && !(this.flags[s]! & DONE))
       throw new ThinMetadataError(from, 'btree', 'blocknr', `child ${blocknr} is its own ancestor: a cycle`);
@@ -258,7 +282,7 @@ class Forest {
         `child ${i} (block ${this.blk[c]}) is ${h} levels above its leaves, its siblings ${ch}`,
       );
     }
-    const lo = u64(v, NODE_HEADER_SIZE + 8 * i, blocknr, `keys[${i}]`);
+    const lo = u64(v, NODE_HEADER_SIZE + 8 * i, blocknr, 'keys', i);
     if (this.minKey[c]! < lo) {
       throw new ThinMetadataError(
         this.blk[c]!,
@@ -268,7 +292,7 @@ class Forest {
       );
     }
     if (i + 1 < this.count[s]!) {
-      const hi = u64(v, NODE_HEADER_SIZE + 8 * (i + 1), blocknr, `keys[${i + 1}]`);
+      const hi = u64(v, NODE_HEADER_SIZE + 8 * (i + 1), blocknr, 'keys', i + 1);
       if (this.maxKey[c]! >= hi) {
         throw new ThinMetadataError(
           this.blk[c]!,
@@ -330,7 +354,9 @@ class Forest {
     let e = 0;
     const start = this.dataStart[s]!;
     if (start >= 0) {
-      for (let i = start; i < start + nr; i++) if (!this.use.shared(this.data[i]!)) e++;
+      const chunk = this.data[start >>> DATA_CHUNK_SHIFT]!;
+      const from = start & DATA_CHUNK_MASK;
+      for (let i = from; i < from + nr; i++) if (!this.use.shared(chunk[i]!)) e++;
       return e;
     }
     const blocknr = this.blk[s]!;
@@ -348,9 +374,16 @@ class Forest {
 /**
  * Mapped and exclusive mappings of each mapping tree root (one per thin device, in order); data
  * blocks must be below `nrDataBlocks`. `from` names the block holding the roots, for errors.
+ * `dataCacheMax`: leaf data blocks kept for the second pass, at most (past it leaves are read again).
  */
-export function countUsage(blocks: MetadataBlocks, roots: readonly number[], nrDataBlocks: number, from: number): DeviceUsageCount[] {
-  const forest = new Forest(blocks, new DataBlockUse(nrDataBlocks), nrDataBlocks);
+export function countUsage(
+  blocks: MetadataBlocks,
+  roots: readonly number[],
+  nrDataBlocks: number,
+  from: number,
+  dataCacheMax = DATA_CACHE_MAX,
+): DeviceUsageCount[] {
+  const forest = new Forest(blocks, new DataBlockUse(nrDataBlocks), nrDataBlocks, dataCacheMax);
   const slots = roots.map((r) => forest.add(r, from));
   return forest.totals(slots);
 }
