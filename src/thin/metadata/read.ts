@@ -96,7 +96,10 @@ function readMappingRoots(blocks: MetadataBlocks, roots: ThinSuperblock): { thin
   return out;
 }
 
-/** Mappings of one thin device in virtual block order. */
+/**
+ * Mappings of one thin device in virtual block order. Nodes are checked as they are reached, so a
+ * ThinMetadataError may come after some mappings were visited.
+ */
 export function forEachMapping(
   blocks: MetadataBlocks,
   roots: ThinSuperblock,
