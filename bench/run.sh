@@ -3,7 +3,7 @@
 # bench/main.ts where device-mapper is: directly on a host that has it (as root), else in ONE
 # user-mode-linux guest boot (scripts/vm/guest-run), so that every ratio compares one boot.
 #   DEVMAPPER_BENCH_SCALE=0.3   less work per round (quick look); 1 by default
-#   DEVMAPPER_BENCH_ONLY=p1,p2  some parts only (codec,p1,p2,p3,p4), written to results/partial.md
+#   DEVMAPPER_BENCH_ONLY=p1,p2  some parts only (codec,p1,p2,p3,p4,p5), written to results/partial.md
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 project=$(cd "$here/.." && pwd -P)
