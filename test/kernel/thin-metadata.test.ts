@@ -10,7 +10,14 @@ import { closeSync, fsyncSync, openSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
 import type { DeviceMapper } from '../../src/dm/device-mapper.js';
-import { createSnap, createThin, deleteThin, releaseMetadataSnap, reserveMetadataSnap, setTransactionId } from '../../src/dm/thin-messages.js';
+import {
+  createSnap,
+  createThin,
+  deleteThin,
+  releaseMetadataSnap,
+  reserveMetadataSnap,
+  setTransactionId,
+} from '../../src/dm/thin-messages.js';
 import { thinId } from '../../src/dm/names.js';
 import { openMetadataBlocks } from '../../src/thin/metadata/index.js';
 import { LoopScratch, activateThin, dmName, kernelHooks, makePool, openDm, sweep, type TestPool } from './support/env.js';
@@ -338,7 +345,11 @@ describe('our metadata reader equals thin_ls and thin_dump on pools the kernel b
         }
         const big = ids[ids.length - 1]!;
         await h.write(big, range(0, 600), 1);
-        await h.write(big, range(601, 1201, 2).filter((b) => b < 1024), 2);
+        await h.write(
+          big,
+          range(601, 1201, 2).filter((b) => b < 1024),
+          2,
+        );
         await h.snapshot(100000, big);
         await h.write(big, range(0, 600, 37), 3);
         const live = h.checkLive();
@@ -400,7 +411,7 @@ describe('our metadata reader equals thin_ls and thin_dump on pools the kernel b
     });
   });
 
-  test('a held metadata snapshot kept across the pool's removal: both roots readable from the file', async () => {
+  test('a held metadata snapshot kept across the removal of the pool: both roots readable from the file', async () => {
     await history('kept', async (h) => {
       h.create(1);
       await h.write(1, range(0, 40), 1);
