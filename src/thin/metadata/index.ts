@@ -1,0 +1,13 @@
+// Reading dm-thin's own on-disk metadata (persistent-data) without thin-provisioning-tools.
+export { type MetadataBlocks, memoryMetadataBlocks, openMetadataBlocks } from './blocks.js';
+export { MAX_BTREE_DEPTH, btreeLookup, walkBtree, walkBtreeLeaves } from './btree.js';
+export {
+  type ReadOptions,
+  type ThinDeviceInfo,
+  type ThinDeviceUsage,
+  type ThinMetadata,
+  type ThinUsage,
+  forEachMapping,
+  readThinDevices,
+  readThinUsage,
+} from './read.js';
