@@ -1,18 +1,15 @@
 // Our metadata reader on metadata images the kernel wrote (test/golden/thin-metadata, README there):
 // each image decodes to what thin_ls and thin_dump printed for it when it was made.
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
-import { afterAll, describe, expect, test } from 'vitest';
+import { describe, expect, test } from 'vitest';
 import { ThinMetadataError, THIN_METADATA_BLOCK_SIZE } from '../../src/structs/index.js';
-import { openMetadataBlocks, readThinDevices, type MetadataBlocks } from '../../src/thin/metadata/index.js';
+import { memoryMetadataBlocks, readThinDevices, type MetadataBlocks } from '../../src/thin/metadata/index.js';
 import { GOLDEN_DIR } from '../support/golden.js';
 import { ourThinDump, ourThinLs, parseThinDumpXml, parseThinLs, type RootChoice } from '../support/thin-tools.js';
 
 const DIR = join(GOLDEN_DIR, 'thin-metadata');
-const scratch = mkdtempSync(join(tmpdir(), 'thin-metadata-golden-'));
-afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 
 /** The images, whether each holds a metadata snapshot, and how many devices each view has. */
 const IMAGES: { name: string; held: boolean; devices: number; heldDevices: number }[] = [
@@ -21,15 +18,13 @@ const IMAGES: { name: string; held: boolean; devices: number; heldDevices: numbe
   { name: 'held', held: true, devices: 3, heldDevices: 2 },
 ];
 
-/** The decompressed image written to a file (openMetadataBlocks reads paths). */
-function imageFile(name: string, bytes?: Buffer): string {
-  const path = join(scratch, `${name}.meta`);
-  writeFileSync(path, bytes ?? gunzipSync(readFileSync(join(DIR, `${name}.meta.gz`))));
-  return path;
+function image(name: string): Buffer {
+  return gunzipSync(readFileSync(join(DIR, `${name}.meta.gz`)));
 }
 
+/** The image (or `bytes` in its place) as MetadataBlocks. */
 function withImage<T>(name: string, fn: (blocks: MetadataBlocks) => T, bytes?: Buffer): T {
-  const blocks = openMetadataBlocks(imageFile(name, bytes));
+  const blocks = memoryMetadataBlocks(bytes ?? image(name));
   try {
     return fn(blocks);
   } finally {
@@ -45,28 +40,28 @@ function stored(name: string, root: RootChoice) {
   };
 }
 
-describe.each(IMAGES)('golden metadata image $name', (image) => {
-  const roots: RootChoice[] = image.held ? ['superblock', 'held'] : ['superblock'];
+describe.each(IMAGES)('golden metadata image $name', (img) => {
+  const roots: RootChoice[] = img.held ? ['superblock', 'held'] : ['superblock'];
 
   test.each(roots)('through the %s roots: thin ids, details and counts as thin_ls printed them', (root) => {
-    const theirs = stored(image.name, root).ls;
-    expect(theirs).toHaveLength(root === 'held' ? image.heldDevices : image.devices);
-    const ours = withImage(image.name, (blocks) => ourThinLs(blocks, root));
+    const theirs = stored(img.name, root).ls;
+    expect(theirs).toHaveLength(root === 'held' ? img.heldDevices : img.devices);
+    const ours = withImage(img.name, (blocks) => ourThinLs(blocks, root));
     expect(ours.map((d) => d.thinId)).toEqual(theirs.map((d) => d.thinId));
     expect(ours).toEqual(theirs);
   });
 
   test.each(roots)('through the %s roots: superblock, devices and every mapping as thin_dump printed them', (root) => {
-    const theirs = stored(image.name, root).dump;
-    const ours = withImage(image.name, (blocks) => ourThinDump(blocks, root));
+    const theirs = stored(img.name, root).dump;
+    const ours = withImage(img.name, (blocks) => ourThinDump(blocks, root));
     expect(ours.superblock).toEqual(theirs.superblock);
     expect(ours.devices.map((d) => d.thinId)).toEqual(theirs.devices.map((d) => d.thinId));
     for (const [i, d] of theirs.devices.entries()) expect(ours.devices[i], `thin ${d.thinId}`).toEqual(d);
   });
 
-  if (!image.held) {
+  if (!img.held) {
     test('no metadata snapshot held: reading the held roots is a ThinMetadataError', () => {
-      const err = withImage(image.name, (blocks) => {
+      const err = withImage(img.name, (blocks) => {
         try {
           readThinDevices(blocks, { root: 'held' });
         } catch (e) {
@@ -79,14 +74,14 @@ describe.each(IMAGES)('golden metadata image $name', (image) => {
   }
 
   test('one flipped byte in the device details root: a ThinMetadataError naming that block', () => {
-    const bytes = gunzipSync(readFileSync(join(DIR, `${image.name}.meta.gz`)));
-    const detailsRoot = withImage(image.name, (blocks) => readThinDevices(blocks).roots.deviceDetailsRoot);
+    const bytes = image(img.name);
+    const detailsRoot = withImage(img.name, (blocks) => readThinDevices(blocks).roots.deviceDetailsRoot);
     expect(detailsRoot).toBeGreaterThan(0);
     // A byte among the keys: the node's checksum no longer holds.
     const at = detailsRoot * THIN_METADATA_BLOCK_SIZE + 40;
     bytes[at] = bytes[at]! ^ 0x01;
     const err = withImage(
-      `${image.name}-flipped`,
+      `${img.name}-flipped`,
       (blocks) => {
         try {
           readThinDevices(blocks);
