@@ -145,6 +145,20 @@ export {
 } from './thin/index.js';
 export { Driver } from './driver/index.js';
 
+// dm-thin's own metadata, read without thin-provisioning-tools.
+export {
+  forEachMapping,
+  openMetadataBlocks,
+  readThinDevices,
+  readThinUsage,
+  type MetadataBlocks,
+  type ReadOptions,
+  type ThinDeviceInfo,
+  type ThinDeviceUsage,
+  type ThinMetadata,
+} from './thin/index.js';
+export type { SpaceMapRoot, ThinSuperblock } from './structs/index.js';
+
 // Errors: each carries the errno name as `code` where the kernel or libc gave one.
 export {
   DmError,
@@ -157,7 +171,7 @@ export {
   errnoNumber,
 } from './ioctl/index.js';
 export { InvalidArgumentError } from './dm/index.js';
-export { DecodeError, EncodeError } from './structs/index.js';
+export { DecodeError, EncodeError, ThinMetadataError } from './structs/index.js';
 export { LoopNotOursError } from './loop/index.js';
 export {
   CommandError,

@@ -17,3 +17,5 @@ export * from './string-payload.js';
 export * from './loop.js';
 export * from './blk.js';
 export * from './decode.js';
+export * from './crc32c.js';
+export * from './thin-metadata.js';

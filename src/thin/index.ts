@@ -30,3 +30,14 @@ export {
   UnknownDeviceError,
 } from './errors.js';
 export { DEFAULTS, XFS_MIN_BYTES, parsePoolOptions, parseSize, type FsType, type PoolOptions, type PoolOptionsInput } from './options.js';
+export {
+  type MetadataBlocks,
+  type ReadOptions,
+  type ThinDeviceInfo,
+  type ThinDeviceUsage,
+  type ThinMetadata,
+  forEachMapping,
+  openMetadataBlocks,
+  readThinDevices,
+  readThinUsage,
+} from './metadata/index.js';
