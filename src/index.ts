@@ -156,6 +156,7 @@ export {
   type ThinDeviceInfo,
   type ThinDeviceUsage,
   type ThinMetadata,
+  type ThinUsage,
 } from './thin/index.js';
 export type { SpaceMapRoot, ThinSuperblock } from './structs/index.js';
 

@@ -36,6 +36,7 @@ export {
   type ThinDeviceInfo,
   type ThinDeviceUsage,
   type ThinMetadata,
+  type ThinUsage,
   forEachMapping,
   openMetadataBlocks,
   readThinDevices,

@@ -43,12 +43,31 @@ import {
   type DmCommandName,
 } from '../../src/structs/index.js';
 import { InvalidArgumentError as StructsInvalidArgumentError } from '../../src/structs/errors.js';
+import {
+  BITMAP_CSUM_XOR,
+  BTREE_CSUM_XOR,
+  INDEX_CSUM_XOR,
+  SUPERBLOCK_CSUM_XOR,
+  THIN_METADATA_BLOCK_SIZE,
+  ThinMetadataError,
+  bitmapCount,
+  blockChecksum,
+  decodeBitmapHeader,
+  decodeBlockTime,
+  decodeBtreeNode,
+  decodeDeviceDetails,
+  decodeIndexEntry,
+  decodeMetadataIndex,
+  decodeThinSuperblock,
+} from '../../src/structs/index.js';
 import { InvalidHashError, MetadataError, OptionError } from '../../src/thin/errors.js';
+import { forEachMapping, memoryMetadataBlocks, readThinDevices, readThinUsage } from '../../src/thin/metadata/index.js';
 import { HomeLock } from '../../src/thin/lock.js';
 import { INTENT_FILE, MetadataStore, POOL_STATE_FILE } from '../../src/thin/metadata-store.js';
 import { parseMountInfo } from '../../src/thin/mount.js';
 import { parsePoolOptions } from '../../src/thin/options.js';
 import { dmRecords, loadRecords, type GoldenBufRecord } from '../support/golden.js';
+import { MetadataImage, blockTime, buildPool } from '../support/thin-metadata-builder.js';
 
 type ErrorClass = abstract new (...args: never[]) => Error;
 
@@ -282,6 +301,166 @@ const STRUCTS = [DecodeError];
 const DM_TEXT = [DmInvalidArgumentError, StructsInvalidArgumentError];
 const commandNames = DM_COMMAND_LIST.map((c) => c.name);
 const direction = fc.constantFrom('request' as const, 'reply' as const);
+
+// ---- dm-thin metadata images --------------------------------------------------------------------
+
+/** Small pools as the kernel shapes them: shared subtrees after snapshots, a held root, many levels. */
+interface ThinImage {
+  image: Uint8Array;
+  /** Each block's checksum xor, to reseal it after an edit (so that edits reach past the csum). */
+  xors: Map<number, number>;
+}
+let thinImagesCache: ThinImage[] | undefined;
+function thinImages(): ThinImage[] {
+  if (thinImagesCache) return thinImagesCache;
+  const make = (build: (img: MetadataImage) => void): ThinImage => {
+    const img = new MetadataImage(4);
+    build(img);
+    const image = img.image();
+    const xors = new Map<number, number>();
+    for (let b = 0; b < img.nrBlocks; b++) {
+      const block = image.subarray(b * THIN_METADATA_BLOCK_SIZE, (b + 1) * THIN_METADATA_BLOCK_SIZE);
+      const stored = new DataView(block.buffer, block.byteOffset).getUint32(0, true);
+      for (const x of [SUPERBLOCK_CSUM_XOR, BTREE_CSUM_XOR, INDEX_CSUM_XOR, BITMAP_CSUM_XOR])
+        if (blockChecksum(block, x) === stored) xors.set(b, x);
+    }
+    return { image, xors };
+  };
+  thinImagesCache = [
+    make((img) =>
+      buildPool(
+        img,
+        [
+          {
+            thinId: 1,
+            mappings: [
+              [0, 5],
+              [3, 9, 1],
+            ],
+          },
+        ],
+        { dataSpaceMapRoot: { nrBlocks: 64 } },
+      ),
+    ),
+    make((img) => {
+      const leaves = [0, 1, 2].map((k) => img.leaf([0, 1, 2].map((i) => [k * 10 + i, blockTime(k * 3 + i, k)] as const)));
+      const origin = img.internal(leaves.map((l, k) => [k * 10, l] as const));
+      const snap = img.internal([
+        [0, leaves[0]!],
+        [10, img.leaf([[10, blockTime(40)]])],
+        [20, leaves[2]!],
+      ]);
+      buildPool(
+        img,
+        [
+          { thinId: 1, root: origin },
+          { thinId: 2, root: snap },
+          { thinId: 3, root: origin },
+          { thinId: 9, mappings: [] },
+        ],
+        {
+          dataSpaceMapRoot: { nrBlocks: 64 },
+        },
+      );
+    }),
+    make((img) => {
+      const maps = Array.from({ length: 60 }, (_, i) => [i * 2, (i * 7) % 50] as const);
+      buildPool(
+        img,
+        [
+          { thinId: 4, mappings: maps },
+          { thinId: 5, mappings: maps.slice(10, 30) },
+        ],
+        { dataSpaceMapRoot: { nrBlocks: 64 } },
+        3,
+      );
+      const sb = decodeThinSuperblock(img.get(0), 0);
+      const held = img.alloc();
+      img.superblock({ dataMappingRoot: sb.dataMappingRoot, deviceDetailsRoot: sb.deviceDetailsRoot }, held);
+      img.superblock({
+        dataMappingRoot: sb.dataMappingRoot,
+        deviceDetailsRoot: sb.deviceDetailsRoot,
+        heldRoot: held,
+        dataSpaceMapRoot: { nrBlocks: 64 },
+      });
+    }),
+  ];
+  return thinImagesCache;
+}
+
+/** An edit of a metadata image: which block, where, what; header fields and small numbers favoured. */
+const thinEdit = fc.record({
+  block: fc.nat(),
+  at: fc.oneof(fc.constantFrom(4, 8, 12, 16, 20, 24, 32, 40, 56, 320, 328, 336, 340, 344, 360), fc.nat(THIN_METADATA_BLOCK_SIZE - 4)),
+  value: fc.oneof(fc.nat(40), fc.constant(0), fc.constant(0xffffffff), fc.nat()),
+  width: fc.constantFrom(1, 4),
+  reseal: fc.boolean(),
+});
+
+function editedImage([sample, edits]: [
+  ThinImage,
+  { block: number; at: number; value: number; width: number; reseal: boolean }[],
+]): Uint8Array {
+  const image = sample.image.slice();
+  const nrBlocks = image.length / THIN_METADATA_BLOCK_SIZE;
+  for (const e of edits) {
+    const b = e.block % nrBlocks;
+    const block = image.subarray(b * THIN_METADATA_BLOCK_SIZE, (b + 1) * THIN_METADATA_BLOCK_SIZE);
+    const v = new DataView(block.buffer, block.byteOffset, THIN_METADATA_BLOCK_SIZE);
+    const at = Math.min(e.at, THIN_METADATA_BLOCK_SIZE - 4);
+    if (e.width === 1) block[at] = e.value & 0xff;
+    else v.setUint32(at, e.value >>> 0, true);
+    const xor = sample.xors.get(b);
+    if (e.reseal && xor !== undefined) v.setUint32(0, blockChecksum(block, xor), true);
+  }
+  return image;
+}
+
+const thinImageCases = () =>
+  fc.oneof(
+    {
+      weight: 8,
+      arbitrary: fc.tuple(fc.constantFrom(...thinImages()), fc.array(thinEdit, { minLength: 1, maxLength: 6 })).map(editedImage),
+    },
+    { weight: 1, arbitrary: fc.constantFrom(...thinImages()).map((s) => s.image) },
+    { weight: 1, arbitrary: fc.uint8Array({ maxLength: 3 * THIN_METADATA_BLOCK_SIZE }) },
+  );
+
+/** One block of a sample image (by xor kind), edited and resealed or not. */
+function thinBlocks(xor: number): fc.Arbitrary<{ block: Uint8Array; blocknr: number }> {
+  return fc.constant(null).chain(() => {
+    const picks = thinImages().flatMap((s) => [...s.xors].filter(([, x]) => x === xor).map(([b]) => ({ s, b })));
+    return fc.tuple(fc.constantFrom(...picks), fc.array(thinEdit, { maxLength: 4 })).map(([{ s, b }, edits]) => {
+      const image = editedImage([s, edits.map((e) => ({ ...e, block: b }))]);
+      return { block: image.slice(b * THIN_METADATA_BLOCK_SIZE, (b + 1) * THIN_METADATA_BLOCK_SIZE), blocknr: b };
+    });
+  });
+}
+
+const anyBlock = fc.oneof(
+  fc.uint8Array({ minLength: THIN_METADATA_BLOCK_SIZE, maxLength: THIN_METADATA_BLOCK_SIZE }),
+  fc.uint8Array({ maxLength: 64 }),
+);
+
+/** Reads everything a reader can: the device list, the usage, each device's mappings, both roots. */
+function readAllThin(image: Uint8Array): unknown {
+  const blocks = memoryMetadataBlocks(image);
+  const out: unknown[] = [];
+  for (const root of ['superblock', 'held'] as const) {
+    out.push(only([ThinMetadataError], () => readThinUsage(blocks, { root })));
+    const meta = only([ThinMetadataError], () => readThinDevices(blocks, { root })) as ReturnType<typeof readThinDevices> | undefined;
+    for (const d of meta?.devices ?? []) {
+      out.push(
+        only([ThinMetadataError], () => {
+          let n = 0;
+          forEachMapping(blocks, meta!.roots, d.thinId, () => n++);
+          return n;
+        }),
+      );
+    }
+  }
+  return out;
+}
 
 export const PROPERTIES: readonly FuzzProperty[] = [
   // ---- kernel replies and requests (src/structs) ----
@@ -713,6 +892,92 @@ export const PROPERTIES: readonly FuzzProperty[] = [
     run: (text) => {
       writeFileSync(join(scratchDir(), STORAGE_OPTS_FILE), text);
       only([OperationError], () => readRecordedOpts(scratchDir()));
+    },
+  }),
+  property({
+    decoder: 'decodeThinSuperblock',
+    cases: 'edited superblocks (resealed or not), random blocks',
+    weight: 2,
+    arbitrary: () =>
+      fc.oneof(
+        thinBlocks(SUPERBLOCK_CSUM_XOR),
+        fc.tuple(anyBlock, fc.nat(8)).map(([block, blocknr]) => ({ block, blocknr })),
+      ),
+    run: ({ block, blocknr }) => {
+      only([ThinMetadataError], () => decodeThinSuperblock(block, blocknr));
+    },
+  }),
+  property({
+    decoder: 'decodeBtreeNode',
+    cases: 'edited btree nodes (resealed or not) under every value size, random blocks; every key and value read',
+    weight: 3,
+    arbitrary: () =>
+      fc.tuple(
+        fc.oneof(
+          thinBlocks(BTREE_CSUM_XOR),
+          fc.tuple(anyBlock, fc.nat(8)).map(([block, blocknr]) => ({ block, blocknr })),
+        ),
+        fc.oneof(fc.constantFrom(4, 8, 16, 24), fc.nat(5000)),
+      ),
+    run: ([{ block, blocknr }, valueSize]) => {
+      only([ThinMetadataError], () => {
+        const n = decodeBtreeNode(block, blocknr, valueSize);
+        const keys: number[] = [];
+        for (let i = 0; i < n.nrEntries; i++) {
+          keys.push(n.key(i), n.valueOffset(i));
+          if (n.valueSize === 8) keys.push(n.value64(i));
+          if (n.valueSize === 24) keys.push(decodeDeviceDetails(n.block, n.valueOffset(i), blocknr).mappedBlocks);
+          if (!n.leaf) keys.push(n.child(i));
+        }
+        return keys;
+      });
+    },
+  }),
+  property({
+    decoder: 'decodeDeviceDetails, decodeBlockTime, decodeIndexEntry',
+    cases: 'random buffers at random offsets',
+    weight: 1,
+    arbitrary: () => fc.tuple(fc.uint8Array({ maxLength: 64 }), fc.oneof(fc.nat(64), fc.integer(), fc.double())),
+    run: ([buf, offset]) => {
+      only([ThinMetadataError], () => decodeDeviceDetails(buf, offset));
+      only([ThinMetadataError], () => decodeBlockTime(buf, offset));
+      only([ThinMetadataError], () => decodeIndexEntry(buf, offset));
+    },
+  }),
+  property({
+    decoder: 'decodeMetadataIndex, decodeBitmapHeader, bitmapCount',
+    cases: 'built index and bitmap blocks, edited, and random blocks; random entries',
+    weight: 1,
+    arbitrary: () =>
+      fc.tuple(
+        fc.oneof(
+          fc.constant(null).map(() => {
+            const img = new MetadataImage(4);
+            const at = img.metadataIndex([{ blocknr: 2, nrFree: 5, noneFreeBefore: 1 }]);
+            return { block: img.get(at), blocknr: at };
+          }),
+          fc.array(fc.nat(3), { maxLength: 200 }).map((counts) => {
+            const img = new MetadataImage(4);
+            const at = img.bitmap(counts);
+            return { block: img.get(at), blocknr: at };
+          }),
+          fc.tuple(anyBlock, fc.nat(8)).map(([block, blocknr]) => ({ block, blocknr })),
+        ),
+        fc.oneof(fc.nat(20000), fc.integer(), fc.double()),
+      ),
+    run: ([{ block, blocknr }, entry]) => {
+      only([ThinMetadataError], () => decodeMetadataIndex(block, blocknr));
+      only([ThinMetadataError], () => decodeBitmapHeader(block, blocknr));
+      only([ThinMetadataError], () => bitmapCount(block, entry));
+    },
+  }),
+  property({
+    decoder: 'readThinDevices, readThinUsage, forEachMapping',
+    cases: 'pool images with edited blocks (resealed or not: lying counts, cycles, roots past the end), random images',
+    weight: 4,
+    arbitrary: thinImageCases,
+    run: (image) => {
+      readAllThin(image);
     },
   }),
 ];

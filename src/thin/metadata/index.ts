@@ -6,6 +6,7 @@ export {
   type ThinDeviceInfo,
   type ThinDeviceUsage,
   type ThinMetadata,
+  type ThinUsage,
   forEachMapping,
   readThinDevices,
   readThinUsage,

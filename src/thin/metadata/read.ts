@@ -37,6 +37,11 @@ export interface ThinMetadata {
   devices: ThinDeviceInfo[];
 }
 
+/** readThinUsage's answer: ThinMetadata whose devices carry their usage. */
+export interface ThinUsage extends ThinMetadata {
+  devices: ThinDeviceUsage[];
+}
+
 export interface ReadOptions {
   /** 'held' reads the metadata snapshot's roots (reserve_metadata_snap); default 'superblock'. */
   root?: 'superblock' | 'held';
@@ -110,45 +115,40 @@ export function forEachMapping(
 }
 
 /**
- * Per data block, whether it is mapped once or more than once: two bits per block in pages of
- * 2^20 blocks made on first use, so a sparse pool costs what it maps.
+ * Per data block, whether it is mapped once or more than once: two bits per block, in pages of up
+ * to 2^20 blocks made on first use, so a sparse pool costs what it maps and a small one a page its
+ * size.
  */
 class DataBlockUse {
-  static readonly PAGE_BLOCKS = 2 ** 20;
+  private readonly pageBlocks: number;
+  /** Words of a page's first half (mapped at least once); the second half: more than once. */
+  private readonly half: number;
   private readonly pages: (Uint32Array | undefined)[];
   constructor(nrBlocks: number) {
-    this.pages = new Array(Math.ceil(nrBlocks / DataBlockUse.PAGE_BLOCKS));
-  }
-  private page(b: number): Uint32Array {
-    const p = (b / DataBlockUse.PAGE_BLOCKS) | 0;
-    let page = this.pages[p];
-    if (page === undefined) {
-      // words [0, 2^15): mapped at least once; [2^15, 2^16): mapped more than once.
-      page = new Uint32Array(DataBlockUse.PAGE_BLOCKS / 16);
-      this.pages[p] = page;
-    }
-    return page;
+    this.pageBlocks = Math.max(32, Math.min(2 ** 20, 2 ** Math.ceil(Math.log2(Math.max(1, nrBlocks)))));
+    this.half = this.pageBlocks >>> 5;
+    this.pages = new Array(Math.ceil(nrBlocks / this.pageBlocks));
   }
   /** One more mapping of b. */
   inc(b: number): void {
-    const page = this.page(b);
-    const o = b % DataBlockUse.PAGE_BLOCKS;
+    const p = (b / this.pageBlocks) | 0;
+    let page = this.pages[p];
+    if (page === undefined) {
+      page = new Uint32Array(2 * this.half);
+      this.pages[p] = page;
+    }
+    const o = b - p * this.pageBlocks;
     const w = o >>> 5;
     const bit = 1 << (o & 31);
-    if (page[w]! & bit) page[w + (DataBlockUse.PAGE_BLOCKS >>> 5)]! |= bit;
+    if (page[w]! & bit) page[w + this.half]! |= bit;
     else page[w]! |= bit;
   }
-  /** b is mapped more than once. */
-  share(b: number): void {
-    const page = this.page(b);
-    const o = b % DataBlockUse.PAGE_BLOCKS;
-    page[(o >>> 5) + (DataBlockUse.PAGE_BLOCKS >>> 5)]! |= 1 << (o & 31);
-  }
   shared(b: number): boolean {
-    const page = this.pages[(b / DataBlockUse.PAGE_BLOCKS) | 0];
+    const p = (b / this.pageBlocks) | 0;
+    const page = this.pages[p];
     if (page === undefined) return false;
-    const o = b % DataBlockUse.PAGE_BLOCKS;
-    return (page[(o >>> 5) + (DataBlockUse.PAGE_BLOCKS >>> 5)]! & (1 << (o & 31))) !== 0;
+    const o = b - p * this.pageBlocks;
+    return (page[(o >>> 5) + this.half]! & (1 << (o & 31))) !== 0;
   }
 }
 
@@ -324,7 +324,7 @@ class MappingForest {
  * of the mapping trees is checked once and each distinct leaf's entries read twice, however many
  * snapshots share it.
  */
-export function readThinUsage(blocks: MetadataBlocks, opts: ReadOptions = {}): ThinMetadata & { devices: ThinDeviceUsage[] } {
+export function readThinUsage(blocks: MetadataBlocks, opts: ReadOptions = {}): ThinUsage {
   const meta = readThinDevices(blocks, opts);
   const tops = readMappingRoots(blocks, meta.roots);
   checkSameDevices(meta, tops);
@@ -362,7 +362,7 @@ export function readThinUsage(blocks: MetadataBlocks, opts: ReadOptions = {}): T
   const rootSlots = tops.map((t) => forest.add(t.root, meta.roots.dataMappingRoot));
 
   // How many devices reach each node: roots first, then parents before children (reverse
-  // post-order), saturating at 2; a leaf reached twice makes all its data blocks shared.
+  // post-order), saturating at 2.
   const reach: number[] = new Array(forest.blocknr.length).fill(0);
   for (const s of rootSlots) reach[s] = Math.min(2, reach[s]! + 1);
   for (let p = forest.postOrder.length - 1; p >= 0; p--) {
@@ -374,14 +374,14 @@ export function readThinUsage(blocks: MetadataBlocks, opts: ReadOptions = {}): T
       reach[c] = Math.min(2, reach[c]! + reach[s]!);
     }
   }
-  const leaves = forest.postOrder.filter((s) => forest.leaf[s]);
   const leafNode = (s: number): BtreeNode => decodeBtreeNode(blocks.read(forest.blocknr[s]!), forest.blocknr[s]!, LE64_SIZE);
-  for (const s of leaves) if (reach[s]! > 1) forEachDataBlock(leafNode(s), (b) => use.share(b));
 
-  // Pass 2: per leaf, its mappings whose data block no other mapping uses.
+  // Pass 2: per leaf reached by one device, its mappings whose data block no other mapping uses.
+  // A leaf reached by two or more has none; its data blocks need no marking, since one that also
+  // appears in another leaf was already counted twice in pass 1.
   const exclusive: number[] = new Array(forest.blocknr.length).fill(0);
-  for (const s of leaves) {
-    if (reach[s]! > 1) continue;
+  for (const s of forest.postOrder) {
+    if (!forest.leaf[s] || reach[s]! > 1) continue;
     let n = 0;
     forEachDataBlock(leafNode(s), (b) => {
       if (!use.shared(b)) n++;

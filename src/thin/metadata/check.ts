@@ -1,0 +1,442 @@
+// thin_check's walk of dm-thin metadata: the superblock, every btree's nodes, and both space maps'
+// reference counts against the references the walk finds. Damage is reported, never thrown.
+//
+// Reference counts follow the kernel's shadowing (dm-btree.c inc_children): a metadata block counts
+// one per distinct parent node (or root field) pointing at it, a data block one per distinct mapping
+// leaf holding it. So the walk descends into a block only the first time it is referenced.
+import {
+  type BtreeNode,
+  decodeBitmapHeader,
+  decodeBlockTime,
+  decodeBtreeNode,
+  decodeDeviceDetails,
+  decodeMetadataIndex,
+  decodeThinSuperblock,
+  type DeviceDetails,
+  type IndexEntry,
+  type MetadataBlocks,
+  type SpaceMapRoot,
+  THIN_METADATA_BLOCK_SIZE,
+  ThinMetadataError,
+  type ThinSuperblock,
+} from './check-format.js';
+import {
+  BITMAP_OVERFLOW,
+  BlockCounts,
+  decodeIndexEntry,
+  ENTRIES_PER_BITMAP,
+  INDEX_ENTRY_SIZE,
+  isOverflow,
+  MAX_METADATA_BITMAPS,
+  nrBitmaps,
+  type SpaceMapImage,
+  storedCount,
+} from './space-map.js';
+
+export interface MetadataProblem {
+  block: number | null;
+  what: string;
+}
+
+export interface MetadataCheck {
+  ok: boolean;
+  problems: MetadataProblem[];
+  superblock: ThinSuperblock | null;
+}
+
+const SUPERBLOCK_LOCATION = 0;
+/** dm-thin-metadata.c THIN_MIN_VERSION .. THIN_MAX_VERSION. */
+const THIN_MIN_VERSION = 1;
+const THIN_MAX_VERSION = 2;
+/** THIN_METADATA_BLOCK_SIZE in sectors, as the superblock's metadata_block_size holds it. */
+const METADATA_BLOCK_SECTORS = THIN_METADATA_BLOCK_SIZE / 512;
+/** dm-thin.c DATA_DEV_BLOCK_SIZE_MIN_SECTORS / _MAX_SECTORS: a pool's block size range and step. */
+const DATA_DEV_BLOCK_SIZE_MIN_SECTORS = 128;
+const DATA_DEV_BLOCK_SIZE_MAX_SECTORS = 2097152;
+/** dm-thin-metadata.c THIN_FEATURE_INCOMPAT_SUPP: no incompatible feature is defined. */
+const THIN_FEATURE_INCOMPAT_SUPP = 0;
+const UINT64_SIZE = 8;
+const DEVICE_DETAILS_SIZE = 24;
+const REF_COUNT_SIZE = 4;
+/** A spine deeper than this is a loop or garbage (dm-btree.c's spines stop at 64 too). */
+const MAX_SPINE_DEPTH = 64;
+/** Past this many problems the rest are only counted, so a wrecked image gives a bounded answer. */
+const MAX_PROBLEMS = 1000;
+
+/** Where a btree walk is: its name for messages and the keys its nodes must lie within. */
+interface Span {
+  what: string;
+  lo: number | null; // keys >= lo
+  hi: number | null; // keys < hi
+}
+
+class Checker {
+  readonly problems: MetadataProblem[] = [];
+  private dropped = 0;
+  /** References the walk found to each metadata block. */
+  readonly refs: Uint32Array;
+  /** Mappings (leaf entries) under each btree node, null when the subtree is damaged. */
+  private readonly entries = new Map<number, number | null>();
+  private readonly onSpine = new Set<number>();
+
+  constructor(
+    readonly blocks: MetadataBlocks,
+    /** Metadata blocks a reference may name: the device's and the space map's, whichever is fewer. */
+    readonly limit: number,
+    readonly smNrBlocks: number,
+  ) {
+    this.refs = new Uint32Array(limit);
+  }
+
+  /** Problems found so far, listed or not: callers compare it before and after a step. */
+  get found(): number {
+    return this.problems.length + this.dropped;
+  }
+
+  /** Blocks a walk could not read or trust: past them, references are missing. */
+  damaged = 0;
+
+  damage(block: number | null, what: string): void {
+    this.damaged++;
+    this.problem(block, what);
+  }
+
+  problem(block: number | null, what: string): void {
+    if (this.problems.length < MAX_PROBLEMS) this.problems.push({ block, what });
+    else this.dropped++;
+  }
+
+  finish(): MetadataProblem[] {
+    if (this.dropped > 0) this.problems.push({ block: null, what: `${this.dropped} more problems not listed` });
+    return this.problems;
+  }
+
+  /** Counts one reference to b; true the first time (the caller then reads it). */
+  reference(b: number, what: string): boolean {
+    if (!Number.isSafeInteger(b) || b < 0 || b >= this.limit) {
+      const end = b >= this.smNrBlocks ? `metadata space map nr_blocks ${this.smNrBlocks}` : `the device's ${this.blocks.nrBlocks} blocks`;
+      this.damage(null, `${what}: block ${b} is past ${end}`);
+      return false;
+    }
+    const c = (this.refs[b] as number) + 1;
+    this.refs[b] = c;
+    return c === 1;
+  }
+
+  read(b: number, what: string): Uint8Array | null {
+    try {
+      return this.blocks.read(b);
+    } catch (e) {
+      this.damage(b, `${what}: block ${b} cannot be read: ${(e as Error).message}`);
+      return null;
+    }
+  }
+
+  /** Runs decode over a block, turning the format's errors into problems. */
+  decode<T>(b: number, what: string, fn: () => T): T | null {
+    try {
+      return fn();
+    } catch (e) {
+      if (e instanceof ThinMetadataError || e instanceof RangeError) {
+        this.damage(b, `${what}: ${e.message}`);
+        return null;
+      }
+      throw e;
+    }
+  }
+
+  /**
+   * Walks one btree (one level of a multi-level one) from root, calling leaf() on each leaf the
+   * first time it is reached. Returns the number of leaf entries under root, null if damaged.
+   */
+  walk(root: number, what: string, valueSize: number, leaf: (node: BtreeNode) => void): number | null {
+    return this.visit(root, { what, lo: null, hi: null }, valueSize, true, 0, leaf);
+  }
+
+  private visit(b: number, span: Span, valueSize: number, isRoot: boolean, depth: number, leaf: (node: BtreeNode) => void): number | null {
+    const what = span.what;
+    if (!this.reference(b, what)) {
+      if (this.onSpine.has(b)) this.damage(b, `${what}: btree node ${b} is its own ancestor`);
+      return this.entries.get(b) ?? null;
+    }
+    if (depth > MAX_SPINE_DEPTH) {
+      this.damage(b, `${what}: btree deeper than ${MAX_SPINE_DEPTH} at node ${b}`);
+      return null;
+    }
+    const block = this.read(b, what);
+    const node = block && this.decode(b, what, () => decodeBtreeNode(block, b, valueSize));
+    if (!node) {
+      this.entries.set(b, null);
+      return null;
+    }
+    this.onSpine.add(b);
+    try {
+      const count = this.node(node, span, valueSize, isRoot, depth, leaf);
+      this.entries.set(b, count);
+      return count;
+    } finally {
+      this.onSpine.delete(b);
+    }
+  }
+
+  private node(
+    node: BtreeNode,
+    span: Span,
+    valueSize: number,
+    isRoot: boolean,
+    depth: number,
+    leaf: (node: BtreeNode) => void,
+  ): number | null {
+    const b = node.blocknr;
+    const what = span.what;
+    const keys = this.decode(b, what, () => Array.from({ length: node.nrEntries }, (_, i) => node.key(i)));
+    if (!keys) return null;
+    let sound = true;
+    const min = Math.floor(node.maxEntries / 3);
+    if (!isRoot && node.nrEntries < min) {
+      this.damage(b, `${what}: btree node ${b} has ${node.nrEntries} entries, fewer than max_entries/3 = ${min}`);
+      sound = false;
+    }
+    for (let i = 1; i < keys.length; i++) {
+      if ((keys[i] as number) <= (keys[i - 1] as number)) {
+        this.damage(b, `${what}: btree node ${b} keys out of order: ${keys[i]} after ${keys[i - 1]}`);
+        sound = false;
+        break;
+      }
+    }
+    if (keys.length > 0) {
+      const first = keys[0] as number;
+      const last = keys[keys.length - 1] as number;
+      if (span.lo !== null && first < span.lo) {
+        this.damage(b, `${what}: btree node ${b} first key ${first} is below its parent's key ${span.lo}`);
+        sound = false;
+      }
+      if (span.hi !== null && last >= span.hi) {
+        this.damage(b, `${what}: btree node ${b} key ${last} is not below the next parent key ${span.hi}`);
+        sound = false;
+      }
+    }
+    if (node.leaf) {
+      leaf(node);
+      return sound ? node.nrEntries : null;
+    }
+    const dv = new DataView(node.block.buffer, node.block.byteOffset, node.block.byteLength);
+    let total = 0;
+    for (let i = 0; i < keys.length; i++) {
+      const child = dv.getBigUint64(node.valueOffset(i), true);
+      const c = this.visit(
+        child > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(child),
+        { what, lo: keys[i] as number, hi: i + 1 < keys.length ? (keys[i + 1] as number) : span.hi },
+        valueSize,
+        false,
+        depth + 1,
+        leaf,
+      );
+      if (c === null) sound = false;
+      else total += c;
+    }
+    return sound ? total : null;
+  }
+}
+
+function leafValues(node: BtreeNode, fn: (key: number, offset: number) => void): void {
+  for (let i = 0; i < node.nrEntries; i++) fn(node.key(i), node.valueOffset(i));
+}
+
+function u64At(block: Uint8Array, offset: number): number {
+  const v = new DataView(block.buffer, block.byteOffset, block.byteLength).getBigUint64(offset, true);
+  return v > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(v);
+}
+
+function u32At(block: Uint8Array, offset: number): number {
+  return new DataView(block.buffer, block.byteOffset, block.byteLength).getUint32(offset, true);
+}
+
+function superblockFields(c: Checker, sb: ThinSuperblock): void {
+  if (sb.version < THIN_MIN_VERSION || sb.version > THIN_MAX_VERSION)
+    c.problem(SUPERBLOCK_LOCATION, `thin_disk_superblock.version ${sb.version} is not ${THIN_MIN_VERSION}..${THIN_MAX_VERSION}`);
+  if (sb.metadataBlockSize !== METADATA_BLOCK_SECTORS)
+    c.problem(
+      SUPERBLOCK_LOCATION,
+      `thin_disk_superblock.metadata_block_size ${sb.metadataBlockSize} is not ${METADATA_BLOCK_SECTORS} sectors`,
+    );
+  const d = sb.dataBlockSize;
+  if (d < DATA_DEV_BLOCK_SIZE_MIN_SECTORS || d > DATA_DEV_BLOCK_SIZE_MAX_SECTORS || d % DATA_DEV_BLOCK_SIZE_MIN_SECTORS !== 0)
+    c.problem(
+      SUPERBLOCK_LOCATION,
+      `thin_disk_superblock.data_block_size ${d} is not a multiple of ${DATA_DEV_BLOCK_SIZE_MIN_SECTORS} sectors in ${DATA_DEV_BLOCK_SIZE_MIN_SECTORS}..${DATA_DEV_BLOCK_SIZE_MAX_SECTORS}`,
+    );
+  if ((sb.incompatFlags & ~THIN_FEATURE_INCOMPAT_SUPP) !== 0)
+    c.problem(SUPERBLOCK_LOCATION, `thin_disk_superblock.incompat_flags ${sb.incompatFlags} names unsupported features`);
+}
+
+/** The device details tree and two-level mapping tree under one set of roots. */
+function checkTrees(c: Checker, roots: ThinSuperblock, label: string, dataRefs: BlockCounts, dataNrBlocks: number): void {
+  const details = new Map<number, DeviceDetails>();
+  const detailsWhat = `${label}device details tree`;
+  const start = c.found;
+  c.walk(roots.deviceDetailsRoot, detailsWhat, DEVICE_DETAILS_SIZE, (node) =>
+    leafValues(node, (thinId, off) => {
+      const d = c.decode(node.blocknr, detailsWhat, () => decodeDeviceDetails(node.block, off));
+      if (d) details.set(thinId, d);
+    }),
+  );
+
+  const detailsSound = c.found === start;
+  const subtrees = new Map<number, number>();
+  const top = c.found;
+  c.walk(roots.dataMappingRoot, `${label}mapping tree (top level)`, UINT64_SIZE, (node) =>
+    leafValues(node, (thinId, off) => subtrees.set(thinId, u64At(node.block, off))),
+  );
+  const topSound = c.found === top;
+
+  // A damaged tree lacks ids: comparing the two trees' ids then says nothing new.
+  for (const id of details.keys())
+    if (topSound && !subtrees.has(id))
+      c.problem(roots.dataMappingRoot, `${label}thin ${id}: in the device details tree but not in the mapping tree`);
+  for (const [id, root] of subtrees) {
+    const what = `${label}mapping tree of thin ${id}`;
+    const mapped = c.walk(root, what, UINT64_SIZE, (node) =>
+      leafValues(node, (virtualBlock, off) => {
+        const { dataBlock } = decodeBlockTime(node.block, off);
+        if (dataBlock >= dataNrBlocks)
+          c.problem(
+            node.blocknr,
+            `${what}: virtual block ${virtualBlock} maps data block ${dataBlock}, past data space map nr_blocks ${dataNrBlocks}`,
+          );
+        else dataRefs.inc(dataBlock);
+      }),
+    );
+    const d = details.get(id);
+    if (!d) {
+      if (detailsSound) c.problem(roots.deviceDetailsRoot, `${label}thin ${id}: in the mapping tree but not in the device details tree`);
+    } else if (mapped !== null && mapped !== d.mappedBlocks)
+      c.problem(
+        roots.deviceDetailsRoot,
+        `${label}thin ${id}: disk_device_details.mapped_blocks ${d.mappedBlocks}, but its mapping tree holds ${mapped}`,
+      );
+  }
+}
+
+/** Reads one bitmap block (counting the reference to it); null when missing or damaged. */
+function readBitmap(c: Checker, index: number, entry: IndexEntry | undefined, what: string): Uint8Array | null {
+  if (!entry || entry.blocknr === 0) {
+    c.damage(null, `${what}: no bitmap for index ${index}`);
+    return null;
+  }
+  const b = entry.blocknr;
+  if (!c.reference(b, `${what} bitmap ${index}`)) return null;
+  const block = c.read(b, what);
+  if (!block) return null;
+  return c.decode(b, `${what} bitmap ${index}`, () => {
+    decodeBitmapHeader(block, b);
+    return block;
+  });
+}
+
+function refCountTree(c: Checker, root: number, what: string): Map<number, number> {
+  const counts = new Map<number, number>();
+  c.walk(root, `${what} ref count tree`, REF_COUNT_SIZE, (node) => leafValues(node, (b, off) => counts.set(b, u32At(node.block, off))));
+  return counts;
+}
+
+function metadataSpaceMap(c: Checker, root: SpaceMapRoot): SpaceMapImage {
+  const what = 'metadata space map';
+  const n = nrBitmaps(root.nrBlocks);
+  const bitmaps: (Uint8Array | null)[] = [];
+  let index: IndexEntry[] | null = null;
+  if (n > MAX_METADATA_BITMAPS)
+    c.problem(SUPERBLOCK_LOCATION, `${what}: nr_blocks ${root.nrBlocks} needs ${n} bitmaps, more than ${MAX_METADATA_BITMAPS}`);
+  else if (c.reference(root.bitmapRoot, `${what} index`)) {
+    const block = c.read(root.bitmapRoot, what);
+    index = block && c.decode(root.bitmapRoot, `${what} index`, () => decodeMetadataIndex(block, root.bitmapRoot));
+  }
+  if (index) for (let i = 0; i < n; i++) bitmaps.push(readBitmap(c, i, index[i], what));
+  return { nrBlocks: root.nrBlocks, bitmaps, refCounts: refCountTree(c, root.refCountRoot, what) };
+}
+
+function dataSpaceMap(c: Checker, root: SpaceMapRoot): SpaceMapImage {
+  const what = 'data space map';
+  const n = nrBitmaps(root.nrBlocks);
+  const index = new Map<number, IndexEntry>();
+  c.walk(root.bitmapRoot, `${what} index tree`, INDEX_ENTRY_SIZE, (node) =>
+    leafValues(node, (i, off) => index.set(i, decodeIndexEntry(node.block, off))),
+  );
+  const bitmaps: (Uint8Array | null)[] = [];
+  // Every bitmap is a metadata block: more than the device holds is a lie, not a map.
+  if (n > c.limit)
+    c.problem(SUPERBLOCK_LOCATION, `${what}: nr_blocks ${root.nrBlocks} needs ${n} bitmaps, more than the metadata's ${c.limit} blocks`);
+  else for (let i = 0; i < n; i++) bitmaps.push(readBitmap(c, i, index.get(i), what));
+  for (const i of index.keys()) if (i >= n) c.problem(null, `${what}: index entry ${i} past nr_blocks ${root.nrBlocks}`);
+  return { nrBlocks: root.nrBlocks, bitmaps, refCounts: refCountTree(c, root.refCountRoot, what) };
+}
+
+/** Each block's stored count against the references found, and nr_allocated against the bitmaps. */
+function compareCounts(c: Checker, sm: SpaceMapImage, root: SpaceMapRoot, found: (b: number) => number, what: string, unit: string): void {
+  if (sm.bitmaps.length < nrBitmaps(sm.nrBlocks)) return; // the map itself could not be read: reported
+  let allocated = 0;
+  let complete = true;
+  for (let b = 0; b < sm.nrBlocks; b++) {
+    const stored = storedCount(sm, b);
+    if (stored === null) {
+      complete = false;
+      b = (Math.floor(b / ENTRIES_PER_BITMAP) + 1) * ENTRIES_PER_BITMAP - 1;
+      continue;
+    }
+    if (stored > 0) allocated++;
+    if (isOverflow(sm, b) && !sm.refCounts.has(b))
+      c.problem(null, `${what}: ${unit} block ${b} has bitmap count ${BITMAP_OVERFLOW} but no entry in the ref count tree`);
+    else if (isOverflow(sm, b) && stored < BITMAP_OVERFLOW)
+      c.problem(null, `${what}: ${unit} block ${b} has ref count tree count ${stored}, below ${BITMAP_OVERFLOW}`);
+    const want = found(b);
+    if (stored !== want) c.problem(null, `${what}: ${unit} block ${b} has count ${stored}, but ${want} references were found`);
+  }
+  if (complete && allocated !== root.nrAllocated)
+    c.problem(
+      SUPERBLOCK_LOCATION,
+      `${what}: disk_sm_root.nr_allocated ${root.nrAllocated}, but the bitmaps count ${allocated} blocks in use`,
+    );
+}
+
+export function checkThinMetadata(blocks: MetadataBlocks): MetadataCheck {
+  const probe = new Checker(blocks, 0, 0);
+  if (blocks.nrBlocks < 1) {
+    probe.problem(null, 'the metadata device holds no superblock');
+    return { ok: false, problems: probe.finish(), superblock: null };
+  }
+  const block = probe.read(SUPERBLOCK_LOCATION, 'thin_disk_superblock');
+  const sb = block && probe.decode(SUPERBLOCK_LOCATION, 'thin_disk_superblock', () => decodeThinSuperblock(block, SUPERBLOCK_LOCATION));
+  if (!sb) return { ok: false, problems: probe.finish(), superblock: null };
+
+  const smRoot = sb.metadataSpaceMapRoot;
+  const c = new Checker(blocks, Math.min(blocks.nrBlocks, smRoot.nrBlocks), smRoot.nrBlocks);
+  superblockFields(c, sb);
+  if (smRoot.nrBlocks > blocks.nrBlocks)
+    c.problem(SUPERBLOCK_LOCATION, `metadata space map nr_blocks ${smRoot.nrBlocks}, but the device holds ${blocks.nrBlocks} blocks`);
+  c.reference(SUPERBLOCK_LOCATION, 'thin_disk_superblock');
+
+  const dataRoot = sb.dataSpaceMapRoot;
+  const dataRefs = new BlockCounts(dataRoot.nrBlocks);
+  const beforeTrees = c.damaged;
+  checkTrees(c, sb, '', dataRefs, dataRoot.nrBlocks);
+
+  // reserve_metadata_snap: a copy of the superblock whose two tree roots each hold one more reference.
+  if (sb.heldRoot !== 0 && c.reference(sb.heldRoot, 'held_root')) {
+    const what = 'held_root superblock copy';
+    const held = c.read(sb.heldRoot, what);
+    const roots = held && c.decode(sb.heldRoot, what, () => decodeThinSuperblock(held, sb.heldRoot));
+    if (roots) checkTrees(c, roots, 'held ', dataRefs, dataRoot.nrBlocks);
+  }
+
+  const treesSound = c.damaged === beforeTrees;
+  const metadataSm = metadataSpaceMap(c, smRoot);
+  const dataSm = dataSpaceMap(c, dataRoot);
+  // Counts are compared only when every reference was found (thin_check stops at damaged trees
+  // too): a tree that could not be walked would report each block under it as leaked.
+  if (c.damaged === beforeTrees)
+    compareCounts(c, metadataSm, smRoot, (b) => (b < c.refs.length ? (c.refs[b] as number) : 0), 'metadata space map', 'metadata');
+  if (treesSound) compareCounts(c, dataSm, dataRoot, (b) => dataRefs.get(b), 'data space map', 'data');
+
+  const problems = c.finish();
+  return { ok: problems.length === 0, problems, superblock: sb };
+}
