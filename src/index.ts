@@ -137,6 +137,7 @@ export {
   MetadataCheckError,
   MetadataSnapshotBusyError,
   PoolActiveError,
+  metadataReadPath,
   withMetadataSnapshot,
   type MetadataCheckProblem,
   type OpenReconcile,

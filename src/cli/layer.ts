@@ -45,7 +45,13 @@ async function exclusiveBytes(set: DeviceSet): Promise<Map<string, bigint>> {
   return out;
 }
 
-async function layerRow(set: DeviceSet, dm: DeviceMapper, id: string, exclusive: Map<string, bigint>, table = mountTable()): Promise<LayerRow> {
+async function layerRow(
+  set: DeviceSet,
+  dm: DeviceMapper,
+  id: string,
+  exclusive: Map<string, bigint>,
+  table = mountTable(),
+): Promise<LayerRow> {
   const dmName = set.naming.deviceName(id);
   const active = dm.info({ name: dmName }) !== null;
   const st = await set.getDeviceStatus(id); // activates for the query only if it was inactive

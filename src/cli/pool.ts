@@ -9,8 +9,26 @@ import { parseSize } from '../thin/options.js';
 import { EXIT_FAILED, flag, runGroup, type Command, type Group, type Invocation } from './command.js';
 import { explain } from './errors.js';
 import { json } from './output.js';
-import { checkView, formatBytes, formatCheck, formatPoolStatus, formatThinRows, poolView, thinRows, type PoolStatusView } from './pool-format.js';
-import { DEFAULT_HOME, homeOptions, poolActive, requirePool, resolveHome, STORAGE_OPTS_FILE, withPool, type HomeArgs } from './pool-home.js';
+import {
+  checkView,
+  formatBytes,
+  formatCheck,
+  formatPoolStatus,
+  formatThinRows,
+  poolView,
+  thinRows,
+  type PoolStatusView,
+} from './pool-format.js';
+import {
+  DEFAULT_HOME,
+  homeOptions,
+  poolActive,
+  requirePool,
+  resolveHome,
+  STORAGE_OPTS_FILE,
+  withPool,
+  type HomeArgs,
+} from './pool-home.js';
 import { Progress } from './progress.js';
 import { UsageError } from './usage.js';
 
@@ -134,7 +152,7 @@ const commands: Command[] = [
   },
   {
     name: 'check',
-    summary: "check the metadata of a pool that is shut down (as thin_check): exit 0 when clean, else 1 and one line per problem",
+    summary: 'check the metadata of a pool that is shut down (as thin_check): exit 0 when clean, else 1 and one line per problem',
     usage: '[--home DIR]',
     options: {},
     positionals: { min: 0, max: 0 },

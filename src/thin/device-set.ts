@@ -20,7 +20,14 @@ import { MountTracker, type MountOptions } from './mount-tracker.js';
 import { PoolNaming } from './naming.js';
 import { optionsFromStrings, parsePoolOptions, type ParseEnv, type PoolOptions, type PoolOptionsInput } from './options.js';
 import { poolMessenger, poolStatusOf, type PoolStatus } from './pool-health.js';
-import { checkBeforeActivate, checkInactivePool, readPoolThins, unknownThinIds, type PoolMetadataCheck, type PoolThin } from './pool-metadata.js';
+import {
+  checkBeforeActivate,
+  checkInactivePool,
+  readPoolThins,
+  unknownThinIds,
+  type PoolMetadataCheck,
+  type PoolThin,
+} from './pool-metadata.js';
 import { loopFiles, setUpPool, type PoolDevices } from './pool-setup.js';
 import { resizePool } from './resize.js';
 import { readOnlyModeOf, ThinDevices, type DevStatus } from './thin-devices.js';

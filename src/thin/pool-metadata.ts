@@ -36,7 +36,12 @@ export function metadataPathOf(pool: PoolDevices): string {
  * Read the live pool's metadata: through a metadata snapshot (rw), or its committed roots when the
  * pool is read-only (it refuses reserve_metadata_snap, and commits nothing while read-only).
  */
-function readLive<T>(dm: DeviceMapper, pool: PoolDevices, readOnly: boolean, fn: (blocks: MetadataBlocks, root: 'held' | 'superblock') => T): T {
+function readLive<T>(
+  dm: DeviceMapper,
+  pool: PoolDevices,
+  readOnly: boolean,
+  fn: (blocks: MetadataBlocks, root: 'held' | 'superblock') => T,
+): T {
   const path = metadataPathOf(pool);
   if (!readOnly) return withMetadataSnapshot(dm, { name: pool.poolName }, path, (blocks) => fn(blocks, 'held'));
   return withBlocks(path, (blocks) => fn(blocks, 'superblock'));

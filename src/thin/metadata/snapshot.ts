@@ -81,10 +81,7 @@ export function withMetadataSnapshot<T>(dm: DeviceMapper, pool: DeviceRef, metad
     releaseMetadataSnap(dm, pool);
   } catch (e) {
     if (failure === null) throw e;
-    throw new AggregateError(
-      [failure.error, e],
-      `${messageOf(failure.error)}; and release_metadata_snap failed too: ${messageOf(e)}`,
-    );
+    throw new AggregateError([failure.error, e], `${messageOf(failure.error)}; and release_metadata_snap failed too: ${messageOf(e)}`);
   }
   if (failure !== null) throw failure.error;
   return result as T;
