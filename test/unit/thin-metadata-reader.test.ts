@@ -14,6 +14,7 @@ import {
   readThinDevices,
   readThinUsage,
   walkBtree,
+  walkBtreeNodes,
 } from '../../src/thin/metadata/index.js';
 import { MetadataImage, blockTime, buildPool, details, le64 } from '../support/thin-metadata-builder.js';
 
@@ -393,17 +394,38 @@ describe('corrupt trees', () => {
 });
 
 describe('forEachMapping and walkBtree', () => {
-  test('mappings in virtual block order across leaves, with their times', () => {
+  test('walkBtreeNodes: every node once, parents first, with depths', () => {
     const img = new MetadataImage(8);
-    const maps = range(700, (i) => [i * 3, 10 + i, i % 5] as const);
-    buildPool(img, [{ thinId: 4, mappings: maps }], {}, 7);
-    const blocks = img.reader();
-    const got: number[][] = [];
-    forEachMapping(blocks, readThinDevices(blocks).roots, 4, (v, d, t) => got.push([v, d, t]));
-    expect(got).toEqual(maps.map((m) => [...m]));
-    expect(thrown(() => forEachMapping(blocks, readThinDevices(blocks).roots, 5, () => {})).message).toMatch(
-      /no mapping tree for thin id 5/,
+    const root = img.tree(
+      range(30, (i) => [i, 0] as const).map(([k]) => [k, le64(k)] as const),
+      3,
     );
+    const seen: [number, boolean, number][] = [];
+    walkBtreeNodes(img.reader(), root, 8, (node, depth) => seen.push([node.blocknr, node.leaf, depth]));
+    expect(seen[0]).toEqual([root, false, 0]);
+    expect(seen.filter(([, leaf]) => leaf)).toHaveLength(10);
+    expect(new Set(seen.filter(([, leaf]) => leaf).map(([, , d]) => d))).toEqual(new Set([3]));
+    expect(new Set(seen.map(([b]) => b)).size).toBe(seen.length);
+  });
+
+  test('an empty leaf below the root is refused (only an empty tree has one)', () => {
+    const img = new MetadataImage(8);
+    const empty = img.leaf([], { valueSize: 8 });
+    const root = img.internal(Array.from({ length: 20 }, (_, i) => [i, empty] as const));
+    expect(thrown(() => walkBtree(img.reader(), root, 8, () => {}))).toMatchObject({ block: empty, field: 'nr_entries' });
+    buildPool(img, [{ thinId: 1, root }]);
+    expect(thrown(() => readThinUsage(img.reader()))).toMatchObject({ block: empty, field: 'nr_entries' });
+  });
+
+  test('a walk stops at more nodes than the device has blocks', () => {
+    // Key ranges and non-empty nodes already keep a walk from meeting a node twice; the count is
+    // the last guard, seen here with a device that says it is smaller than the tree it holds.
+    const img = new MetadataImage(8);
+    const root = img.internal([[5, img.internal([[5, img.leaf([[5, le64(1)]])]])]]);
+    const whole = img.reader();
+    const small = { nrBlocks: 2, read: (b: number) => whole.read(b), close() {} };
+    expect(thrown(() => walkBtree(small, root, 8, () => {})).message).toMatch(/more nodes than the device's 2 blocks/);
+    expect(() => walkBtree(whole, root, 8, () => {})).not.toThrow();
   });
 
   test('walkBtree visits each key once, in order', () => {
