@@ -133,6 +133,17 @@ export {
   type PoolOptionsInput,
   type PoolStatus,
 } from './thin/index.js';
+export {
+  MetadataCheckError,
+  MetadataSnapshotBusyError,
+  PoolActiveError,
+  metadataReadPath,
+  withMetadataSnapshot,
+  type MetadataCheckProblem,
+  type OpenReconcile,
+  type PoolMetadataCheck,
+  type PoolThin,
+} from './thin/index.js';
 export { Driver } from './driver/index.js';
 
 // dm-thin's own metadata, read without thin-provisioning-tools.

@@ -138,7 +138,8 @@ interface Row {
   files: Listing;
   changes: string;
   mappedBytes: bigint;
-  newBytes: bigint;
+  /** Data blocks only this device maps, counted in the pool's metadata. */
+  exclusiveBytes: bigint;
 }
 
 export async function run(argv: string[]): Promise<number> {
@@ -194,7 +195,7 @@ async function demo(opts: string[], prefix: string, keep: boolean): Promise<numb
         files: new Map(),
         changes: 'mkfs.ext4',
         mappedBytes: 0n,
-        newBytes: poolUsed(),
+        exclusiveBytes: 0n,
       },
     ];
     const listings = new Map<string, Listing>([[BASE_HASH, new Map()]]);
@@ -202,7 +203,6 @@ async function demo(opts: string[], prefix: string, keep: boolean): Promise<numb
       await progress.step(
         `layer ${plan.id}: snapshot of ${plan.parent === BASE_HASH ? 'the base device' : plan.parent}, files written through its mount`,
         async () => {
-          const before = poolUsed();
           await s.addDevice(plan.id, plan.parent);
           const path = mnt(plan.id);
           await s.mountDevice(plan.id, path);
@@ -222,7 +222,7 @@ async function demo(opts: string[], prefix: string, keep: boolean): Promise<numb
             files,
             changes: diffListing(listings.get(plan.parent) ?? new Map(), files),
             mappedBytes: 0n,
-            newBytes: poolUsed() - before,
+            exclusiveBytes: 0n,
           });
         },
       );
@@ -232,6 +232,9 @@ async function demo(opts: string[], prefix: string, keep: boolean): Promise<numb
       row.mappedBytes = sectorsToBytes(st.mappedSectors);
     }
     const status = s.status();
+    // Exact: every thin device's mappings counted in the pool's own metadata (a metadata snapshot).
+    const exclusive = new Map((await s.thins()).map((t) => [t.thinId, BigInt(t.exclusiveBlocks) * status.sectorSizeBytes]));
+    for (const row of rows) row.exclusiveBytes = exclusive.get(row.thinId) ?? 0n;
 
     // Copy-on-write seen through files: both versions mounted at once.
     const cow = await progress.step('mounting app and app-v2 side by side', async () => {
@@ -263,14 +266,14 @@ async function demo(opts: string[], prefix: string, keep: boolean): Promise<numb
     out(
       formatColumns(
         [
-          ['LAYER', 'PARENT', 'THIN ID', 'FILES', 'MAPPED', 'NEW IN POOL', 'CHANGES (+ added, ~ changed, - deleted)'],
+          ['LAYER', 'PARENT', 'THIN ID', 'FILES', 'MAPPED', 'EXCLUSIVE', 'CHANGES (+ added, ~ changed, - deleted)'],
           ...rows.map((r) => [
             r.id,
             r.parent,
             `${r.thinId}`,
             `${r.files.size} (${formatBytes(totalSize(r.files))})`,
             formatBytes(r.mappedBytes),
-            formatBytes(r.newBytes),
+            formatBytes(r.exclusiveBytes),
             r.changes,
           ]),
         ],
@@ -280,8 +283,8 @@ async function demo(opts: string[], prefix: string, keep: boolean): Promise<numb
     const mappedSum = rows.reduce((a, r) => a + r.mappedBytes, 0n);
     const used = status.data.usedBytes;
     out(
-      `\nMAPPED: the blocks each thin device maps (what it would cost alone); NEW IN POOL: pool blocks its\n` +
-        `snapshot and writes added. Together the ${rows.length} devices map ${formatBytes(mappedSum)}; the pool holds ` +
+      `\nMAPPED: the blocks each thin device maps (what it would cost alone); EXCLUSIVE: the blocks it alone\n` +
+        `maps (what deleting it alone frees), counted in the pool's own metadata. Together the ${rows.length} devices map ${formatBytes(mappedSum)}; the pool holds ` +
         `${formatBytes(used)} of ${formatBytes(status.data.totalBytes)} (${percent(used, status.data.totalBytes)}):\n` +
         `${formatBytes(mappedSum > used ? mappedSum - used : 0n)} is shared by copy-on-write. Metadata: ${formatBytes(status.metadata.usedBytes)} ` +
         `of ${formatBytes(status.metadata.totalBytes)}.\n\nthe same path in two layers, mounted at once:\n`,

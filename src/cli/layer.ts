@@ -37,7 +37,21 @@ function layerId(text: string): string {
   }
 }
 
-async function layerRow(set: DeviceSet, dm: DeviceMapper, id: string, table = mountTable()): Promise<LayerRow> {
+/** Data bytes each layer maps alone, by hash, from one read of the pool's metadata. */
+async function exclusiveBytes(set: DeviceSet): Promise<Map<string, bigint>> {
+  const block = set.status().sectorSizeBytes;
+  const out = new Map<string, bigint>();
+  for (const t of await set.thins()) if (t.hash !== null) out.set(t.hash, BigInt(t.exclusiveBlocks) * block);
+  return out;
+}
+
+async function layerRow(
+  set: DeviceSet,
+  dm: DeviceMapper,
+  id: string,
+  exclusive: Map<string, bigint>,
+  table = mountTable(),
+): Promise<LayerRow> {
   const dmName = set.naming.deviceName(id);
   const active = dm.info({ name: dmName }) !== null;
   const st = await set.getDeviceStatus(id); // activates for the query only if it was inactive
@@ -46,6 +60,7 @@ async function layerRow(set: DeviceSet, dm: DeviceMapper, id: string, table = mo
     thinId: st.deviceId,
     sizeBytes: st.sizeBytes,
     mappedBytes: sectorsToBytes(st.mappedSectors),
+    exclusiveBytes: exclusive.get(id) ?? 0n,
     mappedSectors: st.mappedSectors,
     highestMappedSector: st.highestMappedSector,
     transactionId: st.transactionId,
@@ -143,7 +158,7 @@ const commands: Command[] = [
   },
   {
     name: 'ls',
-    summary: 'every layer: id, thin id, size, mapped, active, mounted',
+    summary: "every layer: id, thin id, size, mapped, exclusive (mapped by it alone, from the pool's metadata), active, mounted",
     usage: '',
     options: {},
     positionals: { min: 0, max: 0 },
@@ -152,8 +167,9 @@ const commands: Command[] = [
         () =>
           withPool(homeArgs(inv), async ({ set, dm }) => {
             const table = mountTable();
+            const exclusive = await exclusiveBytes(set);
             const list: LayerRow[] = [];
-            for (const id of set.list().sort()) list.push(await layerRow(set, dm, id, table));
+            for (const id of set.list().sort()) list.push(await layerRow(set, dm, id, exclusive, table));
             return list;
           }),
         HINTS,
@@ -169,7 +185,10 @@ const commands: Command[] = [
     positionals: ID,
     run: async (inv) => {
       const id = layerId(inv.positionals[0] as string);
-      const row = await poolStep(() => withPool(homeArgs(inv), ({ set, dm }) => layerRow(set, dm, id)), HINTS);
+      const row = await poolStep(
+        () => withPool(homeArgs(inv), async ({ set, dm }) => layerRow(set, dm, id, await exclusiveBytes(set))),
+        HINTS,
+      );
       inv.out(isJson(inv) ? json(row) : formatLayerStatus(row));
     },
   },

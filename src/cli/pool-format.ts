@@ -1,7 +1,8 @@
 // The text and JSON views of a pool and its layers, for `devmapper pool`, `layer` and `demo`.
 // Pure functions over what the DeviceSet reports (devName reads sysfs for a display name only).
 import { readFileSync } from 'node:fs';
-import type { PoolStatus } from '../thin/device-set.js';
+import type { PoolMetadataCheck, PoolStatus, PoolThin } from '../thin/device-set.js';
+import { formatCheckProblem } from '../thin/errors.js';
 import { SECTOR_SIZE } from '../structs/units.js';
 
 const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
@@ -101,6 +102,8 @@ export interface LayerRow {
   thinId: number;
   sizeBytes: bigint;
   mappedBytes: bigint;
+  /** Data blocks only this layer maps (what deleting it alone frees), from the pool's metadata. */
+  exclusiveBytes: bigint;
   mappedSectors: bigint;
   highestMappedSector: bigint | null;
   transactionId: bigint;
@@ -113,17 +116,18 @@ export interface LayerRow {
 export function formatLayerRows(rows: readonly LayerRow[]): string {
   return formatColumns(
     [
-      ['ID', 'THIN ID', 'SIZE', 'MAPPED', 'ACTIVE', 'MOUNTED'],
+      ['ID', 'THIN ID', 'SIZE', 'MAPPED', 'EXCLUSIVE', 'ACTIVE', 'MOUNTED'],
       ...rows.map((r) => [
         r.id,
         `${r.thinId}`,
         formatBytes(r.sizeBytes),
         formatBytes(r.mappedBytes),
+        formatBytes(r.exclusiveBytes),
         r.active ? 'yes' : 'no',
         r.mounted.length > 0 ? r.mounted.join(',') : '-',
       ]),
     ],
-    [1, 2, 3],
+    [1, 2, 3, 4],
   );
 }
 
@@ -135,8 +139,92 @@ export function formatLayerStatus(r: LayerRow): string {
     ['device', r.device ?? '(inactive)'],
     ['size', `${formatBytes(r.sizeBytes)} (${r.sizeBytes / BigInt(SECTOR_SIZE)} sectors)`],
     ['mapped', `${formatBytes(r.mappedBytes)} (${r.mappedSectors} sectors, ${percent(r.mappedBytes, r.sizeBytes)})`],
+    ['exclusive', `${formatBytes(r.exclusiveBytes)} (mapped by this layer alone)`],
     ['highest mapped', r.highestMappedSector === null ? '-' : `sector ${r.highestMappedSector}`],
     ['transaction id', `${r.transactionId}`],
     ['mounted on', r.mounted.length > 0 ? r.mounted.join(', ') : '-'],
   ]);
+}
+
+/** A thin id of the pool as `pool thins --json` shows it: block counts and their bytes. */
+export interface ThinRow {
+  thinId: number;
+  /** The layer id on it ('' is the base device); null: a thin id our metadata does not know. */
+  hash: string | null;
+  transactionId: bigint;
+  creationTime: number;
+  snapshottedTime: number;
+  mappedBlocks: number;
+  exclusiveBlocks: number;
+  sharedBlocks: number;
+  mappedBytes: bigint;
+  exclusiveBytes: bigint;
+  sharedBytes: bigint;
+}
+
+export function thinRows(thins: readonly PoolThin[], blockSizeBytes: bigint): ThinRow[] {
+  return thins.map((t) => ({
+    thinId: t.thinId,
+    hash: t.hash,
+    transactionId: t.transactionId,
+    creationTime: t.creationTime,
+    snapshottedTime: t.snapshottedTime,
+    mappedBlocks: t.mappedBlocks,
+    exclusiveBlocks: t.exclusiveBlocks,
+    sharedBlocks: t.sharedBlocks,
+    mappedBytes: BigInt(t.mappedBlocks) * blockSizeBytes,
+    exclusiveBytes: BigInt(t.exclusiveBlocks) * blockSizeBytes,
+    sharedBytes: BigInt(t.sharedBlocks) * blockSizeBytes,
+  }));
+}
+
+/** A thin id's owner in text: the layer id, (base), or that our metadata does not know it. */
+export function thinOwner(hash: string | null): string {
+  return hash === null ? '- (not in our metadata)' : hash === '' ? '(base)' : hash;
+}
+
+/** `pool thins`: one line per thin id; CREATED and SNAPSHOTTED are the pool's time counter then. */
+export function formatThinRows(rows: readonly ThinRow[]): string {
+  return formatColumns(
+    [
+      ['THIN ID', 'HASH', 'MAPPED', 'EXCLUSIVE', 'SHARED', 'CREATED', 'SNAPSHOTTED'],
+      ...rows.map((r) => [
+        `${r.thinId}`,
+        thinOwner(r.hash),
+        formatBytes(r.mappedBytes),
+        formatBytes(r.exclusiveBytes),
+        formatBytes(r.sharedBytes),
+        `${r.creationTime}`,
+        `${r.snapshottedTime}`,
+      ]),
+    ],
+    [0, 2, 3, 4, 5, 6],
+  );
+}
+
+/** `pool check --json`: what was read and what is wrong with it. */
+export interface CheckView {
+  poolName: string;
+  home: string;
+  path: string;
+  ok: boolean;
+  problems: { block: number | null; what: string }[];
+  transactionId: bigint | null;
+}
+
+export function checkView(c: PoolMetadataCheck, home: string): CheckView {
+  return {
+    poolName: c.poolName,
+    home,
+    path: c.path,
+    ok: c.ok,
+    problems: c.problems.map((p) => ({ block: p.block, what: p.what })),
+    transactionId: c.superblock?.transactionId ?? null,
+  };
+}
+
+/** `pool check`: one line when clean, else one line per problem. */
+export function formatCheck(c: CheckView): string {
+  if (c.ok) return `metadata of pool ${c.poolName} (${c.path}): clean, transaction id ${c.transactionId ?? '-'}\n`;
+  return c.problems.map((p) => `${formatCheckProblem(p)}\n`).join('');
 }

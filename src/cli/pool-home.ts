@@ -111,9 +111,7 @@ export async function withPool<T>(
 ): Promise<T> {
   const { home, opts: storageOpts, parsed } = resolveHome(values);
   const initHint = `run 'devmapper pool init --home ${home}' first`;
-  if (!opts.create && !existsSync(join(home, 'metadata', POOL_STATE_FILE))) {
-    throw new OperationError(`ENOENT: no pool in ${home} (${initHint})`);
-  }
+  if (!opts.create) requirePool(home);
   const dm = DeviceMapper.open();
   try {
     if (!opts.create) {
@@ -144,6 +142,13 @@ export async function withPool<T>(
     }
   } finally {
     dm.close();
+  }
+}
+
+/** A command other than `pool init` needs a pool in `home` (ENOENT before anything is opened). */
+export function requirePool(home: string): void {
+  if (!existsSync(join(home, 'metadata', POOL_STATE_FILE))) {
+    throw new OperationError(`ENOENT: no pool in ${home} (run 'devmapper pool init --home ${home}' first)`);
   }
 }
 

@@ -6,11 +6,29 @@ import { DeviceSet } from '../thin/device-set.js';
 import { BASE_HASH } from '../thin/metadata-store.js';
 import type { Bytes } from '../structs/units.js';
 import { parseSize } from '../thin/options.js';
-import { flag, runGroup, type Command, type Group, type Invocation } from './command.js';
+import { EXIT_FAILED, flag, runGroup, type Command, type Group, type Invocation } from './command.js';
 import { explain } from './errors.js';
 import { json } from './output.js';
-import { formatBytes, formatPoolStatus, poolView, type PoolStatusView } from './pool-format.js';
-import { DEFAULT_HOME, homeOptions, poolActive, resolveHome, STORAGE_OPTS_FILE, withPool, type HomeArgs } from './pool-home.js';
+import {
+  checkView,
+  formatBytes,
+  formatCheck,
+  formatPoolStatus,
+  formatThinRows,
+  poolView,
+  thinRows,
+  type PoolStatusView,
+} from './pool-format.js';
+import {
+  DEFAULT_HOME,
+  homeOptions,
+  poolActive,
+  requirePool,
+  resolveHome,
+  STORAGE_OPTS_FILE,
+  withPool,
+  type HomeArgs,
+} from './pool-home.js';
 import { Progress } from './progress.js';
 import { UsageError } from './usage.js';
 
@@ -25,6 +43,8 @@ export const POOL_HINTS: Readonly<Record<string, string>> = {
   PoolLockedError: 'wait for that process to finish',
   EBUSY: "unmount it first ('devmapper layer umount ID'), or close what holds it",
   EEXIST: "choose another id, or remove it first ('devmapper layer rm ID')",
+  MetadataCheckError: "'devmapper pool check' lists every problem",
+  PoolActiveError: "shut the pool down first ('devmapper pool shutdown'); 'devmapper pool init' activates it again",
 };
 
 /** A mount point that will not let go is held by a process, not by us. */
@@ -114,6 +134,36 @@ const commands: Command[] = [
         }),
       );
       inv.out(isJson(inv) ? json(view) : formatPoolStatus(view));
+    },
+  },
+  {
+    name: 'thins',
+    summary:
+      "every thin id in the pool, from the pool's own metadata: the layer on it, mapped, exclusive and shared data, creation and snapshot times",
+    usage: '[--home DIR]',
+    options: {},
+    positionals: { min: 0, max: 0 },
+    run: async (inv) => {
+      const rows = await poolStep(() =>
+        withPool(homeArgs(inv), async ({ set }) => thinRows(await set.thins(), set.status().sectorSizeBytes)),
+      );
+      inv.out(isJson(inv) ? json(rows) : formatThinRows(rows));
+    },
+  },
+  {
+    name: 'check',
+    summary: 'check the metadata of a pool that is shut down (as thin_check): exit 0 when clean, else 1 and one line per problem',
+    usage: '[--home DIR]',
+    options: {},
+    positionals: { min: 0, max: 0 },
+    run: async (inv) => {
+      const view = await poolStep(async () => {
+        const { home, opts } = resolveHome(homeArgs(inv));
+        requirePool(home);
+        return checkView(DeviceSet.checkMetadata(home, opts), home);
+      });
+      inv.out(isJson(inv) ? json(view) : formatCheck(view));
+      return view.ok ? undefined : EXIT_FAILED;
     },
   },
   {

@@ -20,16 +20,34 @@ import { MountTracker, type MountOptions } from './mount-tracker.js';
 import { PoolNaming } from './naming.js';
 import { optionsFromStrings, parsePoolOptions, type ParseEnv, type PoolOptions, type PoolOptionsInput } from './options.js';
 import { poolMessenger, poolStatusOf, type PoolStatus } from './pool-health.js';
+import {
+  checkBeforeActivate,
+  checkInactivePool,
+  readPoolThins,
+  unknownThinIds,
+  type PoolMetadataCheck,
+  type PoolThin,
+} from './pool-metadata.js';
 import { loopFiles, setUpPool, type PoolDevices } from './pool-setup.js';
 import { resizePool } from './resize.js';
 import { readOnlyModeOf, ThinDevices, type DevStatus } from './thin-devices.js';
 import { Transactions, type ReconcileResult } from './transaction.js';
+import type { ThinId } from '../dm/names.js';
 import { makeDirs } from './dirs.js';
 import { Undo } from './undo.js';
 
 export type { DiskUsage, PoolStatus } from './pool-health.js';
 export type { MountOptions } from './mount-tracker.js';
 export type { DevStatus } from './thin-devices.js';
+export type { PoolMetadataCheck, PoolThin } from './pool-metadata.js';
+
+/**
+ * What open found: the reconciled intent, and the pool's thin ids the metadata does not know (read
+ * from the pool's own metadata; reported, never deleted: nothing proves such an id is ours). Null
+ * when they could not be read without touching what is not ours (a read-only pool, or a metadata
+ * snapshot another program holds).
+ */
+export type OpenReconcile = ReconcileResult & { unknownThinIds: ThinId[] | null };
 
 /** Steps a test can stop at (crash-points.ts): transaction steps as `<op>:<step>`, and the device-set's own. */
 export type DeviceSetHook = CrashHook;
@@ -66,7 +84,7 @@ export class DeviceSet {
     private readonly lock: HomeLock,
     private readonly pool: PoolDevices,
     private readonly tx: Transactions,
-    readonly reconciled: ReconcileResult,
+    readonly reconciled: OpenReconcile,
     private readonly hook: DeviceSetHook | undefined,
     private readonly ownsDm: boolean,
   ) {
@@ -117,6 +135,8 @@ export class DeviceSet {
       const poolName = opts.thinPoolDevice ?? naming.poolName();
       checkFixedOptions(input, opts, { dm, poolName, root, base: store.readDevice(BASE_HASH) });
       if (newPool) undo.push(`metadata in ${metaDir}`, () => store.forgetPool());
+      // As lvm2 runs thin_check: an inactive pool is never activated on metadata that fails it.
+      checkBeforeActivate({ dm, poolName, root, opts, newPool });
       const hook = extras.hook;
       const pool = await setUpPool(dm, root, poolName, opts, newPool, undo, extras.loop, (point) => hook?.(point));
       const d = dm;
@@ -130,7 +150,9 @@ export class DeviceSet {
         ...(readOnly ? { readOnly } : {}),
       });
       const setOpts = readOnly ? { ...opts, mountOptions: [...opts.mountOptions, 'ro'] } : opts;
-      const set = new DeviceSet(home, setOpts, naming, dm, lock, pool, tx, reconciled, hook, !extras.dm);
+      const unknown = unknownThinIds(dm, pool, tx.devices.values(), readOnly !== undefined);
+      const opened: OpenReconcile = { ...reconciled, unknownThinIds: unknown };
+      const set = new DeviceSet(home, setOpts, naming, dm, lock, pool, tx, opened, hook, !extras.dm);
       if (!readOnly) {
         await set.devices.initBase(undo);
         await set.devices.retryDeferredDeletes();
@@ -165,11 +187,27 @@ export class DeviceSet {
       try {
         set = await DeviceSet.open(home, options, { ...extras, dm });
       } catch (e) {
-        // Metadata files that cannot be read (or disagree with the pool) must not keep the pool up.
-        if (errnoOf(e) !== 'EUCLEAN') throw e;
+        // Metadata files that cannot be read (or disagree with the pool), or pool metadata that
+        // cannot be read, must not keep the pool up.
+        if (errnoOf(e) !== 'EUCLEAN' && errnoOf(e) !== 'EILSEQ') throw e;
         return { active: true, ...(await shutdownFromKernel(dm, home, opts, poolName)) };
       }
       return { active: true, ...(await set.shutdown()) };
+    } finally {
+      if (!extras.dm) dm.close();
+    }
+  }
+
+  /**
+   * Check the metadata of the pool of `home` (as thin_check): the pool must be inactive
+   * (PoolActiveError, EBUSY, for a live one). Never throws on bad metadata: `ok` and `problems` say.
+   */
+  static checkMetadata(home: string, options: readonly string[] | PoolOptionsInput = {}, extras: DeviceSetExtras = {}): PoolMetadataCheck {
+    const opts = parsePoolOptions(options, extras);
+    const dm = extras.dm ?? DeviceMapper.open();
+    try {
+      const poolName = opts.thinPoolDevice ?? PoolNaming.forHome(home, opts.prefix).poolName();
+      return checkInactivePool(dm, home, poolName, opts);
     } finally {
       if (!extras.dm) dm.close();
     }
@@ -260,6 +298,14 @@ export class DeviceSet {
   /** Mapped and highest mapped sectors (activates the device for the query if it was not). */
   getDeviceStatus(hash: string): Promise<DevStatus> {
     return this.serial(() => this.devices.status(hash));
+  }
+
+  /**
+   * Every thin id in the pool, from its own metadata (a metadata snapshot of the live pool): mapped,
+   * exclusive and shared blocks, and the hash our metadata has on it (null: not ours).
+   */
+  thins(): Promise<PoolThin[]> {
+    return this.serial(async () => readPoolThins(this.dm, this.pool, this.tx.devices.values(), this.tx.readOnly !== undefined));
   }
 
   status(): PoolStatus {

@@ -53,6 +53,65 @@ export class MetadataError extends Error {
   }
 }
 
+/** One finding of the metadata check: the block it is in (null: not one block) and what is wrong. */
+export interface MetadataCheckProblem {
+  block: number | null;
+  what: string;
+}
+
+/** An inactive pool's metadata fails the check (thin_check's job): the pool is not activated. */
+export class MetadataCheckError extends Error {
+  override readonly name = 'MetadataCheckError';
+  readonly code = 'EUCLEAN';
+  constructor(
+    readonly poolName: string,
+    /** The metadata file or device that was read. */
+    readonly path: string,
+    readonly problems: readonly MetadataCheckProblem[],
+  ) {
+    const shown = problems.slice(0, 3).map(formatCheckProblem).join('; ');
+    const more = problems.length > 3 ? `; and ${problems.length - 3} more` : '';
+    super(
+      `pool ${poolName}: its metadata ${path} fails the check (${problems.length} problem${problems.length === 1 ? '' : 's'}: ${shown}${more}); ` +
+        'not activated (repair it with thin_repair, or open with dm.thin_check=false at your own risk)',
+    );
+  }
+}
+
+/** `block 17: btree node ...`, or the finding alone when it is not about one block. */
+export function formatCheckProblem(p: MetadataCheckProblem): string {
+  return p.block === null ? p.what : `block ${p.block}: ${p.what}`;
+}
+
+/** reserve_metadata_snap answered EBUSY: the pool already holds a metadata snapshot, not ours. */
+export class MetadataSnapshotBusyError extends Error {
+  override readonly name = 'MetadataSnapshotBusyError';
+  readonly code = 'EBUSY';
+  constructor(
+    readonly poolName: string,
+    /** The held snapshot's root block as the pool's status reports it, if it could be read. */
+    readonly heldRoot: bigint | null,
+  ) {
+    super(
+      `pool ${poolName} already holds a metadata snapshot${heldRoot === null ? '' : ` (held root ${heldRoot})`} that another ` +
+        `program took (thin_ls -m, thin_dump -m?): it is left alone; once that program is done, ` +
+        `'dmsetup message ${poolName} 0 release_metadata_snap' releases it`,
+    );
+  }
+}
+
+/** An operation that needs the pool down (nothing in the kernel using its metadata) found it active. */
+export class PoolActiveError extends Error {
+  override readonly name = 'PoolActiveError';
+  readonly code = 'EBUSY';
+  constructor(
+    readonly poolName: string,
+    what: string,
+  ) {
+    super(`pool ${poolName} is active: ${what} needs it shut down (the kernel writes its metadata while it runs)`);
+  }
+}
+
 /** The pool's transaction id agrees neither with the metadata nor with the open intent. */
 export class TransactionMismatchError extends Error {
   override readonly name = 'TransactionMismatchError';

@@ -38,6 +38,8 @@ export interface PoolOptions {
   xfsNoSpaceMaxRetries?: number;
   /** Prefix of every dm name (ours; not a Docker option): `<prefix>-<maj>:<min>-<inode>-...`. */
   prefix: string;
+  /** Check an inactive pool's metadata before activating it (ours, as lvm2 runs thin_check): default on. */
+  thinCheck: boolean;
 }
 
 /** The typed spelling: any subset; sizes as bytes (a number or a bigint such as Bytes) or as Docker size strings. */
@@ -58,6 +60,7 @@ export interface PoolOptionsInput {
   minFreeSpace?: number | string;
   xfsNoSpaceMaxRetries?: number;
   prefix?: string;
+  thinCheck?: boolean;
 }
 
 export interface ParseEnv {
@@ -132,6 +135,7 @@ const KEYS = [
   'dm.min_free_space',
   'dm.xfs_nospace_max_retries',
   'dm.prefix',
+  'dm.thin_check',
 ] as const;
 type Key = (typeof KEYS)[number];
 const REPEATABLE: ReadonlySet<Key> = new Set(['dm.mkfsarg', 'dm.mountopt']);
@@ -199,6 +203,9 @@ export function optionsFromStrings(options: readonly string[]): PoolOptionsInput
         break;
       case 'dm.prefix':
         input.prefix = value;
+        break;
+      case 'dm.thin_check':
+        input.thinCheck = parseBool(key, value);
         break;
     }
   }
@@ -335,6 +342,10 @@ export function parsePoolOptions(options: readonly string[] | PoolOptionsInput =
     throw new OptionError('dm.prefix', prefix, 'must be 1..32 characters of letters, digits, _ . + -');
   }
 
+  if (input.thinCheck !== undefined && typeof input.thinCheck !== 'boolean') {
+    throw new OptionError('dm.thin_check', String(input.thinCheck), 'must be a boolean');
+  }
+
   const result: PoolOptions = {
     baseSizeBytes,
     loopDataSizeBytes,
@@ -348,6 +359,7 @@ export function parsePoolOptions(options: readonly string[] | PoolOptionsInput =
     useDeferredDeletion: input.useDeferredDeletion ?? false,
     minFreeSpacePercent,
     prefix,
+    thinCheck: input.thinCheck ?? true,
   };
   if (dataDevice !== undefined) result.dataDevice = dataDevice;
   if (metadataDevice !== undefined) result.metadataDevice = metadataDevice;

@@ -96,7 +96,7 @@ describe('devmapper pool', () => {
     expect(cliOk(on('layer', 'mount', 'l1')).trim()).toBe(mnt1); // again: already there, no second mount
     const l1 = layers().find((l) => l.id === 'l1');
     expect(l1).toMatchObject({ active: true, mounted: [mnt1], thinId: 1, sizeBytes: String(64 * 2 ** 20) });
-    expect(cliOk(on('layer', 'ls'))).toMatch(new RegExp(`^l1 +1 +64\\.0 MiB +\\S+ MiB +yes +${mnt1}$`, 'm'));
+    expect(cliOk(on('layer', 'ls'))).toMatch(new RegExp(`^l1 +1 +64\\.0 MiB +\\S+ MiB +\\S+ (?:[KMG]i)?B +yes +${mnt1}$`, 'm'));
 
     cliOk(on('layer', 'umount', 'l1')); // a later process finds the mount in the mount table
     expect(mountedAt(mnt1)).toBe(false);

@@ -23,7 +23,7 @@ test('the demo runs, prints its table and removes everything', () => {
   expect(r.stderr).toBe('');
   expect(r.status).toBe(0);
   const out = r.stdout;
-  expect(out).toMatch(/^LAYER +PARENT +THIN ID +FILES +MAPPED +NEW IN POOL +CHANGES/m);
+  expect(out).toMatch(/^LAYER +PARENT +THIN ID +FILES +MAPPED +EXCLUSIVE +CHANGES/m);
   for (const [layer, parent, id] of [
     ['(base)', '-', 0],
     ['os', '\\(base\\)', 1],
@@ -32,10 +32,13 @@ test('the demo runs, prints its table and removes everything', () => {
     ['other', 'os', 4],
   ]) {
     expect(out).toMatch(
-      new RegExp(`^${String(layer).replace(/[()]/g, '\\$&')} +${parent} +${id} +\\d+ \\(.*\\) +[\\d.]+ MiB +[\\d.]+ MiB`, 'm'),
+      new RegExp(`^${String(layer).replace(/[()]/g, '\\$&')} +${parent} +${id} +\\d+ \\(.*\\) +[\\d.]+ MiB +[\\d.]+ (?:[KM]i)?B `, 'm'),
     );
   }
   expect(out).toMatch(/^app-v2 .*~app\/server\.js -app\/assets\.bin$/m);
+  // EXCLUSIVE, counted in the pool's metadata: other's 2 MiB data.bin is its own, shared with no layer.
+  const other = /^other +os +4 +\d+ \(.*?\) +[\d.]+ MiB +([\d.]+) MiB /m.exec(out);
+  expect(Number(other?.[1])).toBeGreaterThanOrEqual(2);
   expect(out).toMatch(/is shared by copy-on-write/);
   expect(out).toMatch(/^ +app +app\/server\.js: console\.log\('v1'\) +app\/assets\.bin: 4\.0 MiB$/m);
   expect(out).toMatch(/^ +app-v2 +app\/server\.js: console\.log\('v2'\) +app\/assets\.bin: \(deleted\)$/m);

@@ -6,7 +6,7 @@ import { expect } from 'vitest';
 import { DeviceMapper } from '../../src/dm/device-mapper.js';
 import { DeviceSet } from '../../src/thin/device-set.js';
 import { type ChildEvent, contentOf, type Op, sha256 } from './thin-crash-ops.js';
-import { dmsetup, thinDumpOf } from './thin-support.js';
+import { dmsetup, thinDevicesOf } from './thin-support.js';
 
 /**
  * Layers by what was acknowledged: `present` must exist with these files (each layer's own and
@@ -112,8 +112,8 @@ export async function writeLayerFile(set: DeviceSet, mnt: string, hash: string, 
 }
 
 /**
- * Reopen `home` (reconcile) and assert: the live pool's thin ids (thin_dump of a metadata snapshot)
- * are exactly the metadata's; the pool's, the metadata's and thin_dump's transaction ids agree; no
+ * Reopen `home` (reconcile) and assert: the live pool's thin ids (its metadata read through a
+ * metadata snapshot) are exactly our records'; the pool's, its metadata's and our transaction ids agree; no
  * intent is left; none of the home's devices is suspended; the base is initialized; every layer
  * the model has is there, and none it has deleted; the files of every layer new or written since
  * the last check (`full`: of every layer) have their content. Pending operations of the model are
@@ -131,14 +131,16 @@ export async function checkReopened(
     const records = set.deviceRecords();
     const dm = DeviceMapper.open({ udev: 'off' });
     try {
-      // thin_dump's transaction is the pool's committed one (the snapshot commits first); the
-      // pool's status line says the same, read by dmsetup in a full check (one process less each time).
-      const dump = await timed('thin_dump', async () => thinDumpOf(set.poolName, dm));
+      // The pool's metadata read through a metadata snapshot: its transaction is the pool's
+      // committed one (the snapshot commits first); the pool's status line says the same, read by
+      // dmsetup in a full check (one process less each time).
+      const pool = await timed('thin ids', async () => thinDevicesOf(set.poolName, dm));
       const ids = (xs: number[]) => [...xs].sort((a, b) => a - b);
-      expect(ids(dump.devices.map((d) => d.devId)), 'thin ids: pool (thin_dump) vs metadata and the foreign ids').toEqual(
-        ids([...records.map((r) => r.deviceId), ...model.foreign]),
-      );
-      expect(dump.transaction, 'transaction id: thin_dump vs metadata').toBe(set.transactionId);
+      expect(
+        pool.devices.map((d) => d.thinId),
+        'thin ids: pool metadata vs our records and the foreign ids',
+      ).toEqual(ids([...records.map((r) => r.deviceId), ...model.foreign]));
+      expect(pool.transactionId, 'transaction id: pool metadata vs our records').toBe(set.transactionId);
       if (full) {
         expect(BigInt(dmsetup('status', set.poolName).split(' ')[3]!), 'transaction id: pool status vs metadata').toBe(set.transactionId);
       }

@@ -2,9 +2,10 @@
 // operations in a child that dies at its 1st, 2nd, ... hook hit until one run completes, so every
 // step the operations pass is killed, whatever the table (src/thin/crash-points.ts) holds; a last
 // test fails for any point of CRASH_POINTS that no scenario killed. After each kill the home is
-// reopened and checked (thin-crash-check.ts): the pool's thin ids (thin_dump) equal the metadata's,
-// the transaction ids agree, no intent and nothing suspended remain, every acknowledged layer is
-// there with its files intact, and the interrupted operation's outcome is what the table says.
+// reopened and checked (thin-crash-check.ts): the pool's thin ids (its own metadata, read through a
+// metadata snapshot) equal our records, the transaction ids agree, no intent and nothing suspended
+// remain, every acknowledged layer is there with its files intact, and the interrupted operation's
+// outcome is what the table says.
 //
 // Speed: the child is bundled once (esbuild) instead of loading TypeScript per spawn; a scenario's
 // runs follow each other on one copy of a template home (pool, formatted base, layers with files),

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { DeviceMapper } from '../../src/dm/device-mapper.js';
 import { DeviceSet } from '../../src/thin/device-set.js';
-import { requireKernelTier, dmsetup, newHome, probeThinIds, SMALL, sweep } from './thin-support.js';
+import { requireKernelTier, dmsetup, newHome, SMALL, sweep, thinIdsOf } from './thin-support.js';
 import { bytes } from '../../src/structs/units.js';
 
 requireKernelTier();
@@ -131,8 +131,7 @@ describe('thin pool life', () => {
         .sort(),
     ).toEqual(records);
     expect(set.transactionId).toBe(txid);
-    const ids = await probeThinIds(dm, set.poolName, 16);
-    expect([...ids].sort((a, b) => a - b)).toEqual(
+    expect(thinIdsOf(set.poolName, dm)).toEqual(
       set
         .deviceRecords()
         .map((d) => d.deviceId)

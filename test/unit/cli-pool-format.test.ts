@@ -125,6 +125,7 @@ describe('formats', () => {
       thinId: 2,
       sizeBytes: 256n * 2n ** 20n,
       mappedBytes: 2n ** 20n,
+      exclusiveBytes: 2n ** 19n,
       mappedSectors: 2048n,
       highestMappedSector: 4095n,
       transactionId: 3n,
@@ -134,12 +135,13 @@ describe('formats', () => {
       mounted: ['/h/mnt/app'],
     };
     expect(formatLayerRows([row, { ...row, id: 'b', thinId: 10, active: false, mounted: [], device: null }])).toBe(
-      'ID   THIN ID       SIZE   MAPPED  ACTIVE  MOUNTED\n' +
-        'app        2  256.0 MiB  1.0 MiB  yes     /h/mnt/app\n' +
-        'b         10  256.0 MiB  1.0 MiB  no      -\n',
+      'ID   THIN ID       SIZE   MAPPED  EXCLUSIVE  ACTIVE  MOUNTED\n' +
+        'app        2  256.0 MiB  1.0 MiB  512.0 KiB  yes     /h/mnt/app\n' +
+        'b         10  256.0 MiB  1.0 MiB  512.0 KiB  no      -\n',
     );
     const st = formatLayerStatus(row);
     expect(st).toMatch(/^mapped +1\.0 MiB \(2048 sectors, 0\.4%\)$/m);
+    expect(st).toMatch(/^exclusive +512\.0 KiB \(mapped by this layer alone\)$/m);
     expect(st).toMatch(/^size +256\.0 MiB \(524288 sectors\)$/m);
     expect(st).toMatch(/^mounted on +\/h\/mnt\/app$/m);
   });

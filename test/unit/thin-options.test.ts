@@ -71,6 +71,7 @@ describe('every option parses', () => {
       'dm.min_free_space=5%',
       'dm.xfs_nospace_max_retries=3',
       'dm.prefix=dmtest',
+      'dm.thin_check=false',
     ];
     const a = parse(strings);
     expect(a).toEqual({
@@ -87,6 +88,7 @@ describe('every option parses', () => {
       minFreeSpacePercent: 5,
       xfsNoSpaceMaxRetries: 3,
       prefix: 'dmtest',
+      thinCheck: false,
     });
     const b = parsePoolOptions(
       {
@@ -103,6 +105,7 @@ describe('every option parses', () => {
         minFreeSpace: 5,
         xfsNoSpaceMaxRetries: 3,
         prefix: 'dmtest',
+        thinCheck: false,
       },
       hasAll,
     );
