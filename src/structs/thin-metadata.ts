@@ -35,8 +35,14 @@ export const DISK_BITMAP_HEADER_SIZE = 16;
 export const MAX_METADATA_BITMAPS = 255;
 /** Two bits per block after the bitmap header. */
 export const ENTRIES_PER_BLOCK = (THIN_METADATA_BLOCK_SIZE - DISK_BITMAP_HEADER_SIZE) * 4;
+/**
+ * DM_SM_METADATA_MAX_BLOCKS: the metadata space map's one index block addresses this many blocks,
+ * so no metadata block lies past it (the kernel uses at most THIN_METADATA_MAX_SECTORS of a device).
+ */
+export const DM_SM_METADATA_MAX_BLOCKS = MAX_METADATA_BITMAPS * ENTRIES_PER_BLOCK;
 /** block_time: the low 24 bits are the time, the high 40 the data block. */
 export const BLOCK_TIME_TIME_BITS = 24;
+export const BLOCK_TIME_TIME_MASK = (1 << BLOCK_TIME_TIME_BITS) - 1;
 
 /** A block (or field) of thin metadata that is not what the format says. */
 export class ThinMetadataError extends Error {
@@ -69,13 +75,17 @@ function wholeBlock(block: Uint8Array, blocknr: number, struct: string): DataVie
   return new DataView(block.buffer, block.byteOffset, block.byteLength);
 }
 
-/** A le64 as a number; past Number.MAX_SAFE_INTEGER it is a ThinMetadataError. */
-function u64(v: DataView, at: number, block: number, struct: string, field: string): number {
+/** The high 32 bits of Number.MAX_SAFE_INTEGER (2^53 - 1). */
+const SAFE_HIGH_WORD_MAX = 0x1fffff;
+
+/** A le64 field as a number; past Number.MAX_SAFE_INTEGER it is a ThinMetadataError naming it. */
+export function le64Number(v: DataView, at: number, block: number, struct: string, field: string): number {
   const lo = v.getUint32(at, true);
   const hi = v.getUint32(at + 4, true);
-  if (hi > 0x1fffff) throw new ThinMetadataError(block, struct, field, `${v.getBigUint64(at, true)} is past 2^53`);
+  if (hi > SAFE_HIGH_WORD_MAX) throw new ThinMetadataError(block, struct, field, `${v.getBigUint64(at, true)} is past 2^53`);
   return hi * 0x1_0000_0000 + lo;
 }
+const u64 = le64Number;
 
 /** dm_bm_checksum over the block past its csum field: crc32c(~0, [4..)) ^ xor, no final inversion. */
 export function blockChecksum(block: Uint8Array, xor: number): number {
@@ -227,7 +237,9 @@ export function decodeBtreeNode(block: Uint8Array, blocknr: number, valueSize: n
   const valueBase = NODE_HEADER_SIZE + 8 * maxEntries;
   const key = (i: number): number => {
     if (!(i >= 0 && i < nrEntries)) throw new ThinMetadataError(blocknr, NODE, 'keys', `entry ${i} of ${nrEntries}`);
-    return u64(v, NODE_HEADER_SIZE + 8 * i, blocknr, NODE, `keys[${i}]`);
+    const at = NODE_HEADER_SIZE + 8 * i;
+    if (v.getUint32(at + 4, true) > SAFE_HIGH_WORD_MAX) u64(v, at, blocknr, NODE, `keys[${i}]`);
+    return v.getUint32(at + 4, true) * 0x1_0000_0000 + v.getUint32(at, true);
   };
   const valueOffset = (i: number): number => {
     if (!(i >= 0 && i < nrEntries)) throw new ThinMetadataError(blocknr, NODE, 'values', `entry ${i} of ${nrEntries}`);
@@ -235,7 +247,9 @@ export function decodeBtreeNode(block: Uint8Array, blocknr: number, valueSize: n
   };
   const value64 = (i: number): number => {
     if (size !== 8) throw new ThinMetadataError(blocknr, NODE, 'value_size', `${size}-byte values are not le64`);
-    return u64(v, valueOffset(i), blocknr, NODE, `values[${i}]`);
+    const at = valueOffset(i);
+    if (v.getUint32(at + 4, true) > SAFE_HIGH_WORD_MAX) u64(v, at, blocknr, NODE, `values[${i}]`);
+    return v.getUint32(at + 4, true) * 0x1_0000_0000 + v.getUint32(at, true);
   };
   const child = (i: number): number => {
     if (leaf) throw new ThinMetadataError(blocknr, NODE, 'flags', 'a leaf has no children');
@@ -267,7 +281,7 @@ export function decodeBlockTime(buf: Uint8Array, offset: number, blocknr = -1): 
   const v = need(buf, offset, 8, blocknr, 'block_time');
   const lo = v.getUint32(offset, true);
   const hi = v.getUint32(offset + 4, true);
-  return { dataBlock: hi * 256 + (lo >>> BLOCK_TIME_TIME_BITS), time: lo & 0xffffff };
+  return { dataBlock: hi * 2 ** (32 - BLOCK_TIME_TIME_BITS) + (lo >>> BLOCK_TIME_TIME_BITS), time: lo & BLOCK_TIME_TIME_MASK };
 }
 
 export interface IndexEntry {

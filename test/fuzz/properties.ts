@@ -974,7 +974,7 @@ export const PROPERTIES: readonly FuzzProperty[] = [
   property({
     decoder: 'readThinDevices, readThinUsage, forEachMapping',
     cases: 'pool images with edited blocks (resealed or not: lying counts, cycles, roots past the end), random images',
-    weight: 4,
+    weight: 3,
     arbitrary: thinImageCases,
     run: (image) => {
       readAllThin(image);

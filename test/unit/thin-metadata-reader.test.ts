@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, describe, expect, test } from 'vitest';
-import { THIN_METADATA_BLOCK_SIZE, ThinMetadataError } from '../../src/structs/index.js';
+import { DM_SM_METADATA_MAX_BLOCKS, InvalidArgumentError, THIN_METADATA_BLOCK_SIZE, ThinMetadataError } from '../../src/structs/index.js';
 import {
   type MetadataBlocks,
   forEachMapping,
@@ -14,7 +14,9 @@ import {
   readThinDevices,
   readThinUsage,
   walkBtree,
+  walkBtreeNodes,
 } from '../../src/thin/metadata/index.js';
+import { countUsage } from '../../src/thin/metadata/usage.js';
 import { MetadataImage, blockTime, buildPool, details, le64 } from '../support/thin-metadata-builder.js';
 
 function thrown(fn: () => unknown): ThinMetadataError {
@@ -92,6 +94,12 @@ describe('readThinDevices', () => {
     expect(h.devices.map((d) => d.thinId)).toEqual([1, 2]);
     expect(h.roots.blocknr).toBe(held);
     expect(h.superblock.heldRoot).toBe(held);
+  });
+
+  test("a root option other than 'superblock' or 'held' is EINVAL before anything is read", () => {
+    const img = new MetadataImage(8);
+    buildPool(img, []);
+    expect(() => readThinDevices(img.reader(), { root: 'live' as 'held' })).toThrow(InvalidArgumentError);
   });
 
   test('unsupported incompat_flags are refused', () => {
@@ -223,8 +231,16 @@ describe('readThinUsage', () => {
           buildPool(img, devices, { dataSpaceMapRoot: { nrBlocks: 200 } }, 4);
           const blocks = img.reader();
           const naive = naiveUsage(blocks);
-          for (const d of readThinUsage(blocks).devices) {
+          const u = readThinUsage(blocks);
+          for (const d of u.devices) {
             expect({ mapped: d.exclusiveBlocks + d.sharedBlocks, exclusive: d.exclusiveBlocks }).toEqual(naive.get(d.thinId));
+          }
+          // Leaves read again instead of kept (no room, or room for a few): the same counts.
+          const roots = devices.map((d) => d.root);
+          for (const room of [0, 7, 40]) {
+            expect(countUsage(blocks, roots, 200, 0, room)).toEqual(
+              u.devices.map((d) => ({ mapped: d.exclusiveBlocks + d.sharedBlocks, exclusive: d.exclusiveBlocks })),
+            );
           }
         },
       ),
@@ -319,6 +335,16 @@ describe('corrupt trees', () => {
     for (const e of both(img)) expect(e).toMatchObject({ block: 5000, struct: 'metadata device' });
   });
 
+  test('a device that says it is huge costs no more memory than the largest metadata device: a child past DM_SM_METADATA_MAX_BLOCKS is refused', () => {
+    const img = new MetadataImage(8);
+    const root = img.internal([[0, DM_SM_METADATA_MAX_BLOCKS]]);
+    pool(img, root);
+    const whole = img.reader();
+    const huge = { nrBlocks: 2 ** 40, read: (b: number) => whole.read(b), close() {} };
+    expect(thrown(() => readThinUsage(huge))).toMatchObject({ block: DM_SM_METADATA_MAX_BLOCKS, struct: 'metadata device' });
+    expect(DM_SM_METADATA_MAX_BLOCKS).toBe(255 * ((1 << 14) - 64));
+  });
+
   test('a child that is not a btree node (zeroed block): its checksum', () => {
     const img = new MetadataImage(40);
     const root = img.internal([[0, 30]]);
@@ -393,17 +419,38 @@ describe('corrupt trees', () => {
 });
 
 describe('forEachMapping and walkBtree', () => {
-  test('mappings in virtual block order across leaves, with their times', () => {
+  test('walkBtreeNodes: every node once, parents first, with depths', () => {
     const img = new MetadataImage(8);
-    const maps = range(700, (i) => [i * 3, 10 + i, i % 5] as const);
-    buildPool(img, [{ thinId: 4, mappings: maps }], {}, 7);
-    const blocks = img.reader();
-    const got: number[][] = [];
-    forEachMapping(blocks, readThinDevices(blocks).roots, 4, (v, d, t) => got.push([v, d, t]));
-    expect(got).toEqual(maps.map((m) => [...m]));
-    expect(thrown(() => forEachMapping(blocks, readThinDevices(blocks).roots, 5, () => {})).message).toMatch(
-      /no mapping tree for thin id 5/,
+    const root = img.tree(
+      range(30, (i) => [i, 0] as const).map(([k]) => [k, le64(k)] as const),
+      3,
     );
+    const seen: [number, boolean, number][] = [];
+    walkBtreeNodes(img.reader(), root, 8, (node, depth) => seen.push([node.blocknr, node.leaf, depth]));
+    expect(seen[0]).toEqual([root, false, 0]);
+    expect(seen.filter(([, leaf]) => leaf)).toHaveLength(10);
+    expect(new Set(seen.filter(([, leaf]) => leaf).map(([, , d]) => d))).toEqual(new Set([3]));
+    expect(new Set(seen.map(([b]) => b)).size).toBe(seen.length);
+  });
+
+  test('an empty leaf below the root is refused (only an empty tree has one)', () => {
+    const img = new MetadataImage(8);
+    const empty = img.leaf([], { valueSize: 8 });
+    const root = img.internal(Array.from({ length: 20 }, (_, i) => [i, empty] as const));
+    expect(thrown(() => walkBtree(img.reader(), root, 8, () => {}))).toMatchObject({ block: empty, field: 'nr_entries' });
+    buildPool(img, [{ thinId: 1, root }]);
+    expect(thrown(() => readThinUsage(img.reader()))).toMatchObject({ block: empty, field: 'nr_entries' });
+  });
+
+  test('a walk stops at more nodes than the device has blocks', () => {
+    // Key ranges and non-empty nodes already keep a walk from meeting a node twice; the count is
+    // the last guard, seen here with a device that says it is smaller than the tree it holds.
+    const img = new MetadataImage(8);
+    const root = img.internal([[5, img.internal([[5, img.leaf([[5, le64(1)]])]])]]);
+    const whole = img.reader();
+    const small = { nrBlocks: 2, read: (b: number) => whole.read(b), close() {} };
+    expect(thrown(() => walkBtree(small, root, 8, () => {})).message).toMatch(/more nodes than the device's 2 blocks/);
+    expect(() => walkBtree(whole, root, 8, () => {})).not.toThrow();
   });
 
   test('walkBtree visits each key once, in order', () => {

@@ -6,7 +6,10 @@ import { THIN_METADATA_BLOCK_SIZE, ThinMetadataError } from '../../structs/index
 /** Blocks of a metadata device; read() returns exactly THIN_METADATA_BLOCK_SIZE bytes or throws ThinMetadataError (past the end). */
 export interface MetadataBlocks {
   readonly nrBlocks: number;
-  /** A new buffer each call: callers may keep several. */
+  /**
+   * Block `blocknr`, in a buffer of its own that is never reused (callers may keep several). It
+   * may be a view into a larger ArrayBuffer: a DataView over it needs its byteOffset.
+   */
   read(blocknr: number): Uint8Array;
   close(): void;
 }
@@ -45,12 +48,14 @@ export function openMetadataBlocks(path: string): MetadataBlocks {
  * (tens of microseconds, and GC pressure), which would be most of the cost of reading a block.
  */
 function blockAllocator(): () => Uint8Array {
-  const SLAB_BLOCKS = 64;
+  // Slabs double from 4 to 64 blocks: a reader of a few blocks allocates little.
+  let slabBlocks = 2;
   let slab = new Uint8Array(0);
-  let used = SLAB_BLOCKS;
+  let used = slabBlocks;
   return () => {
-    if (used === SLAB_BLOCKS) {
-      slab = new Uint8Array(SLAB_BLOCKS * THIN_METADATA_BLOCK_SIZE);
+    if (used === slabBlocks) {
+      slabBlocks = Math.min(64, slabBlocks * 2);
+      slab = new Uint8Array(slabBlocks * THIN_METADATA_BLOCK_SIZE);
       used = 0;
     }
     return slab.subarray(used * THIN_METADATA_BLOCK_SIZE, ++used * THIN_METADATA_BLOCK_SIZE);

@@ -36,6 +36,11 @@ export function checkNodeKeys(node: BtreeNode, lo: number, hi: number): void {
   }
 }
 
+/** Only a root may be empty (an empty tree): the kernel merges or removes any other node that empties. */
+export function emptyBelowRoot(blocknr: number): ThinMetadataError {
+  return new ThinMetadataError(blocknr, 'node_header', 'nr_entries', 'an empty node below the root');
+}
+
 interface Frame {
   node: BtreeNode;
   next: number;
@@ -59,6 +64,21 @@ export function walkBtree(
 
 /** As walkBtree, one call per leaf (in key order), for callers that loop over entries themselves. */
 export function walkBtreeLeaves(blocks: MetadataBlocks, root: number, valueSize: number, visitLeaf: (leaf: BtreeNode) => void): void {
+  walkBtreeNodes(blocks, root, valueSize, (node) => {
+    if (node.leaf) visitLeaf(node);
+  });
+}
+
+/**
+ * Every node of the tree, checked, in pre-order (a parent before its children, leaves in key
+ * order), with its depth (the root is 0): what a checker needs to count the blocks a tree uses.
+ */
+export function walkBtreeNodes(
+  blocks: MetadataBlocks,
+  root: number,
+  valueSize: number,
+  visitNode: (node: BtreeNode, depth: number) => void,
+): void {
   const stack: Frame[] = [];
   let leafDepth = -1;
   let visited = 0;
@@ -75,6 +95,7 @@ export function walkBtreeLeaves(blocks: MetadataBlocks, root: number, valueSize:
     if (depth >= MAX_BTREE_DEPTH) throw new ThinMetadataError(blocknr, BTREE, 'depth', `deeper than ${MAX_BTREE_DEPTH} levels`);
     const node = decodeBtreeNode(blocks.read(blocknr), blocknr, valueSize);
     checkNodeKeys(node, lo, hi);
+    if (depth > 0 && node.nrEntries === 0) throw emptyBelowRoot(blocknr);
     if (node.leaf) {
       if (leafDepth === -1) leafDepth = depth;
       else if (leafDepth !== depth)
@@ -85,13 +106,14 @@ export function walkBtreeLeaves(blocks: MetadataBlocks, root: number, valueSize:
           throw new ThinMetadataError(blocknr, 'node_header', 'keys[0]', `${first} does not follow ${lastKey} of the leaf before`);
         lastKey = node.key(node.nrEntries - 1);
       }
-      visitLeaf(node);
+      visitNode(node, depth);
       return;
     }
     if (leafDepth !== -1 && depth >= leafDepth) {
       throw new ThinMetadataError(blocknr, BTREE, 'flags', `an internal node at depth ${depth}, leaves at ${leafDepth}`);
     }
     if (node.nrEntries === 0) throw new ThinMetadataError(blocknr, 'node_header', 'nr_entries', 'an internal node with no entries');
+    visitNode(node, depth);
     stack.push({ node, next: 0, hi });
   };
 

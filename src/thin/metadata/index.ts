@@ -1,6 +1,6 @@
 // Reading dm-thin's own on-disk metadata (persistent-data) without thin-provisioning-tools.
 export { type MetadataBlocks, memoryMetadataBlocks, openMetadataBlocks } from './blocks.js';
-export { MAX_BTREE_DEPTH, btreeLookup, walkBtree, walkBtreeLeaves } from './btree.js';
+export { MAX_BTREE_DEPTH, btreeLookup, checkNodeKeys, walkBtree, walkBtreeLeaves, walkBtreeNodes } from './btree.js';
 export {
   type ReadOptions,
   type ThinDeviceInfo,
