@@ -159,6 +159,7 @@ export {
   type ThinMetadata,
   type ThinUsage,
 } from './thin/index.js';
+export { checkThinMetadata, type MetadataCheck, type MetadataProblem } from './thin/index.js';
 export type { SpaceMapRoot, ThinSuperblock } from './structs/index.js';
 
 // Errors: each carries the errno name as `code` where the kernel or libc gave one.

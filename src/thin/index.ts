@@ -42,3 +42,4 @@ export {
   readThinDevices,
   readThinUsage,
 } from './metadata/index.js';
+export { type MetadataCheck, type MetadataProblem, checkThinMetadata } from './metadata/index.js';

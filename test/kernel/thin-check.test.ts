@@ -14,11 +14,13 @@ import {
   type BtreeNode,
   decodeBlockTime,
   decodeBtreeNode,
+  decodeIndexEntry,
   decodeMetadataIndex,
   decodeThinSuperblock,
   type ThinSuperblock,
-} from '../../src/thin/metadata/check-format.js';
-import { memoryBlocks, reseal, setBitmapEntry, XOR } from '../support/thin-check-image.js';
+} from '../../src/structs/index.js';
+import { openMetadataBlocks } from '../../src/thin/metadata/blocks.js';
+import { reseal, setBitmapEntry, XOR } from '../support/thin-check-image.js';
 import { activateThin, dmName, kernelHooks, LoopScratch, makePool, openDm, type TestPool } from './support/env.js';
 
 kernelHooks({ sweepEach: false });
@@ -49,7 +51,12 @@ async function thinCheck(path: string): Promise<ThinCheckRun> {
 }
 
 function ours(path: string): MetadataCheck {
-  return checkThinMetadata(memoryBlocks(readFileSync(path)));
+  const blocks = openMetadataBlocks(path);
+  try {
+    return checkThinMetadata(blocks);
+  } finally {
+    blocks.close();
+  }
 }
 
 function dd(path: string, offsetBlocks: number, nrBlocks: number): void {
@@ -90,13 +97,10 @@ class Image {
   node(b: number, valueSize: number): BtreeNode {
     return decodeBtreeNode(this.block(b), b, valueSize);
   }
-  value64(n: BtreeNode, i: number): number {
-    return Number(new DataView(n.block.buffer, n.block.byteOffset).getBigUint64(n.valueOffset(i), true));
-  }
   /** The leftmost leaf under root. */
   firstLeaf(root: number, valueSize: number): BtreeNode {
     let n = this.node(root, valueSize);
-    while (!n.leaf) n = this.node(this.value64(n, 0), valueSize);
+    while (!n.leaf) n = this.node(n.value64(0), valueSize);
     return n;
   }
   subtreeRoot(id: number): number {
@@ -106,13 +110,14 @@ class Image {
       while (i + 1 < n.nrEntries && n.key(i + 1) <= id) i++;
       if (n.leaf) {
         if (n.key(i) !== id) throw new Error(`no thin ${id}`);
-        return this.value64(n, i);
+        return n.value64(i);
       }
-      n = this.node(this.value64(n, i), 8);
+      n = this.node(n.value64(i), 8);
     }
   }
   firstDataBitmap(): number {
-    return this.value64(this.firstLeaf(this.sb.dataSpaceMapRoot.bitmapRoot, 16), 0);
+    const leaf = this.firstLeaf(this.sb.dataSpaceMapRoot.bitmapRoot, 16);
+    return decodeIndexEntry(leaf.block, leaf.valueOffset(0)).blocknr;
   }
   metadataBitmap(): number {
     return (
@@ -218,13 +223,17 @@ describe('checkThinMetadata against thin_check on kernel-written metadata', () =
     [
       'mapping-leaf',
       (b, img) => flip(b, img.firstLeaf(img.subtreeRoot(1), 8).blocknr * BS + 700),
-      /mapping tree of thin 1: btree_node.csum/,
+      /mapping tree of thin 1: thin metadata block \d+: node_header.csum/,
     ],
-    ['internal-node', (b, img) => flip(b, img.subtreeRoot(1) * BS + 40), /mapping tree of thin 1: btree_node.csum/],
+    [
+      'internal-node',
+      (b, img) => flip(b, img.subtreeRoot(1) * BS + 40),
+      /mapping tree of thin 1: thin metadata block \d+: node_header.csum/,
+    ],
     [
       'details-tree',
       (b, img) => flip(b, img.firstLeaf(img.sb.deviceDetailsRoot, 24).blocknr * BS + 64),
-      /device details tree: btree_node.csum/,
+      /device details tree: thin metadata block \d+: node_header.csum/,
     ],
     [
       'keys-out-of-order',
@@ -233,7 +242,7 @@ describe('checkThinMetadata against thin_check on kernel-written metadata', () =
         new DataView(b.buffer, b.byteOffset + leaf.blocknr * BS).setBigUint64(32 + 8, 0n, true);
         reseal(b, leaf.blocknr, XOR.btree);
       },
-      /keys out of order/,
+      /mapping tree of thin 5: thin metadata block \d+: node_header.keys\[1\]: 0 does not follow 0/,
     ],
     [
       'metadata-count',
@@ -248,8 +257,12 @@ describe('checkThinMetadata against thin_check on kernel-written metadata', () =
       },
       /but the device holds 16 blocks/,
     ],
-    ['superblock', (b) => flip(b, 400), /thin_disk_superblock.csum/],
-    ['bitmap-csum', (b, img) => flip(b, img.firstDataBitmap() * BS + 200), /data space map bitmap 0: disk_bitmap_header.csum/],
+    ['superblock', (b) => flip(b, 400), /thin_disk_superblock.csum: \d+ != \d+ computed/],
+    [
+      'bitmap-csum',
+      (b, img) => flip(b, img.firstDataBitmap() * BS + 200),
+      /data space map bitmap 0: thin metadata block \d+: disk_bitmap_header.csum/,
+    ],
   ];
 
   test.each(cases)('%s: thin_check fails and so do we', async (name, damage, want) => {

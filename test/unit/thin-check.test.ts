@@ -1,6 +1,7 @@
 import { describe, expect, test } from 'vitest';
 import { checkThinMetadata, type MetadataCheck } from '../../src/thin/metadata/check.js';
-import { buildThinImage, type ImageSpec, memoryBlocks, reseal, setBitmapEntry, type ThinImage, XOR } from '../support/thin-check-image.js';
+import { memoryMetadataBlocks } from '../../src/thin/metadata/blocks.js';
+import { buildThinImage, type ImageSpec, reseal, setBitmapEntry, type ThinImage, XOR } from '../support/thin-check-image.js';
 
 const BS = 4096;
 const ENTRIES_PER_BITMAP = (BS - 16) * 4;
@@ -23,7 +24,7 @@ const POOL: ImageSpec = {
 };
 
 function check(img: ThinImage | Uint8Array): MetadataCheck {
-  return checkThinMetadata(memoryBlocks(img instanceof Uint8Array ? img : img.bytes));
+  return checkThinMetadata(memoryMetadataBlocks(img instanceof Uint8Array ? img : img.bytes));
 }
 
 function flip(bytes: Uint8Array, offset: number, mask: number): void {
@@ -87,22 +88,32 @@ describe('checkThinMetadata reports each kind of damage', () => {
     reseal(magic.bytes, 0, XOR.superblock);
     expect(lines(check(magic)).join('\n')).toMatch(/magic/);
 
+    for (const [off, value, re] of [
+      [40, 3, /version: 3 is not 1..2/],
+      [340, 16, /metadata_block_size: 16 sectors/],
+    ] as [number, number, RegExp][]) {
+      const bad = buildThinImage(POOL);
+      view(bad.bytes, 0).setUint32(off, value, true);
+      reseal(bad.bytes, 0, XOR.superblock);
+      const r = check(bad);
+      expect(r.superblock).toBeNull();
+      expect(lines(r).join('\n')).toMatch(re);
+    }
+
     const fields = buildThinImage(POOL);
-    view(fields.bytes, 0).setUint32(40, 3, true);
     view(fields.bytes, 0).setUint32(336, 100, true);
-    view(fields.bytes, 0).setUint32(340, 16, true);
+    view(fields.bytes, 0).setUint32(360, 1, true);
     reseal(fields.bytes, 0, XOR.superblock);
     const r = check(fields);
     expect(r.superblock).not.toBeNull();
     const text = lines(r).join('\n');
-    expect(text).toMatch(/version 3/);
     expect(text).toMatch(/data_block_size 100/);
-    expect(text).toMatch(/metadata_block_size 16/);
+    expect(text).toMatch(/incompat_flags 1/);
 
     const blocknr = buildThinImage(POOL);
     view(blocknr.bytes, 0).setBigUint64(8, 5n, true);
     reseal(blocknr.bytes, 0, XOR.superblock);
-    expect(lines(check(blocknr)).join('\n')).toMatch(/blocknr 5/);
+    expect(lines(check(blocknr)).join('\n')).toMatch(/blocknr: says 5, read from 0/);
   });
 
   test('a flipped byte in a mapping leaf names the leaf', () => {
@@ -127,13 +138,13 @@ describe('checkThinMetadata reports each kind of damage', () => {
     const leaf = img.layout.leaves.get(1)?.[0] as number;
     view(img.bytes, leaf).setBigUint64(32 + 8 * 3, 1n, true);
     reseal(img.bytes, leaf, XOR.btree);
-    expect(lines(check(img)).join('\n')).toMatch(/keys out of order: 1 after 2/);
+    expect(lines(check(img)).join('\n')).toMatch(/node_header.keys\[3\]: 1 does not follow 2/);
 
     const parent = buildThinImage(POOL);
     const root = parent.layout.subtreeRoot.get(5) as number;
     view(parent.bytes, root).setBigUint64(32 + 8, 99999n, true); // second child's key above its first key
     reseal(parent.bytes, root, XOR.btree);
-    expect(lines(check(parent)).join('\n')).toMatch(/below its parent's key 99999/);
+    expect(lines(check(parent)).join('\n')).toMatch(/keys\[0\]: \d+ is below 99999, where its parent puts this node/);
   });
 
   test('a node whose blocknr is not where it lies', () => {
@@ -141,7 +152,7 @@ describe('checkThinMetadata reports each kind of damage', () => {
     const leaf = img.layout.leaves.get(1)?.[0] as number;
     view(img.bytes, leaf).setBigUint64(8, 3n, true);
     reseal(img.bytes, leaf, XOR.btree);
-    expect(check(img).problems.some((p) => p.block === leaf && /blocknr 3/.test(p.what))).toBe(true);
+    expect(check(img).problems.some((p) => p.block === leaf && /blocknr: says 3/.test(p.what))).toBe(true);
   });
 
   test('too many entries, too few entries, bad value size, bad flags', () => {
@@ -213,6 +224,24 @@ describe('checkThinMetadata reports each kind of damage', () => {
     expect(lines(check(three)).join('\n')).toMatch(
       new RegExp(`metadata block ${root} has bitmap count 3 but no entry in the ref count tree`),
     );
+  });
+
+  test('a count above 2 that the ref count tree gets wrong', () => {
+    const img = buildThinImage({
+      devices: [
+        { id: 1, mappings: seq(4, 0, 7) },
+        { id: 2, snapshotOf: 1 },
+        { id: 3, snapshotOf: 1 },
+      ],
+      held: true,
+    });
+    const root = img.layout.subtreeRoot.get(1) as number;
+    const leaf = img.layout.metadataRefCountRoot;
+    const max = Math.floor((BS - 32) / 12 / 3) * 3;
+    expect(view(img.bytes, leaf).getBigUint64(32, true)).toBe(BigInt(root));
+    view(img.bytes, leaf).setUint32(32 + 8 * max, 4, true);
+    reseal(img.bytes, leaf, XOR.btree);
+    expect(lines(check(img))).toEqual([`null: metadata space map: metadata block ${root} has count 4, but 3 references were found`]);
   });
 
   test('a bitmap checksum, an index checksum', () => {

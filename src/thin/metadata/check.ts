@@ -6,33 +6,29 @@
 // leaf holding it. So the walk descends into a block only the first time it is referenced.
 import {
   type BtreeNode,
+  DISK_DEVICE_DETAILS_SIZE,
+  DISK_INDEX_ENTRY_SIZE,
+  type DeviceDetails,
   decodeBitmapHeader,
   decodeBlockTime,
   decodeBtreeNode,
   decodeDeviceDetails,
+  decodeIndexEntry,
   decodeMetadataIndex,
   decodeThinSuperblock,
-  type DeviceDetails,
+  ENTRIES_PER_BLOCK,
   type IndexEntry,
-  type MetadataBlocks,
+  MAX_METADATA_BITMAPS,
   type SpaceMapRoot,
-  THIN_METADATA_BLOCK_SIZE,
+  THIN_SUPERBLOCK_LOCATION,
   ThinMetadataError,
   type ThinSuperblock,
-} from './check-format.js';
-import {
-  BITMAP_OVERFLOW,
-  BlockCounts,
-  decodeIndexEntry,
-  ENTRIES_PER_BITMAP,
-  INDEX_ENTRY_SIZE,
-  isOverflow,
-  MAX_METADATA_BITMAPS,
-  nrBitmaps,
-  type SpaceMapImage,
-  storedCount,
-} from './space-map.js';
+} from '../../structs/index.js';
+import type { MetadataBlocks } from './blocks.js';
+import { checkNodeKeys, MAX_BTREE_DEPTH } from './btree.js';
+import { BITMAP_OVERFLOW, BlockCounts, isOverflow, nrBitmaps, type SpaceMapImage, storedCount } from './space-map.js';
 
+/** One thing wrong: the metadata block it is in (null when it is no one block's) and one line naming the struct, field or thin id. */
 export interface MetadataProblem {
   block: number | null;
   what: string;
@@ -41,33 +37,25 @@ export interface MetadataProblem {
 export interface MetadataCheck {
   ok: boolean;
   problems: MetadataProblem[];
+  /** Block 0 as decoded; null when it does not decode (then nothing else was checked). */
   superblock: ThinSuperblock | null;
 }
 
-const SUPERBLOCK_LOCATION = 0;
-/** dm-thin-metadata.c THIN_MIN_VERSION .. THIN_MAX_VERSION. */
-const THIN_MIN_VERSION = 1;
-const THIN_MAX_VERSION = 2;
-/** THIN_METADATA_BLOCK_SIZE in sectors, as the superblock's metadata_block_size holds it. */
-const METADATA_BLOCK_SECTORS = THIN_METADATA_BLOCK_SIZE / 512;
 /** dm-thin.c DATA_DEV_BLOCK_SIZE_MIN_SECTORS / _MAX_SECTORS: a pool's block size range and step. */
 const DATA_DEV_BLOCK_SIZE_MIN_SECTORS = 128;
 const DATA_DEV_BLOCK_SIZE_MAX_SECTORS = 2097152;
 /** dm-thin-metadata.c THIN_FEATURE_INCOMPAT_SUPP: no incompatible feature is defined. */
 const THIN_FEATURE_INCOMPAT_SUPP = 0;
 const UINT64_SIZE = 8;
-const DEVICE_DETAILS_SIZE = 24;
 const REF_COUNT_SIZE = 4;
-/** A spine deeper than this is a loop or garbage (dm-btree.c's spines stop at 64 too). */
-const MAX_SPINE_DEPTH = 64;
 /** Past this many problems the rest are only counted, so a wrecked image gives a bounded answer. */
 const MAX_PROBLEMS = 1000;
 
 /** Where a btree walk is: its name for messages and the keys its nodes must lie within. */
 interface Span {
   what: string;
-  lo: number | null; // keys >= lo
-  hi: number | null; // keys < hi
+  lo: number; // keys >= lo
+  hi: number; // keys < hi (Infinity: no bound)
 }
 
 class Checker {
@@ -150,7 +138,7 @@ class Checker {
    * first time it is reached. Returns the number of leaf entries under root, null if damaged.
    */
   walk(root: number, what: string, valueSize: number, leaf: (node: BtreeNode) => void): number | null {
-    return this.visit(root, { what, lo: null, hi: null }, valueSize, true, 0, leaf);
+    return this.visit(root, { what, lo: 0, hi: Number.POSITIVE_INFINITY }, valueSize, true, 0, leaf);
   }
 
   private visit(b: number, span: Span, valueSize: number, isRoot: boolean, depth: number, leaf: (node: BtreeNode) => void): number | null {
@@ -159,8 +147,8 @@ class Checker {
       if (this.onSpine.has(b)) this.damage(b, `${what}: btree node ${b} is its own ancestor`);
       return this.entries.get(b) ?? null;
     }
-    if (depth > MAX_SPINE_DEPTH) {
-      this.damage(b, `${what}: btree deeper than ${MAX_SPINE_DEPTH} at node ${b}`);
+    if (depth > MAX_BTREE_DEPTH) {
+      this.damage(b, `${what}: btree deeper than ${MAX_BTREE_DEPTH} at node ${b}`);
       return null;
     }
     const block = this.read(b, what);
@@ -189,44 +177,32 @@ class Checker {
   ): number | null {
     const b = node.blocknr;
     const what = span.what;
-    const keys = this.decode(b, what, () => Array.from({ length: node.nrEntries }, (_, i) => node.key(i)));
-    if (!keys) return null;
-    let sound = true;
+    // As thin_check's btree_node_checker: a node that fails is not descended into.
+    const keysInOrder = this.decode(b, what, () => {
+      checkNodeKeys(node, span.lo, span.hi);
+      return true;
+    });
+    if (keysInOrder === null) return null;
     const min = Math.floor(node.maxEntries / 3);
     if (!isRoot && node.nrEntries < min) {
       this.damage(b, `${what}: btree node ${b} has ${node.nrEntries} entries, fewer than max_entries/3 = ${min}`);
-      sound = false;
-    }
-    for (let i = 1; i < keys.length; i++) {
-      if ((keys[i] as number) <= (keys[i - 1] as number)) {
-        this.damage(b, `${what}: btree node ${b} keys out of order: ${keys[i]} after ${keys[i - 1]}`);
-        sound = false;
-        break;
-      }
-    }
-    if (keys.length > 0) {
-      const first = keys[0] as number;
-      const last = keys[keys.length - 1] as number;
-      if (span.lo !== null && first < span.lo) {
-        this.damage(b, `${what}: btree node ${b} first key ${first} is below its parent's key ${span.lo}`);
-        sound = false;
-      }
-      if (span.hi !== null && last >= span.hi) {
-        this.damage(b, `${what}: btree node ${b} key ${last} is not below the next parent key ${span.hi}`);
-        sound = false;
-      }
+      return null;
     }
     if (node.leaf) {
-      leaf(node);
-      return sound ? node.nrEntries : null;
+      const visited = this.decode(b, what, () => {
+        leaf(node);
+        return true;
+      });
+      return visited === null ? null : node.nrEntries;
     }
-    const dv = new DataView(node.block.buffer, node.block.byteOffset, node.block.byteLength);
     let total = 0;
-    for (let i = 0; i < keys.length; i++) {
-      const child = dv.getBigUint64(node.valueOffset(i), true);
+    let sound = true;
+    for (let i = 0; i < node.nrEntries; i++) {
+      const child = this.decode(b, what, () => node.child(i));
+      if (child === null) return null;
       const c = this.visit(
-        child > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(child),
-        { what, lo: keys[i] as number, hi: i + 1 < keys.length ? (keys[i + 1] as number) : span.hi },
+        child,
+        { what, lo: node.key(i), hi: i + 1 < node.nrEntries ? node.key(i + 1) : span.hi },
         valueSize,
         false,
         depth + 1,
@@ -239,35 +215,24 @@ class Checker {
   }
 }
 
-function leafValues(node: BtreeNode, fn: (key: number, offset: number) => void): void {
-  for (let i = 0; i < node.nrEntries; i++) fn(node.key(i), node.valueOffset(i));
-}
-
-function u64At(block: Uint8Array, offset: number): number {
-  const v = new DataView(block.buffer, block.byteOffset, block.byteLength).getBigUint64(offset, true);
-  return v > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(v);
+function leafValues(node: BtreeNode, fn: (key: number, offset: number, i: number) => void): void {
+  for (let i = 0; i < node.nrEntries; i++) fn(node.key(i), node.valueOffset(i), i);
 }
 
 function u32At(block: Uint8Array, offset: number): number {
   return new DataView(block.buffer, block.byteOffset, block.byteLength).getUint32(offset, true);
 }
 
+/** What decodeThinSuperblock leaves to the pool: the data block size dm-thin accepts, no unknown incompat feature. */
 function superblockFields(c: Checker, sb: ThinSuperblock): void {
-  if (sb.version < THIN_MIN_VERSION || sb.version > THIN_MAX_VERSION)
-    c.problem(SUPERBLOCK_LOCATION, `thin_disk_superblock.version ${sb.version} is not ${THIN_MIN_VERSION}..${THIN_MAX_VERSION}`);
-  if (sb.metadataBlockSize !== METADATA_BLOCK_SECTORS)
-    c.problem(
-      SUPERBLOCK_LOCATION,
-      `thin_disk_superblock.metadata_block_size ${sb.metadataBlockSize} is not ${METADATA_BLOCK_SECTORS} sectors`,
-    );
   const d = sb.dataBlockSize;
   if (d < DATA_DEV_BLOCK_SIZE_MIN_SECTORS || d > DATA_DEV_BLOCK_SIZE_MAX_SECTORS || d % DATA_DEV_BLOCK_SIZE_MIN_SECTORS !== 0)
     c.problem(
-      SUPERBLOCK_LOCATION,
+      THIN_SUPERBLOCK_LOCATION,
       `thin_disk_superblock.data_block_size ${d} is not a multiple of ${DATA_DEV_BLOCK_SIZE_MIN_SECTORS} sectors in ${DATA_DEV_BLOCK_SIZE_MIN_SECTORS}..${DATA_DEV_BLOCK_SIZE_MAX_SECTORS}`,
     );
   if ((sb.incompatFlags & ~THIN_FEATURE_INCOMPAT_SUPP) !== 0)
-    c.problem(SUPERBLOCK_LOCATION, `thin_disk_superblock.incompat_flags ${sb.incompatFlags} names unsupported features`);
+    c.problem(THIN_SUPERBLOCK_LOCATION, `thin_disk_superblock.incompat_flags ${sb.incompatFlags} names unsupported features`);
 }
 
 /** The device details tree and two-level mapping tree under one set of roots. */
@@ -275,9 +240,9 @@ function checkTrees(c: Checker, roots: ThinSuperblock, label: string, dataRefs: 
   const details = new Map<number, DeviceDetails>();
   const detailsWhat = `${label}device details tree`;
   const start = c.found;
-  c.walk(roots.deviceDetailsRoot, detailsWhat, DEVICE_DETAILS_SIZE, (node) =>
+  c.walk(roots.deviceDetailsRoot, detailsWhat, DISK_DEVICE_DETAILS_SIZE, (node) =>
     leafValues(node, (thinId, off) => {
-      const d = c.decode(node.blocknr, detailsWhat, () => decodeDeviceDetails(node.block, off));
+      const d = c.decode(node.blocknr, detailsWhat, () => decodeDeviceDetails(node.block, off, node.blocknr));
       if (d) details.set(thinId, d);
     }),
   );
@@ -286,7 +251,7 @@ function checkTrees(c: Checker, roots: ThinSuperblock, label: string, dataRefs: 
   const subtrees = new Map<number, number>();
   const top = c.found;
   c.walk(roots.dataMappingRoot, `${label}mapping tree (top level)`, UINT64_SIZE, (node) =>
-    leafValues(node, (thinId, off) => subtrees.set(thinId, u64At(node.block, off))),
+    leafValues(node, (thinId, _off, i) => subtrees.set(thinId, node.value64(i))),
   );
   const topSound = c.found === top;
 
@@ -298,7 +263,7 @@ function checkTrees(c: Checker, roots: ThinSuperblock, label: string, dataRefs: 
     const what = `${label}mapping tree of thin ${id}`;
     const mapped = c.walk(root, what, UINT64_SIZE, (node) =>
       leafValues(node, (virtualBlock, off) => {
-        const { dataBlock } = decodeBlockTime(node.block, off);
+        const { dataBlock } = decodeBlockTime(node.block, off, node.blocknr);
         if (dataBlock >= dataNrBlocks)
           c.problem(
             node.blocknr,
@@ -346,7 +311,7 @@ function metadataSpaceMap(c: Checker, root: SpaceMapRoot): SpaceMapImage {
   const bitmaps: (Uint8Array | null)[] = [];
   let index: IndexEntry[] | null = null;
   if (n > MAX_METADATA_BITMAPS)
-    c.problem(SUPERBLOCK_LOCATION, `${what}: nr_blocks ${root.nrBlocks} needs ${n} bitmaps, more than ${MAX_METADATA_BITMAPS}`);
+    c.problem(THIN_SUPERBLOCK_LOCATION, `${what}: nr_blocks ${root.nrBlocks} needs ${n} bitmaps, more than ${MAX_METADATA_BITMAPS}`);
   else if (c.reference(root.bitmapRoot, `${what} index`)) {
     const block = c.read(root.bitmapRoot, what);
     index = block && c.decode(root.bitmapRoot, `${what} index`, () => decodeMetadataIndex(block, root.bitmapRoot));
@@ -359,13 +324,16 @@ function dataSpaceMap(c: Checker, root: SpaceMapRoot): SpaceMapImage {
   const what = 'data space map';
   const n = nrBitmaps(root.nrBlocks);
   const index = new Map<number, IndexEntry>();
-  c.walk(root.bitmapRoot, `${what} index tree`, INDEX_ENTRY_SIZE, (node) =>
-    leafValues(node, (i, off) => index.set(i, decodeIndexEntry(node.block, off))),
+  c.walk(root.bitmapRoot, `${what} index tree`, DISK_INDEX_ENTRY_SIZE, (node) =>
+    leafValues(node, (i, off) => index.set(i, decodeIndexEntry(node.block, off, node.blocknr))),
   );
   const bitmaps: (Uint8Array | null)[] = [];
   // Every bitmap is a metadata block: more than the device holds is a lie, not a map.
   if (n > c.limit)
-    c.problem(SUPERBLOCK_LOCATION, `${what}: nr_blocks ${root.nrBlocks} needs ${n} bitmaps, more than the metadata's ${c.limit} blocks`);
+    c.problem(
+      THIN_SUPERBLOCK_LOCATION,
+      `${what}: nr_blocks ${root.nrBlocks} needs ${n} bitmaps, more than the metadata's ${c.limit} blocks`,
+    );
   else for (let i = 0; i < n; i++) bitmaps.push(readBitmap(c, i, index.get(i), what));
   for (const i of index.keys()) if (i >= n) c.problem(null, `${what}: index entry ${i} past nr_blocks ${root.nrBlocks}`);
   return { nrBlocks: root.nrBlocks, bitmaps, refCounts: refCountTree(c, root.refCountRoot, what) };
@@ -380,7 +348,7 @@ function compareCounts(c: Checker, sm: SpaceMapImage, root: SpaceMapRoot, found:
     const stored = storedCount(sm, b);
     if (stored === null) {
       complete = false;
-      b = (Math.floor(b / ENTRIES_PER_BITMAP) + 1) * ENTRIES_PER_BITMAP - 1;
+      b = (Math.floor(b / ENTRIES_PER_BLOCK) + 1) * ENTRIES_PER_BLOCK - 1;
       continue;
     }
     if (stored > 0) allocated++;
@@ -393,27 +361,33 @@ function compareCounts(c: Checker, sm: SpaceMapImage, root: SpaceMapRoot, found:
   }
   if (complete && allocated !== root.nrAllocated)
     c.problem(
-      SUPERBLOCK_LOCATION,
+      THIN_SUPERBLOCK_LOCATION,
       `${what}: disk_sm_root.nr_allocated ${root.nrAllocated}, but the bitmaps count ${allocated} blocks in use`,
     );
 }
 
+/**
+ * Structure, checksums, key order, and both space maps' reference counts against what the trees
+ * use, as thin_check checks them (plus the data counts and mapped_blocks that thin_check 1.x adds).
+ * Never throws on bad metadata; at most MAX_PROBLEMS problems are listed.
+ */
 export function checkThinMetadata(blocks: MetadataBlocks): MetadataCheck {
   const probe = new Checker(blocks, 0, 0);
   if (blocks.nrBlocks < 1) {
     probe.problem(null, 'the metadata device holds no superblock');
     return { ok: false, problems: probe.finish(), superblock: null };
   }
-  const block = probe.read(SUPERBLOCK_LOCATION, 'thin_disk_superblock');
-  const sb = block && probe.decode(SUPERBLOCK_LOCATION, 'thin_disk_superblock', () => decodeThinSuperblock(block, SUPERBLOCK_LOCATION));
+  const block = probe.read(THIN_SUPERBLOCK_LOCATION, 'thin_disk_superblock');
+  const sb =
+    block && probe.decode(THIN_SUPERBLOCK_LOCATION, 'thin_disk_superblock', () => decodeThinSuperblock(block, THIN_SUPERBLOCK_LOCATION));
   if (!sb) return { ok: false, problems: probe.finish(), superblock: null };
 
   const smRoot = sb.metadataSpaceMapRoot;
   const c = new Checker(blocks, Math.min(blocks.nrBlocks, smRoot.nrBlocks), smRoot.nrBlocks);
   superblockFields(c, sb);
   if (smRoot.nrBlocks > blocks.nrBlocks)
-    c.problem(SUPERBLOCK_LOCATION, `metadata space map nr_blocks ${smRoot.nrBlocks}, but the device holds ${blocks.nrBlocks} blocks`);
-  c.reference(SUPERBLOCK_LOCATION, 'thin_disk_superblock');
+    c.problem(THIN_SUPERBLOCK_LOCATION, `metadata space map nr_blocks ${smRoot.nrBlocks}, but the device holds ${blocks.nrBlocks} blocks`);
+  c.reference(THIN_SUPERBLOCK_LOCATION, 'thin_disk_superblock');
 
   const dataRoot = sb.dataSpaceMapRoot;
   const dataRefs = new BlockCounts(dataRoot.nrBlocks);

@@ -11,3 +11,4 @@ export {
   readThinDevices,
   readThinUsage,
 } from './read.js';
+export { type MetadataCheck, type MetadataProblem, checkThinMetadata } from './check.js';
