@@ -44,6 +44,7 @@ export const POOL_HINTS: Readonly<Record<string, string>> = {
   EBUSY: "unmount it first ('devmapper layer umount ID'), or close what holds it",
   EEXIST: "choose another id, or remove it first ('devmapper layer rm ID')",
   MetadataCheckError: "'devmapper pool check' lists every problem",
+  MetadataSnapshotBusyError: 'retry once that program is done with it',
   PoolActiveError: "shut the pool down first ('devmapper pool shutdown'); 'devmapper pool init' activates it again",
 };
 

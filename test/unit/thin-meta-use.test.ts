@@ -111,5 +111,8 @@ describe('pool check', () => {
     expect(busy.message).toMatch(
       /^pool p already holds a metadata snapshot \(held root 42\) .*'dmsetup message p 0 release_metadata_snap'/,
     );
+    const line = explain(busy, POOL_HINTS).message;
+    expect(line).toMatch(/^EBUSY: pool p already holds .*\(retry once that program is done with it\)$/);
+    expect(line).not.toMatch(/layer umount/);
   });
 });
