@@ -41,12 +41,7 @@ export type { MountOptions } from './mount-tracker.js';
 export type { DevStatus } from './thin-devices.js';
 export type { PoolMetadataCheck, PoolThin } from './pool-metadata.js';
 
-/**
- * What open found: the reconciled intent, and the pool's thin ids the metadata does not know (read
- * from the pool's own metadata; reported, never deleted: nothing proves such an id is ours). Null
- * when they could not be read without touching what is not ours (a read-only pool, or a metadata
- * snapshot another program holds).
- */
+/** What open reconciled, and the pool's thin ids our metadata does not know (pool-metadata.ts unknownThinIds). */
 export type OpenReconcile = ReconcileResult & { unknownThinIds: ThinId[] | null };
 
 /** Steps a test can stop at (crash-points.ts): transaction steps as `<op>:<step>`, and the device-set's own. */
