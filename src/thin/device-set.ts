@@ -21,9 +21,9 @@ import { PoolNaming } from './naming.js';
 import { optionsFromStrings, parsePoolOptions, type ParseEnv, type PoolOptions, type PoolOptionsInput } from './options.js';
 import { poolMessenger, poolStatusOf, type PoolStatus } from './pool-health.js';
 import {
-  checkBeforeActivate,
   checkInactivePool,
   readPoolThins,
+  readBeforeActivate,
   unknownThinIds,
   type PoolMetadataCheck,
   type PoolThin,
@@ -131,7 +131,7 @@ export class DeviceSet {
       checkFixedOptions(input, opts, { dm, poolName, root, base: store.readDevice(BASE_HASH) });
       if (newPool) undo.push(`metadata in ${metaDir}`, () => store.forgetPool());
       // As lvm2 runs thin_check: an inactive pool is never activated on metadata that fails it.
-      checkBeforeActivate({ dm, poolName, root, opts, newPool });
+      const idsBefore = readBeforeActivate({ dm, poolName, root, opts, newPool });
       const hook = extras.hook;
       const pool = await setUpPool(dm, root, poolName, opts, newPool, undo, extras.loop, (point) => hook?.(point));
       const d = dm;
@@ -145,7 +145,7 @@ export class DeviceSet {
         ...(readOnly ? { readOnly } : {}),
       });
       const setOpts = readOnly ? { ...opts, mountOptions: [...opts.mountOptions, 'ro'] } : opts;
-      const unknown = unknownThinIds(dm, pool, tx.devices.values(), readOnly !== undefined);
+      const unknown = unknownThinIds(dm, pool, tx.devices.values(), readOnly !== undefined, { ids: idsBefore, reconciled });
       const opened: OpenReconcile = { ...reconciled, unknownThinIds: unknown };
       const set = new DeviceSet(home, setOpts, naming, dm, lock, pool, tx, opened, hook, !extras.dm);
       if (!readOnly) {

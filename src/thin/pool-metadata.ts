@@ -1,10 +1,13 @@
 // The pool's own metadata (dm-thin's on-disk format, read by ./metadata): the thin ids a live
 // pool holds with what each maps, read through a metadata snapshot; and the check of an INACTIVE
 // pool's metadata before the pool is activated on it (as lvm2 runs thin_check), or on demand.
+// Open reads an inactive pool's thin ids from its file, never through a snapshot: a power loss
+// between reserve_metadata_snap and its release would leave the snapshot held for good.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DeviceMapper } from '../dm/device-mapper.js';
-import type { DeviceName, ThinId } from '../dm/names.js';
+import { thinId, type DeviceName, type ThinId } from '../dm/names.js';
+import { ThinMetadataError } from '../structs/index.js';
 import { checkThinMetadata, type MetadataCheck } from './metadata/check.js';
 import { openMetadataBlocks, type MetadataBlocks } from './metadata/blocks.js';
 import { readThinDevices, readThinUsage, type ThinDeviceUsage } from './metadata/read.js';
@@ -14,6 +17,7 @@ import { checkHomeFolders, HomeLock } from './lock.js';
 import type { DeviceRecord } from './metadata-store.js';
 import type { PoolOptions } from './options.js';
 import { hasThinSuperblock, loopFiles, type PoolDevices } from './pool-setup.js';
+import type { ReconcileResult } from './transaction.js';
 
 /** A thin id of the pool with its usage; `hash` is the device the metadata knows on it, null if none. */
 export interface PoolThin extends ThinDeviceUsage {
@@ -66,13 +70,25 @@ export function readPoolThins(dm: DeviceMapper, pool: PoolDevices, records: Iter
 
 /**
  * The pool's thin ids the metadata does not know (another user's, or one a crash left between the
- * pool's create answer and our record of it): reported, never deleted. Null when they cannot be
- * read without touching what is not ours: a read-only pool, or a snapshot another program holds.
+ * pool's create answer and our record of it): reported, never deleted. `before` is what the pool
+ * held before open activated it (readBeforeActivate), less what reconcile then deleted; without it
+ * (a pool active already) they are read through a metadata snapshot. Null when they cannot be read
+ * without touching what is not ours: a read-only pool, or a snapshot another program holds.
  */
-export function unknownThinIds(dm: DeviceMapper, pool: PoolDevices, records: Iterable<DeviceRecord>, readOnly: boolean): ThinId[] | null {
+export function unknownThinIds(
+  dm: DeviceMapper,
+  pool: PoolDevices,
+  records: Iterable<DeviceRecord>,
+  readOnly: boolean,
+  before: { ids: ThinId[] | null; reconciled: ReconcileResult },
+): ThinId[] | null {
   if (readOnly) return null;
   const ours = new Set<number>();
   for (const r of records) ours.add(r.deviceId);
+  if (before.ids !== null) {
+    const gone = deletedByReconcile(before.reconciled);
+    return before.ids.filter((id) => !ours.has(id) && id !== gone);
+  }
   try {
     const ids = readLive(dm, pool, false, (blocks, root) => readThinDevices(blocks, { root }).devices.map((d) => d.thinId));
     return ids.filter((id) => !ours.has(id)) as ThinId[];
@@ -80,6 +96,13 @@ export function unknownThinIds(dm: DeviceMapper, pool: PoolDevices, records: Ite
     if (errnoOf(e) === 'EBUSY') return null;
     throw e;
   }
+}
+
+/** The thin id reconcile deleted from the pool: a create it rolled back (only one the pool answered), or a delete it finished. */
+function deletedByReconcile(r: ReconcileResult): ThinId | null {
+  if (r.action === 'rolled-back' && r.intent.created === true) return r.intent.thinId;
+  if (r.action === 'rolled-forward' && r.intent.op === 'delete') return r.intent.thinId;
+  return null;
 }
 
 /** Open/init of an inactive pool: the metadata it would be activated on. */
@@ -95,17 +118,29 @@ export interface InactivePool {
 
 /**
  * Before an inactive pool is activated: check its metadata, and refuse (MetadataCheckError,
- * EUCLEAN) with nothing touched if it fails. Skipped with dm.thin_check=false, for a pool that is
- * active already or not ours to make (dm.thinpooldev), and for a new pool's unwritten metadata.
+ * EUCLEAN) with nothing touched if it fails; answer the thin ids it holds, read from block 0's
+ * roots (what the kernel will load), so that open needs no metadata snapshot. The check is skipped
+ * with dm.thin_check=false, for a new pool's unwritten metadata (no ids), and, with the ids (null),
+ * for a pool that is active already or not ours to make (dm.thinpooldev).
  */
-export function checkBeforeActivate(p: InactivePool): void {
+export function readBeforeActivate(p: InactivePool): ThinId[] | null {
   const { opts } = p;
-  if (!opts.thinCheck || opts.thinPoolDevice !== undefined || p.dm.info({ name: p.poolName }) !== null) return;
+  if (opts.thinPoolDevice !== undefined || p.dm.info({ name: p.poolName }) !== null) return null;
   const path = opts.metadataDevice ?? loopFiles(p.root).metadata;
-  if (!existsSync(path)) return; // made now, or refused by set-up
-  if (p.newPool && !hasThinSuperblock(path)) return;
-  const check = withBlocks(path, checkThinMetadata);
-  if (!check.ok) throw new MetadataCheckError(p.poolName, path, check.problems);
+  if (!existsSync(path)) return p.newPool ? [] : null; // made now, or refused by set-up
+  if (p.newPool && !hasThinSuperblock(path)) return [];
+  return withBlocks(path, (blocks) => {
+    if (opts.thinCheck) {
+      const check = checkThinMetadata(blocks);
+      if (!check.ok) throw new MetadataCheckError(p.poolName, path, check.problems);
+    }
+    try {
+      return readThinDevices(blocks).devices.map((d) => thinId(d.thinId));
+    } catch (e) {
+      if (opts.thinCheck || !(e instanceof ThinMetadataError)) throw e;
+      return null; // unchecked on request, and unreadable: the kernel is the judge
+    }
+  });
 }
 
 /**
