@@ -179,6 +179,16 @@ describe('pool thins', () => {
         await set.close();
       }
       expect(thins().map((t) => t.thinId)).toContain(foreign); // still there
+      // Shut down, the pool's ids are read from its metadata file before activation: no snapshot.
+      cliOk(on('pool', 'shutdown'));
+      const reopened = await DeviceSet.open(HOME, recordedOpts());
+      try {
+        expect(reopened.reconciled).toMatchObject({ action: 'none', unknownThinIds: [foreign] });
+        expect(heldRoot()).toBe('-');
+      } finally {
+        await reopened.close();
+      }
+      expect(thins().map((t) => t.thinId)).toContain(foreign);
     } finally {
       dmsetupOk(['message', poolName, '0', `delete ${foreign}`]);
     }
