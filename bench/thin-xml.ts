@@ -2,6 +2,7 @@
 // pool of snapshot families (thin_restore turns it into metadata), and the per-device usage that
 // XML implies, counted here as a third opinion beside thin_ls and our reader.
 import { closeSync, openSync, writeSync } from 'node:fs';
+import { prng } from '../test/support/prng.js';
 
 export interface PoolShape {
   /** Thin devices in the pool. */
@@ -30,18 +31,6 @@ export interface GeneratedPool {
   nrDataBlocks: number;
   /** Data block size in sectors (64 KiB). */
   dataBlockSize: number;
-}
-
-/** mulberry32: small, fast, deterministic. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 interface Mappings {
