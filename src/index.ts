@@ -139,7 +139,6 @@ export {
   PoolActiveError,
   metadataReadPath,
   withMetadataSnapshot,
-  type MetadataCheckProblem,
   type OpenReconcile,
   type PoolMetadataCheck,
   type PoolThin,

@@ -40,6 +40,8 @@ export const ENTRIES_PER_BLOCK = (THIN_METADATA_BLOCK_SIZE - DISK_BITMAP_HEADER_
  * so no metadata block lies past it (the kernel uses at most THIN_METADATA_MAX_SECTORS of a device).
  */
 export const DM_SM_METADATA_MAX_BLOCKS = MAX_METADATA_BITMAPS * ENTRIES_PER_BLOCK;
+/** dm-thin-metadata.c THIN_FEATURE_INCOMPAT_SUPP: no incompatible feature is defined. */
+export const THIN_FEATURE_INCOMPAT_SUPP = 0;
 /** block_time: the low 24 bits are the time, the high 40 the data block. */
 export const BLOCK_TIME_TIME_BITS = 24;
 export const BLOCK_TIME_TIME_MASK = (1 << BLOCK_TIME_TIME_BITS) - 1;

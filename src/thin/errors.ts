@@ -1,6 +1,7 @@
 // Errors of the thin-pool manager. Each carries an errno-like `code` so callers can branch on it
 // the way they do on DmError, and names the pool or device it is about.
 import { basename } from 'node:path';
+import type { MetadataProblem } from './metadata/checker.js';
 
 /** A dm.* option (or typed option) that is unknown, malformed or contradicts another. */
 export class OptionError extends Error {
@@ -53,12 +54,6 @@ export class MetadataError extends Error {
   }
 }
 
-/** One finding of the metadata check: the block it is in (null: not one block) and what is wrong. */
-export interface MetadataCheckProblem {
-  block: number | null;
-  what: string;
-}
-
 /** An inactive pool's metadata fails the check (thin_check's job): the pool is not activated. */
 export class MetadataCheckError extends Error {
   override readonly name = 'MetadataCheckError';
@@ -67,7 +62,7 @@ export class MetadataCheckError extends Error {
     readonly poolName: string,
     /** The metadata file or device that was read. */
     readonly path: string,
-    readonly problems: readonly MetadataCheckProblem[],
+    readonly problems: readonly MetadataProblem[],
   ) {
     const shown = problems.slice(0, 3).map(formatCheckProblem).join('; ');
     const more = problems.length > 3 ? `; and ${problems.length - 3} more` : '';
@@ -79,7 +74,7 @@ export class MetadataCheckError extends Error {
 }
 
 /** `block 17: btree node ...`, or the finding alone when it is not about one block. */
-export function formatCheckProblem(p: MetadataCheckProblem): string {
+export function formatCheckProblem(p: MetadataProblem): string {
   return p.block === null ? p.what : `block ${p.block}: ${p.what}`;
 }
 

@@ -13,7 +13,7 @@ export {
 // The pool's own metadata put to use: its thin ids, their usage, the check before activation.
 export type { OpenReconcile, PoolMetadataCheck, PoolThin } from './device-set.js';
 export { metadataReadPath, withMetadataSnapshot } from './metadata/snapshot.js';
-export { MetadataCheckError, MetadataSnapshotBusyError, PoolActiveError, type MetadataCheckProblem } from './errors.js';
+export { MetadataCheckError, MetadataSnapshotBusyError, PoolActiveError } from './errors.js';
 export {
   CommandError,
   DeviceBusyError,

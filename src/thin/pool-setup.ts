@@ -8,6 +8,7 @@ import type { DeviceInfo } from '../dm/info.js';
 import { isThinPoolTarget, type ThinPoolTarget } from '../dm/targets.js';
 import { attachLoop, detachLoop, findLoopByFile, releaseLoop, type LoopDevice, type LoopOptions } from '../loop/index.js';
 import { formatDev } from '../structs/dev.js';
+import { THIN_SUPERBLOCK_MAGIC } from '../structs/thin-metadata.js';
 import { type Bytes, bytesToSectors, sectors, sectorsToBytes } from '../structs/units.js';
 import type { DeviceName } from '../dm/names.js';
 import { fsyncDir } from './dirs.js';
@@ -78,8 +79,7 @@ export function zeroMetadataHeader(path: string): void {
   }
 }
 
-/** dm-thin-metadata.c: thin_disk_superblock.magic (after csum, flags, blocknr, uuid[16]). */
-const THIN_SUPERBLOCK_MAGIC = 27022010n;
+/** thin_disk_superblock.magic (after csum, flags, blocknr, uuid[16]). */
 const SUPERBLOCK_MAGIC_OFFSET = 32;
 /**
  * thin_disk_superblock.data_block_size (__le32, sectors): after magic, version, time, trans_id,

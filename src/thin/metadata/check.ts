@@ -19,6 +19,7 @@ import {
   type IndexEntry,
   MAX_METADATA_BITMAPS,
   type SpaceMapRoot,
+  THIN_FEATURE_INCOMPAT_SUPP,
   THIN_SUPERBLOCK_LOCATION,
   type ThinSuperblock,
 } from '../../structs/index.js';
@@ -31,8 +32,6 @@ export type { MetadataCheck, MetadataProblem };
 /** dm-thin.c DATA_DEV_BLOCK_SIZE_MIN_SECTORS / _MAX_SECTORS: a pool's block size range and step. */
 const DATA_DEV_BLOCK_SIZE_MIN_SECTORS = 128;
 const DATA_DEV_BLOCK_SIZE_MAX_SECTORS = 2097152;
-/** dm-thin-metadata.c THIN_FEATURE_INCOMPAT_SUPP: no incompatible feature is defined. */
-const THIN_FEATURE_INCOMPAT_SUPP = 0;
 const UINT64_SIZE = 8;
 const REF_COUNT_SIZE = 4;
 

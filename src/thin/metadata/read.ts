@@ -5,6 +5,7 @@ import {
   type BtreeNode,
   DISK_DEVICE_DETAILS_SIZE,
   InvalidArgumentError,
+  THIN_FEATURE_INCOMPAT_SUPP,
   THIN_SUPERBLOCK_LOCATION,
   ThinMetadataError,
   type ThinSuperblock,
@@ -52,8 +53,6 @@ export interface ReadOptions {
 const LE64_SIZE = 8;
 /** block_time keeps 40 bits of data block. */
 const DATA_BLOCK_LIMIT = 2 ** 40;
-/** The kernel's THIN_FEATURE_INCOMPAT_SUPP: no incompatible feature is defined. */
-const THIN_FEATURE_INCOMPAT_SUPP = 0;
 
 function readRoots(blocks: MetadataBlocks, opts: ReadOptions): { superblock: ThinSuperblock; roots: ThinSuperblock } {
   const root = opts.root ?? 'superblock';
