@@ -1,7 +1,7 @@
 // Bench P5, our side: per-device usage of a pool's metadata (file or block device) as thin_ls
 // prints it with `-o DEV,MAPPED_BLOCKS,EXCLUSIVE_BLOCKS,SHARED_BLOCKS`: a header of the field
 // names, then one row a device, each value right-aligned under its name, ascending thin id.
-import { type ThinDeviceUsage, openMetadataBlocks, readThinUsage } from '../src/thin/metadata/index.js';
+import { type ThinDeviceUsage, readThinUsage, withMetadataBlocks } from '../src/thin/metadata/index.js';
 
 export const USAGE_FIELDS = ['DEV', 'MAPPED_BLOCKS', 'EXCLUSIVE_BLOCKS', 'SHARED_BLOCKS'] as const;
 
@@ -15,13 +15,8 @@ export function formatUsageTable(rows: readonly (readonly number[])[]): string {
 
 /** The table of the metadata at `path`: open, read every device's mapping tree, close. */
 export function usageTable(path: string): string {
-  const blocks = openMetadataBlocks(path);
-  try {
-    const devices: ThinDeviceUsage[] = readThinUsage(blocks).devices;
-    return formatUsageTable(devices.map((d) => [d.thinId, d.mappedBlocks, d.exclusiveBlocks, d.sharedBlocks]));
-  } finally {
-    blocks.close();
-  }
+  const devices: ThinDeviceUsage[] = withMetadataBlocks(path, (blocks) => readThinUsage(blocks).devices);
+  return formatUsageTable(devices.map((d) => [d.thinId, d.mappedBlocks, d.exclusiveBlocks, d.sharedBlocks]));
 }
 
 /** Rows of numbers from a table as thin_ls or usageTable prints it (the header line skipped). */

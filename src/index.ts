@@ -149,6 +149,7 @@ export { Driver } from './driver/index.js';
 export {
   forEachMapping,
   openMetadataBlocks,
+  withMetadataBlocks,
   readThinDevices,
   readThinUsage,
   type MetadataBlocks,

@@ -39,6 +39,7 @@ export {
   type ThinUsage,
   forEachMapping,
   openMetadataBlocks,
+  withMetadataBlocks,
   readThinDevices,
   readThinUsage,
 } from './metadata/index.js';

@@ -9,7 +9,7 @@ import type { DeviceMapper } from '../dm/device-mapper.js';
 import { thinId, type DeviceName, type ThinId } from '../dm/names.js';
 import { ThinMetadataError } from '../structs/index.js';
 import { checkThinMetadata, type MetadataCheck } from './metadata/check.js';
-import { openMetadataBlocks, type MetadataBlocks } from './metadata/blocks.js';
+import { type MetadataBlocks, withMetadataBlocks } from './metadata/blocks.js';
 import { readThinDevices, readThinUsage, type ThinDeviceUsage } from './metadata/read.js';
 import { metadataReadPath, withMetadataSnapshot } from './metadata/snapshot.js';
 import { errnoOf, MetadataCheckError, PoolActiveError, PoolFileMissingError, PoolStateError } from './errors.js';
@@ -48,16 +48,7 @@ function readLive<T>(
 ): T {
   const path = metadataPathOf(pool);
   if (!readOnly) return withMetadataSnapshot(dm, { name: pool.poolName }, path, (blocks) => fn(blocks, 'held'));
-  return withBlocks(path, (blocks) => fn(blocks, 'superblock'));
-}
-
-function withBlocks<T>(path: string, fn: (blocks: MetadataBlocks) => T): T {
-  const blocks = openMetadataBlocks(path);
-  try {
-    return fn(blocks);
-  } finally {
-    blocks.close();
-  }
+  return withMetadataBlocks(path, (blocks) => fn(blocks, 'superblock'));
 }
 
 /** Every thin id of the pool (ascending) with its mapped, exclusive and shared blocks and our hash. */
@@ -129,7 +120,7 @@ export function readBeforeActivate(p: InactivePool): ThinId[] | null {
   const path = opts.metadataDevice ?? loopFiles(p.root).metadata;
   if (!existsSync(path)) return p.newPool ? [] : null; // made now, or refused by set-up
   if (p.newPool && !hasThinSuperblock(path)) return [];
-  return withBlocks(path, (blocks) => {
+  return withMetadataBlocks(path, (blocks) => {
     if (opts.thinCheck) {
       const check = checkThinMetadata(blocks);
       if (!check.ok) throw new MetadataCheckError(p.poolName, path, check.problems);
@@ -162,7 +153,7 @@ export function checkInactivePool(dm: DeviceMapper, home: string, poolName: Devi
     active();
     const path = opts.metadataDevice ?? loopFiles(join(home, 'devicemapper')).metadata;
     if (!existsSync(path)) throw new PoolFileMissingError(path, 'the pool has no metadata to check');
-    return { ...withBlocks(path, checkThinMetadata), poolName, path };
+    return { ...withMetadataBlocks(path, checkThinMetadata), poolName, path };
   } finally {
     lock.release();
   }

@@ -19,7 +19,7 @@ import {
   decodeThinSuperblock,
   type ThinSuperblock,
 } from '../../src/structs/index.js';
-import { openMetadataBlocks } from '../../src/thin/metadata/blocks.js';
+import { withMetadataBlocks } from '../../src/thin/metadata/blocks.js';
 import { reseal, setBitmapEntry, XOR } from '../support/thin-check-image.js';
 import { activateThin, dmName, kernelHooks, LoopScratch, makePool, openDm, type TestPool } from './support/env.js';
 
@@ -51,12 +51,7 @@ async function thinCheck(path: string): Promise<ThinCheckRun> {
 }
 
 function ours(path: string): MetadataCheck {
-  const blocks = openMetadataBlocks(path);
-  try {
-    return checkThinMetadata(blocks);
-  } finally {
-    blocks.close();
-  }
+  return withMetadataBlocks(path, checkThinMetadata);
 }
 
 function dd(path: string, offsetBlocks: number, nrBlocks: number): void {

@@ -19,7 +19,7 @@ import {
   setTransactionId,
 } from '../../src/dm/thin-messages.js';
 import { thinId } from '../../src/dm/names.js';
-import { openMetadataBlocks } from '../../src/thin/metadata/index.js';
+import { withMetadataBlocks } from '../../src/thin/metadata/index.js';
 import { LoopScratch, activateThin, dmName, kernelHooks, makePool, openDm, sweep, type TestPool } from './support/env.js';
 import {
   mappingCount,
@@ -80,12 +80,7 @@ interface MetadataPaths {
 }
 
 function ours(file: string, root: RootChoice): Reading {
-  const blocks = openMetadataBlocks(file);
-  try {
-    return { ls: ourThinLs(blocks, root), dump: ourThinDump(blocks, root) };
-  } finally {
-    blocks.close();
-  }
+  return withMetadataBlocks(file, (blocks) => ({ ls: ourThinLs(blocks, root), dump: ourThinDump(blocks, root) }));
 }
 
 /** Ours equals theirs, ids first (the clearest failure), then the table, then every mapping. */

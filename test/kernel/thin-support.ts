@@ -11,7 +11,7 @@ import { deviceName } from '../../src/dm/names.js';
 import { parseThinPoolStatus } from '../../src/dm/status/thin-pool.js';
 import { isThinPoolTarget } from '../../src/dm/targets.js';
 import { metadataReadPath, withMetadataSnapshot } from '../../src/thin/index.js';
-import { openMetadataBlocks, readThinDevices, type MetadataBlocks, type ThinDeviceInfo } from '../../src/thin/metadata/index.js';
+import { readThinDevices, withMetadataBlocks, type MetadataBlocks, type ThinDeviceInfo } from '../../src/thin/metadata/index.js';
 
 /**
  * Called at the top of each thin/driver test file: the tier's precondition as a failing hook, never
@@ -70,12 +70,7 @@ export function thinDevicesOf(poolName: string, dm?: DeviceMapper): PoolThins {
       return { transactionId: md.roots.transactionId, devices: md.devices, root };
     };
     if (status.mode === 'ro') {
-      const blocks = openMetadataBlocks(path);
-      try {
-        return read(blocks, 'superblock');
-      } finally {
-        blocks.close();
-      }
+      return withMetadataBlocks(path, (blocks) => read(blocks, 'superblock'));
     }
     return withMetadataSnapshot(d, ref, path, (blocks) => read(blocks, 'held'));
   } finally {

@@ -43,6 +43,16 @@ export function openMetadataBlocks(path: string): MetadataBlocks {
   }
 }
 
+/** `fn` over the blocks of the metadata file or device at `path`, closed again whatever `fn` did. */
+export function withMetadataBlocks<T>(path: string, fn: (blocks: MetadataBlocks) => T): T {
+  const blocks = openMetadataBlocks(path);
+  try {
+    return fn(blocks);
+  } finally {
+    blocks.close();
+  }
+}
+
 /**
  * Block buffers cut from shared slabs: a typed array of its own costs an ArrayBuffer allocation
  * (tens of microseconds, and GC pressure), which would be most of the cost of reading a block.

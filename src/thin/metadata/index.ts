@@ -1,5 +1,5 @@
 // Reading dm-thin's own on-disk metadata (persistent-data) without thin-provisioning-tools.
-export { type MetadataBlocks, memoryMetadataBlocks, openMetadataBlocks } from './blocks.js';
+export { type MetadataBlocks, memoryMetadataBlocks, openMetadataBlocks, withMetadataBlocks } from './blocks.js';
 export { MAX_BTREE_DEPTH, btreeLookup, checkNodeKeys, walkBtree, walkBtreeLeaves, walkBtreeNodes } from './btree.js';
 export {
   type ReadOptions,

@@ -14,7 +14,7 @@ import { describeRef, type DeviceRef } from '../../dm/names.js';
 import { parseThinPoolStatus } from '../../dm/status/thin-pool.js';
 import { releaseMetadataSnap, reserveMetadataSnap } from '../../dm/thin-messages.js';
 import { errnoOf, MetadataSnapshotBusyError, PoolFileMissingError } from '../errors.js';
-import { openMetadataBlocks, type MetadataBlocks } from './blocks.js';
+import { type MetadataBlocks, withMetadataBlocks } from './blocks.js';
 
 /** The major number of loop devices (Documentation/admin-guide/devices.txt). */
 const LOOP_MAJOR = 7;
@@ -68,12 +68,7 @@ export function withMetadataSnapshot<T>(dm: DeviceMapper, pool: DeviceRef, metad
   let result: T | undefined;
   let failure: { error: unknown } | null = null;
   try {
-    const blocks = openMetadataBlocks(metadataDevice);
-    try {
-      result = fn(blocks);
-    } finally {
-      blocks.close();
-    }
+    result = withMetadataBlocks(metadataDevice, fn);
   } catch (e) {
     failure = { error: e };
   }
