@@ -179,7 +179,6 @@ async function demo(opts: string[], prefix: string, keep: boolean): Promise<numb
     );
     writeRecordedOpts(home, opts); // so that `devmapper layer ls --home` works on a kept home
     const s = set;
-    const poolUsed = (): bigint => s.status().data.usedBytes;
     const mnt = (id: string): string => {
       const p = join(home, 'mnt', id);
       mkdirSync(p, { recursive: true });
@@ -298,7 +297,7 @@ async function demo(opts: string[], prefix: string, keep: boolean): Promise<numb
     await progress.step('removing the layers (their blocks discarded)', async () => {
       for (const plan of [...PLANS].reverse()) await s.deleteDevice(plan.id);
     });
-    const afterDelete = poolUsed();
+    const afterDelete = s.status().data.usedBytes;
     await progress.step('removing the pool and its loop devices', () => s.shutdown());
     out(
       `\nremoved the layers (pool data used back to ${formatBytes(afterDelete)}: the base device), the pool, its loop devices and ${home}\n`,

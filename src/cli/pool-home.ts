@@ -110,14 +110,13 @@ export async function withPool<T>(
   opts: { create?: boolean; progress?: Progress | undefined } = {},
 ): Promise<T> {
   const { home, opts: storageOpts, parsed } = resolveHome(values);
-  const initHint = `run 'devmapper pool init --home ${home}' first`;
   if (!opts.create) requirePool(home);
   const dm = DeviceMapper.open();
   try {
     if (!opts.create) {
       const poolName = poolNameOf(home, parsed);
       if (dm.info({ name: poolName }) === null) {
-        throw new OperationError(`ENXIO: the pool ${poolName} of ${home} is not active, it was shut down (${initHint})`);
+        throw new OperationError(`ENXIO: the pool ${poolName} of ${home} is not active, it was shut down (${initHint(home)})`);
       }
     }
     const progress = opts.progress;
@@ -145,10 +144,14 @@ export async function withPool<T>(
   }
 }
 
+function initHint(home: string): string {
+  return `run 'devmapper pool init --home ${home}' first`;
+}
+
 /** A command other than `pool init` needs a pool in `home` (ENOENT before anything is opened). */
 export function requirePool(home: string): void {
   if (!existsSync(join(home, 'metadata', POOL_STATE_FILE))) {
-    throw new OperationError(`ENOENT: no pool in ${home} (run 'devmapper pool init --home ${home}' first)`);
+    throw new OperationError(`ENOENT: no pool in ${home} (${initHint(home)})`);
   }
 }
 

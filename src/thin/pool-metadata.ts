@@ -96,6 +96,11 @@ function deletedByReconcile(r: ReconcileResult): ThinId | null {
   return null;
 }
 
+/** An inactive pool's metadata: dm.metadatadev, else the loop file under `root` (<home>/devicemapper). */
+function inactiveMetadataPath(root: string, opts: PoolOptions): string {
+  return opts.metadataDevice ?? loopFiles(root).metadata;
+}
+
 /** Open/init of an inactive pool: the metadata it would be activated on. */
 export interface InactivePool {
   dm: DeviceMapper;
@@ -117,7 +122,7 @@ export interface InactivePool {
 export function readBeforeActivate(p: InactivePool): ThinId[] | null {
   const { opts } = p;
   if (opts.thinPoolDevice !== undefined || p.dm.info({ name: p.poolName }) !== null) return null;
-  const path = opts.metadataDevice ?? loopFiles(p.root).metadata;
+  const path = inactiveMetadataPath(p.root, opts);
   if (!existsSync(path)) return p.newPool ? [] : null; // made now, or refused by set-up
   if (p.newPool && !hasThinSuperblock(path)) return [];
   return withMetadataBlocks(path, (blocks) => {
@@ -151,7 +156,7 @@ export function checkInactivePool(dm: DeviceMapper, home: string, poolName: Devi
   const lock = HomeLock.acquire(join(home, 'lock'));
   try {
     active();
-    const path = opts.metadataDevice ?? loopFiles(join(home, 'devicemapper')).metadata;
+    const path = inactiveMetadataPath(join(home, 'devicemapper'), opts);
     if (!existsSync(path)) throw new PoolFileMissingError(path, 'the pool has no metadata to check');
     return { ...withMetadataBlocks(path, checkThinMetadata), poolName, path };
   } finally {
