@@ -2,6 +2,7 @@
 // Pure functions over what the DeviceSet reports (devName reads sysfs for a display name only).
 import { readFileSync } from 'node:fs';
 import type { PoolMetadataCheck, PoolStatus, PoolThin } from '../thin/device-set.js';
+import type { MetadataProblem } from '../thin/index.js';
 import { formatCheckProblem } from '../thin/errors.js';
 import { SECTOR_SIZE } from '../structs/units.js';
 
@@ -208,7 +209,7 @@ export interface CheckView {
   home: string;
   path: string;
   ok: boolean;
-  problems: { block: number | null; what: string }[];
+  problems: MetadataProblem[];
   transactionId: bigint | null;
 }
 
@@ -218,7 +219,7 @@ export function checkView(c: PoolMetadataCheck, home: string): CheckView {
     home,
     path: c.path,
     ok: c.ok,
-    problems: c.problems.map((p) => ({ block: p.block, what: p.what })),
+    problems: [...c.problems],
     transactionId: c.superblock?.transactionId ?? null,
   };
 }

@@ -77,8 +77,10 @@ function wholeBlock(block: Uint8Array, blocknr: number, struct: string): DataVie
   return new DataView(block.buffer, block.byteOffset, block.byteLength);
 }
 
-/** The high 32 bits of Number.MAX_SAFE_INTEGER (2^53 - 1). */
-const SAFE_HIGH_WORD_MAX = 0x1fffff;
+/** The high 32 bits of Number.MAX_SAFE_INTEGER (2^53 - 1): a le64 with a larger high word is no number. */
+export const SAFE_HIGH_WORD_MAX = 0x1fffff;
+/** A __le64 value: a btree child, a subtree root (the mapping tree's top level), a block_time. */
+export const LE64_SIZE = 8;
 
 /** A le64 field as a number; past Number.MAX_SAFE_INTEGER it is a ThinMetadataError naming it. */
 export function le64Number(v: DataView, at: number, block: number, struct: string, field: string): number {

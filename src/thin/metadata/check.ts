@@ -19,6 +19,7 @@ import {
   type IndexEntry,
   MAX_METADATA_BITMAPS,
   type SpaceMapRoot,
+  LE64_SIZE,
   THIN_FEATURE_INCOMPAT_SUPP,
   THIN_SUPERBLOCK_LOCATION,
   type ThinSuperblock,
@@ -32,7 +33,6 @@ export type { MetadataCheck, MetadataProblem };
 /** dm-thin.c DATA_DEV_BLOCK_SIZE_MIN_SECTORS / _MAX_SECTORS: a pool's block size range and step. */
 const DATA_DEV_BLOCK_SIZE_MIN_SECTORS = 128;
 const DATA_DEV_BLOCK_SIZE_MAX_SECTORS = 2097152;
-const UINT64_SIZE = 8;
 const REF_COUNT_SIZE = 4;
 
 function leafValues(node: BtreeNode, fn: (key: number, offset: number, i: number) => void): void {
@@ -70,7 +70,7 @@ function checkTrees(c: Checker, roots: ThinSuperblock, label: string, dataRefs: 
   const detailsSound = c.found === start;
   const subtrees = new Map<number, number>();
   const top = c.found;
-  c.walk(roots.dataMappingRoot, `${label}mapping tree (top level)`, UINT64_SIZE, (node) =>
+  c.walk(roots.dataMappingRoot, `${label}mapping tree (top level)`, LE64_SIZE, (node) =>
     leafValues(node, (thinId, _off, i) => subtrees.set(thinId, node.value64(i))),
   );
   const topSound = c.found === top;
@@ -81,7 +81,7 @@ function checkTrees(c: Checker, roots: ThinSuperblock, label: string, dataRefs: 
       c.problem(roots.dataMappingRoot, `${label}thin ${id}: in the device details tree but not in the mapping tree`);
   for (const [id, root] of subtrees) {
     const what = `${label}mapping tree of thin ${id}`;
-    const mapped = c.walk(root, what, UINT64_SIZE, (node) =>
+    const mapped = c.walk(root, what, LE64_SIZE, (node) =>
       leafValues(node, (virtualBlock, off) => {
         const { dataBlock } = decodeBlockTime(node.block, off, node.blocknr);
         if (dataBlock >= dataNrBlocks)

@@ -5,6 +5,7 @@ import {
   type BtreeNode,
   DISK_DEVICE_DETAILS_SIZE,
   InvalidArgumentError,
+  LE64_SIZE,
   THIN_FEATURE_INCOMPAT_SUPP,
   THIN_SUPERBLOCK_LOCATION,
   ThinMetadataError,
@@ -49,8 +50,6 @@ export interface ReadOptions {
   root?: 'superblock' | 'held';
 }
 
-/** The leaf value of the mapping tree's bottom level and of its top level: le64. */
-const LE64_SIZE = 8;
 /** block_time keeps 40 bits of data block. */
 const DATA_BLOCK_LIMIT = 2 ** 40;
 

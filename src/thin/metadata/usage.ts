@@ -9,6 +9,8 @@ import {
   BLOCK_TIME_TIME_BITS,
   NODE_HEADER_SIZE,
   DM_SM_METADATA_MAX_BLOCKS,
+  LE64_SIZE,
+  SAFE_HIGH_WORD_MAX,
   ThinMetadataError,
   decodeBtreeNode,
   le64Number,
@@ -16,12 +18,8 @@ import {
 import { type MetadataBlocks, pastTheEnd } from './blocks.js';
 import { MAX_BTREE_DEPTH, emptyBelowRoot } from './btree.js';
 
-/** The high word of Number.MAX_SAFE_INTEGER: a le64 with a larger one does not fit a number. */
-const SAFE_HIGH_WORD_MAX = 0x1fffff;
 /** block_time's data block: the high word's bits are worth 2^(32 - 24) each. */
 const DATA_BLOCK_HIGH_SCALE = 2 ** (32 - BLOCK_TIME_TIME_BITS);
-/** Values of both levels of the mapping tree: le64. */
-const LE64_SIZE = 8;
 /** Data blocks of leaves kept in memory for the second pass, at most (32 MiB); past it, leaves are read again. */
 const DATA_CACHE_MAX = 2 ** 22;
 const DATA_CHUNK_SHIFT = 16;
