@@ -1,5 +1,6 @@
 // The snapshotter's face: containerd's snapshots service (serve) over the snapshotter. Kept off the
 // package root, so that importing `devmapper` never loads gRPC: import `devmapper/snapshotter`.
+export { Snapshotter, type SnapshotterExtras } from './snapshotter.js';
 export { SnapshotError, type SnapshotErrorCode } from './errors.js';
 export { parseFilter, parseFilters, parseSelectors, type FilterOperator, type Selector, type SnapshotPredicate } from './filters.js';
 export { LIST_BATCH, serve, SocketAddressError, type ServeOptions, type SnapshotServer } from './server.js';
