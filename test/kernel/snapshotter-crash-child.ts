@@ -14,8 +14,9 @@ const emit = (e: SnapEvent) => writeSync(log, `${JSON.stringify(e)}\n`);
 let counting = spec.countFrom < 0;
 let hits = 0;
 const hook = (point: CrashPointName) => {
-  emit({ ev: 'hit', point, counted: counting });
-  if (counting && (++hits === spec.killAt || point === spec.killAtPoint)) process.kill(process.pid, 'SIGKILL');
+  const counted = counting && (spec.only === undefined || spec.only.some((p) => point === p || (p.endsWith(':') && point.startsWith(p))));
+  emit({ ev: 'hit', point, counted });
+  if (counted && (++hits === spec.killAt || point === spec.killAtPoint)) process.kill(process.pid, 'SIGKILL');
 };
 
 const snap = await Snapshotter.open(spec.home, spec.options, { hook });

@@ -18,6 +18,8 @@ export interface SnapChildSpec {
   killAtPoint?: string;
   /** Hits count from call `countFrom` on; -1: from the start of open. */
   countFrom: number;
+  /** Count only hits of these points (a name ending ':' stands for every point it starts). */
+  only?: string[];
   ops: SnapOp[];
 }
 
