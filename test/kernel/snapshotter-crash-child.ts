@@ -11,12 +11,12 @@ const spec = JSON.parse(process.argv[2]!) as SnapChildSpec;
 const log = openSync(spec.log, 'a');
 const emit = (e: SnapEvent) => writeSync(log, `${JSON.stringify(e)}\n`);
 
-let counting = spec.countAfter === undefined && spec.countFrom < 0;
+let counting = spec.countFrom < 0;
 let hits = 0;
 const hook = (point: CrashPointName) => {
-  emit({ ev: 'hit', point, counted: counting });
-  if (counting && (++hits === spec.killAt || point === spec.killAtPoint)) process.kill(process.pid, 'SIGKILL');
-  if (point === spec.countAfter) counting = true;
+  const counted = counting && (spec.only === undefined || spec.only.some((p) => point === p || (p.endsWith(':') && point.startsWith(p))));
+  emit({ ev: 'hit', point, counted });
+  if (counted && (++hits === spec.killAt || point === spec.killAtPoint)) process.kill(process.pid, 'SIGKILL');
 };
 
 const snap = await Snapshotter.open(spec.home, spec.options, { hook });
@@ -37,13 +37,13 @@ async function run(op: SnapOp): Promise<void> {
       await snap.remove(op.key);
       return;
     case 'update':
-      await snap.update({ name: op.key, labels: { updated: 'yes' } }, ['labels.updated']);
+      await snap.update({ name: op.key, labels: { updated: op.value } }, ['labels.updated']);
       return;
   }
 }
 
 for (const [i, op] of spec.ops.entries()) {
-  if (spec.countAfter === undefined && spec.countFrom >= 0 && i >= spec.countFrom) counting = true;
+  if (spec.countFrom >= 0 && i >= spec.countFrom) counting = true;
   emit({ ev: 'begin', op });
   await run(op);
   emit({ ev: 'ack', op });

@@ -5,7 +5,7 @@ export type SnapOp =
   | { op: 'view'; key: string; parent: string }
   | { op: 'commit'; name: string; key: string }
   | { op: 'remove'; key: string }
-  | { op: 'update'; key: string };
+  | { op: 'update'; key: string; value: string };
 
 export interface SnapChildSpec {
   home: string;
@@ -18,8 +18,8 @@ export interface SnapChildSpec {
   killAtPoint?: string;
   /** Hits count from call `countFrom` on; -1: from the start of open. */
   countFrom: number;
-  /** Or: hits count once this point was hit (in open: after the pool's own base is made). */
-  countAfter?: string;
+  /** Count only hits of these points (a name ending ':' stands for every point it starts). */
+  only?: string[];
   ops: SnapOp[];
 }
 
