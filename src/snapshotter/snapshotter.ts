@@ -77,6 +77,16 @@ export class Snapshotter implements SnapshotterApi {
     }
   }
 
+  /** The pool under the snapshots (its status, and tests' checks); never shut it down while mounts may be in use. */
+  get deviceSet(): DeviceSet {
+    return this.set;
+  }
+
+  /** The pool's dm name (its devices are `<stem>-snap-<n>`). */
+  get poolName(): string {
+    return this.set.poolName;
+  }
+
   // ---- calls ---------------------------------------------------------------------------------------
 
   prepare(key: string, parent: string, labels: Record<string, string>): Promise<Mount[]> {
