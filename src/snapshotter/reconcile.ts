@@ -30,7 +30,12 @@ export async function reconcileRecords(set: DeviceSet, store: RecordStore, step:
         try {
           await set.deleteDevice(rec.id);
         } catch (e) {
+          // Held open: kept, unless its deletion is pending in the pool (its blocks went).
           if (!isBusy(e)) throw e;
+          if (!set.hasDevice(rec.id)) {
+            store.remove(rec.id);
+            continue;
+          }
           const ready: SnapshotRecord = { ...rec, state: 'ready' };
           store.write(ready);
           kept.push(ready);

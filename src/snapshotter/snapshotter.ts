@@ -160,10 +160,13 @@ export class Snapshotter implements SnapshotterApi {
           if (this.set.hasDevice(rec.id)) await this.set.deleteDevice(rec.id);
         } catch (e) {
           if (!isBusy(e)) throw e;
-          // Opened meanwhile, nothing destroyed: the snapshot stays as it was.
-          this.store.write(rec);
-          this.byName.set(key, rec);
-          throw new SnapshotError('FailedPrecondition', `cannot remove snapshot ${key}: ${(e as Error).message}`, { cause: e });
+          // Busy once its blocks were being discarded: the pool keeps a pending deletion (done by
+          // a later open) and the snapshot is gone. Otherwise nothing was destroyed: it stays.
+          if (this.set.hasDevice(rec.id)) {
+            this.store.write(rec);
+            this.byName.set(key, rec);
+            throw new SnapshotError('FailedPrecondition', `cannot remove snapshot ${key}: ${(e as Error).message}`, { cause: e });
+          }
         }
         this.step('snapshotter:remove-deleted');
         this.store.remove(rec.id);

@@ -159,8 +159,12 @@ const RECOVERY: { scenario: string; at: CrashPointName }[] = [
   { scenario: 'remove an active snapshot', at: 'snapshotter:remove-marked' },
 ];
 
-/** Recovering, the kills that matter: the snapshotter's, and the pool's delete half done. */
-const RECOVERY_ONLY = ['snapshotter:', 'delete:intent-written', 'delete:txid-set'];
+/**
+ * Recovering, the snapshotter's own points: every child starts from what the last one left, so a
+ * kill inside the pool's delete (its reconcile finishes it, thin-crash.test.ts) would leave the
+ * next child nothing to do and the step after the delete never killed.
+ */
+const RECOVERY_ONLY = ['snapshotter:'];
 
 const kills: CrashPointName[] = [];
 let bundle = '';
@@ -367,7 +371,8 @@ describe('kill -9 of the snapshotter at every step', () => {
     if (bundleDir) rmSync(bundleDir, { recursive: true, force: true });
     const distinct = new Set(kills);
     const t = [...spent].map(([p, ms]) => `${p} ${(ms / 1000).toFixed(1)} s`).join(', ');
-    console.log(`snapshotter crash: ${kills.length} kills, ${distinct.size} distinct points; time in ${t}`);
+    const ours = [...distinct].filter((p) => p.startsWith('snapshotter:')).sort();
+    console.log(`snapshotter crash: ${kills.length} kills, ${distinct.size} distinct points; time in ${t}\nkilled: ${ours.join(' ')}`);
   });
 
   for (const sc of SCENARIOS) test(sc.name, () => killEveryStep(sc), 900_000);
