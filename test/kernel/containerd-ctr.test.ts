@@ -22,6 +22,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { prng } from '../support/prng.js';
 import { buildOciArchive, expectedTree, type LayerSpec, type OciArchive, type TreeNode } from '../support/oci-archive.js';
+import { listSnapshots } from './support/containerd-client.js';
 import { requireDeviceMapper } from './support/env.js';
 import { Containerd, exitOf, type MountCommand, parseMountCommands, parseSnapshotsLs, run, runOk, sleep } from './support/containerd.js';
 
@@ -319,15 +320,27 @@ describe('containerd with `devmapper snapshotter serve` as a proxy snapshotter',
         expect({ name: info.Name, parent: info.Parent ?? '', kind: info.Kind }).toEqual({
           name: key,
           parent: i === 0 ? '' : image.chainIds[i - 1],
-          kind: 'committed',
+          kind: 'Committed',
         });
         if (key === top) expect(info.Labels?.['containerd.io/snapshot/dmtest']).toBe('top');
       }
+
+      // The server's own records: one committed snapshot per layer, named by containerd's
+      // metadata layer `<namespace>/<id>/<chain id>`, parents chained, the forwarded label kept.
+      const listed = await listSnapshots(address);
+      const byChain = image.chainIds.map((id) => listed.find((s) => s.name.endsWith(`/${id}`)));
+      expect(listed).toHaveLength(image.chainIds.length);
+      for (const [i, s] of byChain.entries()) {
+        expect(s?.kind).toBe('COMMITTED');
+        expect(s?.parent).toBe(i === 0 ? '' : byChain[i - 1]?.name);
+      }
+      expect(byChain.at(-1)?.labels['containerd.io/snapshot/dmtest']).toBe('top');
 
       const mounts = await checkView(cd, SNAPSHOTTER, 'ext4');
       expect(mounts[0]?.source).toMatch(/^\/dev\/mapper\//);
 
       await removeAll(cd, SNAPSHOTTER);
+      expect(await listSnapshots(address)).toEqual([]);
     } catch (e) {
       if (cd !== undefined) console.error(`--- containerd log (tail)\n${cd.log(200)}`);
       try {
