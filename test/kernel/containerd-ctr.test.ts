@@ -23,7 +23,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { prng } from '../support/prng.js';
 import { buildOciArchive, expectedTree, type LayerSpec, type OciArchive, type TreeNode } from '../support/oci-archive.js';
 import { listSnapshots } from './support/containerd-client.js';
-import { requireDeviceMapper } from './support/env.js';
+import { oracleLs, requireDeviceMapper } from './support/env.js';
 import { Containerd, exitOf, type MountCommand, parseMountCommands, parseSnapshotsLs, run, runOk, sleep } from './support/containerd.js';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -202,14 +202,34 @@ async function checkView(cd: Containerd, snapshotter: string, fsType: string | n
   }
 }
 
-/** ctr images rm, then the chain removed top first; the snapshotter lists nothing afterwards. */
+/**
+ * The top half of the chain removed with `ctr snapshots rm`, top first; then `ctr images rm --sync`
+ * leaves the rest unreferenced and containerd's garbage collector removes it through the snapshotter.
+ */
 async function removeAll(cd: Containerd, snapshotter: string): Promise<void> {
+  const ls = async (): Promise<string[]> =>
+    parseSnapshotsLs(await cd.ctrOk(['snapshots', '--snapshotter', snapshotter, 'ls']))
+      .map((s) => s.key)
+      .sort();
+  const keep = image.chainIds.length >> 1;
+  for (const key of image.chainIds.slice(keep).reverse()) await cd.ctrOk(['snapshots', '--snapshotter', snapshotter, 'rm', key]);
+  expect(await ls()).toEqual(image.chainIds.slice(0, keep).sort());
   await cd.ctrOk(['images', 'rm', '--sync', IMAGE]);
-  const left = parseSnapshotsLs(await cd.ctrOk(['snapshots', '--snapshotter', snapshotter, 'ls'])).map((s) => s.key);
-  for (const key of [...image.chainIds].reverse()) {
-    if (left.includes(key)) await cd.ctrOk(['snapshots', '--snapshotter', snapshotter, 'rm', key]);
-  }
-  expect(parseSnapshotsLs(await cd.ctrOk(['snapshots', '--snapshotter', snapshotter, 'ls']))).toEqual([]);
+  expect(await cd.ctrOk(['images', 'ls', '-q'])).toBe('');
+  expect(await ls()).toEqual([]);
+}
+
+/** The dm devices (dmsetup ls) and loop backing files (losetup) that exist, to show nothing leaked. */
+async function kernelObjects(): Promise<{ dm: string[]; loops: string[] }> {
+  const loops = await runOk('losetup', ['--list', '--noheadings', '--output', 'BACK-FILE']);
+  return {
+    dm: [...oracleLs().keys()].sort(),
+    loops: loops
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => l !== '')
+      .sort(),
+  };
 }
 
 describe('containerd with its native snapshotter (the control)', () => {
@@ -294,6 +314,7 @@ describe('containerd with `devmapper snapshotter serve` as a proxy snapshotter',
     const home = join(dir, 'home');
     const address = join(dir, 'snapshotter.sock');
     const serverLog = join(dir, 'serve.log');
+    const before = await kernelObjects();
     let server: Server | undefined;
     let cd: Containerd | undefined;
     try {
@@ -348,19 +369,17 @@ describe('containerd with `devmapper snapshotter serve` as a proxy snapshotter',
       } catch {}
       throw e;
     } finally {
-      if (cd !== undefined) {
-        const end = await cd.stop();
-        cd.remove();
-        expect(end.code ?? end.signal).toBe(0);
-      }
-      if (server !== undefined) {
-        const end = await stopServer(server);
-        expect(end.code ?? end.signal).toBe(0);
-      }
+      // Everything is stopped and removed before anything is asserted, so a failed check leaves nothing behind.
+      const cdEnd = cd === undefined ? undefined : await cd.stop();
+      cd?.remove();
+      const serverEnd = server === undefined ? undefined : await stopServer(server);
       const shutdown = await run(BIN, ['pool', 'shutdown', '--home', home]);
+      const after = await kernelObjects();
       rmSync(dir, { recursive: true, force: true });
-      if (server !== undefined) expect(shutdown.stderr).toBe('');
-      if (server !== undefined) expect(shutdown.status).toBe(0);
+      if (cdEnd !== undefined) expect(cdEnd).toEqual({ code: 0, signal: null });
+      if (serverEnd !== undefined) expect(serverEnd).toEqual({ code: 0, signal: null });
+      if (server !== undefined) expect({ status: shutdown.status, stderr: shutdown.stderr }).toEqual({ status: 0, stderr: '' });
+      expect(after).toEqual(before);
     }
   });
 });
