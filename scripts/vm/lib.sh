@@ -129,7 +129,15 @@ need_cached_thin_tools() {
   ! [[ -x /usr/sbin/thin_dump || -x /sbin/thin_dump ]] && ! command -v thin_dump >/dev/null
 }
 
-fetch_host_tools() { # under the cache lock: dmsetup, xfsprogs and thin_dump when the host lacks them
+# containerd and ctr for the tests that run a real containerd against the snapshotter: the host's,
+# or else Debian's containerd package (static Go binaries but for libc; runc, its other dependency,
+# is only for running containers and not fetched).
+need_cached_containerd() {
+  [[ -n ${DEVMAPPER_VM_FETCH_CONTAINERD:-} ]] && return 0
+  ! command -v containerd >/dev/null || ! command -v ctr >/dev/null
+}
+
+fetch_host_tools() { # under the cache lock: dmsetup, xfsprogs, thin_dump and containerd when the host lacks them
   if need_cached_dmsetup && [[ ! -d $cache/dmsetup ]]; then
     fetch_unpack dmsetup dmsetup libdevmapper1.02.1
   fi
@@ -138,6 +146,9 @@ fetch_host_tools() { # under the cache lock: dmsetup, xfsprogs and thin_dump whe
   fi
   if need_cached_thin_tools && [[ ! -d $cache/thin-tools ]]; then
     fetch_unpack thin-tools thin-provisioning-tools libaio1
+  fi
+  if need_cached_containerd && [[ ! -d $cache/containerd ]]; then
+    fetch_unpack containerd containerd
   fi
 }
 
@@ -200,6 +211,11 @@ make_run_folder() {
     for b in "$d"/usr/sbin/thin_*; do
       if [[ -x $b ]]; then wrap "$b" "$d"; fi
     done
+  fi
+  if need_cached_containerd; then
+    d=$cache/containerd
+    [[ -x $d/usr/bin/containerd && -x $d/usr/bin/ctr ]] || die "no containerd or ctr in $d (delete it to fetch again)"
+    for b in "$d"/usr/bin/containerd "$d"/usr/bin/ctr; do wrap "$b" "$d"; done
   fi
   if [[ -d $run/bin ]]; then guest_path=$run/bin:$guest_path; fi
 }
