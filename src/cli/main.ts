@@ -26,6 +26,11 @@ export const COMMANDS: readonly TopCommand[] = [
   { name: 'loop', summary: 'loop devices, as losetup', load: () => import('./loop.js') },
   { name: 'pool', summary: 'the thin pool of a home folder: init, status, resize, shutdown', load: () => import('./pool.js') },
   { name: 'layer', summary: 'layers (thin snapshots): create, rm, mount, umount, ls, status', load: () => import('./layer.js') },
+  {
+    name: 'snapshotter',
+    summary: "containerd's snapshotter: serve the snapshots API on a unix socket",
+    load: () => import('./snapshotter.js'),
+  },
   { name: 'demo', summary: 'the whole system in seconds on a throwaway pool', load: () => import('./demo.js') },
   { name: 'decode', summary: 'decode a captured dm ioctl buffer (hex) to JSON', load: () => import('./decode.js') },
 ];

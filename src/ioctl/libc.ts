@@ -23,6 +23,8 @@ interface Libc {
   umount2: KoffiFunction;
   fsync: KoffiFunction;
   flock: KoffiFunction;
+  /** clock_gettime(clockid_t, struct timespec *): time_t and long are both `long` on glibc's Linux ABIs. */
+  clockGettime: KoffiFunction;
 }
 
 let libc: Libc | undefined;
@@ -31,6 +33,7 @@ function load(): Libc {
   if (libc) return libc;
   const koffi = createRequire(import.meta.url)('koffi') as Koffi;
   const lib = koffi.load('libc.so.6');
+  koffi.struct('timespec', { tv_sec: 'long', tv_nsec: 'long' });
   // ioctl and open are variadic in C; on every Linux ABI we run on, integer and pointer arguments of
   // a variadic call travel exactly like fixed ones, and koffi cannot call variadics asynchronously.
   libc = {
@@ -44,6 +47,7 @@ function load(): Libc {
     umount2: lib.func('int umount2(const char *target, int flags)'),
     fsync: lib.func('int fsync(int fd)'),
     flock: lib.func('int flock(int fd, int operation)'),
+    clockGettime: lib.func('int clock_gettime(int clk_id, _Out_ timespec *tp)'),
   };
   return libc;
 }
@@ -126,6 +130,9 @@ export const MNT_DETACH = 2;
 export const MNT_EXPIRE = 4;
 export const UMOUNT_NOFOLLOW = 8;
 
+/** <linux/time.h>: the settable system-wide wall clock. */
+export const CLOCK_REALTIME = 0;
+
 // ---- wrappers that throw SysError ---------------------------------------------------------------
 
 function check(ret: number, syscall: string, path?: string): number {
@@ -189,4 +196,14 @@ export function sysMount(source: string, target: string, fstype: string | null, 
 /** umount2(2). */
 export function sysUmount2(target: string, flags = 0): void {
   check(load().umount2(target, flags) as number, 'umount2', target);
+}
+
+/**
+ * clock_gettime(CLOCK_REALTIME) in nanoseconds since the epoch, to the clock's full resolution
+ * (Date.now() rounds to milliseconds; process.hrtime is not wall-clock time).
+ */
+export function clockRealtimeNs(): bigint {
+  const ts: { tv_sec?: number | bigint; tv_nsec?: number | bigint } = {};
+  check(load().clockGettime(CLOCK_REALTIME, ts) as number, 'clock_gettime');
+  return BigInt(ts.tv_sec ?? 0) * 1_000_000_000n + BigInt(ts.tv_nsec ?? 0);
 }

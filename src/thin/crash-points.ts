@@ -75,6 +75,31 @@ export const CRASH_POINTS = {
   'resize:loop-capacity': { after: "the loop device's capacity grown (LOOP_SET_CAPACITY); the pool not yet", reconcile: 'back' },
   'resize:table-loaded': { after: "the grown table in the pool's inactive slot (open clears it)", reconcile: 'back' },
   'resize:suspended': { after: 'the pool suspended, the grown table not swapped in (open clears it, resumes)', reconcile: 'back' },
+  // The containerd snapshotter (src/snapshotter): its records beside the pool's devices.
+  'snapshotter:base-added': { after: "the snapshotter's base: a snapshot of the pool's base, not yet recorded", reconcile: 'restart' },
+  'snapshotter:base-mounted': { after: "the snapshotter's base mounted under the home", reconcile: 'restart' },
+  'snapshotter:base-prepared': { after: "the snapshotter's base root cleaned: lost+found removed, mode 0755", reconcile: 'restart' },
+  'snapshotter:base-unmounted': { after: "the snapshotter's base unmounted and deactivated", reconcile: 'restart' },
+  'snapshotter:base-recorded': { after: "the snapshotter's base record: the base is ready", reconcile: 'none' },
+  'snapshotter:prepare-recorded': { after: "Prepare or View: the snapshot's record, state creating", reconcile: 'back' },
+  'snapshotter:prepare-added': { after: 'Prepare or View: its thin device (a snapshot of the parent or the base)', reconcile: 'back' },
+  'snapshotter:prepare-activated': { after: 'Prepare or View: its dm device', reconcile: 'back' },
+  'snapshotter:prepare-ready': { after: 'Prepare or View: its record says ready', reconcile: 'none' },
+  'snapshotter:commit-recorded': { after: 'Commit: the record rewritten (name, kind committed) in one rename', reconcile: 'forward' },
+  'snapshotter:commit-deactivated': { after: "Commit: the committed snapshot's dm device removed", reconcile: 'none' },
+  'snapshotter:remove-marked': { after: 'Remove: the record says removing', reconcile: 'forward' },
+  'snapshotter:remove-deleted': { after: "Remove: the snapshot's thin id deleted, its record still there", reconcile: 'forward' },
+  'snapshotter:remove-forgotten': { after: 'Remove: the record removed', reconcile: 'none' },
+  'snapshotter:labels-updated': { after: 'Update: the record rewritten with the new labels', reconcile: 'none' },
+  'snapshotter:rollback-deleted': {
+    after: 'open undoing a Prepare or View: the thin id deleted, the creating record not yet removed',
+    reconcile: 'back',
+  },
+  'snapshotter:rollforward-deleted': {
+    after: 'open finishing a Remove: the thin id deleted, the removing record not yet removed',
+    reconcile: 'forward',
+  },
+  'snapshotter:orphan-deleted': { after: 'open: a snapshot device without a record deleted', reconcile: 'none' },
 } as const satisfies Record<string, CrashPointInfo>;
 
 export type CrashPointName = keyof typeof CRASH_POINTS;

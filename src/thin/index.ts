@@ -44,3 +44,6 @@ export {
   readThinUsage,
 } from './metadata/index.js';
 export { type MetadataCheck, type MetadataProblem, checkThinMetadata } from './metadata/index.js';
+// Durable files, for the layers above that keep records beside the pool's.
+export { fsyncDir, makeDirs } from './dirs.js';
+export { writeFileAtomic } from './metadata-store.js';

@@ -14,10 +14,11 @@ import { group as loop } from '../../src/cli/loop.js';
 import { main } from '../../src/cli/main.js';
 import { json } from '../../src/cli/output.js';
 import { group as pool } from '../../src/cli/pool.js';
+import { group as snapshotter } from '../../src/cli/snapshotter.js';
 import { VERSION } from '../../src/cli/version.js';
 
 const root = resolve(import.meta.dirname, '..', '..');
-const GROUPS: readonly Group[] = [dm, loop, pool, layer];
+const GROUPS: readonly Group[] = [dm, loop, pool, layer, snapshotter];
 
 let stdout = '';
 let stderr = '';
@@ -168,6 +169,13 @@ describe('usage mistakes exit 2 with one line, before anything is opened', () =>
     [['pool', 'status', 'extra', '--home', '/nonexistent/home'], /unexpected argument 'extra'/],
     [['layer', 'create', 'base', '--home', '/nonexistent/home'], /layer id/],
     [['layer', 'mount'], /missing layer id/],
+    [['snapshotter', 'serve', '--address', '/nonexistent/s.sock'], /missing --home DIR/],
+    [['snapshotter', 'serve', '--home', '/nonexistent/home'], /missing --address SOCKET/],
+    [
+      ['snapshotter', 'serve', '--home', '/nonexistent/home', '--address', '/nonexistent/s.sock', '--storage-opt', 'dm.basesize=huge'],
+      /--storage-opt dm\.basesize="huge": not a size/,
+    ],
+    [['snapshotter', 'serve', '--home', '/nonexistent/home', '--address', '/nonexistent/s.sock', 'extra'], /unexpected argument 'extra'/],
   ];
   for (const [args, pattern] of cases) {
     test(args.join(' '), async () => {
