@@ -139,6 +139,10 @@ fetch_host_tools() { # under the cache lock: dmsetup, xfsprogs and thin_dump whe
   if need_cached_thin_tools && [[ ! -d $cache/thin-tools ]]; then
     fetch_unpack thin-tools thin-provisioning-tools libaio1
   fi
+  # containerd's snapshotter suite, a Go test binary built here (the guest has no network and
+  # compiles slowly); on a failed build only test/kernel/containerd-suite.test.ts fails.
+  "$project/scripts/containerd/go" build-test "$project/test/containerd/suite" "$project/.vm/containerd-suite.test" ||
+    rm -f "$project/.vm/containerd-suite.test"
 }
 
 # ---------------------------------------------------------------- run folder
