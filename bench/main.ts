@@ -72,7 +72,7 @@ async function main(): Promise<void> {
     }
     if (dm && want('p2')) await part(report, 'P2', () => benchList(report, dm, Math.max(3, scaled(6))));
     if (want('p5')) await part(report, 'P5', () => benchMetadata(report, Math.max(3, scaled(5))));
-    if (want('snapshotter')) await part(report, 'Snapshotter', () => benchSnapshotter(report, Math.max(3, scaled(6))));
+    if (want('snapshotter')) await part(report, 'Snapshotter', () => benchSnapshotter(report, Math.max(3, scaled(4))));
   } finally {
     dm?.close();
   }

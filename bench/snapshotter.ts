@@ -92,7 +92,7 @@ export async function benchSnapshotter(report: Report, rounds: number): Promise<
   for (const bin of [SERVER_BIN, CLIENT_BIN]) {
     if (!existsSync(bin)) throw new Error(`${bin} missing: bench/run.sh builds it with scripts/containerd/go`);
   }
-  const count = scaled(8);
+  const count = scaled(4);
   const costs = {
     dmsetup: execMs('dmsetup', ['version'], 5),
     mkfs: Number.NaN,
