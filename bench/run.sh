@@ -33,6 +33,6 @@ if "$project/scripts/lib/has-dm" && [[ $EUID -eq 0 ]]; then
   "${cmd[@]}"
 else
   echo "bench: no device-mapper here: one user-mode-linux guest boot" >&2
-  "$project/scripts/vm/guest-run" --timeout 1800 --mem "${DEVMAPPER_BENCH_GUEST_MEM:-3G}" -- "${cmd[@]}"
+  "$project/scripts/vm/guest-run" --timeout "${DEVMAPPER_BENCH_TIMEOUT:-3600}" --mem "${DEVMAPPER_BENCH_GUEST_MEM:-3G}" -- "${cmd[@]}"
 fi
 echo "bench: host load at the end: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
