@@ -5,6 +5,7 @@
 #   DEVMAPPER_BENCH_SCALE=0.3   less work per round (quick look); 1 by default
 #   DEVMAPPER_BENCH_ONLY=p1,p2  some parts only (codec,p1,p2,p3,p4,p5,snapshotter), written to
 #                               results/partial.md; `npm run bench -- snapshotter p1` says the same
+#   DEVMAPPER_BENCH_TIMEOUT=3600 seconds the guest may run
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 project=$(cd "$here/.." && pwd -P)
