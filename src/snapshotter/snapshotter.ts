@@ -32,6 +32,8 @@ export class Snapshotter implements SnapshotterApi {
   private readonly byName = new Map<string, SnapshotRecord>();
   /** Names a call in flight works on (made, renamed, removed or relabelled). */
   private readonly claims = new Set<string>();
+  /** Committed names whose device is being deactivated: a child's snapshot waits for it. */
+  private readonly settling = new Map<string, Promise<void>>();
   private nextId: number;
   private inFlight = 0;
   private idle: (() => void)[] = [];
@@ -77,6 +79,16 @@ export class Snapshotter implements SnapshotterApi {
     }
   }
 
+  /** The pool under the snapshots (its status, and tests' checks); never shut it down while mounts may be in use. */
+  get deviceSet(): DeviceSet {
+    return this.set;
+  }
+
+  /** The pool's dm name (its devices are `<stem>-snap-<n>`). */
+  get poolName(): string {
+    return this.set.poolName;
+  }
+
   // ---- calls ---------------------------------------------------------------------------------------
 
   prepare(key: string, parent: string, labels: Record<string, string>): Promise<Mount[]> {
@@ -114,16 +126,16 @@ export class Snapshotter implements SnapshotterApi {
         this.byName.delete(key);
         this.byName.set(name, done);
         this.step('snapshotter:commit-recorded');
-        // Still mounted by the client: left active (a child snapshot suspends it around create_snap).
-        if (this.set.mountPoints(rec.id).length === 0) {
-          try {
-            await this.set.deactivate(rec.id);
-            this.step('snapshotter:commit-deactivated');
-          } catch (e) {
-            if (!isBusy(e)) throw e;
-          }
-        }
+        // A child may be prepared from `name` at once: its snapshot waits for the deactivation
+        // (create_snap suspends an active origin; a remove racing that suspend would break it).
+        const settled = this.deactivateCommitted(rec.id);
+        this.settling.set(
+          name,
+          settled.catch(() => undefined),
+        );
+        await settled;
       } finally {
+        this.settling.delete(name);
         this.claims.delete(key);
         this.claims.delete(name);
       }
@@ -248,7 +260,8 @@ export class Snapshotter implements SnapshotterApi {
     let origin = BASE_ID;
     if (parent !== '') {
       const p = this.byName.get(parent);
-      if (p?.state !== 'ready' || this.claims.has(parent)) throw new SnapshotError('NotFound', `parent snapshot ${parent} does not exist`);
+      // One being removed is gone already.
+      if (p?.state !== 'ready') throw new SnapshotError('NotFound', `parent snapshot ${parent} does not exist`);
       if (p.kind !== 'committed') throw new SnapshotError('InvalidArgument', `parent snapshot ${parent} is not committed`);
       origin = p.id;
     }
@@ -270,6 +283,7 @@ export class Snapshotter implements SnapshotterApi {
     try {
       this.store.write(rec);
       this.step('snapshotter:prepare-recorded');
+      await this.settling.get(parent);
       await this.set.addDevice(id, origin);
       this.step('snapshotter:prepare-added');
       await this.set.activate(id);
@@ -285,6 +299,18 @@ export class Snapshotter implements SnapshotterApi {
     } finally {
       this.claims.delete(key);
     }
+  }
+
+  /** A committed snapshot needs no dm device; one still mounted by the client keeps it (a child snapshot suspends it around create_snap). */
+  private async deactivateCommitted(id: string): Promise<void> {
+    if (this.set.mountPoints(id).length > 0) return;
+    try {
+      await this.set.deactivate(id);
+    } catch (e) {
+      if (!isBusy(e)) throw e;
+      return;
+    }
+    this.step('snapshotter:commit-deactivated');
   }
 
   /** A Prepare or View that failed: its device and record go (what is left, open removes). */

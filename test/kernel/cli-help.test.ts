@@ -12,6 +12,7 @@ import { group as layer } from '../../src/cli/layer.js';
 import { group as loop } from '../../src/cli/loop.js';
 import { main } from '../../src/cli/main.js';
 import { group as pool } from '../../src/cli/pool.js';
+import { group as snapshotter } from '../../src/cli/snapshotter.js';
 import type { DeviceMapper } from '../../src/dm/device-mapper.js';
 import { createThin } from '../../src/dm/thin-messages.js';
 import {
@@ -68,6 +69,7 @@ function state(): Record<string, string> {
     loops: spawnSync('losetup', ['-l', '-n'], { encoding: 'utf8' }).stdout,
     mounts: readFileSync('/proc/self/mountinfo', 'utf8'),
     home: String(existsSync(home)),
+    socket: String(existsSync(join(RUN_DIR, 'help.sock'))),
   };
 }
 
@@ -97,6 +99,7 @@ function actingArgs(g: Group, name: string): string[] {
     'layer rm': ['x', ...h],
     'layer mount': ['x', ...h],
     'layer umount': ['x', ...h],
+    'snapshotter serve': [...h, '--address', join(RUN_DIR, 'help.sock')],
   };
   return table[`${g.name} ${name}`] ?? [];
 }
@@ -120,7 +123,7 @@ afterEach(() => {
 });
 
 describe('help on every command changes nothing', () => {
-  for (const g of [dm, loop, pool, layer]) {
+  for (const g of [dm, loop, pool, layer, snapshotter]) {
     test(`${g.name} and each of its subcommands`, async () => {
       const before = state();
       for (const args of [
@@ -164,11 +167,12 @@ describe('through the binary', () => {
       ['loop', 'attach', '--help'],
       ['loop', 'attach', spare, '-h'],
       ['help', 'dm', 'remove'],
+      ['snapshotter', 'serve', '--home', home, '--address', join(RUN_DIR, 'help.sock'), '--help'],
     ]) {
       const r = cli(args);
       expect({ args, status: r.status, stderr: r.stderr }).toEqual({ args, status: 0, stderr: '' });
-      expect(r.stdout).toMatch(/^usage: devmapper (dm|loop) [\w-]+/);
+      expect(r.stdout).toMatch(/^usage: devmapper (dm|loop|snapshotter) [\w-]+/);
     }
     expect(state()).toEqual(before);
-  }, 600_000); // eight cold starts of the binary: slow in a loaded guest without a build
+  }, 600_000); // nine cold starts of the binary: slow in a loaded guest without a build
 });

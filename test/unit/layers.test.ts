@@ -3,9 +3,9 @@ import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 
-// Layers only call downward: structs <- ioctl <- dm/loop/blk <- thin <- driver <- cli. The root
-// entry files (src/*.ts) may import any layer; only src/ioctl/libc.ts loads koffi.
-const RANK: Record<string, number> = { structs: 0, ioctl: 1, dm: 2, loop: 2, blk: 2, thin: 3, driver: 4, cli: 5 };
+// Layers only call downward: structs <- ioctl <- dm/loop/blk <- thin <- driver/snapshotter <- cli.
+// The root entry files (src/*.ts) may import any layer; only src/ioctl/libc.ts loads koffi.
+const RANK: Record<string, number> = { structs: 0, ioctl: 1, dm: 2, loop: 2, blk: 2, thin: 3, driver: 4, snapshotter: 4, cli: 5 };
 const ROOT_RANK = 6;
 const src = resolve(dirname(fileURLToPath(import.meta.url)), '../../src');
 const SPECIFIER = /\b(?:from|import|require)\s*\(?\s*['"]([^'"]+)['"]/g;
