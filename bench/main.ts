@@ -11,6 +11,7 @@ import { benchList } from './p2-list.js';
 import { benchCli } from './p3-cli.js';
 import { benchLayers } from './p4-layers.js';
 import { benchMetadata } from './p5-metadata.js';
+import { benchSnapshotter } from './snapshotter.js';
 import { createPool, destroyPool } from './pool.js';
 import { Report } from './report.js';
 import { PROJECT } from './run-process.js';
@@ -71,6 +72,7 @@ async function main(): Promise<void> {
     }
     if (dm && want('p2')) await part(report, 'P2', () => benchList(report, dm, Math.max(3, scaled(6))));
     if (want('p5')) await part(report, 'P5', () => benchMetadata(report, Math.max(3, scaled(5))));
+    if (want('snapshotter')) await part(report, 'Snapshotter', () => benchSnapshotter(report, Math.max(3, scaled(4))));
   } finally {
     dm?.close();
   }

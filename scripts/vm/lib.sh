@@ -150,6 +150,10 @@ fetch_host_tools() { # under the cache lock: dmsetup, xfsprogs, thin_dump and co
   if need_cached_containerd && [[ ! -d $cache/containerd ]]; then
     fetch_unpack containerd containerd
   fi
+  # containerd's snapshotter suite, a Go test binary built here (the guest has no network and
+  # compiles slowly); on a failed build only test/kernel/containerd-suite.test.ts fails.
+  "$project/scripts/containerd/go" build-test "$project/test/containerd/suite" "$project/.vm/containerd-suite.test" ||
+    rm -f "$project/.vm/containerd-suite.test"
 }
 
 # ---------------------------------------------------------------- run folder
