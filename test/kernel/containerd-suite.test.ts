@@ -4,7 +4,7 @@
 // scripts/vm/lib.sh). Every test of the suite starts its own server and pool; every one must pass
 // (Rename is skipped by that version of the suite), and nothing of the pools may be left behind.
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect, test } from 'vitest';
 import { listLoops } from '../../src/loop/index.js';
@@ -15,6 +15,8 @@ kernelHooks({ sweepEach: false });
 
 const REPO = join(import.meta.dirname, '../..');
 const SUITE_BIN = join(REPO, '.vm/containerd-suite.test');
+/** The run's output as it comes, for watching a long run from the host. */
+const SUITE_LOG = join(REPO, '.vm/containerd-suite.log');
 const TOP = 'TestDevmapper';
 const PREFIX = `${RUN_PREFIX}suite`;
 const TMP = join(RUN_DIR, 'suite');
@@ -95,10 +97,18 @@ function runSuite(): Promise<{ status: number | null; signal: string | null; out
   return new Promise((resolve, reject) => {
     const child = spawn(SUITE_BIN, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
     const chunks: Buffer[] = [];
-    child.stdout.on('data', (b: Buffer) => chunks.push(b));
-    child.stderr.on('data', (b: Buffer) => chunks.push(b));
+    const log = createWriteStream(SUITE_LOG);
+    const take = (b: Buffer): void => {
+      chunks.push(b);
+      log.write(b);
+    };
+    child.stdout.on('data', take);
+    child.stderr.on('data', take);
     child.on('error', reject);
-    child.on('close', (status, signal) => resolve({ status, signal, out: Buffer.concat(chunks).toString('utf8') }));
+    child.on('close', (status, signal) => {
+      log.end();
+      resolve({ status, signal, out: Buffer.concat(chunks).toString('utf8') });
+    });
   });
 }
 
