@@ -77,6 +77,11 @@ export class Snapshotter implements SnapshotterApi {
     }
   }
 
+  /** The pool's dm name (its devices are `<stem>-snap-<n>`). */
+  get poolName(): string {
+    return this.set.poolName;
+  }
+
   // ---- calls ---------------------------------------------------------------------------------------
 
   prepare(key: string, parent: string, labels: Record<string, string>): Promise<Mount[]> {

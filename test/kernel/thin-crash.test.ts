@@ -405,7 +405,8 @@ describe('kill -9 at every crash point', () => {
 
   test('every point of CRASH_POINTS was killed', () => {
     const killed = new Set(kills.map((k) => k.point));
-    expect(CRASH_POINT_NAMES.filter((p) => !killed.has(p))).toEqual([]);
+    // The snapshotter's points are killed by its own crash test (snapshotter-crash.test.ts).
+    expect(CRASH_POINT_NAMES.filter((p) => !killed.has(p) && !p.startsWith('snapshotter:'))).toEqual([]);
     expect(kills.length).toBeGreaterThanOrEqual(ONLY === undefined ? 200 : 0);
   });
 });
