@@ -21,7 +21,7 @@ const TOP = 'TestDevmapper';
 const PREFIX = `${RUN_PREFIX}suite`;
 const TMP = join(RUN_DIR, 'suite');
 /** The Go side's limit; the test's own is a minute more. */
-const GO_TIMEOUT_S = Number(process.env.DEVMAPPER_SUITE_TIMEOUT ?? 1320);
+const GO_TIMEOUT_S = Number(process.env.DEVMAPPER_SUITE_TIMEOUT ?? 2400);
 
 /** The tests of containerd 1.6.20's SnapshotterSuite, in its order, and the result each must have. */
 const EXPECTED: ReadonlyArray<readonly [string, 'PASS' | 'SKIP']> = [
@@ -141,16 +141,17 @@ test(
       if (name.startsWith(`${TOP}/`) && !known.has(name) && got === 'FAIL') problems.push(`${name}: FAIL`);
     }
     if (problems.length > 0 || run.status !== 0 || results.get(TOP) !== 'PASS') {
-      const failed = [...results].filter(([, r]) => r === 'FAIL').map(([n]) => n);
-      const detail = failed
-        .filter((n) => n !== TOP)
-        .map((n) => `--- ${n}\n${(logs.get(n) ?? []).slice(-150).join('\n')}`)
-        .join('\n\n');
-      // With no per-test failure to show (a crash, a timeout, a factory that never got going), the tail of the output.
-      const tail = detail === '' ? run.out.split('\n').slice(-200).join('\n') : detail;
+      // The failed tests' logs, and the log of any test that started but has no result (the one
+      // running when the binary panicked or timed out), then the panic's first lines.
+      const shown = [...logs.keys()].filter((n) => n !== TOP && (results.get(n) ?? 'FAIL') === 'FAIL');
+      const detail = shown.map((n) => `--- ${n} (${results.get(n) ?? 'no result'})\n${(logs.get(n) ?? []).slice(-150).join('\n')}`);
+      const lines = run.out.split('\n');
+      const panic = lines.findIndex((l) => l.startsWith('panic: '));
+      if (panic >= 0) detail.push(lines.slice(panic, panic + 40).join('\n'));
+      if (detail.length === 0) detail.push(lines.slice(-200).join('\n'));
       throw new Error(
         `the suite exited ${run.status ?? run.signal}, ${TOP} ${results.get(TOP) ?? 'no result'}; ` +
-          `${problems.length} subtests not as expected:\n  ${problems.join('\n  ')}\n\n${tail}`,
+          `${problems.length} subtests not as expected:\n  ${problems.join('\n  ')}\n\n${detail.join('\n\n')}`,
       );
     }
     const summary = EXPECTED.map(([n]) => `${n} ${results.get(`${TOP}/${n}`)}`);
