@@ -4,7 +4,7 @@
 // scripts/vm/lib.sh). Every test of the suite starts its own server and pool; every one must pass
 // (Rename is skipped by that version of the suite), and nothing of the pools may be left behind.
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect, test } from 'vitest';
 import { listLoops } from '../../src/loop/index.js';
@@ -15,11 +15,13 @@ kernelHooks({ sweepEach: false });
 
 const REPO = join(import.meta.dirname, '../..');
 const SUITE_BIN = join(REPO, '.vm/containerd-suite.test');
+/** The run's output as it comes, for watching a long run from the host. */
+const SUITE_LOG = join(REPO, '.vm/containerd-suite.log');
 const TOP = 'TestDevmapper';
 const PREFIX = `${RUN_PREFIX}suite`;
 const TMP = join(RUN_DIR, 'suite');
 /** The Go side's limit; the test's own is a minute more. */
-const GO_TIMEOUT_S = Number(process.env.DEVMAPPER_SUITE_TIMEOUT ?? 1320);
+const GO_TIMEOUT_S = Number(process.env.DEVMAPPER_SUITE_TIMEOUT ?? 2400);
 
 /** The tests of containerd 1.6.20's SnapshotterSuite, in its order, and the result each must have. */
 const EXPECTED: ReadonlyArray<readonly [string, 'PASS' | 'SKIP']> = [
@@ -95,10 +97,18 @@ function runSuite(): Promise<{ status: number | null; signal: string | null; out
   return new Promise((resolve, reject) => {
     const child = spawn(SUITE_BIN, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
     const chunks: Buffer[] = [];
-    child.stdout.on('data', (b: Buffer) => chunks.push(b));
-    child.stderr.on('data', (b: Buffer) => chunks.push(b));
+    const log = createWriteStream(SUITE_LOG);
+    const take = (b: Buffer): void => {
+      chunks.push(b);
+      log.write(b);
+    };
+    child.stdout.on('data', take);
+    child.stderr.on('data', take);
     child.on('error', reject);
-    child.on('close', (status, signal) => resolve({ status, signal, out: Buffer.concat(chunks).toString('utf8') }));
+    child.on('close', (status, signal) => {
+      log.end();
+      resolve({ status, signal, out: Buffer.concat(chunks).toString('utf8') });
+    });
   });
 }
 
@@ -131,16 +141,17 @@ test(
       if (name.startsWith(`${TOP}/`) && !known.has(name) && got === 'FAIL') problems.push(`${name}: FAIL`);
     }
     if (problems.length > 0 || run.status !== 0 || results.get(TOP) !== 'PASS') {
-      const failed = [...results].filter(([, r]) => r === 'FAIL').map(([n]) => n);
-      const detail = failed
-        .filter((n) => n !== TOP)
-        .map((n) => `--- ${n}\n${(logs.get(n) ?? []).slice(-150).join('\n')}`)
-        .join('\n\n');
-      // With no per-test failure to show (a crash, a timeout, a factory that never got going), the tail of the output.
-      const tail = detail === '' ? run.out.split('\n').slice(-200).join('\n') : detail;
+      // The failed tests' logs, and the log of any test that started but has no result (the one
+      // running when the binary panicked or timed out), then the panic's first lines.
+      const shown = [...logs.keys()].filter((n) => n !== TOP && (results.get(n) ?? 'FAIL') === 'FAIL');
+      const detail = shown.map((n) => `--- ${n} (${results.get(n) ?? 'no result'})\n${(logs.get(n) ?? []).slice(-150).join('\n')}`);
+      const lines = run.out.split('\n');
+      const panic = lines.findIndex((l) => l.startsWith('panic: '));
+      if (panic >= 0) detail.push(lines.slice(panic, panic + 40).join('\n'));
+      if (detail.length === 0) detail.push(lines.slice(-200).join('\n'));
       throw new Error(
         `the suite exited ${run.status ?? run.signal}, ${TOP} ${results.get(TOP) ?? 'no result'}; ` +
-          `${problems.length} subtests not as expected:\n  ${problems.join('\n  ')}\n\n${tail}`,
+          `${problems.length} subtests not as expected:\n  ${problems.join('\n  ')}\n\n${detail.join('\n\n')}`,
       );
     }
     const summary = EXPECTED.map(([n]) => `${n} ${results.get(`${TOP}/${n}`)}`);

@@ -90,6 +90,7 @@ type server struct {
 	exited          chan struct{} // closed when cmd.Wait has returned
 	waitErr         error
 	conn            *grpc.ClientConn
+	ctx             context.Context // the test's, for its log
 }
 
 func (f factory) new(ctx context.Context, root string) (snapshots.Snapshotter, func() error, error) {
@@ -97,7 +98,7 @@ func (f factory) new(ctx context.Context, root string) (snapshots.Snapshotter, f
 	if err != nil {
 		return nil, nil, err
 	}
-	s := &server{bin: f.bin, home: home, sock: filepath.Join(root, "s.sock"), exited: make(chan struct{})}
+	s := &server{bin: f.bin, home: home, sock: filepath.Join(root, "s.sock"), exited: make(chan struct{}), ctx: ctx}
 	args := []string{"snapshotter", "serve", "--home", home, "--address", s.sock}
 	for _, o := range f.opts {
 		args = append(args, "--storage-opt", o)
@@ -115,9 +116,11 @@ func (f factory) new(ctx context.Context, root string) (snapshots.Snapshotter, f
 		s.output.Close()
 		close(s.exited)
 	}()
+	start := time.Now()
 	if err := s.ready(f.startTimeout); err != nil {
 		return nil, nil, join(err, s.stop())
 	}
+	log.G(ctx).Infof("the server accepts after %v", time.Since(start).Round(time.Millisecond))
 	s.conn, err = grpc.Dial(dialer.DialAddress(s.sock), grpc.WithInsecure(), grpc.WithContextDialer(dialer.ContextDialer))
 	if err != nil {
 		return nil, nil, join(fmt.Errorf("dial %s: %w", s.sock, err), s.stop())
@@ -149,6 +152,7 @@ func (s *server) ready(timeout time.Duration) error {
 // deletes the home; every step runs, and every failure is returned.
 func (s *server) stop() error {
 	var errs []error
+	start := time.Now()
 	if s.conn != nil {
 		if err := s.conn.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close the connection: %w", err))
@@ -175,12 +179,14 @@ func (s *server) stop() error {
 	if _, err := os.Stat(s.sock); err == nil {
 		errs = append(errs, fmt.Errorf("the server left its socket %s behind", s.sock))
 	}
+	stopped := time.Now()
 	out, err := exec.Command(s.bin, "pool", "shutdown", "--home", s.home).CombinedOutput()
 	if err != nil {
 		errs = append(errs, fmt.Errorf("devmapper pool shutdown --home %s: %v: %s", s.home, err, out))
 	} else if err := os.RemoveAll(s.home); err != nil {
 		errs = append(errs, err)
 	}
+	log.G(s.ctx).Infof("the server stopped in %v, the pool in %v", stopped.Sub(start).Round(time.Millisecond), time.Since(stopped).Round(time.Millisecond))
 	return join(errs...)
 }
 
