@@ -9,8 +9,8 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { buildSync } from 'esbuild';
+import { join } from 'node:path';
+import { bundleChild, type ChildBundle } from './support/child-bundle.js';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { Snapshotter } from '../../src/snapshotter/snapshotter.js';
 import { RecordStore } from '../../src/snapshotter/records.js';
@@ -168,7 +168,7 @@ const RECOVERY_ONLY = ['snapshotter:'];
 
 const kills: CrashPointName[] = [];
 let bundle = '';
-let bundleDir = '';
+let childBundle: ChildBundle | undefined;
 let template = '';
 let poolTemplate = '';
 
@@ -335,18 +335,8 @@ async function killEveryStep(sc: Scenario, recoverAt?: CrashPointName): Promise<
 describe('kill -9 of the snapshotter at every step', () => {
   beforeAll(async () => {
     await sweep();
-    bundleDir = mkdtempSync(join(resolve(import.meta.dirname, '../../node_modules'), '.snap-crash-child-'));
-    bundle = join(bundleDir, 'child.mjs');
-    buildSync({
-      entryPoints: [resolve(import.meta.dirname, 'snapshotter-crash-child.ts')],
-      bundle: true,
-      platform: 'node',
-      format: 'esm',
-      target: 'node20',
-      outfile: bundle,
-      external: ['koffi'],
-      logLevel: 'warning',
-    });
+    childBundle = bundleChild('snapshotter-crash-child.ts', 'snap-crash-child');
+    bundle = childBundle.file;
     // A pool with the pool manager's base only, and the template with snapshots on it.
     poolTemplate = snapHome();
     await (await DeviceSet.open(poolTemplate, SNAP_OPTIONS)).shutdown();
@@ -368,7 +358,7 @@ describe('kill -9 of the snapshotter at every step', () => {
   afterAll(async () => {
     if (template) await removeSnapHome(template);
     if (poolTemplate) await removeSnapHome(poolTemplate);
-    if (bundleDir) rmSync(bundleDir, { recursive: true, force: true });
+    childBundle?.remove();
     const distinct = new Set(kills);
     const t = [...spent].map(([p, ms]) => `${p} ${(ms / 1000).toFixed(1)} s`).join(', ');
     const ours = [...distinct].filter((p) => p.startsWith('snapshotter:')).sort();

@@ -15,8 +15,8 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { buildSync } from 'esbuild';
+import { join } from 'node:path';
+import { bundleChild, type ChildBundle } from './support/child-bundle.js';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { CRASH_POINT_NAMES, CRASH_POINTS, type CrashPointName } from '../../src/thin/crash-points.js';
 import { DeviceSet } from '../../src/thin/device-set.js';
@@ -179,7 +179,7 @@ async function timedAsync<T>(phase: string, fn: () => Promise<T>): Promise<T> {
 }
 
 let bundle = '';
-let bundleDir = '';
+let childBundle: ChildBundle | undefined;
 let template = '';
 
 /** A copy of the template (sparse files stay sparse), or a new empty folder. */
@@ -343,20 +343,8 @@ describe('kill -9 at every crash point', () => {
   const started = performance.now();
   beforeAll(async () => {
     await sweep();
-    // One bundle per test file: no TypeScript loader per child. It lives under node_modules so
-    // that koffi (left external) resolves from it.
-    bundleDir = mkdtempSync(join(resolve(import.meta.dirname, '../../node_modules'), '.crash-child-'));
-    bundle = join(bundleDir, 'child.mjs');
-    buildSync({
-      entryPoints: [resolve(import.meta.dirname, 'thin-crash-child.ts')],
-      bundle: true,
-      platform: 'node',
-      format: 'esm',
-      target: 'node20',
-      outfile: bundle,
-      external: ['koffi'],
-      logLevel: 'warning',
-    });
+    childBundle = bundleChild('thin-crash-child.ts', 'crash-child');
+    bundle = childBundle.file;
     // The template: pool, formatted base, layers a and c with a file each, shut down.
     template = newHome('crash-template');
     const set = await DeviceSet.open(template, SMALL);
@@ -369,7 +357,7 @@ describe('kill -9 at every crash point', () => {
 
   afterAll(async () => {
     if (template) await removeHome(template);
-    if (bundleDir) rmSync(bundleDir, { recursive: true, force: true });
+    childBundle?.remove();
     const s = (ms: number) => (ms / 1000).toFixed(1);
     const distinct = new Set(kills.map((k) => k.point));
     const total = [...spent.values()].reduce((a, b) => a + b, 0);
