@@ -22,7 +22,8 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { prng } from '../support/prng.js';
 import { buildOciArchive, expectedTree, type LayerSpec, type OciArchive, type TreeNode } from '../support/oci-archive.js';
-import { type ListedSnapshot, listSnapshots } from './support/containerd-client.js';
+import type { WireInfo } from '../../src/snapshotter/wire.js';
+import { listSnapshots } from '../support/snapshots-client.js';
 import { oracleLs, requireDeviceMapper } from './support/env.js';
 import { Containerd, exitOf, type MountCommand, parseMountCommands, parseSnapshotsLs, run, runOk, sleep } from './support/containerd.js';
 
@@ -225,7 +226,7 @@ async function removeAll(cd: Containerd, snapshotter: string): Promise<void> {
 }
 
 /** containerd removes from the snapshotter in a garbage-collection pass after its own records: wait for it. */
-async function serverListAfterCollection(socket: string): Promise<ListedSnapshot[]> {
+async function serverListAfterCollection(socket: string): Promise<WireInfo[]> {
   const deadline = Date.now() + 60_000;
   for (;;) {
     const listed = await listSnapshots(socket);

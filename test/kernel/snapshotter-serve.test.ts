@@ -8,7 +8,8 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { SERVICE_NAME, snapshotsDefinition, type WireInfo } from '../../src/snapshotter/wire.js';
+import type { WireInfo } from '../../src/snapshotter/wire.js';
+import { call, list, refusal, type SnapshotsClient, snapshotsClient } from '../support/snapshots-client.js';
 import { BIN, cli, cliOk, dmsetup, kernelHooks, oracleLs, RUN_DIR } from './support/env.js';
 
 kernelHooks({ sweepEach: false });
@@ -58,10 +59,6 @@ async function stop(server: Server): Promise<{ code: number | null; signal: Node
   return server.exited;
 }
 
-// ---- a client of the same .proto ------------------------------------------------------------------
-
-type Unary = (req: object, cb: (err: grpc.ServiceError | null, res: unknown) => void) => void;
-type Client = grpc.Client & Record<string, Unary> & { List(req: object): grpc.ClientReadableStream<{ info: WireInfo[] }> };
 interface MountMsg {
   type: string;
   source: string;
@@ -69,36 +66,7 @@ interface MountMsg {
   options: string[];
 }
 
-function client(): Client {
-  const pkg = grpc.loadPackageDefinition(snapshotsDefinition());
-  const Ctor = SERVICE_NAME.split('.').reduce<unknown>((o, k) => (o as Record<string, unknown>)[k], pkg) as grpc.ServiceClientConstructor;
-  return new Ctor(`unix:${SOCK}`, grpc.credentials.createInsecure()) as unknown as Client;
-}
-
-function call<T>(c: Client, method: string, req: object): Promise<T> {
-  return new Promise((done, failed) => {
-    c[method]!.call(c, { snapshotter: 'devmapper', ...req }, (err, res) => (err ? failed(err) : done(res as T)));
-  });
-}
-
-async function code(p: Promise<unknown>): Promise<number> {
-  try {
-    await p;
-  } catch (e) {
-    return (e as grpc.ServiceError).code;
-  }
-  throw new Error('the call succeeded');
-}
-
-function list(c: Client, filters: string[] = []): Promise<WireInfo[]> {
-  return new Promise((done, failed) => {
-    const all: WireInfo[] = [];
-    const s = c.List({ snapshotter: 'devmapper', filters });
-    s.on('data', (r: { info: WireInfo[] }) => all.push(...r.info));
-    s.on('error', failed);
-    s.on('end', () => done(all));
-  });
-}
+const code = async (p: Promise<unknown>): Promise<number> => (await refusal(p)).code;
 
 const nowNs = () => BigInt(Date.now()) * 1_000_000n;
 const nsOfWire = (t: { seconds: string | number; nanos: number } | null) => (t ? BigInt(t.seconds) * 1_000_000_000n + BigInt(t.nanos) : 0n);
@@ -121,7 +89,7 @@ const mountedAt = (path: string): boolean =>
     .some((l) => l.split(' ')[4] === path);
 const ourDevices = () => [...oracleLs().keys()].filter((n) => n.startsWith(PREFIX));
 
-let c: Client;
+let c: SnapshotsClient;
 let server: Server;
 const MNT = join(RUN_DIR, 'mnt');
 /** The snapshot a running "container" keeps mounted across the restart. */
@@ -129,7 +97,7 @@ let workMount: MountMsg;
 
 beforeAll(async () => {
   server = await start();
-  c = client();
+  c = snapshotsClient(SOCK);
 }, 300_000);
 
 afterAll(async () => {
@@ -216,7 +184,7 @@ describe('snapshotter serve', () => {
 
   test('a restart on the same home serves every snapshot again; pool shutdown takes it all down', async () => {
     server = await start();
-    c = client();
+    c = snapshotsClient(SOCK);
     const infos = await list(c);
     expect(infos.map((i) => [i.name, i.kind, i.parent]).sort()).toEqual([
       ['default/2/work', 'ACTIVE', 'sha256:base'],

@@ -13,7 +13,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { SnapshotError } from '../../src/snapshotter/errors.js';
 import { LIST_BATCH, serve, SocketAddressError, type SnapshotServer } from '../../src/snapshotter/server.js';
 import type { Mount, SnapshotInfo, SnapshotterApi, SnapshotUsage } from '../../src/snapshotter/types.js';
-import { nsOf, SERVICE_NAME, snapshotsDefinition, type WireInfo } from '../../src/snapshotter/wire.js';
+import { nsOf, type WireInfo } from '../../src/snapshotter/wire.js';
+import { call, listBatches, refusal, type SnapshotsClient, snapshotsClient } from '../support/snapshots-client.js';
 
 /** Snapshot records in a Map and containerd's rules for them; no devices. */
 class RecordsOnlySnapshotter implements SnapshotterApi {
@@ -114,43 +115,6 @@ class RecordsOnlySnapshotter implements SnapshotterApi {
   }
 }
 
-// ---- a client of the same .proto --------------------------------------------------------------------
-
-type Unary = (req: object, cb: (err: grpc.ServiceError | null, res: unknown) => void) => void;
-type Client = grpc.Client & Record<string, Unary> & { List(req: object): grpc.ClientReadableStream<{ info: WireInfo[] }> };
-
-function client(path: string): Client {
-  const pkg = grpc.loadPackageDefinition(snapshotsDefinition());
-  const Ctor = SERVICE_NAME.split('.').reduce<unknown>((o, k) => (o as Record<string, unknown>)[k], pkg) as grpc.ServiceClientConstructor;
-  return new Ctor(`unix:${path}`, grpc.credentials.createInsecure()) as unknown as Client;
-}
-
-function call<T>(c: Client, method: string, req: object): Promise<T> {
-  return new Promise((done, failed) => {
-    c[method]!.call(c, { snapshotter: 'devmapper', ...req }, (err, res) => (err ? failed(err) : done(res as T)));
-  });
-}
-
-async function refusal(p: Promise<unknown>): Promise<{ code: number; details: string }> {
-  try {
-    await p;
-  } catch (e) {
-    const err = e as grpc.ServiceError;
-    return { code: err.code, details: err.details };
-  }
-  throw new Error('the call succeeded');
-}
-
-function list(c: Client, filters: string[] = []): Promise<WireInfo[][]> {
-  return new Promise((done, failed) => {
-    const batches: WireInfo[][] = [];
-    const s = c.List({ snapshotter: 'devmapper', filters });
-    s.on('data', (r: { info: WireInfo[] }) => batches.push(r.info));
-    s.on('error', failed);
-    s.on('end', () => done(batches));
-  });
-}
-
 let dir: string;
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'snapshotter-server-'));
@@ -162,10 +126,10 @@ afterAll(() => {
 describe('every method over the socket', () => {
   const api = new RecordsOnlySnapshotter();
   let server: SnapshotServer;
-  let c: Client;
+  let c: SnapshotsClient;
   beforeAll(async () => {
     server = await serve(api, `unix:${join(dir, 'run', 'methods.sock')}`);
-    c = client(server.address);
+    c = snapshotsClient(server.address);
   });
   afterAll(async () => {
     c.close();
@@ -275,10 +239,10 @@ describe('every method over the socket', () => {
 describe('List', () => {
   const api = new RecordsOnlySnapshotter();
   let server: SnapshotServer;
-  let c: Client;
+  let c: SnapshotsClient;
   beforeAll(async () => {
     server = await serve(api, join(dir, 'list.sock'));
-    c = client(server.address);
+    c = snapshotsClient(server.address);
   });
   afterAll(async () => {
     c.close();
@@ -286,14 +250,14 @@ describe('List', () => {
   });
 
   it('nothing to list: the stream ends with no message', async () => {
-    expect(await list(c)).toEqual([]);
+    expect(await listBatches(c)).toEqual([]);
   });
 
   it(`streams 250 snapshots as ${LIST_BATCH}, ${LIST_BATCH}, 50, in the snapshotter's order`, async () => {
     await api.prepare('root-work', '', {});
     await api.commit('root', 'root-work', {});
     for (let i = 0; i < 249; i++) await api.view(`view-${String(i).padStart(3, '0')}`, 'root', { n: String(i % 3) });
-    const batches = await list(c);
+    const batches = await listBatches(c);
     expect(batches.map((b) => b.length)).toEqual([100, 100, 50]);
     expect(batches.flat().map((i) => i.name)).toEqual([...api.records.keys()]);
     expect(batches[0]![0]).toMatchObject({ name: 'root', kind: 'COMMITTED', parent: '' });
@@ -301,15 +265,15 @@ describe('List', () => {
   });
 
   it('filters before batching', async () => {
-    const byLabel = await list(c, ['labels.n==1']);
+    const byLabel = await listBatches(c, ['labels.n==1']);
     expect(byLabel.map((b) => b.length)).toEqual([83]);
-    const either = await list(c, ['kind==committed', 'name~=^view-00[0-4]$']);
+    const either = await listBatches(c, ['kind==committed', 'name~=^view-00[0-4]$']);
     expect(either.flat().map((i) => i.name)).toEqual(['root', 'view-000', 'view-001', 'view-002', 'view-003', 'view-004']);
-    expect(await list(c, ['kind==active'])).toEqual([]);
+    expect(await listBatches(c, ['kind==active'])).toEqual([]);
   });
 
   it('a bad filter is InvalidArgument', async () => {
-    const err = await list(c, ['name=root']).then(
+    const err = await listBatches(c, ['name=root']).then(
       () => undefined,
       (e: grpc.ServiceError) => e,
     );
@@ -330,7 +294,7 @@ describe('the socket', () => {
     expect(lstatSync(path).isSocket()).toBe(true);
     const api = new RecordsOnlySnapshotter();
     const server = await serve(api, path);
-    const c = client(path);
+    const c = snapshotsClient(path);
     try {
       await call(c, 'Prepare', { key: 'a' });
     } finally {
@@ -375,7 +339,7 @@ describe('close', () => {
   it('lets a call in flight finish, then closes the snapshotter and removes the socket', async () => {
     const api = new RecordsOnlySnapshotter();
     server = await serve(api, join(dir, 'drain.sock'));
-    const c = client(server.address);
+    const c = snapshotsClient(server.address);
     await call(c, 'Prepare', { key: 'slow' });
     let open!: () => void;
     api.gate = new Promise((done) => {
@@ -392,7 +356,7 @@ describe('close', () => {
     expect(closed).toBe(false);
     expect(api.closed).toBe(false);
     // A new connection is not taken while draining.
-    const late = client(server.address);
+    const late = snapshotsClient(server.address);
     const lateErr = await refusal(call(late, 'Stat', { key: 'slow' }));
     expect(lateErr.code).toBe(grpc.status.UNAVAILABLE);
     late.close();
