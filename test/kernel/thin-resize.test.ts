@@ -25,6 +25,8 @@ import { dmsetup, newHome, requireKernelTier, SMALL, sweep } from './thin-suppor
 
 requireKernelTier();
 
+const CHILD = join(import.meta.dirname, 'thin-resize-child.ts');
+
 const MiB = 1n << 20n;
 const BLOCK = 64n * 1024n; // SMALL's dm.blocksize default
 const META_BLOCK = 4096n;
@@ -80,48 +82,14 @@ const caught = (p: Promise<unknown>): Promise<unknown> =>
   );
 
 describe('a pool on loop files', () => {
-  test('data and metadata grow together, then each alone; status, files and loop devices agree', async () => {
+  test('refusals change nothing; data and metadata grow together, alone, and to files another tool grew', async () => {
     const h = home('rs-loop');
     const set = await DeviceSet.open(h, SMALL);
     const files = { data: join(h, 'devicemapper', 'data'), metadata: join(h, 'devicemapper', 'metadata') };
-    expect(oracle(set.poolName)).toMatchObject({ dataBytes: 256n * MiB, metadataBytes: 16n * MiB });
-
-    await set.resizePool({ dataBytes: bytes(384n * MiB), metadataBytes: bytes(32n * MiB) });
-    expect(oracle(set.poolName)).toEqual({
-      tableBytes: 384n * MiB,
-      dataBytes: 384n * MiB,
-      metadataBytes: 32n * MiB,
-      state: 'ACTIVE',
-      inactive: false,
-    });
-    expect([sizeOf(files.data), sizeOf(files.metadata)]).toEqual([384n * MiB, 32n * MiB]);
-    expect([blockdevSize(loopOf(files.data)), blockdevSize(loopOf(files.metadata))]).toEqual([384n * MiB, 32n * MiB]);
-    expect(set.status()).toMatchObject({ data: { totalBytes: 384n * MiB }, metadata: { totalBytes: 32n * MiB } });
-
-    await set.resizePool({ metadataBytes: bytes(48n * MiB) });
-    expect(oracle(set.poolName)).toMatchObject({ dataBytes: 384n * MiB, metadataBytes: 48n * MiB, state: 'ACTIVE', inactive: false });
-    await set.resizePool(bytes(448n * MiB)); // a plain Bytes is the data size
-    expect(oracle(set.poolName)).toMatchObject({ dataBytes: 448n * MiB, metadataBytes: 48n * MiB });
-
-    // The pool works on the grown sizes, and a reopen (the recorded loop sizes are smaller) agrees.
-    await set.addDevice('after', '');
-    await set.close();
-    const again = await DeviceSet.open(h, SMALL);
-    expect(again.status()).toMatchObject({ data: { totalBytes: 448n * MiB }, metadata: { totalBytes: 48n * MiB } });
-    expect(again.hasDevice('after')).toBe(true);
-    await again.shutdown();
-    // Made again from the files after a shutdown: the pool takes the grown files' sizes.
-    const fromFiles = await DeviceSet.open(h, SMALL);
-    expect(oracle(fromFiles.poolName)).toMatchObject({ dataBytes: 448n * MiB, metadataBytes: 48n * MiB });
-    await fromFiles.shutdown();
-  });
-
-  test('refused, with nothing changed: shrinking, the same sizes, a size off its unit, metadata past the kernel limit', async () => {
-    const h = home('rs-refuse');
-    const set = await DeviceSet.open(h, SMALL);
-    const files = { data: join(h, 'devicemapper', 'data'), metadata: join(h, 'devicemapper', 'metadata') };
     const before = oracle(set.poolName);
-    const cases: [Parameters<DeviceSet['resizePool']>[0], RegExp][] = [
+    expect(before).toEqual({ tableBytes: 256n * MiB, dataBytes: 256n * MiB, metadataBytes: 16n * MiB, state: 'ACTIVE', inactive: false });
+
+    const refused: [Parameters<DeviceSet['resizePool']>[0], RegExp][] = [
       [{ dataBytes: bytes(128n * MiB) }, /can only grow, never shrink/],
       [{ metadataBytes: bytes(8n * MiB) }, /can only grow, never shrink/],
       [{ dataBytes: bytes(256n * MiB) }, /nothing to grow/],
@@ -131,7 +99,7 @@ describe('a pool on loop files', () => {
       [{ metadataBytes: bytes(32n * MiB + 512n) }, /multiple of the metadata block size/],
       [{ metadataBytes: bytes(THIN_METADATA_MAX_BYTES + META_BLOCK) }, /dm-thin uses at most 17045913600 bytes/],
     ];
-    for (const [target, why] of cases) {
+    for (const [target, why] of refused) {
       const err = await caught(set.resizePool(target));
       expect(
         err,
@@ -141,57 +109,74 @@ describe('a pool on loop files', () => {
       expect(oracle(set.poolName)).toEqual(before);
       expect([sizeOf(files.data), sizeOf(files.metadata)]).toEqual([256n * MiB, 16n * MiB]);
     }
-    await set.shutdown();
-  });
 
-  test('{} takes files another tool grew (the pool learns their size)', async () => {
-    const h = home('rs-grown');
-    const set = await DeviceSet.open(h, SMALL);
-    truncateSync(join(h, 'devicemapper', 'data'), Number(320n * MiB));
-    truncateSync(join(h, 'devicemapper', 'metadata'), Number(24n * MiB));
+    await set.resizePool({ dataBytes: bytes(320n * MiB), metadataBytes: bytes(24n * MiB) });
+    expect(oracle(set.poolName)).toEqual({
+      tableBytes: 320n * MiB,
+      dataBytes: 320n * MiB,
+      metadataBytes: 24n * MiB,
+      state: 'ACTIVE',
+      inactive: false,
+    });
+    expect([sizeOf(files.data), sizeOf(files.metadata)]).toEqual([320n * MiB, 24n * MiB]);
+    expect([blockdevSize(loopOf(files.data)), blockdevSize(loopOf(files.metadata))]).toEqual([320n * MiB, 24n * MiB]);
+    expect(set.status()).toMatchObject({ data: { totalBytes: 320n * MiB }, metadata: { totalBytes: 24n * MiB } });
+
+    await set.resizePool({ metadataBytes: bytes(32n * MiB) });
+    expect(oracle(set.poolName)).toMatchObject({ dataBytes: 320n * MiB, metadataBytes: 32n * MiB, state: 'ACTIVE', inactive: false });
+    await set.resizePool(bytes(384n * MiB)); // a plain Bytes is the data size
+    expect(oracle(set.poolName)).toMatchObject({ dataBytes: 384n * MiB, metadataBytes: 32n * MiB });
+    // Files another tool grew: {} takes what they hold.
+    truncateSync(files.data, Number(448n * MiB));
+    truncateSync(files.metadata, Number(40n * MiB));
     await set.resizePool({});
-    expect(oracle(set.poolName)).toMatchObject({ dataBytes: 320n * MiB, metadataBytes: 24n * MiB, state: 'ACTIVE', inactive: false });
-    await set.shutdown();
+    expect(oracle(set.poolName)).toMatchObject({ dataBytes: 448n * MiB, metadataBytes: 40n * MiB, state: 'ACTIVE', inactive: false });
+
+    // The pool works on the grown sizes; a reopen with the options it was made with (smaller loop
+    // sizes) agrees, and so does the pool made again from the files after a shutdown.
+    await set.addDevice('after', '');
+    await set.close();
+    const again = await DeviceSet.open(h, SMALL);
+    expect(again.status()).toMatchObject({ data: { totalBytes: 448n * MiB }, metadata: { totalBytes: 40n * MiB } });
+    expect(again.hasDevice('after')).toBe(true);
+    await again.shutdown();
+    const fromFiles = await DeviceSet.open(h, SMALL);
+    expect(oracle(fromFiles.poolName)).toMatchObject({ dataBytes: 448n * MiB, metadataBytes: 40n * MiB });
+    await fromFiles.shutdown();
   });
 });
 
 describe('a failure between suspend and resume', () => {
   const SUSPEND = dmRequest(DmCmd.DM_DEV_SUSPEND);
 
-  test('the resume fails (EIO): the old table is resumed, nothing inactive, old sizes; the same resize then completes', async () => {
-    const h = home('rs-eio');
+  test('the resume fails (EIO), or a step stops: the pool is active, nothing inactive, the old data size', async () => {
+    const h = home('rs-fail');
     const t = new FaultInjectingTransport(libcTransport);
     const dm = DeviceMapper.open({ transport: t });
-    const set = await DeviceSet.open(h, SMALL, { dm });
+    const seen: string[] = [];
+    let stopAt = '';
+    const set = await DeviceSet.open(h, SMALL, {
+      dm,
+      hook: (p) => {
+        seen.push(p);
+        if (p === stopAt) throw new Error(`stopped at ${p}`);
+      },
+    });
     const before = oracle(set.poolName);
     // DM_DEV_SUSPEND is both suspend and resume: the second of the resize is its resume.
     let n = 0;
     t.beforeCall = (call) => {
       if (call.request === SUSPEND && ++n === 2) t.failNext({ nth: call.index }, osConstants.errno.EIO);
     };
-    const err = await caught(set.resizePool({ dataBytes: bytes(384n * MiB), metadataBytes: bytes(32n * MiB) }));
+    const err = await caught(set.resizePool({ dataBytes: bytes(320n * MiB), metadataBytes: bytes(20n * MiB) }));
     t.beforeCall = undefined;
     expect(err).toMatchObject({ code: 'EIO' });
     expect(t.pendingFaults()).toBe(0);
-    expect(oracle(set.poolName)).toEqual(before);
+    // dm-thin takes a metadata device's size at every resume, the old table's too: the metadata
+    // (its loop device grown) is grown, the data is not.
+    expect(oracle(set.poolName)).toEqual({ ...before, metadataBytes: 20n * MiB });
     await set.addDevice('io-goes-through', '');
-    // The files are grown already; the resize is run again and completes.
-    await set.resizePool({ dataBytes: bytes(384n * MiB), metadataBytes: bytes(32n * MiB) });
-    expect(oracle(set.poolName)).toMatchObject({ dataBytes: 384n * MiB, metadataBytes: 32n * MiB, state: 'ACTIVE', inactive: false });
-    await set.shutdown();
-    dm.close();
-  });
 
-  test('a stop at each resize step (metadata too) leaves the pool active with its old sizes', async () => {
-    const h = home('rs-steps');
-    const seen: string[] = [];
-    let stopAt = '';
-    const set = await DeviceSet.open(h, SMALL, {
-      hook: (p) => {
-        seen.push(p);
-        if (p === stopAt) throw new Error(`stopped at ${p}`);
-      },
-    });
     const points = [
       'resize:file-grown',
       'resize:loop-capacity',
@@ -200,23 +185,32 @@ describe('a failure between suspend and resume', () => {
       'resize:table-loaded',
       'resize:suspended',
     ];
-    let grownTo = 256n * MiB;
-    let metaTo = 16n * MiB;
+    let dataTo = 320n * MiB;
+    let metaTo = 20n * MiB;
     for (const point of points) {
-      const before = oracle(set.poolName);
+      const was = oracle(set.poolName);
       seen.length = 0;
       stopAt = point;
-      grownTo += 64n * MiB;
+      dataTo += 64n * MiB;
       metaTo += 4n * MiB;
-      const err = await caught(set.resizePool({ dataBytes: bytes(grownTo), metadataBytes: bytes(metaTo) }));
-      expect((err as Error | undefined)?.message).toBe(`stopped at ${point}`);
+      const stopped = await caught(set.resizePool({ dataBytes: bytes(dataTo), metadataBytes: bytes(metaTo) }));
+      expect((stopped as Error | undefined)?.message).toBe(`stopped at ${point}`);
       expect(seen.filter((p) => p.startsWith('resize:'))).toEqual(points.slice(0, points.indexOf(point) + 1));
-      expect(oracle(set.poolName)).toEqual(before);
+      // Only the restoring resume (after the suspend) lets the kernel see the grown metadata device.
+      expect(oracle(set.poolName)).toEqual(point === 'resize:suspended' ? { ...was, metadataBytes: metaTo } : was);
     }
     stopAt = '';
-    await set.resizePool({ dataBytes: bytes(grownTo), metadataBytes: bytes(metaTo) });
-    expect(oracle(set.poolName)).toMatchObject({ dataBytes: grownTo, metadataBytes: metaTo, state: 'ACTIVE', inactive: false });
+    // The files are grown already; the same resize is run again and completes.
+    await set.resizePool({ dataBytes: bytes(dataTo), metadataBytes: bytes(metaTo) });
+    expect(oracle(set.poolName)).toEqual({
+      tableBytes: dataTo,
+      dataBytes: dataTo,
+      metadataBytes: metaTo,
+      state: 'ACTIVE',
+      inactive: false,
+    });
     await set.shutdown();
+    dm.close();
   });
 });
 
@@ -278,7 +272,7 @@ describe('a pool on block devices that grew', () => {
 });
 
 describe('from the kernel view alone, beside a DeviceSet holding the home', () => {
-  test('another DeviceMapper grows the pool by name; the DeviceSet sees it and goes on', async () => {
+  test('another DeviceMapper, then another process waiting for the resize lock, grow the pool by name', async () => {
     const h = home('rs-byname');
     const set = await DeviceSet.open(h, SMALL);
     const other = DeviceMapper.open();
@@ -287,46 +281,30 @@ describe('from the kernel view alone, beside a DeviceSet holding the home', () =
     expect(oracle(set.poolName)).toMatchObject({ dataBytes: 320n * MiB, metadataBytes: 20n * MiB, state: 'ACTIVE', inactive: false });
     expect(sizeOf(join(h, 'devicemapper', 'data'))).toBe(320n * MiB);
     expect(set.status()).toMatchObject({ data: { totalBytes: 320n * MiB }, metadata: { totalBytes: 20n * MiB } });
-    await set.addDevice('after', '');
-    await set.shutdown();
-  });
 
-  test('another process waits for the resize lock, then grows the pool', async () => {
-    const h = home('rs-proc');
-    const set = await DeviceSet.open(h, SMALL);
-    const script = join(h, 'grow.ts');
-    const src = join(import.meta.dirname, '../../src');
-    writeFileSync(
-      script,
-      [
-        `import { DeviceMapper } from '${src}/dm/device-mapper.js';`,
-        `import { resizePoolByName } from '${src}/thin/resize.js';`,
-        'const dm = DeviceMapper.open();',
-        `await resizePoolByName(dm, ${JSON.stringify(set.poolName)}, { dataBytes: ${String(384n * MiB)}n, metadataBytes: ${String(24n * MiB)}n });`,
-        'dm.close();',
-        "process.stdout.write('grown\\n');",
-      ].join('\n'),
-    );
     let out = '';
     let exited: Promise<number | null> | undefined;
     await withResizeLock(set.poolName, async () => {
-      const child = spawn(process.execPath, ['--import', 'tsx', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const child = spawn(process.execPath, ['--import', 'tsx', CHILD, set.poolName, String(384n * MiB), String(24n * MiB)], {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
       child.stdout.on('data', (d: Buffer) => {
         out += d.toString();
       });
       exited = new Promise((r) => child.on('exit', r));
-      // Held by us: the child waits, the pool keeps its size.
-      await new Promise((r) => setTimeout(r, 3000));
+      // Held by us: the child waits (its start-up included), the pool keeps its size.
+      await new Promise((r) => setTimeout(r, 5000));
       expect(out).toBe('');
-      expect(oracle(set.poolName)).toMatchObject({ dataBytes: 256n * MiB, metadataBytes: 16n * MiB });
+      expect(oracle(set.poolName)).toMatchObject({ dataBytes: 320n * MiB, metadataBytes: 20n * MiB });
       expect(readFileSync(resizeLockPath(set.poolName), 'utf8')).toBe(`${process.pid}\n`);
     });
     expect(await exited).toBe(0);
     expect(out).toBe('grown\n');
     expect(oracle(set.poolName)).toMatchObject({ dataBytes: 384n * MiB, metadataBytes: 24n * MiB, state: 'ACTIVE', inactive: false });
-    // The DeviceSet's own resize continues from there.
+    // The DeviceSet goes on from there: its own resize and a new device.
     await set.resizePool({ dataBytes: bytes(448n * MiB) });
     expect(oracle(set.poolName)).toMatchObject({ dataBytes: 448n * MiB, metadataBytes: 24n * MiB });
+    await set.addDevice('after', '');
     await set.shutdown();
-  }, 60_000);
+  }, 120_000);
 });
