@@ -158,7 +158,8 @@ export class DmEventStream {
   }
 
   private async nextByWait(timeoutMs: number): Promise<DmEventResult> {
-    const wait = (this.pending ??= this.dm.waitEvent(this.ref, this.last));
+    if (this.pending === undefined) this.pending = this.dm.waitEvent(this.ref, this.last);
+    const wait = this.pending;
     const timers: NodeJS.Timeout[] = [];
     const other = new Promise<'timeout' | 'closed'>((resolve) => {
       this.onClose = () => resolve('closed');
