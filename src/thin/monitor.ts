@@ -68,6 +68,8 @@ export type PoolMonitorEvent = Stamp &
     | {
         event: 'extend';
         part: PoolPart;
+        /** What the look that decided it was woken by. */
+        reason: CheckReason;
         fromBytes: number;
         toBytes: number;
         wantedBytes: number;
@@ -233,7 +235,7 @@ export class PoolMonitor {
     if (st.metadataLowWatermark !== undefined) {
       this.lowWater('metadata', st.totalMetadataBlocks - st.usedMetadataBlocks, st.metadataLowWatermark, kernelEvent);
     }
-    if (autoextendOn(this.policy) && !st.needsCheck && st.mode !== 'ro' && (await this.autoextend(st, table))) {
+    if (autoextendOn(this.policy) && !st.needsCheck && st.mode !== 'ro' && (await this.autoextend(st, table, reason))) {
       await this.check('extended');
     }
   }
@@ -247,7 +249,7 @@ export class PoolMonitor {
   }
 
   /** Extends what the policy asks for; true when the pool was resized. */
-  private async autoextend(st: Extract<ThinPoolStatus, { state: 'ok' }>, table: ThinPoolTarget): Promise<boolean> {
+  private async autoextend(st: Extract<ThinPoolStatus, { state: 'ok' }>, table: ThinPoolTarget, reason: CheckReason): Promise<boolean> {
     const now = Date.now();
     const blockBytes = sectorsToBytes(sectors(table.dataBlockSizeSectors));
     const files: Record<PoolPart, string | undefined> = { data: loopFileOf(table.dataDevice), metadata: loopFileOf(table.metadataDevice) };
@@ -337,6 +339,7 @@ export class PoolMonitor {
       this.emit({
         event: 'extend',
         part,
+        reason,
         fromBytes: Number(from),
         toBytes: Number(d.sizeBytes),
         wantedBytes: Number(d.wantedBytes),

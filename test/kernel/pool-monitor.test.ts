@@ -145,7 +145,14 @@ describe('pool monitor auto-extends a loop-backed pool under a writer', () => {
       const extends_ = out.events.filter((e) => e.event === 'extend');
       console.log(
         `pool-monitor (a): ${total / MiB} MiB in ${seconds.toFixed(1)} s; ${extends_.length} extends: ` +
-          extends_.map((e) => (e.event === 'extend' ? `${e.fromBytes / MiB}->${e.toBytes / MiB} MiB at ${e.percent}%` : '')).join(', '),
+          extends_
+            .map((e) =>
+              e.event === 'extend'
+                ? `${e.fromBytes / MiB}->${e.toBytes / MiB} MiB at ${e.percent}% (${e.reason}${e.limitedBy ? `, limited by ${e.limitedBy}` : ''})`
+                : '',
+            )
+            .join(', ') +
+          `; ${out.events.filter((e) => e.event === 'no-room').length} no-room, ${out.events.filter((e) => e.event === 'low-water').length} low-water`,
       );
       expect(extends_.length).toBeGreaterThan(0);
       expect(after.data.usedBytes).toBeGreaterThanOrEqual(BigInt(total));
@@ -154,7 +161,10 @@ describe('pool monitor auto-extends a loop-backed pool under a writer', () => {
       const w = dmsetupOk(['status', set.poolName]).trim().split(' ');
       expect(BigInt(w[1]!) * 512n).toBe(after.data.totalBytes);
       expect(w[7]).toBe('rw');
-      expect(out.events.some((e) => e.event === 'error' || e.event === 'no-room')).toBe(false);
+      // The guest's /tmp is a small tmpfs: the last step may be cut to its room (and later ones
+      // refused, `no-room`), but nothing may fail.
+      expect(out.events.filter((e) => e.event === 'error')).toEqual([]);
+      for (const e of extends_) if (e.event === 'extend' && e.limitedBy === null) expect(e.toBytes).toBe(e.fromBytes * 2);
 
       child.kill('SIGTERM');
       const code = await new Promise<number | null>((r) => child?.on('exit', (c) => r(c)));
