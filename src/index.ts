@@ -143,6 +143,8 @@ export {
   type PoolMetadataCheck,
   type PoolThin,
 } from './thin/index.js';
+// Growing a pool from the kernel's view alone (a process beside the one holding its home).
+export { resizePoolByName, ResizeLockedError, THIN_METADATA_MAX_BYTES, type PoolResizeTarget } from './thin/index.js';
 export { Driver } from './driver/index.js';
 
 // dm-thin's own metadata, read without thin-provisioning-tools.

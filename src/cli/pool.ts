@@ -6,6 +6,8 @@ import { DeviceSet } from '../thin/device-set.js';
 import { BASE_HASH } from '../thin/metadata-store.js';
 import type { Bytes } from '../structs/units.js';
 import { parseSize } from '../thin/options.js';
+import { METADATA_BLOCK_BYTES } from '../thin/pool-setup.js';
+import { THIN_METADATA_MAX_BYTES } from '../thin/resize.js';
 import { EXIT_FAILED, flag, runGroup, type Command, type Group, type Invocation } from './command.js';
 import { explain } from './errors.js';
 import { json } from './output.js';
@@ -73,25 +75,63 @@ function statusView(home: string, set: DeviceSet): PoolStatusView {
 
 const isJson = (inv: Invocation): boolean => flag(inv.values, 'json');
 
-function sizeArg(text: string): Bytes {
+function sizeArg(text: string, what = 'SIZE'): Bytes {
   try {
-    return parseSize('SIZE', text);
+    return parseSize(what, text);
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
 }
 
+/** What `pool resize` asks for: data and/or metadata sizes, or what the devices hold now. */
+interface ResizeArgs {
+  data?: Bytes;
+  metadata?: Bytes;
+}
+
+function resizeArgs(inv: Invocation): ResizeArgs {
+  const out: ResizeArgs = {};
+  const size = inv.positionals[0] as string | undefined;
+  const meta = inv.values['metadata'] as string | undefined;
+  if (size !== undefined) out.data = sizeArg(size);
+  if (meta !== undefined) out.metadata = sizeArg(meta, '--metadata');
+  const toDevices = flag(inv.values, 'to-devices');
+  if (toDevices && (size !== undefined || meta !== undefined)) throw new UsageError('--to-devices takes no SIZE or --metadata SIZE');
+  if (!toDevices && size === undefined && meta === undefined) throw new UsageError('missing size: SIZE, --metadata SIZE or --to-devices');
+  return out;
+}
+
 /** What resize can do, checked against the pool before anything changes; sizes in units. */
-function checkResize(view: PoolStatusView, size: Bytes): void {
-  const shown = `${formatBytes(size)} (${size} bytes)`;
-  if (size % view.blockSizeBytes !== 0n) {
-    const down = (size / view.blockSizeBytes) * view.blockSizeBytes;
-    throw new UsageError(
-      `SIZE ${shown} is not a multiple of the pool's block size ${formatBytes(view.blockSizeBytes)} (e.g. ${down} or ${down + view.blockSizeBytes})`,
-    );
+function checkResize(view: PoolStatusView, want: ResizeArgs): void {
+  const shown = (size: Bytes, what: string) => `${what} ${formatBytes(size)} (${size} bytes)`;
+  const { data, metadata } = want;
+  if (data !== undefined) {
+    if (data % view.blockSizeBytes !== 0n) {
+      const down = (data / view.blockSizeBytes) * view.blockSizeBytes;
+      throw new UsageError(
+        `${shown(data, 'SIZE')} is not a multiple of the pool's block size ${formatBytes(view.blockSizeBytes)} (e.g. ${down} or ${down + view.blockSizeBytes})`,
+      );
+    }
+    const growsMetadata = metadata !== undefined && metadata > view.metadata.totalBytes;
+    if (data < view.data.totalBytes || (data === view.data.totalBytes && !growsMetadata)) {
+      throw new UsageError(`${shown(data, 'SIZE')}: the pool's data is ${formatBytes(view.data.totalBytes)} already; it can only grow`);
+    }
   }
-  if (size <= view.data.totalBytes) {
-    throw new UsageError(`SIZE ${shown}: the pool's data is ${formatBytes(view.data.totalBytes)} already; it can only grow`);
+  if (metadata !== undefined) {
+    const block = BigInt(METADATA_BLOCK_BYTES);
+    if (metadata % block !== 0n)
+      throw new UsageError(`${shown(metadata, '--metadata')} is not a multiple of 4 KiB (the metadata block size)`);
+    if (metadata > THIN_METADATA_MAX_BYTES) {
+      throw new UsageError(
+        `${shown(metadata, '--metadata')}: dm-thin uses at most ${formatBytes(THIN_METADATA_MAX_BYTES)} of a metadata device`,
+      );
+    }
+    const growsData = data !== undefined && data > view.data.totalBytes;
+    if (metadata < view.metadata.totalBytes || (metadata === view.metadata.totalBytes && !growsData)) {
+      throw new UsageError(
+        `${shown(metadata, '--metadata')}: the pool's metadata is ${formatBytes(view.metadata.totalBytes)} already; it can only grow`,
+      );
+    }
   }
 }
 
@@ -122,16 +162,30 @@ const commands: Command[] = [
   },
   {
     name: 'resize',
-    summary: 'grow the loop data file and the pool to SIZE (10G, 512M: binary units, a multiple of the block size)',
-    usage: 'SIZE [--home DIR]',
-    options: {},
-    positionals: { min: 1, max: 1, missing: 'size' },
+    summary:
+      'grow the pool: its data to SIZE, its metadata to --metadata SIZE (loop files are grown; 10G, 512M: binary units), or both to what their block devices hold now (--to-devices)',
+    usage: '[SIZE] [--metadata SIZE] [--to-devices] [--home DIR]',
+    options: {
+      metadata: {
+        type: 'string',
+        arg: 'SIZE',
+        help: "the metadata device's new size (a multiple of 4 KiB, at most 15.875G: dm-thin's limit)",
+      },
+      'to-devices': { type: 'boolean', help: 'grow data and metadata to the sizes of their devices now (block devices that grew)' },
+    },
+    positionals: { min: 0, max: 1 },
+    details:
+      'The pool is suspended for the table swap only; a failure resumes its old table. Sizes only grow. ' +
+      'A pool on block devices (dm.datadev, dm.metadatadev) is grown after its devices: SIZE and --metadata SIZE must fit them.',
     run: async (inv) => {
-      const sizeBytes = sizeArg(inv.positionals[0] as string);
+      const want = resizeArgs(inv);
       const view = await poolStep(() =>
         withPool(homeArgs(inv), async ({ home, set }) => {
-          checkResize(statusView(home, set), sizeBytes);
-          await set.resizePool(sizeBytes);
+          checkResize(statusView(home, set), want);
+          await set.resizePool({
+            ...(want.data !== undefined ? { dataBytes: want.data } : {}),
+            ...(want.metadata !== undefined ? { metadataBytes: want.metadata } : {}),
+          });
           return statusView(home, set);
         }),
       );

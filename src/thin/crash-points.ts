@@ -73,6 +73,11 @@ export const CRASH_POINTS = {
   // The live pool keeps its size (a pool made again from the files later takes the grown file's).
   'resize:file-grown': { after: 'the data file grown and fsynced; its loop device and the pool not yet', reconcile: 'back' },
   'resize:loop-capacity': { after: "the loop device's capacity grown (LOOP_SET_CAPACITY); the pool not yet", reconcile: 'back' },
+  'resize:metadata-file-grown': { after: 'the metadata file grown and fsynced; its loop device and the pool not yet', reconcile: 'back' },
+  'resize:metadata-loop-capacity': {
+    after: "the metadata loop device's capacity grown; the pool takes it at its next resume",
+    reconcile: 'back',
+  },
   'resize:table-loaded': { after: "the grown table in the pool's inactive slot (open clears it)", reconcile: 'back' },
   'resize:suspended': { after: 'the pool suspended, the grown table not swapped in (open clears it, resumes)', reconcile: 'back' },
   // The containerd snapshotter (src/snapshotter): its records beside the pool's devices.

@@ -29,7 +29,7 @@ import {
   type PoolThin,
 } from './pool-metadata.js';
 import { loopFiles, setUpPool, type PoolDevices } from './pool-setup.js';
-import { resizePool } from './resize.js';
+import { resizePool, type PoolResizeTarget } from './resize.js';
 import { readOnlyModeOf, ThinDevices, type DevStatus } from './thin-devices.js';
 import { Transactions, type ReconcileResult } from './transaction.js';
 import type { ThinId } from '../dm/names.js';
@@ -307,9 +307,12 @@ export class DeviceSet {
     return poolStatusOf(this.dm, this.pool, this.tx.transactionId);
   }
 
-  /** Grow the loop data file to `sizeBytes` and the pool with it. */
-  resizePool(sizeBytes: Bytes): Promise<void> {
-    return this.serial(() => resizePool(this.dm, this.pool, sizeBytes, (point) => this.step(point)));
+  /**
+   * Grow the pool's data and/or metadata (resize.ts): a Bytes alone is the data size. Loop files
+   * are grown; block devices must have grown already. `{}` takes what the devices hold now.
+   */
+  resizePool(target: PoolResizeTarget | Bytes): Promise<void> {
+    return this.serial(() => resizePool(this.dm, this.pool, target, (point) => this.step(point)));
   }
 
   /** Unmount and deactivate everything, remove the pool we made (the loops go with it); keep data. */

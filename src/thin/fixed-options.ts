@@ -43,12 +43,8 @@ export function checkFixedOptions(input: PoolOptionsInput, opts: PoolOptions, po
     for (const [field, key, file, want] of sizes) {
       if (input[field] === undefined || !existsSync(file)) continue;
       const have = bytes(statSync(file, { bigint: true }).size);
-      // The data file may have grown since it was made with this size (resizePool): not a conflict.
-      const grown = field === 'loopDataSize' && want < have;
-      if (have !== want && !grown) {
-        const grow = field === 'loopDataSize' ? "; grow the pool with 'pool resize'" : '';
-        conflict(key, formatSize(want), formatSize(have), `the size of ${file}${grow}`);
-      }
+      // Either file may have grown since it was made with this size (resizePool): not a conflict.
+      if (want > have) conflict(key, formatSize(want), formatSize(have), `the size of ${file}; grow the pool with 'pool resize'`);
     }
   }
   if (input.blockSize !== undefined) {
