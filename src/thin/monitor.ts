@@ -17,19 +17,15 @@ import type { DeviceName } from '../dm/names.js';
 import { parseThinPoolStatus, type ThinPoolStatus } from '../dm/status/thin-pool.js';
 import { isThinPoolTarget, type ThinPoolTarget } from '../dm/targets.js';
 import type { DmControlOptions } from '../ioctl/dm-control.js';
-import { listLoops } from '../loop/index.js';
-import { formatDev } from '../structs/dev.js';
-import { DM_SM_METADATA_MAX_BLOCKS } from '../structs/thin-metadata.js';
 import { type Bytes, bytes, sectors, sectorsToBytes } from '../structs/units.js';
 import { AUTOEXTEND_DEFAULTS, type AutoextendPolicy, autoextendOn, extendDecision, type ExtendDecision } from './autoextend.js';
 import { PoolStateError } from './errors.js';
-import { METADATA_BLOCK_BYTES, type PoolDevices } from './pool-setup.js';
-import { resizePool } from './resize.js';
+import { backingOf } from './pool-backing.js';
+import { METADATA_BLOCK_BYTES } from './pool-setup.js';
+import { THIN_METADATA_MAX_BYTES, resizePoolByName } from './resize.js';
 
 /** dmeventd's thin plugin looks at a pool every 10 s besides its events. */
 export const MONITOR_INTERVAL_MS = 10_000;
-/** THIN_METADATA_MAX_SECTORS in bytes: the kernel uses no metadata past it. */
-export const THIN_METADATA_MAX_BYTES = bytes(BigInt(DM_SM_METADATA_MAX_BLOCKS) * BigInt(METADATA_BLOCK_BYTES));
 
 export type PoolMode = 'rw' | 'ro' | 'out_of_data_space' | 'fail' | 'error';
 export type PoolPart = 'data' | 'metadata';
@@ -99,10 +95,14 @@ export interface PoolMonitorOptions {
   resize?: PoolResize;
 }
 
-/** A pool's loop file: the backing file of the loop device its table names. */
-function loopFileOf(device: string): string | undefined {
-  const loop = listLoops().find((l) => formatDev(l) === device);
-  return loop?.backingFile.replace(/ \(deleted\)$/, '');
+/** A pool's loop file (the backing file of the loop device its table names), or why there is none. */
+function loopFileOf(device: string): { file: string } | { why: string } {
+  try {
+    const b = backingOf(device);
+    return b.kind === 'loop' ? { file: b.file } : { why: `the device ${device} (${b.path}) is not a loop device` };
+  } catch (e) {
+    return { why: (e as Error).message };
+  }
 }
 
 /**
@@ -157,7 +157,7 @@ export class PoolMonitor {
   ) {
     this.policy = opts.policy ?? AUTOEXTEND_DEFAULTS;
     this.intervalMs = opts.intervalMs ?? MONITOR_INTERVAL_MS;
-    this.resize = opts.resize ?? resizeLoopData;
+    this.resize = opts.resize ?? ((dm, name, target) => resizePoolByName(dm, name, target));
   }
 
   /** Watches until stop() or the pool's removal. */
@@ -252,8 +252,11 @@ export class PoolMonitor {
   private async autoextend(st: Extract<ThinPoolStatus, { state: 'ok' }>, table: ThinPoolTarget, reason: CheckReason): Promise<boolean> {
     const now = Date.now();
     const blockBytes = sectorsToBytes(sectors(table.dataBlockSizeSectors));
-    const files: Record<PoolPart, string | undefined> = { data: loopFileOf(table.dataDevice), metadata: loopFileOf(table.metadataDevice) };
-    const poolFiles = [files.data, files.metadata].filter((f): f is string => f !== undefined);
+    const backing: Record<PoolPart, { file: string } | { why: string }> = {
+      data: loopFileOf(table.dataDevice),
+      metadata: loopFileOf(table.metadataDevice),
+    };
+    const poolFiles = Object.values(backing).flatMap((b) => ('file' in b ? [b.file] : []));
     const parts: { part: PoolPart; used: bigint; total: bigint; unit: bigint; force: boolean; max?: Bytes }[] = [
       {
         part: 'data',
@@ -276,7 +279,7 @@ export class PoolMonitor {
     let taken = 0n;
     for (const p of parts) {
       if (now < this.retryAt[p.part]) continue;
-      const file = files[p.part];
+      const b = backing[p.part];
       const probe = extendDecision(this.policy, {
         usedBytes: bytes(p.used),
         totalBytes: bytes(p.total),
@@ -286,17 +289,12 @@ export class PoolMonitor {
         ...(p.max !== undefined ? { maxBytes: p.max } : {}),
       });
       if (probe.action === 'none') continue;
-      if (file === undefined) {
-        this.once(`skip:${p.part}`, () =>
-          this.emit({
-            event: 'extend-skipped',
-            part: p.part,
-            reason: `the ${p.part} device ${this.deviceOf(table, p.part)} is not a loop device`,
-          }),
-        );
+      if ('why' in b) {
+        this.once(`skip:${p.part}:${b.why}`, () => this.emit({ event: 'extend-skipped', part: p.part, reason: b.why }));
         this.retryAt[p.part] = now + this.intervalMs;
         continue;
       }
+      const file = b.file;
       const room = roomFor(file, poolFiles) - taken;
       const d = extendDecision(this.policy, {
         usedBytes: bytes(p.used),
@@ -351,10 +349,6 @@ export class PoolMonitor {
     return true;
   }
 
-  private deviceOf(table: ThinPoolTarget, part: PoolPart): string {
-    return part === 'data' ? table.dataDevice : table.metadataDevice;
-  }
-
   /** Says a thing once per key (a refusal repeated at every event would flood the stream). */
   private once(key: string, say: () => void): void {
     if (this.said.has(key)) return;
@@ -367,23 +361,4 @@ type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K>
 
 function optional(o: PoolMonitorOptions): { control?: DmControlOptions } {
   return o.control ? { control: o.control } : {};
-}
-
-/** Data only, through the table and loop file the kernel names. */
-async function resizeLoopData(dm: DeviceMapper, poolName: DeviceName, target: { dataBytes?: Bytes; metadataBytes?: Bytes }): Promise<void> {
-  if (target.metadataBytes !== undefined) throw new PoolStateError(poolName, 'growing metadata needs resizePoolByName');
-  if (target.dataBytes === undefined) return;
-  const t = dm.table({ name: poolName })[0];
-  if (!t || !isThinPoolTarget(t)) throw new PoolStateError(poolName, 'not a thin-pool');
-  const dataFile = loopFileOf(t.dataDevice);
-  const pool: PoolDevices = {
-    poolName,
-    owned: true,
-    dataBlockSizeBytes: sectorsToBytes(sectors(t.dataBlockSizeSectors)),
-    dataDevice: t.dataDevice,
-    metadataDevice: t.metadataDevice,
-    fresh: false,
-    ...(dataFile ? { dataFile } : {}),
-  };
-  await resizePool(dm, pool, target.dataBytes);
 }

@@ -6,7 +6,7 @@ import { hasArmPoll } from '../../src/dm/events.js';
 import { bytes } from '../../src/structs/units.js';
 import { AUTOEXTEND_DEFAULTS, autoextendPolicy, extendDecision, overThreshold, type ExtendInput } from '../../src/thin/autoextend.js';
 import { OptionError } from '../../src/thin/errors.js';
-import { THIN_METADATA_MAX_BYTES } from '../../src/thin/monitor.js';
+import { THIN_METADATA_MAX_BYTES } from '../../src/thin/resize.js';
 
 const MiB = 1024n * 1024n;
 const KiB64 = 64n * 1024n;
