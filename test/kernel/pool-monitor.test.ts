@@ -7,7 +7,7 @@
 // from the write that raised them is measured, through each of the kernel's waits (ARM_POLL +
 // poll(2), and DM_DEV_WAIT).
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { constants, existsSync, mkdirSync, rmSync, truncateSync } from 'node:fs';
+import { constants, existsSync, mkdirSync, rmSync, statSync, truncateSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
@@ -80,6 +80,70 @@ function lines(child: ChildProcessWithoutNullStreams): {
           },
         });
       }),
+  };
+}
+
+/**
+ * A pool on two scratch loop files with the features pool-setup.ts gives (error_if_no_space: a full
+ * pool fails writes at once), and thin id 1 on it, twice the pool's size.
+ */
+async function barePool(dm: DeviceMapper, tag: string, blocks: number, lwm: number) {
+  const meta = await scratch.loop(`${tag}-meta.img`, 8 * MiB);
+  const dataFile = join(scratch.dir, `${tag}-data.img`);
+  const data = await scratch.loop(`${tag}-data.img`, blocks * BLOCK_BYTES);
+  const poolName = dmName(`${tag}-pool`);
+  const thinName = dmName(`${tag}-thin`);
+  await dm.create(poolName, {
+    table: [
+      {
+        type: 'thin-pool',
+        startSector: sectors(0n),
+        lengthSectors: sectors(BigInt((blocks * BLOCK_BYTES) / 512)),
+        metadataDevice: devString(meta),
+        dataDevice: devString(data),
+        dataBlockSizeSectors: BLOCK_SECTORS,
+        lowWaterMarkBlocks: BigInt(lwm),
+        features: ['skip_block_zeroing', 'error_if_no_space'],
+      },
+    ],
+  });
+  createThin(dm, { name: poolName }, thinId(1));
+  const pool = dm.info({ name: poolName })!;
+  await dm.create(thinName, {
+    table: [
+      {
+        type: 'thin',
+        startSector: sectors(0n),
+        lengthSectors: sectors(BigInt((2 * blocks * BLOCK_BYTES) / 512)),
+        poolDevice: devString(pool.dev),
+        thinId: thinId(1),
+      },
+    ],
+  });
+  return { poolName, thinName, data, dataFile };
+}
+
+/** A PoolMonitor's events as they come, each with its time (performance.now), and a wait for one. */
+function collect() {
+  const got: (PoolMonitorEvent & { at: number })[] = [];
+  const waiters: (() => void)[] = [];
+  return {
+    got,
+    onEvent: (e: PoolMonitorEvent) => {
+      got.push({ ...e, at: performance.now() });
+      for (const w of waiters.splice(0)) w();
+    },
+    async until(pred: (e: PoolMonitorEvent) => boolean, ms: number): Promise<PoolMonitorEvent & { at: number }> {
+      const end = performance.now() + ms;
+      while (!got.some(pred)) {
+        if (performance.now() > end) throw new Error(`no such event; got ${JSON.stringify(got)}`);
+        await new Promise<void>((r) => {
+          waiters.push(r);
+          setTimeout(r, 50);
+        });
+      }
+      return got.find(pred)!;
+    },
   };
 }
 
@@ -322,6 +386,55 @@ describe('the kernel events of a pool that runs out of data space (auto-extend o
       }
     }, 120_000);
   }
+});
+
+describe('auto-extend out of out_of_data_space', () => {
+  test('the refused write succeeds again once the monitor grew the pool; the pool is back to rw', async () => {
+    const BLOCKS = 256;
+    const dm = DeviceMapper.open({ udev: 'off' });
+    // No low water mark and a timer that never fires: the mode change is the one event.
+    const { poolName, thinName, dataFile } = await barePool(dm, 'mon-ood', BLOCKS, 0);
+    const c = collect();
+    const mon = new PoolMonitor(dm, poolName, { policy: autoextendPolicy(80, 50), intervalMs: 600_000, onEvent: c.onEvent });
+    const running = mon.run();
+    try {
+      await c.until((e) => e.event === 'start', 5000);
+      const fh = await open(`/dev/mapper/${thinName}`, constants.O_WRONLY | constants.O_DSYNC);
+      const block = Buffer.alloc(BLOCK_BYTES, 0x3c);
+      const failed: number[] = [];
+      try {
+        for (let i = 0; i < BLOCKS + 64; i++) {
+          try {
+            await fh.write(block, 0, BLOCK_BYTES, i * BLOCK_BYTES);
+          } catch (e) {
+            expect((e as NodeJS.ErrnoException).code).toMatch(/^(EIO|ENOSPC)$/);
+            failed.push(i);
+            // The monitor grows the pool on the mode change; the same write is then taken.
+            await c.until((x) => x.event === 'mode' && x.from === 'out_of_data_space' && x.to === 'rw', 5000);
+            await fh.write(block, 0, BLOCK_BYTES, i * BLOCK_BYTES);
+          }
+        }
+      } finally {
+        await fh.close();
+      }
+      // Only the first write past the pool failed (error_if_no_space), none after the extension.
+      expect(failed).toEqual([BLOCKS]);
+      const ext = c.got.filter((e) => e.event === 'extend');
+      // 50 % of 16 MiB: 24 MiB (384 blocks), more than back to 80 % (320 blocks).
+      expect(ext).toMatchObject([
+        { part: 'data', reason: 'event', fromBytes: BLOCKS * BLOCK_BYTES, toBytes: 384 * BLOCK_BYTES, file: dataFile },
+      ]);
+      expect(statSync(dataFile).size).toBe(384 * BLOCK_BYTES);
+      const st = poolStatus(dm, poolName);
+      expect(st.mode).toBe('rw');
+      expect(st.totalDataBlocks).toBe(384n);
+      expect(st.usedDataBlocks).toBe(BigInt(BLOCKS + 64));
+    } finally {
+      mon.stop();
+      await running;
+      dm.close();
+    }
+  }, 120_000);
 });
 
 describe('DmEventStream', () => {
