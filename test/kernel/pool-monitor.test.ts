@@ -187,7 +187,12 @@ describe('pool monitor auto-extends a loop-backed pool under a writer', () => {
       child.stderr.on('data', (d: Buffer) => {
         stderr += d.toString();
       });
-      const start = await out.wait((e) => e.event === 'start', 20_000);
+      // A cold start under load (a stale build runs the sources through tsx) may take a while.
+      const start = await out
+        .wait((e) => e.event === 'start', 90_000)
+        .catch((e: Error) => {
+          throw new Error(`${e.message}; stderr: ${stderr}`);
+        });
       expect(start).toMatchObject({ event: 'start', mechanism: 'poll', threshold: 50, percent: 100, mode: 'rw' });
 
       const total = 288 * MiB;
