@@ -40,16 +40,23 @@ async function monitor(inv: Invocation): Promise<number> {
     return s;
   });
   const dm = DeviceMapper.open();
+  let mechanism: string | undefined;
   const mon = new PoolMonitor(dm, state.poolName as DeviceName, {
     policy,
     intervalMs,
-    onEvent: (e) => inv.out(`${JSON.stringify(e)}\n`),
+    onEvent: (e) => {
+      if (e.event === 'start') mechanism = e.mechanism;
+      inv.out(`${JSON.stringify(e)}\n`);
+    },
   });
   const stop = (): void => mon.stop();
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
   try {
     await poolStep(() => mon.run());
+    // A DM_DEV_WAIT cannot be cancelled: its worker would keep the process up until the pool's next
+    // event. Exit once the code is set (stdout is written synchronously to pipes and files on Linux).
+    if (mechanism === 'wait') setImmediate(() => process.exit());
     return 0;
   } finally {
     process.off('SIGTERM', stop);
