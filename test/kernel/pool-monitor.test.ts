@@ -87,8 +87,9 @@ function lines(child: ChildProcessWithoutNullStreams): {
  * A pool on two scratch loop files with the features pool-setup.ts gives (error_if_no_space: a full
  * pool fails writes at once), and thin id 1 on it, twice the pool's size.
  */
-async function barePool(dm: DeviceMapper, tag: string, blocks: number, lwm: number) {
-  const meta = await scratch.loop(`${tag}-meta.img`, 8 * MiB);
+async function barePool(dm: DeviceMapper, tag: string, blocks: number, lwm: number, metaBytes = 8 * MiB) {
+  const metaFile = join(scratch.dir, `${tag}-meta.img`);
+  const meta = await scratch.loop(`${tag}-meta.img`, metaBytes);
   const dataFile = join(scratch.dir, `${tag}-data.img`);
   const data = await scratch.loop(`${tag}-data.img`, blocks * BLOCK_BYTES);
   const poolName = dmName(`${tag}-pool`);
@@ -120,7 +121,7 @@ async function barePool(dm: DeviceMapper, tag: string, blocks: number, lwm: numb
       },
     ],
   });
-  return { poolName, thinName, data, dataFile };
+  return { poolName, thinName, data, dataFile, metaFile };
 }
 
 /** A PoolMonitor's events as they come, each with its time (performance.now), and a wait for one. */
@@ -434,6 +435,43 @@ describe('auto-extend out of out_of_data_space', () => {
       expect(st.mode).toBe('rw');
       expect(st.totalDataBlocks).toBe(384n);
       expect(st.usedDataBlocks).toBe(BigInt(BLOCKS + 64));
+    } finally {
+      mon.stop();
+      await running;
+      dm.close();
+    }
+  }, 120_000);
+});
+
+describe('auto-extend of metadata', () => {
+  test('a 64 KiB metadata device over the threshold is grown at start; the pool takes the new size', async () => {
+    const dm = DeviceMapper.open({ udev: 'off' });
+    // 16 metadata blocks, 10 used by a fresh pool (measured in the guest): 62.5 %.
+    const { poolName, thinName, metaFile } = await barePool(dm, 'mon-meta', 256, 0, 64 * 1024);
+    const before = poolStatus(dm, poolName);
+    expect(before.totalMetadataBlocks).toBe(16n);
+    expect(before.usedMetadataBlocks * 100n).toBeGreaterThan(50n * before.totalMetadataBlocks);
+    const c = collect();
+    const mon = new PoolMonitor(dm, poolName, { policy: autoextendPolicy(50, 100), intervalMs: 600_000, onEvent: c.onEvent });
+    const running = mon.run();
+    try {
+      const ext = await c.until((e) => e.event === 'extend', 10_000);
+      // 100 % of 64 KiB: 128 KiB, more than back to 50 % (2 x used blocks).
+      expect(ext).toMatchObject({ part: 'metadata', reason: 'start', fromBytes: 64 * 1024, toBytes: 128 * 1024, file: metaFile });
+      expect(statSync(metaFile).size).toBe(128 * 1024);
+      const after = poolStatus(dm, poolName);
+      expect(after.totalMetadataBlocks).toBe(32n);
+      expect(after.mode).toBe('rw');
+      // The grown pool maps new blocks: metadata use climbs, nothing fails.
+      const fh = await open(`/dev/mapper/${thinName}`, constants.O_WRONLY | constants.O_DSYNC);
+      try {
+        const block = Buffer.alloc(BLOCK_BYTES, 0x11);
+        for (let i = 0; i < 64; i++) await fh.write(block, 0, BLOCK_BYTES, i * BLOCK_BYTES);
+      } finally {
+        await fh.close();
+      }
+      expect(poolStatus(dm, poolName).usedDataBlocks).toBe(64n);
+      expect(c.got.filter((e) => e.event === 'error')).toEqual([]);
     } finally {
       mon.stop();
       await running;
