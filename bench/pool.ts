@@ -7,7 +7,6 @@ import { join } from 'node:path';
 import type { DeviceMapper } from '../src/dm/device-mapper.js';
 import { createThin } from '../src/dm/thin-messages.js';
 import { attachLoop, detachLoop, type LoopDevice } from '../src/loop/index.js';
-import { zeroMetadataHeader } from '../src/thin/pool-setup.js';
 import { sectors } from '../src/structs/units.js';
 import { thinId, type DeviceName, deviceName } from '../src/dm/names.js';
 
@@ -39,7 +38,6 @@ export async function createPool(dm: DeviceMapper, name: DeviceName, opts: { mkf
   const dir = mkdtempSync(join(tmpdir(), 'dm-bench-'));
   sparse(join(dir, 'data'), 512 * MiB);
   sparse(join(dir, 'metadata'), 32 * MiB);
-  zeroMetadataHeader(join(dir, 'metadata'));
   const data = await attachLoop(join(dir, 'data'));
   const meta = await attachLoop(join(dir, 'metadata'));
   const info = await dm.create(name, {

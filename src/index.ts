@@ -159,6 +159,7 @@ export {
   type PoolMonitorOptions,
   type PoolResize,
 } from './thin/index.js';
+export { MetadataDeviceNotZeroedError } from './thin/index.js';
 export { Driver } from './driver/index.js';
 
 // dm-thin's own metadata, read without thin-provisioning-tools.

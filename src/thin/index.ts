@@ -32,6 +32,7 @@ export {
 // Growing a pool, also from the kernel's view alone (a process beside the one holding the home).
 export { resizePool, resizePoolByName, THIN_METADATA_MAX_BYTES, type PoolResizeTarget, type ResizeOptions } from './resize.js';
 export { RESIZE_LOCK_DIR, ResizeLockedError, resizeLockPath } from './resize-lock.js';
+export { MetadataDeviceNotZeroedError } from './metadata-device.js';
 export { DEFAULTS, XFS_MIN_BYTES, parsePoolOptions, parseSize, type FsType, type PoolOptions, type PoolOptionsInput } from './options.js';
 export {
   type MetadataBlocks,

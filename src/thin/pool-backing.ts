@@ -15,14 +15,17 @@ const DELETED = ' (deleted)';
 
 export type BackingDevice = { kind: 'loop'; devt: string; loop: LoopDevice; file: string } | { kind: 'block'; devt: string; path: string };
 
-/** The device `devt` (`maj:min`, as a pool's table names it). */
-export function backingOf(devt: string, loopOpts: LoopOptions = {}): BackingDevice {
+/**
+ * The device `devt` (`maj:min`, as a pool's table names it). `asBlock`: a loop device is taken as
+ * any block device (a pool on dm.datadev=/dev/loopN: the user grows its file, not us).
+ */
+export function backingOf(devt: string, loopOpts: LoopOptions = {}, asBlock = false): BackingDevice {
   const m = /^(\d+):(\d+)$/.exec(devt);
   if (!m) throw new PoolStateError(devt, `the pool's table names ${JSON.stringify(devt)}, not a maj:min device`);
   const major = Number(m[1]);
   const minor = Number(m[2]);
   const sys = `/sys/dev/block/${devt}`;
-  if (major === LOOP_MAJOR) {
+  if (major === LOOP_MAJOR && !asBlock) {
     const loop = loopDevice(minorToLoopNumber(sys, devt));
     const file = readFileSync(`${sys}/loop/backing_file`, 'utf8').replace(/\n$/, '');
     if (file.endsWith(DELETED))

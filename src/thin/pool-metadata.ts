@@ -108,7 +108,7 @@ export interface InactivePool {
   /** <home>/devicemapper, where loop files live. */
   root: string;
   opts: PoolOptions;
-  /** No pool state yet: a metadata device without a superblock is zeroed, not checked. */
+  /** No pool state yet: a metadata device without a superblock is a new pool's (zeroed), not checked. */
   newPool: boolean;
 }
 

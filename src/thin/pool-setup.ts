@@ -1,6 +1,6 @@
 // Finding or making the pool: loop files (sparse, attached with autoclear so a crash before the
 // pool holds them leaks no loop device), given block devices, or an existing pool by name.
-import { closeSync, existsSync, fsyncSync, ftruncateSync, openSync, readSync, statSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, ftruncateSync, openSync, readSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { blockDeviceSizeBytes } from '../blk/index.js';
 import type { DeviceMapper } from '../dm/device-mapper.js';
@@ -13,6 +13,7 @@ import { type Bytes, bytesToSectors, sectors, sectorsToBytes } from '../structs/
 import type { DeviceName } from '../dm/names.js';
 import { fsyncDir } from './dirs.js';
 import type { CrashHook } from './crash-points.js';
+import { checkNewMetadataDevice, metadataHeaderOf, SUPERBLOCK_MAGIC_OFFSET } from './metadata-device.js';
 import { PoolFileMissingError, PoolStateError } from './errors.js';
 import type { PoolOptions } from './options.js';
 import type { Undo } from './undo.js';
@@ -68,19 +69,6 @@ function createSparseFile(path: string, sizeBytes: Bytes, undo: Undo): void {
   }
 }
 
-/** A new pool's metadata must start with a zeroed superblock (thin-provisioning.rst). */
-export function zeroMetadataHeader(path: string): void {
-  const fd = openSync(path, 'r+');
-  try {
-    writeSync(fd, Buffer.alloc(4096), 0, 4096, 0);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-/** thin_disk_superblock.magic (after csum, flags, blocknr, uuid[16]). */
-const SUPERBLOCK_MAGIC_OFFSET = 32;
 /**
  * thin_disk_superblock.data_block_size (__le32, sectors): after magic, version, time, trans_id,
  * held_root, data_space_map_root[SPACE_MAP_ROOT_SIZE = 128], metadata_space_map_root[128],
@@ -101,16 +89,9 @@ export function superblockDataBlockBytes(path: string): Bytes | null {
   }
 }
 
-/** Whether a metadata device already holds a pool's superblock (then it is never zeroed). */
+/** Whether a metadata device already holds a pool's superblock (then it is adopted, never formatted). */
 export function hasThinSuperblock(path: string): boolean {
-  const fd = openSync(path, 'r');
-  try {
-    const buf = Buffer.alloc(SUPERBLOCK_MAGIC_OFFSET + 8);
-    const n = readSync(fd, buf, 0, buf.length, 0);
-    return n === buf.length && buf.readBigUInt64LE(SUPERBLOCK_MAGIC_OFFSET) === THIN_SUPERBLOCK_MAGIC;
-  } finally {
-    closeSync(fd);
-  }
+  return metadataHeaderOf(path) === 'superblock';
 }
 
 function majMin(path: string): string {
@@ -244,11 +225,9 @@ export async function setUpPool(
         createSparseFile(files.metadata, opts.loopMetadataSizeBytes, undo);
         fsyncDir(root);
       }
-      // Never zero a pool's superblock: metadata files without our metadata folder are adopted.
-      if (created || (newPool && !hasThinSuperblock(files.metadata))) {
-        zeroMetadataHeader(files.metadata);
-        fresh = true;
-      }
+      // Our own files: made sparse (all zero) just now, or by an open cut off before its pool
+      // state; one with a pool's superblock is adopted, one with anything else refused.
+      if (created || (newPool && checkNewMetadataDevice(files.metadata) === 'fresh')) fresh = true;
       const d = await loopFor(files.data, undo, loopOpts);
       if (d.attached) release.push(d.dev);
       const m = await loopFor(files.metadata, undo, loopOpts);
@@ -260,10 +239,8 @@ export async function setUpPool(
     } else {
       dataDev = majMin(opts.dataDevice!);
       metaDev = majMin(opts.metadataDevice!);
-      if (newPool && !hasThinSuperblock(opts.metadataDevice!)) {
-        zeroMetadataHeader(opts.metadataDevice!);
-        fresh = true;
-      }
+      // Never written here: zeroed by the user, or a pool's superblock to adopt (metadata-device.ts).
+      if (newPool && checkNewMetadataDevice(opts.metadataDevice!) === 'fresh') fresh = true;
       dataSize = blockDeviceSizeBytes(opts.dataDevice!);
     }
     await dm.create(poolName, { table: [poolTable(metaDev, dataDev, dataSize, opts.dataBlockSizeBytes)] });

@@ -104,12 +104,11 @@ async function grow(
   // dm-thin skips both growths of a needs_check pool without an error: say so instead.
   if (status.needsCheck) throw new PoolStateError(poolName, 'metadata needs_check: repair it (thin_check/thin_repair) before growing');
   const blockSize = blockBytes(table);
-  const data = side('data', backingOf(table.dataDevice, opts.loop), sectorsToBytes(table.lengthSectors));
-  const metadata = side(
-    'metadata',
-    backingOf(table.metadataDevice, opts.loop),
-    bytes(status.totalMetadataBlocks * BigInt(METADATA_BLOCK_BYTES)),
-  );
+  // A DeviceSet's pool on dm.datadev/dm.metadatadev: block devices, even loops someone else set up.
+  const blockOnly = pool !== undefined && pool.dataFile === undefined;
+  const data = side('data', backingOf(table.dataDevice, opts.loop, blockOnly), sectorsToBytes(table.lengthSectors));
+  const metaNow = bytes(status.totalMetadataBlocks * BigInt(METADATA_BLOCK_BYTES));
+  const metadata = side('metadata', backingOf(table.metadataDevice, opts.loop, blockOnly), metaNow);
   if (pool?.dataFile !== undefined) sameFile(poolName, data.dev, pool.dataFile);
   if (pool?.metadataFile !== undefined) sameFile(poolName, metadata.dev, pool.metadataFile);
 

@@ -101,7 +101,11 @@ async function run(op: Op): Promise<'ok' | 'refused' | 'deferred'> {
       return 'ok';
     }
     case 'resize':
-      await set.resizePool(bytes(BigInt(op.bytes)));
+      await set.resizePool(
+        op.metadata === undefined
+          ? bytes(BigInt(op.bytes))
+          : { dataBytes: bytes(BigInt(op.bytes)), metadataBytes: bytes(BigInt(op.metadata)) },
+      );
       return 'ok';
     case 'reopen':
       await set.shutdown();

@@ -13,7 +13,8 @@ export type Op =
   | { op: 'deactivate'; hash: string }
   /** Mount, write `file` (contentOf(file)), fsync, unmount. */
   | { op: 'write'; hash: string; file: string }
-  | { op: 'resize'; bytes: string }
+  /** Grow the data to `bytes`, and the metadata to `metadata` when given. */
+  | { op: 'resize'; bytes: string; metadata?: string }
   /** Shut the pool down and open it again (with the hook): deferred deletes are retried. */
   | { op: 'reopen' }
   /** Another user of the pool takes the id the metadata would give next (create_thin): the next create skips it. */

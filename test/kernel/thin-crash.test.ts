@@ -117,7 +117,12 @@ const SCENARIOS: Scenario[] = [
     countFrom: 4,
     effect: (set, k) => !set.deviceRecords().some((r) => r.hash === `f${k}`),
   },
-  { name: 'resize', ops: (k) => [{ op: 'resize', bytes: String(256n * MiB + BigInt(k) * 64n * MiB) }] },
+  // Data and metadata: the metadata's steps are crash points too. Only the data size is the
+  // operation's outcome (effectOf): dm-thin takes a grown metadata device at any later resume.
+  {
+    name: 'resize',
+    ops: (k) => [{ op: 'resize', bytes: String(256n * MiB + BigInt(k) * 64n * MiB), metadata: String(16n * MiB + BigInt(k) * 4n * MiB) }],
+  },
   // Ids the pool holds and the metadata does not (another user of the pool, a lost folder): skipped, never deleted.
   {
     name: 'snapshot over a foreign thin id',

@@ -260,9 +260,9 @@ describe('pools on given block devices and existing pools', () => {
     rmSync(h, { recursive: true, force: true });
   });
 
-  test('dm.datadev + dm.metadatadev: the pool on block devices, metadata zeroed once, reopened', async () => {
+  test('dm.datadev + dm.metadatadev: the pool on block devices (metadata zeroed by the user), reopened', async () => {
     const [d, m] = loops as [LoopDevice, LoopDevice];
-    writeFileSync(m.path, Buffer.alloc(4096, 0xff)); // garbage where the superblock goes
+    writeFileSync(m.path, Buffer.alloc(4096)); // as `dd if=/dev/zero of=DEV bs=4096 count=1`
     const opts = ['dm.basesize=64M', 'dm.prefix=dmtest', 'dm.min_free_space=0%', `dm.datadev=${d.path}`, `dm.metadatadev=${m.path}`];
     const home1 = join(h, 'home');
     const set = await DeviceSet.open(home1, opts);

@@ -1,9 +1,10 @@
-import { mkdtempSync, readdirSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { formatTableLine } from '../../src/dm/targets.js';
-import { checkLoopFiles, hasThinSuperblock, loopFiles, poolTable, zeroMetadataHeader } from '../../src/thin/pool-setup.js';
+import { checkLoopFiles, hasThinSuperblock, loopFiles, poolTable } from '../../src/thin/pool-setup.js';
+import { checkNewMetadataDevice, MetadataDeviceNotZeroedError, metadataHeaderOf } from '../../src/thin/metadata-device.js';
 import { bytes } from '../../src/structs/units.js';
 
 let dir: string;
@@ -23,17 +24,37 @@ describe('pool table', () => {
 });
 
 describe('metadata superblock', () => {
-  test('a dm-thin superblock is recognised by its magic at byte 32; zeroing removes it', () => {
+  test('a dm-thin superblock is recognised by its magic at byte 32', () => {
     const p = join(dir, 'meta');
     const buf = Buffer.alloc(8192, 0xaa);
     buf.writeBigUInt64LE(27022010n, 32);
     writeFileSync(p, buf);
     expect(hasThinSuperblock(p)).toBe(true);
-    zeroMetadataHeader(p);
-    expect(hasThinSuperblock(p)).toBe(false);
-    const after = readFileSync(p);
-    expect(after.subarray(0, 4096).every((b) => b === 0)).toBe(true);
-    expect(after[4096]).toBe(0xaa);
+    expect(metadataHeaderOf(p)).toBe('superblock');
+    expect(checkNewMetadataDevice(p)).toBe('adopt');
+  });
+  test('a new metadata device: zeroed first 4 KiB is fresh; one other byte, or fewer bytes, is refused with the dd command', () => {
+    const p = join(dir, 'zeroed');
+    const buf = Buffer.alloc(8192, 0);
+    buf[4096] = 0xff; // past the first block: not looked at
+    writeFileSync(p, buf);
+    expect(metadataHeaderOf(p)).toBe('zeroed');
+    expect(checkNewMetadataDevice(p)).toBe('fresh');
+    buf[4095] = 1;
+    writeFileSync(p, buf);
+    expect(metadataHeaderOf(p)).toBe('other');
+    const err = (() => {
+      try {
+        checkNewMetadataDevice(p);
+      } catch (e) {
+        return e;
+      }
+    })();
+    expect(err).toBeInstanceOf(MetadataDeviceNotZeroedError);
+    expect(err).toMatchObject({ code: 'EINVAL', path: p, command: `dd if=/dev/zero of=${p} bs=4096 count=1` });
+    expect((err as Error).message).toContain(`dd if=/dev/zero of=${p} bs=4096 count=1`);
+    writeFileSync(p, Buffer.alloc(4095));
+    expect(metadataHeaderOf(p)).toBe('other');
   });
   test('short or other content is not a superblock', () => {
     const p = join(dir, 'short');
