@@ -145,6 +145,20 @@ export {
 } from './thin/index.js';
 // Growing a pool from the kernel's view alone (a process beside the one holding its home).
 export { resizePoolByName, ResizeLockedError, THIN_METADATA_MAX_BYTES, type PoolResizeTarget } from './thin/index.js';
+// A device's dm events; a pool's watcher with lvm's auto-extend policy (`devmapper pool monitor`).
+export { DmEventStream, hasArmPoll, type DmEventMechanism, type DmEventResult, type DmEventStreamOptions } from './dm/index.js';
+export {
+  AUTOEXTEND_DEFAULTS,
+  MONITOR_INTERVAL_MS,
+  PoolMonitor,
+  autoextendPolicy,
+  extendDecision,
+  type AutoextendPolicy,
+  type ExtendDecision,
+  type PoolMonitorEvent,
+  type PoolMonitorOptions,
+  type PoolResize,
+} from './thin/index.js';
 export { MetadataDeviceNotZeroedError } from './thin/index.js';
 export { Driver } from './driver/index.js';
 

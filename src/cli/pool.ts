@@ -31,6 +31,7 @@ import {
   withPool,
   type HomeArgs,
 } from './pool-home.js';
+import { monitorCommand } from './pool-monitor.js';
 import { Progress } from './progress.js';
 import { UsageError } from './usage.js';
 
@@ -221,6 +222,7 @@ const commands: Command[] = [
       return view.ok ? undefined : EXIT_FAILED;
     },
   },
+  monitorCommand,
   {
     name: 'shutdown',
     summary: "unmount every layer, remove the layers' and the pool's devices (data kept); a pool not active: says so, exit 0",

@@ -58,3 +58,10 @@ export type { Geometry } from './commands/set-geometry.js';
 export type { DmTargetVersion } from '../structs/target-versions.js';
 export { removeByPrefix, teardownOrder, type TeardownNode, type TeardownOptions, type TeardownResult } from './teardown.js';
 export * from './task.js';
+export {
+  DmEventStream,
+  hasArmPoll,
+  type DmEventMechanism,
+  type DmEventResult,
+  type DmEventStreamOptions,
+} from './events.js';

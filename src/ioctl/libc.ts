@@ -1,9 +1,10 @@
-// The project's only binding of native code: libc's open/close/ioctl/mknod/mount/umount2/fsync/flock
-// through koffi. Loaded on first use (synchronously, via require) so that commands that never touch
+// The project's only binding of native code: libc's open/close/ioctl/mknod/mount/umount2/fsync/flock/
+// poll/eventfd through koffi. Loaded on first use (synchronously, via require) so that commands that never touch
 // the kernel do not load the native module.
 import { createRequire } from 'node:module';
 import type * as KoffiModule from 'koffi';
 import type { DevT } from '../structs/dev.js';
+import { Errno } from './errno.js';
 import { SysError } from './errors.js';
 import type { IoctlArg, IoctlResult, Transport } from './transport.js';
 
@@ -25,6 +26,11 @@ interface Libc {
   flock: KoffiFunction;
   /** clock_gettime(clockid_t, struct timespec *): time_t and long are both `long` on glibc's Linux ABIs. */
   clockGettime: KoffiFunction;
+  /** poll(struct pollfd *, nfds_t, int): the array is a Buffer of POLLFD_SIZE records. */
+  poll: KoffiFunction;
+  eventfd: KoffiFunction;
+  read: KoffiFunction;
+  write: KoffiFunction;
 }
 
 let libc: Libc | undefined;
@@ -48,6 +54,10 @@ function load(): Libc {
     fsync: lib.func('int fsync(int fd)'),
     flock: lib.func('int flock(int fd, int operation)'),
     clockGettime: lib.func('int clock_gettime(int clk_id, _Out_ timespec *tp)'),
+    poll: lib.func('int poll(void *fds, unsigned long nfds, int timeout)'),
+    eventfd: lib.func('int eventfd(unsigned int initval, int flags)'),
+    read: lib.func('long read(int fd, void *buf, unsigned long count)'),
+    write: lib.func('long write(int fd, void *buf, unsigned long count)'),
   };
   return libc;
 }
@@ -130,6 +140,18 @@ export const MNT_DETACH = 2;
 export const MNT_EXPIRE = 4;
 export const UMOUNT_NOFOLLOW = 8;
 
+/** include/uapi/asm-generic/poll.h: struct pollfd's events/revents bits. */
+export const POLLIN = 0x0001;
+export const POLLERR = 0x0008;
+export const POLLHUP = 0x0010;
+export const POLLNVAL = 0x0020;
+/** struct pollfd { int fd; short events; short revents; } */
+export const POLLFD_SIZE = 8;
+
+/** include/uapi/linux/eventfd.h: the O_ flags of the same values. */
+export const EFD_CLOEXEC = O_CLOEXEC;
+export const EFD_NONBLOCK = O_NONBLOCK;
+
 /** <linux/time.h>: the settable system-wide wall clock. */
 export const CLOCK_REALTIME = 0;
 
@@ -206,4 +228,50 @@ export function clockRealtimeNs(): bigint {
   const ts: { tv_sec?: number | bigint; tv_nsec?: number | bigint } = {};
   check(load().clockGettime(CLOCK_REALTIME, ts) as number, 'clock_gettime');
   return BigInt(ts.tv_sec ?? 0) * 1_000_000_000n + BigInt(ts.tv_nsec ?? 0);
+}
+
+// ---- poll(2) and eventfd(2) ----------------------------------------------------------------------
+
+export interface PollFd {
+  fd: number;
+  /** POLLIN...: what to wait for. */
+  events: number;
+}
+
+/**
+ * poll(2) on a worker thread: resolves with each fd's revents once one is ready, or all zeros after
+ * `timeoutMs` (-1: no timeout). The event loop runs meanwhile. EINTR (a signal landed on the worker)
+ * answers as a timeout: the caller looks again either way.
+ */
+export function sysPollAsync(fds: readonly PollFd[], timeoutMs: number): Promise<number[]> {
+  const l = load();
+  const buf = Buffer.alloc(fds.length * POLLFD_SIZE);
+  fds.forEach((p, i) => {
+    buf.writeInt32LE(p.fd, i * POLLFD_SIZE);
+    buf.writeInt16LE(p.events, i * POLLFD_SIZE + 4);
+  });
+  const timeout = timeoutMs < 0 ? -1 : Math.min(Math.ceil(timeoutMs), 0x7fffffff);
+  return new Promise((resolve, reject) => {
+    l.poll.async(buf, fds.length, timeout, (err: unknown, ret: number) => {
+      if (err) return reject(err instanceof Error ? err : new Error(String(err)));
+      if (ret === -1) {
+        const errno = l.koffi.errno();
+        if (errno === Errno.EINTR) return resolve(fds.map(() => 0));
+        return reject(new SysError('poll', errno));
+      }
+      resolve(fds.map((_, i) => buf.readUInt16LE(i * POLLFD_SIZE + 6)));
+    });
+  });
+}
+
+/** eventfd(2): a counter fd that another thread's poll() sees readable once it is written. */
+export function sysEventfd(flags = EFD_CLOEXEC | EFD_NONBLOCK): number {
+  return check(load().eventfd(0, flags) as number, 'eventfd');
+}
+
+/** Adds 1 to an eventfd's counter: wakes every poll() on it. */
+export function eventfdSignal(fd: number): void {
+  const one = Buffer.alloc(8);
+  one.writeBigUInt64LE(1n);
+  check(load().write(fd, one, 8) as number, 'write');
 }

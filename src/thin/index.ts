@@ -51,3 +51,28 @@ export { type MetadataCheck, type MetadataProblem, checkThinMetadata } from './m
 // Durable files, for the layers above that keep records beside the pool's.
 export { fsyncDir, makeDirs } from './dirs.js';
 export { writeFileAtomic } from './metadata-store.js';
+// Watching a pool: its dm events, use and mode; lvm's auto-extend policy.
+export {
+  MONITOR_INTERVAL_MS,
+  PoolMonitor,
+  roomFor,
+  type CheckReason,
+  type PoolMode,
+  type PoolMonitorEvent,
+  type PoolMonitorOptions,
+  type PoolPart,
+  type PoolResize,
+  type PoolSnapshot,
+  type PoolUse,
+} from './monitor.js';
+export {
+  AUTOEXTEND_DEFAULTS,
+  AUTOEXTEND_MIN_THRESHOLD,
+  autoextendOn,
+  autoextendPolicy,
+  extendDecision,
+  overThreshold,
+  type AutoextendPolicy,
+  type ExtendDecision,
+  type ExtendInput,
+} from './autoextend.js';
