@@ -111,22 +111,32 @@ export function mount(device: string, target: string, fs: string, options: reado
 /**
  * Mount a thin device with `discard` unless the options choose (dm.mountopt=nodiscard): a file
  * deleted in the file system then unmaps its blocks in the pool (and a loop-backed pool punches
- * them out of its data file). A file system that does not take `discard` (EINVAL) is mounted
- * again without it, as Docker's driver did. `nodiscard` itself goes to the kernel as given: ext4
- * and xfs take it, and on ext4 it overrides a `discard` that tune2fs made a default mount option.
- * Returns whether the mount has the default `discard`.
+ * them out of its data file). A file system that does not take `discard` (EINVAL: the ext2
+ * driver) is mounted again without it, as Docker's driver did. `nodiscard` goes to the kernel as
+ * given (ext4 and xfs take it, and on ext4 it overrides a `discard` that tune2fs made a default
+ * mount option); a driver that refuses it (EINVAL) has no discard to turn off, and is mounted once
+ * more without the word. Returns whether the mount has the default `discard`.
  */
 export function mountThin(device: string, target: string, fs: FsSuperblockType, options: readonly string[]): { discard: boolean } {
-  if (!choosesDiscard(options)) {
+  const attempts: { options: readonly string[]; discard: boolean }[] = [];
+  if (!choosesDiscard(options)) attempts.push({ options: ['discard', ...options], discard: true });
+  attempts.push({ options, discard: false });
+  const withoutNodiscard = options.map((group) =>
+    splitOptions(group)
+      .filter((o) => o !== 'nodiscard')
+      .join(','),
+  );
+  if (withoutNodiscard.join(',') !== options.join(','))
+    attempts.push({ options: withoutNodiscard.filter((g) => g !== ''), discard: false });
+  for (const [i, a] of attempts.entries()) {
     try {
-      mount(device, target, fs, ['discard', ...options]);
-      return { discard: true };
+      mount(device, target, fs, a.options);
+      return { discard: a.discard };
     } catch (e) {
-      if (errnoOf(e) !== 'EINVAL') throw e;
+      if (errnoOf(e) !== 'EINVAL' || i === attempts.length - 1) throw e;
     }
   }
-  mount(device, target, fs, options);
-  return { discard: false };
+  throw new Error('unreachable: the last attempt returns or throws');
 }
 
 export function unmount(target: string, flags = 0): void {
