@@ -24,3 +24,6 @@ export {
   udevWait,
   type Info,
 } from './dm/index.js';
+
+// Docker's ProbeFsType(device) (string, error): here it returns the type or throws UnknownFsError.
+export { probeFsType as ProbeFsType } from './blk/index.js';

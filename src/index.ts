@@ -115,7 +115,12 @@ export {
   flushBuffers,
   logicalSectorSizeBytes,
   physicalSectorSizeBytes,
+  probeFsType,
+  readFsSuperblock,
+  UnknownFsError,
   type BlkOptions,
+  type FsSuperblock,
+  type FsSuperblockType,
   type PathOrFd,
 } from './blk/index.js';
 

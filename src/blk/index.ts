@@ -1,2 +1,3 @@
-// Block devices by ioctl: size, sector sizes, discard, flush.
+// Block devices by ioctl: size, sector sizes, discard, flush; and the file system on one.
 export * from './block-device.js';
+export * from './fs-probe.js';

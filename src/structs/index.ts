@@ -19,3 +19,4 @@ export * from './blk.js';
 export * from './decode.js';
 export * from './crc32c.js';
 export * from './thin-metadata.js';
+export * from './fs-superblock.js';

@@ -34,6 +34,7 @@ import { readOnlyModeOf, ThinDevices, type DevStatus } from './thin-devices.js';
 import { Transactions, type ReconcileResult } from './transaction.js';
 import type { ThinId } from '../dm/names.js';
 import { makeDirs } from './dirs.js';
+import { requireMkfs } from './mkfs.js';
 import { Undo } from './undo.js';
 
 export type { DiskUsage, PoolStatus } from './pool-health.js';
@@ -129,6 +130,7 @@ export class DeviceSet {
       const newPool = store.readPoolState() === null;
       const poolName = opts.thinPoolDevice ?? naming.poolName();
       checkFixedOptions(input, opts, { dm, poolName, root, base: store.readDevice(BASE_HASH) });
+      if (!store.readDevice(BASE_HASH)?.initialized) requireMkfs(opts.fs, extras.findExecutable);
       if (newPool) undo.push(`metadata in ${metaDir}`, () => store.forgetPool());
       // As lvm2 runs thin_check: an inactive pool is never activated on metadata that fails it.
       const idsBefore = readBeforeActivate({ dm, poolName, root, opts, newPool });

@@ -4,7 +4,7 @@
 // argument "-O ^has_journal", which getopt reads as -O with the value " ^has_journal" (mke2fs skips
 // the blank). Give `-L` and its value as two occurrences if the value must not start with a blank.
 import { execFile } from 'node:child_process';
-import { CommandError } from './errors.js';
+import { CommandError, OptionError } from './errors.js';
 import { findExecutable, type FsType } from './options.js';
 
 /** The argv for formatting `device` (exported for tests: what would run). */
@@ -28,4 +28,14 @@ export function mkfs(fs: FsType, device: string, extraArgs: readonly string[], o
       reject(new CommandError(argv, typeof code === 'number' ? code : null, String(stderr || err.message)));
     });
   });
+}
+
+/**
+ * mkfs.<fs> must be installed before a base device is made, checked before the pool is touched; a
+ * pool whose base exists needs none (its layers are snapshots, mounted by their probed type).
+ */
+export function requireMkfs(fs: FsType, find: (name: string) => string | null = findExecutable): string {
+  const exe = find(`mkfs.${fs}`);
+  if (exe === null) throw new OptionError('dm.fs', fs, `mkfs.${fs} is not installed (not found on PATH, /sbin or /usr/sbin)`);
+  return exe;
 }

@@ -2,11 +2,12 @@
 // table for those made by earlier processes (the CLI mounts in one process, unmounts in another).
 import { rmdirSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { probeFsType, type FsSuperblockType } from '../blk/index.js';
 import type { DeviceMapper } from '../dm/device-mapper.js';
 import type { DeviceInfo } from '../dm/info.js';
 import { formatDev } from '../structs/dev.js';
 import { DeviceBusyError, errnoOf, NotMountedError, UnknownDeviceError } from './errors.js';
-import { mount, mountOptionsFor, mountsOf, mountTable, unmountRetrying, type MountEntry } from './mount.js';
+import { mountOptionsFor, mountsOf, mountTable, mountThin, unmountRetrying, type MountEntry } from './mount.js';
 import type { PoolNaming } from './naming.js';
 import type { PoolOptions } from './options.js';
 import { makeDirs } from './dirs.js';
@@ -67,15 +68,20 @@ export class MountTracker {
     const wasActive = h.dm.info({ name: h.naming.deviceName(hash) }) !== null;
     await h.activate(hash);
     const made = opts.createMountPoint ? makeDirs(target, 0o755) : [];
+    let fs: FsSuperblockType;
     try {
-      mount(h.devicePath(hash), target, h.options.fs, mountOptionsFor(h.options.fs, h.options.mountOptions, mountLabel));
+      // The superblock says what the device holds, not dm.fs: a pool opened without dm.fs=xfs
+      // still mounts its xfs layers, and a home made elsewhere mounts whatever its base is.
+      const device = h.devicePath(hash);
+      fs = probeFsType(device);
+      mountThin(device, target, fs, mountOptionsFor(fs, h.options.mountOptions, mountLabel));
     } catch (e) {
       for (const dir of made.reverse()) rmdirSync(dir);
       if (!wasActive) await h.deactivate(hash).catch(() => undefined);
       throw e;
     }
     this.mounts.set(hash, { path: target, count: 1 });
-    if (h.options.xfsNoSpaceMaxRetries !== undefined) this.setXfsRetries(hash);
+    if (h.options.xfsNoSpaceMaxRetries !== undefined && fs === 'xfs') this.setXfsRetries(hash);
   }
 
   private setXfsRetries(hash: string): void {

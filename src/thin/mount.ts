@@ -14,8 +14,8 @@ import {
   sysMount,
   sysUmount2,
 } from '../ioctl/libc.js';
-import { MountOptionError } from './errors.js';
-import type { FsType } from './options.js';
+import type { FsSuperblockType } from '../blk/index.js';
+import { errnoOf, MountOptionError } from './errors.js';
 
 // Options that are mount(2) flags rather than file system data: [set, clear].
 const FLAGS: Record<string, [number, number]> = {
@@ -88,8 +88,9 @@ export function checkMountLabel(label: string): string {
 
 /** The option list used for a thin device: dm.mountopt, `nouuid` for xfs (every snapshot shares
  *  the base's uuid), and an SELinux context when a label is given and SELinux is on. The label is
- *  checked either way, so a bad one fails alike on every host. */
-export function mountOptionsFor(fs: FsType, mountOptions: readonly string[], mountLabel = ''): string[] {
+ *  checked either way, so a bad one fails alike on every host. `discard` is not here: mountThin
+ *  adds it. */
+export function mountOptionsFor(fs: FsSuperblockType, mountOptions: readonly string[], mountLabel = ''): string[] {
   checkMountLabel(mountLabel);
   const opts = [...mountOptions];
   if (fs === 'xfs') opts.push('nouuid');
@@ -97,9 +98,45 @@ export function mountOptionsFor(fs: FsType, mountOptions: readonly string[], mou
   return opts;
 }
 
-export function mount(device: string, target: string, fs: FsType, options: readonly string[]): void {
+/** Whether the options choose discard themselves (`discard`, `discard=...`, `nodiscard`): then no default is added. */
+export function choosesDiscard(options: readonly string[]): boolean {
+  return options.some((group) => splitOptions(group).some((o) => o === 'discard' || o === 'nodiscard' || o.startsWith('discard=')));
+}
+
+export function mount(device: string, target: string, fs: string, options: readonly string[]): void {
   const { flags, data } = parseMountOptions(options);
   sysMount(device, target, fs, flags, data === '' ? null : data);
+}
+
+/**
+ * Mount a thin device with `discard` unless the options choose (dm.mountopt=nodiscard): a file
+ * deleted in the file system then unmaps its blocks in the pool (and a loop-backed pool punches
+ * them out of its data file). A file system that does not take `discard` (EINVAL: the ext2
+ * driver) is mounted again without it, as Docker's driver did. `nodiscard` goes to the kernel as
+ * given (ext4 and xfs take it, and on ext4 it overrides a `discard` that tune2fs made a default
+ * mount option); a driver that refuses it (EINVAL) has no discard to turn off, and is mounted once
+ * more without the word. Returns whether the mount has the default `discard`.
+ */
+export function mountThin(device: string, target: string, fs: FsSuperblockType, options: readonly string[]): { discard: boolean } {
+  const attempts: { options: readonly string[]; discard: boolean }[] = [];
+  if (!choosesDiscard(options)) attempts.push({ options: ['discard', ...options], discard: true });
+  attempts.push({ options, discard: false });
+  const withoutNodiscard = options.map((group) =>
+    splitOptions(group)
+      .filter((o) => o !== 'nodiscard')
+      .join(','),
+  );
+  if (withoutNodiscard.join(',') !== options.join(','))
+    attempts.push({ options: withoutNodiscard.filter((g) => g !== ''), discard: false });
+  for (const [i, a] of attempts.entries()) {
+    try {
+      mount(device, target, fs, a.options);
+      return { discard: a.discard };
+    } catch (e) {
+      if (errnoOf(e) !== 'EINVAL' || i === attempts.length - 1) throw e;
+    }
+  }
+  throw new Error('unreachable: the last attempt returns or throws');
 }
 
 export function unmount(target: string, flags = 0): void {

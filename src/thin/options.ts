@@ -64,7 +64,7 @@ export interface PoolOptionsInput {
 }
 
 export interface ParseEnv {
-  /** Finds an executable by name; default: PATH plus /sbin and /usr/sbin. */
+  /** Finds an executable by name (mkfs.<dm.fs>, for a base still to be made); default: PATH plus /sbin and /usr/sbin. */
   findExecutable?: (name: string) => string | null;
 }
 
@@ -252,10 +252,13 @@ export function findExecutable(name: string): string | null {
   return null;
 }
 
-/** Validate options given as `dm.key=value` strings or as a typed object. Throws OptionError. */
-export function parsePoolOptions(options: readonly string[] | PoolOptionsInput = {}, env: ParseEnv = {}): PoolOptions {
+/**
+ * Validate options given as `dm.key=value` strings or as a typed object. Throws OptionError.
+ * mkfs.<dm.fs> is not looked for here: only a pool whose base is still to be made needs it
+ * (requireMkfs, when the pool opens).
+ */
+export function parsePoolOptions(options: readonly string[] | PoolOptionsInput = {}, _env: ParseEnv = {}): PoolOptions {
   const input = Array.isArray(options) ? optionsFromStrings(options as readonly string[]) : (options as PoolOptionsInput);
-  const find = env.findExecutable ?? findExecutable;
 
   const baseSizeBytes = size('dm.basesize', input.baseSize, DEFAULTS.baseSizeBytes);
   const loopDataSizeBytes = size('dm.loopdatasize', input.loopDataSize, DEFAULTS.loopDataSizeBytes);
@@ -274,9 +277,6 @@ export function parsePoolOptions(options: readonly string[] | PoolOptionsInput =
       formatSize(baseSizeBytes),
       'mkfs.xfs refuses file systems under 300 MiB (xfsprogs 5.19 and later): give dm.basesize=300M or more',
     );
-  }
-  if (find(`mkfs.${fsName}`) === null) {
-    throw new OptionError('dm.fs', fsName, `mkfs.${fsName} is not installed (not found on PATH, /sbin or /usr/sbin)`);
   }
 
   const mkfsArgs = [...(input.mkfsArgs ?? [])];

@@ -6,7 +6,18 @@
 // A decoder may return a value or throw its module's typed error, nothing else: a TypeError, a
 // RangeError (an out-of-bounds DataView read, an allocation too large) or a SyntaxError escaping is
 // a bug in that decoder. Values are serialised, so a lazily broken value fails here too.
-import { closeSync, existsSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync, ftruncateSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+  writeSync,
+  ftruncateSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
@@ -60,6 +71,7 @@ import {
   decodeMetadataIndex,
   decodeThinSuperblock,
 } from '../../src/structs/index.js';
+import { decodeFsSuperblock, FS_PROBE_BYTES } from '../../src/structs/fs-superblock.js';
 import { InvalidHashError, MetadataError, OptionError } from '../../src/thin/errors.js';
 import { forEachMapping, memoryMetadataBlocks, readThinDevices, readThinUsage } from '../../src/thin/metadata/index.js';
 import { HomeLock } from '../../src/thin/lock.js';
@@ -435,6 +447,14 @@ function thinBlocks(xor: number): fc.Arbitrary<{ block: Uint8Array; blocknr: num
       return { block: image.slice(b * THIN_METADATA_BLOCK_SIZE, (b + 1) * THIN_METADATA_BLOCK_SIZE), blocknr: b };
     });
   });
+}
+
+const FS_HEADS_DIR = join(import.meta.dirname, '../golden/fs-superblocks');
+/** The first bytes of real file systems (test/golden/fs-superblocks/make.sh). */
+function fsHeads(): Uint8Array[] {
+  return readdirSync(FS_HEADS_DIR)
+    .filter((f) => f.endsWith('.head'))
+    .map((f) => new Uint8Array(readFileSync(join(FS_HEADS_DIR, f))));
 }
 
 const anyBlock = fc.oneof(
@@ -893,6 +913,27 @@ export const PROPERTIES: readonly FuzzProperty[] = [
       writeFileSync(join(scratchDir(), STORAGE_OPTS_FILE), text);
       only([OperationError], () => readRecordedOpts(scratchDir()));
     },
+  }),
+  property({
+    decoder: 'decodeFsSuperblock',
+    cases: 'the heads of real ext2/3/4, jbd and xfs file systems with bytes edited and cut short, random heads',
+    weight: 1,
+    arbitrary: () =>
+      fc.oneof(
+        fc
+          .tuple(
+            fc.constantFrom(...fsHeads()),
+            fc.array(fc.tuple(fc.nat(FS_PROBE_BYTES - 1), fc.nat(255)), { maxLength: 8 }),
+            fc.nat(FS_PROBE_BYTES),
+          )
+          .map(([head, edits, length]) => {
+            const b = Uint8Array.from(head);
+            for (const [at, v] of edits) b[at] = v;
+            return b.subarray(0, length);
+          }),
+        fc.uint8Array({ maxLength: FS_PROBE_BYTES }),
+      ),
+    run: (buf) => only([], () => decodeFsSuperblock(buf)),
   }),
   property({
     decoder: 'decodeThinSuperblock',

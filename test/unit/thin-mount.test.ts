@@ -1,7 +1,7 @@
 import { describe, expect, test } from 'vitest';
 import { MS_NOATIME, MS_NODEV, MS_RDONLY } from '../../src/ioctl/libc.js';
 import { mkfsArgv } from '../../src/thin/mkfs.js';
-import { isMounted, mountOptionsFor, mountsOf, parseMountInfo, parseMountOptions } from '../../src/thin/mount.js';
+import { choosesDiscard, isMounted, mountOptionsFor, mountsOf, parseMountInfo, parseMountOptions } from '../../src/thin/mount.js';
 
 describe('mount options', () => {
   test('flags are split from file system data', () => {
@@ -14,6 +14,17 @@ describe('mount options', () => {
   test('xfs gets nouuid; no SELinux context without a label', () => {
     expect(mountOptionsFor('xfs', ['discard'])).toEqual(['discard', 'nouuid']);
     expect(mountOptionsFor('ext4', [])).toEqual([]);
+    expect(mountOptionsFor('ext3', ['nodev'])).toEqual(['nodev']);
+  });
+  test('discard is the default unless dm.mountopt chooses: discard, discard=..., nodiscard', () => {
+    expect(choosesDiscard([])).toBe(false);
+    expect(choosesDiscard(['noatime,nodev', 'data=ordered'])).toBe(false);
+    expect(choosesDiscard(['nodiscard'])).toBe(true);
+    expect(choosesDiscard(['noatime,nodiscard'])).toBe(true);
+    expect(choosesDiscard(['discard'])).toBe(true);
+    expect(choosesDiscard(['discard=async'])).toBe(true);
+    // Inside a quoted value it is no option of its own.
+    expect(choosesDiscard(['context="a,nodiscard"'])).toBe(false);
   });
 });
 

@@ -1,6 +1,7 @@
 import { describe, expect, test } from 'vitest';
 import { OptionError } from '../../src/thin/errors.js';
 import { optionsFromStrings, parsePoolOptions, parseSize } from '../../src/thin/options.js';
+import { requireMkfs } from '../../src/thin/mkfs.js';
 
 const hasAll = { findExecutable: (n: string) => `/sbin/${n}` };
 const noXfs = { findExecutable: (n: string) => (n === 'mkfs.xfs' ? null : `/sbin/${n}`) };
@@ -174,9 +175,20 @@ describe('every bad value is an OptionError naming the key', () => {
     expect((err as Error).message).toContain(key);
   });
 
-  test('xfs where mkfs.xfs is missing', () => {
-    expect(() => parsePoolOptions(['dm.fs=xfs'], noXfs)).toThrow(/mkfs\.xfs is not installed/);
+  test('xfs where mkfs.xfs is missing: the options are valid, only making a base needs it', () => {
+    expect(parsePoolOptions(['dm.fs=xfs'], noXfs).fs).toBe('xfs');
     expect(parsePoolOptions(['dm.fs=ext4'], noXfs).fs).toBe('ext4');
+    const err = (() => {
+      try {
+        requireMkfs('xfs', noXfs.findExecutable);
+      } catch (e) {
+        return e;
+      }
+    })();
+    expect(err).toBeInstanceOf(OptionError);
+    expect((err as OptionError).key).toBe('dm.fs');
+    expect((err as Error).message).toMatch(/mkfs\.xfs is not installed/);
+    expect(requireMkfs('ext4', noXfs.findExecutable)).toBe('/sbin/mkfs.ext4');
   });
 
   test('typed object: bad types are caught too', () => {
