@@ -14,6 +14,7 @@ import {
   sysMount,
   sysUmount2,
 } from '../ioctl/libc.js';
+import { log } from '../ioctl/index.js';
 import { MountOptionError } from './errors.js';
 import type { FsType } from './options.js';
 
@@ -100,10 +101,12 @@ export function mountOptionsFor(fs: FsType, mountOptions: readonly string[], mou
 export function mount(device: string, target: string, fs: FsType, options: readonly string[]): void {
   const { flags, data } = parseMountOptions(options);
   sysMount(device, target, fs, flags, data === '' ? null : data);
+  log.info('mounted', { device, target, fs, flags, data });
 }
 
 export function unmount(target: string, flags = 0): void {
   sysUmount2(target, flags);
+  log.info('unmounted', { target, flags });
 }
 
 /**
@@ -119,6 +122,7 @@ export async function unmountRetrying(target: string, attempts = 10, delayMs = 1
       const code = (e as { code?: unknown } | null)?.code;
       if (code === 'EINVAL' && !isMounted(target)) return;
       if (code !== 'EBUSY' || attempt >= attempts) throw e;
+      log.info('mount busy: retrying umount2', { target, attempt: attempt + 1, of: attempts, delay_ms: delayMs });
       await new Promise((r) => setTimeout(r, delayMs));
     }
   }
