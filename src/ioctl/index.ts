@@ -6,6 +6,7 @@ export * from './libc.js';
 export {
   LOG_LEVELS,
   formatLogLine,
+  formatLogMessage,
   getLogLevel,
   ioctlResultText,
   log,

@@ -115,7 +115,12 @@ function formatValue(v: LogFieldValue): string {
 
 /** `devmapper: <level>: <msg> key=value...`: one line, no newline; what the CLI writes to stderr. */
 export function formatLogLine(level: LogLevel, msg: string, fields?: LogFields): string {
-  let line = `devmapper: ${level}: ${msg}`;
+  return `devmapper: ${level}: ${formatLogMessage(msg, fields)}`;
+}
+
+/** `<msg> key=value...`: the message and its fields as one text. */
+export function formatLogMessage(msg: string, fields?: LogFields): string {
+  let line = msg;
   if (fields) {
     for (const key of Object.keys(fields)) {
       const v = fields[key];
