@@ -184,6 +184,22 @@ export {
 export { checkThinMetadata, type MetadataCheck, type MetadataProblem } from './thin/index.js';
 export type { SpaceMapRoot, ThinSuperblock } from './structs/index.js';
 
+// The library's log: silent until a logger is installed (docs/api.md, Logging).
+export {
+  LOG_LEVELS,
+  formatLogLine,
+  getLogLevel,
+  parseLogLevel,
+  setLogLevel,
+  setLogger,
+  stderrLogger,
+  type LogFieldValue,
+  type LogFields,
+  type LogFn,
+  type LogLevel,
+  type LogThreshold,
+} from './ioctl/index.js';
+
 // Errors: each carries the errno name as `code` where the kernel or libc gave one.
 export {
   DmError,

@@ -1,7 +1,7 @@
 // Block-device queries and operations by ioctl: size, sector sizes, discard, buffer flush.
 import { BLKDISCARD, BLKFLSBUF, BLKGETSIZE64, BLKPBSZGET, BLKSSZGET, decodeU32, decodeU64, encodeRange } from '../structs/blk.js';
 import { type Bytes, bytes } from '../structs/units.js';
-import { Errno, O_CLOEXEC, O_EXCL, O_RDONLY, O_WRONLY, SysError, libcTransport, sysClose, sysOpen } from '../ioctl/index.js';
+import { Errno, O_CLOEXEC, O_EXCL, O_RDONLY, O_WRONLY, SysError, libcTransport, logIoctl, sysClose, sysOpen } from '../ioctl/index.js';
 import type { IoctlArg, Transport } from '../ioctl/index.js';
 
 /** A device path (opened and closed around the call) or an fd the caller keeps. */
@@ -27,6 +27,7 @@ function withFd<T>(target: PathOrFd, flags: number, fn: (fd: number) => T): T {
 
 function ioctl(t: Transport, fd: number, request: number, name: string, target: PathOrFd, arg: IoctlArg): void {
   const r = t.ioctl(fd, request, arg);
+  logIoctl(name, typeof target === 'string' ? target : undefined, r);
   if (r.ret === -1) throw new SysError(name, r.errno, typeof target === 'string' ? target : undefined, `${name} ${describe(target)}`);
 }
 

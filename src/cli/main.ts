@@ -1,6 +1,8 @@
 // `devmapper <command> ...`: the dispatcher. Each command is a module loaded on demand, so that
 // `devmapper decode` never loads koffi. Help is answered before anything runs: `-h`/`--help`
-// anywhere, `help CMD [SUB]`, `CMD help [SUB]`.
+// anywhere, `help CMD [SUB]`, `CMD help [SUB]`. The library's log goes to stderr at the level of
+// `-v`/`-vv`/`-vvv` before the command, else of DEVMAPPER_LOG; without either it is silent.
+import { getLogLevel, parseLogLevel, setLogLevel, setLogger, stderrLogger, type LogThreshold } from '../ioctl/index.js';
 import { EXIT_FAILED, EXIT_OK, EXIT_USAGE, isHelpToken, wantsHelp, type Group } from './command.js';
 import { explain } from './errors.js';
 import { UsageError } from './usage.js';
@@ -38,16 +40,62 @@ export const COMMANDS: readonly TopCommand[] = [
 export function topHelp(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));
   return [
-    'usage: devmapper [--debug] <command> [args...]',
+    'usage: devmapper [--debug] [-v|-vv|-vvv] <command> [args...]',
     '       devmapper <command> --help | devmapper help <command> [<subcommand>]',
     '       devmapper --version',
     '',
     'commands:',
     ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}  ${c.summary} (devmapper ${c.name} --help)`),
     '',
+    'global options (before the command):',
+    '  --debug  a stack trace with the error',
+    '  -v       log to stderr: info (mounts, retries, reconcile decisions); -vv debug; -vvv trace (each ioctl)',
+    `  ${LOG_ENV}=LEVEL (silent, error, warn, info, debug, trace) logs the same without -v`,
+    '',
     'exit codes: 0 ok, 1 the system refused (errno first on stderr), 2 the command line is wrong',
     '',
   ].join('\n');
+}
+
+/** The environment variable that sets the log level of any run (the daemons': snapshotter serve). */
+export const LOG_ENV = 'DEVMAPPER_LOG';
+
+/** `-v` info, `-vv` debug, `-vvv` (or more) trace: dmsetup's count of -v, libdevmapper's levels. */
+const VERBOSITY: readonly LogThreshold[] = ['silent', 'info', 'debug', 'trace'];
+
+export interface GlobalOptions {
+  debug: boolean;
+  /** The log level asked for, by -v or the environment; undefined: silent. */
+  logLevel: LogThreshold | undefined;
+  /** The command line after the global options. */
+  args: string[];
+}
+
+/**
+ * The options before the command: `-v`, `-vv`, `-vvv` (repeatable: `-v -v`), `--verbose`; and
+ * `--debug`, anywhere (as it always was). A `-v` after the command is the command's own (none
+ * takes one today: an unknown option there). -v wins over the environment's level.
+ */
+export function parseGlobalOptions(argv: readonly string[], env: Readonly<Record<string, string | undefined>>): GlobalOptions {
+  const debug = argv.includes('--debug');
+  const args = argv.filter((a) => a !== '--debug');
+  let verbosity = 0;
+  let i = 0;
+  for (; i < args.length; i++) {
+    const a = args[i] as string;
+    if (/^-v+$/.test(a)) verbosity += a.length - 1;
+    else if (a === '--verbose') verbosity++;
+    else break;
+  }
+  let logLevel: LogThreshold | undefined;
+  if (verbosity > 0) logLevel = VERBOSITY[Math.min(verbosity, VERBOSITY.length - 1)];
+  else if (env[LOG_ENV]) {
+    logLevel = parseLogLevel(env[LOG_ENV]);
+    if (logLevel === undefined) {
+      throw new UsageError(`${LOG_ENV}=${JSON.stringify(env[LOG_ENV])}: expected silent, error, warn, info, debug or trace`);
+    }
+  }
+  return { debug, logLevel, args: args.slice(i) };
 }
 
 function isUsageError(err: unknown): boolean {
@@ -56,8 +104,28 @@ function isUsageError(err: unknown): boolean {
 
 /** Runs the CLI; resolves to the exit code. Errors are printed as one line (a stack with --debug). */
 export async function main(argv: readonly string[]): Promise<number> {
-  const debug = argv.includes('--debug');
-  let args = argv.filter((a) => a !== '--debug');
+  let global: GlobalOptions;
+  try {
+    global = parseGlobalOptions(argv, process.env);
+  } catch (err) {
+    process.stderr.write(`devmapper: ${(err as Error).message}\n`);
+    return EXIT_USAGE;
+  }
+  if (global.logLevel === undefined || global.logLevel === 'silent') return run(global);
+  const before = getLogLevel();
+  setLogLevel(global.logLevel);
+  setLogger(stderrLogger);
+  try {
+    return await run(global);
+  } finally {
+    // main() may run again in this process (tests): leave the library silent, as it was.
+    setLogger(null);
+    setLogLevel(before);
+  }
+}
+
+async function run({ debug, args: argv }: GlobalOptions): Promise<number> {
+  let args = argv;
   const first = args[0];
   if (first === '--version' || first === '-V') {
     process.stdout.write(`devmapper ${VERSION}\n`);

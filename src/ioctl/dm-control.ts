@@ -4,10 +4,11 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { decodeDev, formatDev, type DevT } from '../structs/dev.js';
 import { DM_COMMANDS, DM_COMMAND_LIST, type DmCommand, type DmCommandName } from '../structs/commands.js';
-import { DM_IOCTL_SIZE, DM_VERSION_MAJOR, DmFlag, decodeDmIoctl, writeDmIoctl, type DmIoctl } from '../structs/dm-ioctl.js';
+import { DM_IOCTL_SIZE, DM_VERSION_MAJOR, DmFlag, decodeDmIoctl, dmFlagNames, writeDmIoctl, type DmIoctl } from '../structs/dm-ioctl.js';
 import { DmError, NoDeviceMapperError } from './errors.js';
 import { Errno } from './errno.js';
 import { O_CLOEXEC, O_RDWR, libcTransport, sysClose, sysMknod, sysOpen } from './libc.js';
+import { ioctlResultText, log } from './log.js';
 import { ensureNode, type NodeSys } from './nodes.js';
 import type { IoctlResult, Transport } from './transport.js';
 
@@ -203,8 +204,12 @@ export class DmControl {
 
   /** The reply, or undefined when it did not fit and the caller must retry with a larger buffer. */
   private finish(info: CommandInfo, req: DmRunRequest, buf: Buffer, result: IoctlResult): DmReply | undefined {
-    if (result.ret === -1) throw new DmError(info.name, result.errno, deviceLabel(req), this.controlPath);
+    if (result.ret === -1) {
+      if (log.enabled('trace')) traceCommand(info, req, result, undefined);
+      throw new DmError(info.name, result.errno, deviceLabel(req), this.controlPath);
+    }
     const header = decodeDmIoctl(buf);
+    if (log.enabled('trace')) traceCommand(info, req, result, header);
     if (info.returnsData) {
       if (header.flags & DmFlag.DM_BUFFER_FULL_FLAG) return undefined;
       // Remember what the reply needed plus 1/16 for growth, not the power of two that held it: the
@@ -226,6 +231,29 @@ export class DmControl {
     if (next > this.maxBufferSize) throw new DmError(info.name, Errno.ENOBUFS, deviceLabel(req), this.controlPath);
     return next;
   }
+}
+
+/**
+ * One DM ioctl at trace level, as libdevmapper's debug log has it: the command, the device as
+ * addressed, the flags sent, and the result; on success the flags and device number the kernel
+ * answered (DM_DEV_CREATE's new device, DM_BUFFER_FULL_FLAG before a retry with a larger buffer).
+ */
+function traceCommand(info: CommandInfo, req: DmRunRequest, result: IoctlResult, reply: DmIoctl | undefined): void {
+  log.trace(`ioctl ${info.name}`, {
+    name: req.name || undefined,
+    uuid: req.uuid || undefined,
+    dev: req.dev ? formatDev(decodeDev(req.dev)) : undefined,
+    flags: flagText(req.flags ?? 0),
+    event_nr: req.event_nr || undefined,
+    result: ioctlResultText(result),
+    reply_dev: reply?.dev ? formatDev(decodeDev(reply.dev)) : undefined,
+    reply_flags: reply ? flagText(reply.flags) : undefined,
+    data_size: reply && info.returnsData ? reply.data_size : undefined,
+  });
+}
+
+function flagText(flags: number): string {
+  return flags === 0 ? '0' : dmFlagNames(flags).join('|');
 }
 
 /**

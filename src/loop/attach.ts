@@ -24,6 +24,8 @@ import {
   O_RDWR,
   SysError,
   libcTransport,
+  log,
+  logIoctl,
   sysClose,
   sysOpen,
   type IoctlArg,
@@ -86,6 +88,7 @@ export async function attachLoop(file: string, opts: AttachOptions = {}): Promis
     try {
       for (let attempt = 1; ; attempt++) {
         const free = t.ioctl(ctl, LOOP_CTL_GET_FREE, 0);
+        logIoctl('LOOP_CTL_GET_FREE', LOOP_CONTROL_PATH, free);
         if (free.ret === -1) throw new SysError('LOOP_CTL_GET_FREE', free.errno, LOOP_CONTROL_PATH);
         const dev = loopDevice(free.ret);
         const loopFd = sysOpen(dev.path, mode | O_CLOEXEC);
@@ -99,6 +102,12 @@ export async function attachLoop(file: string, opts: AttachOptions = {}): Promis
               throw err;
             }
             dev.backing = backing;
+            log.debug('loop attached', {
+              device: dev.path,
+              file: path,
+              read_only: opts.readOnly === true,
+              autoclear: opts.autoclear === true,
+            });
             if (opts.autoclear || opts.keepOpen) {
               dev.fd = loopFd;
               keep = true;
@@ -117,6 +126,7 @@ export async function attachLoop(file: string, opts: AttachOptions = {}): Promis
           );
         }
         // Lost the race for this device: yield, then ask for another.
+        log.debug('loop device taken by another process: retrying', { device: dev.path, file: path, attempt });
         await new Promise((resolve) => setImmediate(resolve));
       }
     } finally {
@@ -142,12 +152,14 @@ function bind(t: Transport, loopFd: number, fileFd: number, dev: LoopDevice, pat
   };
   const config = encodeLoopConfig({ fd: fileFd, block_size: opts.blockSizeBytes ?? 0, info });
   const r = t.ioctl(loopFd, LOOP_CONFIGURE, config);
+  logIoctl('LOOP_CONFIGURE', dev.path, r);
   if (r.ret !== -1) return true;
   if (r.errno === Errno.EBUSY) return false;
   // Kernels before 5.8 do not know LOOP_CONFIGURE (EINVAL from the loop driver, ENOTTY elsewhere).
   if (r.errno !== Errno.EINVAL && r.errno !== Errno.ENOTTY) check(r, 'LOOP_CONFIGURE', dev, path);
 
   const set = t.ioctl(loopFd, LOOP_SET_FD, fileFd);
+  logIoctl('LOOP_SET_FD', dev.path, set);
   if (set.ret === -1 && set.errno === Errno.EBUSY) return false;
   check(set, 'LOOP_SET_FD', dev, path);
   try {
@@ -164,7 +176,9 @@ function bind(t: Transport, loopFd: number, fileFd: number, dev: LoopDevice, pat
 }
 
 function call(t: Transport, fd: number, request: number, arg: IoctlArg, name: string, dev: LoopDevice, path: string): void {
-  check(t.ioctl(fd, request, arg), name, dev, path);
+  const r = t.ioctl(fd, request, arg);
+  logIoctl(name, dev.path, r);
+  check(r, name, dev, path);
 }
 
 /**
@@ -174,6 +188,7 @@ function call(t: Transport, fd: number, request: number, arg: IoctlArg, name: st
 function enableDirectIo(t: Transport, loopFd: number, dev: LoopDevice, path: string): void {
   if (getStatus64(t, loopFd, dev).lo_flags & LoFlag.LO_FLAGS_DIRECT_IO) return;
   const r = t.ioctl(loopFd, LOOP_SET_DIRECT_IO, 1);
+  logIoctl('LOOP_SET_DIRECT_IO', dev.path, r);
   if (r.ret === -1) {
     throw new SysError(
       'LOOP_SET_DIRECT_IO',

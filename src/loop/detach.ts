@@ -2,7 +2,7 @@
 // the backing file's st_dev/st_ino from LOOP_GET_STATUS64. The number alone is not enough: after a
 // detach by someone else, the same /dev/loopN may already back another process's file.
 import { LOOP_CLR_FD } from '../structs/loop.js';
-import { O_RDONLY, SysError, libcTransport, sysClose, sysOpen, O_CLOEXEC, type Transport } from '../ioctl/index.js';
+import { O_RDONLY, SysError, libcTransport, log, logIoctl, sysClose, sysOpen, O_CLOEXEC, type Transport } from '../ioctl/index.js';
 import { fileIdentity, getStatus64, loopDevice, releaseLoop, type LoopDevice, type LoopOptions, type LoopRef } from './device.js';
 
 /** The device is bound to another file than the one the caller expected: not ours to detach. */
@@ -27,6 +27,7 @@ export interface DetachOptions extends LoopOptions {
 /** LOOP_CLR_FD on an open fd. The kernel detaches at once, or on the last close if others hold it open. */
 export function clrFd(t: Transport, fd: number, dev: LoopDevice): void {
   const r = t.ioctl(fd, LOOP_CLR_FD, 0);
+  logIoctl('LOOP_CLR_FD', dev.path, r);
   if (r.ret === -1) throw new SysError('LOOP_CLR_FD', r.errno, dev.path, `LOOP_CLR_FD ${dev.path}`);
 }
 
@@ -58,6 +59,7 @@ export async function detachLoop(ref: LoopRef, opts: DetachOptions = {}): Promis
       }
     }
     clrFd(t, fd, dev);
+    log.debug('loop detached', { device: dev.path });
   } finally {
     // A kept fd (attach with autoclear/keepOpen) came from `ref`: release it there.
     if (typeof ref === 'object' && ref.fd !== undefined) releaseLoop(ref);

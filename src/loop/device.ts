@@ -3,7 +3,18 @@
 // detaches it when the fd closes, so nothing here opens a device it was not asked about.
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { decodeLoopInfo64, LOOP_GET_STATUS64, LOOP_INFO64_SIZE, LOOP_SET_CAPACITY, type LoopInfo64 } from '../structs/loop.js';
-import { Errno, O_CLOEXEC, O_RDONLY, SysError, ensureNode, libcTransport, sysClose, sysOpen, type Transport } from '../ioctl/index.js';
+import {
+  Errno,
+  O_CLOEXEC,
+  O_RDONLY,
+  SysError,
+  ensureNode,
+  libcTransport,
+  logIoctl,
+  sysClose,
+  sysOpen,
+  type Transport,
+} from '../ioctl/index.js';
 
 export const SYS_BLOCK_DIR = '/sys/block';
 export const DEV_DIR = '/dev';
@@ -74,6 +85,7 @@ export function withLoopFd<T>(dev: LoopDevice, flags: number, fn: (fd: number) =
 export function getStatus64(t: Transport, fd: number, dev: LoopDevice): LoopInfo64 {
   const buf = new Uint8Array(LOOP_INFO64_SIZE);
   const r = t.ioctl(fd, LOOP_GET_STATUS64, buf);
+  logIoctl('LOOP_GET_STATUS64', dev.path, r);
   if (r.ret === -1) throw new SysError('LOOP_GET_STATUS64', r.errno, dev.path, `LOOP_GET_STATUS64 ${dev.path}`);
   return decodeLoopInfo64(buf);
 }
@@ -89,6 +101,7 @@ export function setLoopCapacity(ref: LoopRef, opts: LoopOptions = {}): void {
   const dev = loopDevice(ref);
   withLoopFd(dev, O_RDONLY, (fd) => {
     const r = (opts.transport ?? libcTransport).ioctl(fd, LOOP_SET_CAPACITY, 0);
+    logIoctl('LOOP_SET_CAPACITY', dev.path, r);
     if (r.ret === -1) throw new SysError('LOOP_SET_CAPACITY', r.errno, dev.path, `LOOP_SET_CAPACITY ${dev.path}`);
   });
 }

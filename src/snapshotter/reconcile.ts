@@ -4,6 +4,7 @@
 //             made ready again (nothing was destroyed: the pool refuses before it discards)
 //   ready     kept; an active or view snapshot's dm device is made again if it is gone
 // A `snap-<n>` device no record names (made by a process whose records were lost) is deleted.
+import { log } from '../ioctl/index.js';
 import { DeviceBusyError, type DeviceSet } from '../thin/index.js';
 import { idNumber, type RecordStore, type SnapshotRecord } from './records.js';
 import type { Step } from './steps.js';
@@ -18,6 +19,7 @@ export async function reconcileRecords(set: DeviceSet, store: RecordStore, step:
   const kept: SnapshotRecord[] = [];
   for (const rec of store.readAll()) {
     if (rec.state === 'creating') {
+      log.info('reconcile: rolling back an unfinished prepare', { snapshot: rec.id, name: rec.name, device: set.hasDevice(rec.id) });
       if (set.hasDevice(rec.id)) {
         await set.deleteDevice(rec.id);
         step('snapshotter:rollback-deleted');
@@ -26,6 +28,7 @@ export async function reconcileRecords(set: DeviceSet, store: RecordStore, step:
       continue;
     }
     if (rec.state === 'removing') {
+      log.info('reconcile: finishing an unfinished remove', { snapshot: rec.id, name: rec.name, device: set.hasDevice(rec.id) });
       if (set.hasDevice(rec.id)) {
         try {
           await set.deleteDevice(rec.id);
@@ -51,6 +54,7 @@ export async function reconcileRecords(set: DeviceSet, store: RecordStore, step:
   const named = new Set(kept.map((r) => r.id));
   for (const hash of set.list()) {
     if (idNumber(hash) === null || named.has(hash)) continue;
+    log.info('reconcile: deleting a device no record names', { device: hash });
     try {
       await set.deleteDevice(hash);
     } catch (e) {

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { DeviceMapper } from '../dm/device-mapper.js';
 import type { DeviceInfo } from '../dm/info.js';
 import type { LoopOptions } from '../loop/index.js';
+import { log } from '../ioctl/index.js';
 import type { DeviceName } from '../dm/names.js';
 import type { Bytes } from '../structs/units.js';
 import { errnoOf, PoolStateError } from './errors.js';
@@ -149,6 +150,7 @@ export class DeviceSet {
       const setOpts = readOnly ? { ...opts, mountOptions: [...opts.mountOptions, 'ro'] } : opts;
       const unknown = unknownThinIds(dm, pool, tx.devices.values(), readOnly !== undefined, { ids: idsBefore, reconciled });
       const opened: OpenReconcile = { ...reconciled, unknownThinIds: unknown };
+      log.info('pool opened', { pool: poolName, new: newPool, mode: readOnly ?? 'rw', reconcile: reconciled.action });
       const set = new DeviceSet(home, setOpts, naming, dm, lock, pool, tx, opened, hook, !extras.dm);
       if (!readOnly) {
         await set.devices.initBase(undo);

@@ -15,6 +15,7 @@ import {
   sysUmount2,
 } from '../ioctl/libc.js';
 import type { FsSuperblockType } from '../blk/index.js';
+import { log } from '../ioctl/index.js';
 import { errnoOf, MountOptionError } from './errors.js';
 
 // Options that are mount(2) flags rather than file system data: [set, clear].
@@ -106,6 +107,7 @@ export function choosesDiscard(options: readonly string[]): boolean {
 export function mount(device: string, target: string, fs: string, options: readonly string[]): void {
   const { flags, data } = parseMountOptions(options);
   sysMount(device, target, fs, flags, data === '' ? null : data);
+  log.info('mounted', { device, target, fs, flags, data });
 }
 
 /**
@@ -141,6 +143,7 @@ export function mountThin(device: string, target: string, fs: FsSuperblockType, 
 
 export function unmount(target: string, flags = 0): void {
   sysUmount2(target, flags);
+  log.info('unmounted', { target, flags });
 }
 
 /**
@@ -156,6 +159,7 @@ export async function unmountRetrying(target: string, attempts = 10, delayMs = 1
       const code = (e as { code?: unknown } | null)?.code;
       if (code === 'EINVAL' && !isMounted(target)) return;
       if (code !== 'EBUSY' || attempt >= attempts) throw e;
+      log.info('mount busy: retrying umount2', { target, attempt: attempt + 1, of: attempts, delay_ms: delayMs });
       await new Promise((r) => setTimeout(r, delayMs));
     }
   }

@@ -7,6 +7,7 @@
 // resumed or, if nothing holds it open, removed and made again. One held open with another table
 // is a DeviceTableMismatchError: mounting it or deleting the thin id would act on something else.
 import { discard } from '../blk/index.js';
+import { log } from '../ioctl/index.js';
 import type { DeviceMapper } from '../dm/device-mapper.js';
 import type { DeviceInfo } from '../dm/info.js';
 import type { DeviceName, DeviceRef, ThinId } from '../dm/names.js';
@@ -268,6 +269,7 @@ export class ThinDevices {
       const found = info.liveTable ? `table ${this.dm.table(ref).map(formatTableLine).join('; ')}` : 'no table';
       throw new DeviceTableMismatchError(info.name, found, describeHolders(info));
     }
+    log.info('activate: removing a half-made device to make it again', { device: info.name });
     // Resumed first so that nothing waits on it, as the sweeper does.
     if (info.suspended) await this.dm.resume(ref).catch(() => undefined);
     await this.dm.remove(ref, { retry: true });

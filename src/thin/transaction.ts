@@ -48,6 +48,7 @@ import {
   UnknownDeviceError,
 } from './errors.js';
 import { thinId, type ThinId } from '../dm/names.js';
+import { log } from '../ioctl/index.js';
 import type { CrashHook, CrashPointName, TxStep } from './crash-points.js';
 import { type Bytes, bytes } from '../structs/units.js';
 import { IdAllocator, next as nextId } from './id-allocator.js';
@@ -452,6 +453,7 @@ export class Transactions {
   private async settle(intent: Intent): Promise<ReconcileResult> {
     const poolTx = await this.pool.poolTransactionId();
     const metaTx = this.state.transactionId;
+    log.info('reconcile: open intent', { op: intent.op, hash: intent.hash, metadata_txid: metaTx, pool_txid: poolTx });
     const forward = async (): Promise<ReconcileResult> => {
       await this.opts.prepare?.(intent);
       this.step('rollforward:prepared');
@@ -475,6 +477,7 @@ export class Transactions {
       } catch (e) {
         if (errnoOf(e) === 'EBUSY') {
           // The device may already be discarded: it stays a pending deletion, never a device.
+          log.info('reconcile: thin device busy, its delete deferred', { hash: intent.hash, thin_id: intent.thinId });
           this.defer(intent);
           return { action: 'rolled-forward', intent };
         }

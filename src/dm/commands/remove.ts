@@ -3,6 +3,7 @@
 // that openers fail fast instead of hanging on I/O).
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DmError } from '../../ioctl/errors.js';
+import { log } from '../../ioctl/log.js';
 import { DmFlag } from '../../structs/dm-ioctl.js';
 import { encodeTargetMsg } from '../../structs/target-msg.js';
 import { sectors } from '../../structs/units.js';
@@ -55,7 +56,9 @@ export async function removeDevice(ctx: DmContext, ref: DeviceRef, opts: RemoveO
       return info;
     } catch (err) {
       if (!(err instanceof DmError) || err.code !== 'EBUSY' || !policy || attempt >= policy.attempts) throw err;
-      await sleep(Math.min(policy.firstDelayMs * 2 ** (attempt - 1), policy.maxDelayMs));
+      const delayMs = Math.min(policy.firstDelayMs * 2 ** (attempt - 1), policy.maxDelayMs);
+      log.info('device busy: retrying DM_DEV_REMOVE', { device: err.device, attempt, of: policy.attempts, delay_ms: delayMs });
+      await sleep(delayMs);
     }
   }
 }
