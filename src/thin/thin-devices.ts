@@ -19,13 +19,21 @@ import type { DeviceMapper } from '../dm/device-mapper.js';
 import type { DeviceInfo } from '../dm/info.js';
 import type { DeviceName, DeviceRef, ThinId } from '../dm/names.js';
 import { parseThinStatus } from '../dm/status/thin.js';
-import { parseThinPoolStatus } from '../dm/status/thin-pool.js';
+import { parseThinPoolStatus, type ThinPoolStatus } from '../dm/status/thin-pool.js';
 import { formatDev } from '../structs/dev.js';
 import { type Bytes, bytesToSectors, type Sectors, sectors } from '../structs/units.js';
 import { formatTableLine, isThinTarget, type Target, type ThinTarget } from '../dm/targets.js';
 import { join } from 'node:path';
 import type { CrashPointName } from './crash-points.js';
-import { DeviceBusyError, DeviceExistsError, DeviceTableMismatchError, errnoOf, PoolStateError, UnknownDeviceError } from './errors.js';
+import {
+  DeviceBusyError,
+  DeviceExistsError,
+  DeviceTableMismatchError,
+  errnoOf,
+  PoolReadOnlyError,
+  PoolStateError,
+  UnknownDeviceError,
+} from './errors.js';
 import { describeHolders } from './holders.js';
 import { BASE_HASH, type DeviceRecord } from './metadata-store.js';
 import { mkfs } from './mkfs.js';
@@ -37,7 +45,8 @@ import type { Undo } from './undo.js';
 
 /** A pending deletion that a retry could not complete (a busy device is not one: it just waits). */
 export interface DeferredDeleteFailure {
-  hash: string;
+  /** The pending deletion that failed; none when the pool itself refused them all. */
+  hash?: string;
   error: unknown;
 }
 
@@ -64,6 +73,16 @@ export function readOnlyModeOf(dm: DeviceMapper, poolName: DeviceName): ReadOnly
   if (s.state !== 'ok') return undefined;
   if (s.needsCheck) return 'needs_check';
   return s.mode === 'ro' ? 'ro' : undefined;
+}
+
+/**
+ * The pool's status without a flush: thin-pool's status commits the metadata unless told
+ * DM_NOFLUSH_FLAG, and these checks (before each activation and delete) should not.
+ */
+function poolStatusNoFlush(dm: DeviceMapper, poolName: DeviceName): ThinPoolStatus {
+  const line = dm.status({ name: poolName }, { noFlush: true })[0];
+  if (line?.type !== 'thin-pool') throw new PoolStateError(poolName, 'has no thin-pool target');
+  return parseThinPoolStatus(line.params);
 }
 
 /** A table that is exactly `want`: one thin target, same pool, thin id and length. */
@@ -173,6 +192,8 @@ export class ThinDevices {
       }
       throw new DeviceBusyError(name, mountedAt !== undefined ? [`mounted on ${mountedAt} by this process`] : describeHolders(info!));
     }
+    // A pool that refuses messages would take the intent and the discard, then refuse `delete`.
+    this.checkWritable(`delete ${JSON.stringify(hash)}`);
     try {
       await this.destroy(rec, 'delete:deactivated');
     } catch (e) {
@@ -216,6 +237,14 @@ export class ThinDevices {
     });
   }
 
+  /** A failed, read-only or needs_check pool (which may have become so since open) takes no change. */
+  private checkWritable(what: string): void {
+    const s = poolStatusNoFlush(this.dm, this.poolName);
+    if (s.state !== 'ok') throw new PoolStateError(this.poolName, `status is ${s.state}: the pool has failed; cannot ${what}`);
+    if (s.needsCheck) throw new PoolReadOnlyError(this.poolName, 'needs_check', what);
+    if (s.mode === 'ro') throw new PoolReadOnlyError(this.poolName, 'ro', what);
+  }
+
   /** Whether some deletion waits for its device to be let go. */
   get hasDeferredDeletes(): boolean {
     for (const rec of this.tx.devices.values()) if (rec.deleted) return true;
@@ -230,6 +259,13 @@ export class ThinDevices {
   async retryDeferredDeletes(): Promise<DeferredDeleteFailure[]> {
     const failures: DeferredDeleteFailure[] = [];
     if (this.tx.readOnly !== undefined) return failures;
+    try {
+      this.checkWritable('retry deferred deletions');
+    } catch (e) {
+      // They wait for a writable pool; a failed pool is reported, as any failure.
+      if (!(e instanceof PoolReadOnlyError)) failures.push({ error: e });
+      return failures;
+    }
     for (const rec of [...this.tx.devices.values()]) {
       if (!rec.deleted) continue;
       const info = this.dm.info({ name: this.naming.deviceName(rec.hash) });
@@ -274,10 +310,15 @@ export class ThinDevices {
       const ready = await this.reuse({ name }, found, want);
       if (ready) return ready;
     }
+    // The pool's mode now, as it may have changed since open: dm-thin refuses a thin device on a
+    // failed pool; on a read-only one the device is read-only, as on a pool opened read-only.
+    const pool = poolStatusNoFlush(this.dm, this.poolName);
+    if (pool.state !== 'ok') throw new PoolStateError(this.poolName, `status is ${pool.state}: no thin device can be activated`);
+    const readOnly = this.tx.readOnly !== undefined || pool.mode === 'ro' || pool.needsCheck;
     await this.dm.create(name);
     this.step('activate:created');
     try {
-      this.dm.loadTable({ name }, [want], { readOnly: this.tx.readOnly !== undefined });
+      this.dm.loadTable({ name }, [want], { readOnly });
       this.step('activate:loaded');
       const live = await this.dm.resume({ name });
       this.step('activate:resumed');
@@ -313,14 +354,12 @@ export class ThinDevices {
   }
 
   /**
-   * dm-thin refuses a thin target on a failed pool ("Pool is in fail mode", EINVAL): say that
-   * rather than the bare errno. The status is read without a flush (no metadata commit).
+   * dm-thin refuses a thin target on a failed pool ("Pool is in fail mode", EINVAL): a pool that
+   * failed after the check above is named rather than the bare errno.
    */
   private failedPoolError(e: unknown): unknown {
     try {
-      const line = this.dm.status({ name: this.poolName }, { noFlush: true })[0];
-      if (line?.type !== 'thin-pool') return e;
-      const s = parseThinPoolStatus(line.params);
+      const s = poolStatusNoFlush(this.dm, this.poolName);
       if (s.state !== 'ok') {
         return new PoolStateError(this.poolName, `status is ${s.state}: no thin device can be activated (${(e as Error).message})`);
       }
