@@ -6,6 +6,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { DeviceMapper } from '../dm/device-mapper.js';
 import type { DeviceInfo } from '../dm/info.js';
+import { parseThinPoolStatus } from '../dm/status/thin-pool.js';
 import type { LoopOptions } from '../loop/index.js';
 import type { DeviceName } from '../dm/names.js';
 import type { Bytes } from '../structs/units.js';
@@ -64,7 +65,7 @@ export interface DeviceSetExtras extends ParseEnv {
 }
 
 /** Docker's driver retries deferred deletions every 30 seconds. */
-export const DEFERRED_DELETE_INTERVAL_MS = 30_000;
+const DEFERRED_DELETE_INTERVAL_MS = 30_000;
 /** The longest delay setInterval takes (a signed 32-bit millisecond count). */
 const TIMER_MAX_MS = 2 ** 31 - 1;
 
@@ -218,9 +219,9 @@ export class DeviceSet {
       try {
         set = await DeviceSet.open(home, options, { ...extras, dm });
       } catch (e) {
-        // Metadata files that cannot be read (or disagree with the pool), or pool metadata that
-        // cannot be read, must not keep the pool up.
-        if (errnoOf(e) !== 'EUCLEAN' && errnoOf(e) !== 'EILSEQ') throw e;
+        // Metadata files that cannot be read (or disagree with the pool), pool metadata that
+        // cannot be read, or a failed pool (status Fail or Error) must not keep the pool up.
+        if (errnoOf(e) !== 'EUCLEAN' && errnoOf(e) !== 'EILSEQ' && !poolFailed(dm, poolName)) throw e;
         return { active: true, ...(await shutdownFromKernel(dm, home, opts, poolName)) };
       }
       return { active: true, ...(await set.shutdown()) };
@@ -455,6 +456,16 @@ async function shutdownFromKernel(dm: DeviceMapper, home: string, opts: PoolOpti
     return { unmounted };
   } finally {
     lock.release();
+  }
+}
+
+/** The pool's status says Fail or Error (read without a flush: a failed pool commits nothing). */
+function poolFailed(dm: DeviceMapper, poolName: DeviceName): boolean {
+  try {
+    const line = dm.status({ name: poolName }, { noFlush: true })[0];
+    return line?.type === 'thin-pool' && parseThinPoolStatus(line.params).state !== 'ok';
+  } catch {
+    return false;
   }
 }
 

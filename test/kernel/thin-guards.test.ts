@@ -163,59 +163,69 @@ describe('pool guards', () => {
     await fixed.shutdown();
   });
 
-  test('Fail (the metadata device errors): create, snapshot, activate and delete refused, status says Fail, shutdown works', async () => {
-    const h = home('fail');
-    const dataFile = join(h, 'data');
-    const metaFile = join(h, 'meta');
-    const metaBytes = 16n * MiB;
-    writeFileSync(dataFile, '');
-    truncateSync(dataFile, Number(256n * MiB));
-    writeFileSync(metaFile, '');
-    truncateSync(metaFile, Number(metaBytes));
-    // Detached by the sweep (files under a dmtest-* folder), the linear device too (a dmtest-* name).
-    const data = await attachLoop(dataFile);
-    const meta = await attachLoop(metaFile);
-    const metaName = deviceName(`dmtest-guard-meta-${process.pid}`);
-    const metaSectors = metaBytes / 512n;
-    await dm.create(metaName, { table: linearOver(meta, metaSectors) });
-    const opts = [
-      ...SMALL.filter((o) => !o.startsWith('dm.loop')),
-      `dm.datadev=${data.path}`,
-      `dm.metadatadev=${join(dm.mapperDir, metaName)}`,
-    ];
-    const set = await open(h, opts);
-    await set.addDevice('a', '');
-    expect(set.status()).toMatchObject({ state: 'ok', mode: 'rw' });
+  test.each(['shutdown', 'shutdownHome'] as const)(
+    'Fail (the metadata device errors): create, snapshot, activate and delete refused, status says Fail, %s works',
+    async (down) => {
+      const h = home('fail');
+      const dataFile = join(h, 'data');
+      const metaFile = join(h, 'meta');
+      const metaBytes = 16n * MiB;
+      writeFileSync(dataFile, '');
+      truncateSync(dataFile, Number(256n * MiB));
+      writeFileSync(metaFile, '');
+      truncateSync(metaFile, Number(metaBytes));
+      // Detached by the sweep (files under a dmtest-* folder), the linear device too (a dmtest-* name).
+      const data = await attachLoop(dataFile);
+      const meta = await attachLoop(metaFile);
+      const metaName = deviceName(`dmtest-guard-meta-${process.pid}`);
+      const metaSectors = metaBytes / 512n;
+      await dm.create(metaName, { table: linearOver(meta, metaSectors) });
+      const opts = [
+        ...SMALL.filter((o) => !o.startsWith('dm.loop')),
+        `dm.datadev=${data.path}`,
+        `dm.metadatadev=${join(dm.mapperDir, metaName)}`,
+      ];
+      const set = await open(h, opts);
+      await set.addDevice('a', '');
+      expect(set.status()).toMatchObject({ state: 'ok', mode: 'rw' });
 
-    const errorTable: Target[] = [{ type: 'error', startSector: sectors(0n), lengthSectors: sectors(metaSectors) }];
-    dm.loadTable({ name: metaName }, errorTable);
-    await dm.resume({ name: metaName });
-    // The status read commits (no DM_NOFLUSH_FLAG): the superblock write fails, the abort's
-    // re-read fails, the pool goes to Fail ("Error" for the read in which that happens).
-    await waitFor(() => set.status().state === 'Fail', 'the pool to fail');
-    expect(dmsetup('status', set.poolName).split(' ')).toContain('Fail');
+      const errorTable: Target[] = [{ type: 'error', startSector: sectors(0n), lengthSectors: sectors(metaSectors) }];
+      dm.loadTable({ name: metaName }, errorTable);
+      await dm.resume({ name: metaName });
+      // The status read commits (no DM_NOFLUSH_FLAG): the superblock write fails, the abort's
+      // re-read fails, the pool goes to Fail ("Error" for the read in which that happens).
+      await waitFor(() => set.status().state === 'Fail', 'the pool to fail');
+      expect(dmsetup('status', set.poolName).split(' ')).toContain('Fail');
 
-    const create = await set.addDevice('b', '').catch((e: unknown) => e);
-    expect(create).toBeInstanceOf(PoolStateError);
-    expect((create as Error).message).toMatch(/status is Fail/);
-    await expect(set.addDevice('c', 'a')).rejects.toThrow(/status is Fail/);
-    const act = await set.activateDevice('a').catch((e: unknown) => e);
-    expect(act).toBeInstanceOf(PoolStateError);
-    expect((act as Error).message).toMatch(/status is Fail: no thin device can be activated/);
-    // Refused before anything was made.
-    expect(dm.info({ name: set.naming.deviceName('a') })).toBeNull();
-    const del = await set.deleteDevice('a').catch((e: unknown) => e);
-    expect(del).toBeInstanceOf(PoolStateError);
-    expect((del as Error).message).toMatch(/status is Fail/);
-    expect(set.hasDevice('a')).toBe(true);
-    expect(existsSync(join(h, 'metadata', INTENT_FILE))).toBe(false);
+      const create = await set.addDevice('b', '').catch((e: unknown) => e);
+      expect(create).toBeInstanceOf(PoolStateError);
+      expect((create as Error).message).toMatch(/status is Fail/);
+      await expect(set.addDevice('c', 'a')).rejects.toThrow(/status is Fail/);
+      const act = await set.activateDevice('a').catch((e: unknown) => e);
+      expect(act).toBeInstanceOf(PoolStateError);
+      expect((act as Error).message).toMatch(/status is Fail: no thin device can be activated/);
+      // Refused before anything was made.
+      expect(dm.info({ name: set.naming.deviceName('a') })).toBeNull();
+      const del = await set.deleteDevice('a').catch((e: unknown) => e);
+      expect(del).toBeInstanceOf(PoolStateError);
+      expect((del as Error).message).toMatch(/status is Fail/);
+      expect(set.hasDevice('a')).toBe(true);
+      expect(existsSync(join(h, 'metadata', INTENT_FILE))).toBe(false);
 
-    const down = await set.shutdown();
-    expect(down.unmounted).toEqual([]);
-    expect(dm.info({ name: set.poolName })).toBeNull();
-    // Our metadata device is still ours to remove.
-    await dm.remove({ name: metaName });
-  });
+      if (down === 'shutdown') {
+        expect((await set.shutdown()).unmounted).toEqual([]);
+      } else {
+        // Another process's view: the pool's transaction id cannot be read, open fails, and the
+        // pool is taken down from the kernel's side.
+        await set.close();
+        expect(await DeviceSet.shutdownHome(h, opts)).toEqual({ active: true, unmounted: [] });
+      }
+      expect(dm.info({ name: set.poolName })).toBeNull();
+      expect(dm.info({ name: set.naming.deviceName('') })).toBeNull();
+      // Our metadata device is still ours to remove.
+      await dm.remove({ name: metaName });
+    },
+  );
 
   test('dm.xfs_nospace_max_retries: written to the mounted layer’s /sys/fs/xfs/<dev>/error/metadata/ENOSPC/max_retries', async () => {
     expect(findExecutable('mkfs.xfs'), 'mkfs.xfs is not on PATH (xfsprogs; see docs/testing.md)').not.toBeNull();
