@@ -10,7 +10,7 @@ import { parseThinPoolStatus } from '../dm/status/thin-pool.js';
 import type { LoopOptions } from '../loop/index.js';
 import type { DeviceName } from '../dm/names.js';
 import type { Bytes } from '../structs/units.js';
-import { errnoOf, PoolStateError } from './errors.js';
+import { errnoOf, OptionError, PoolStateError } from './errors.js';
 import type { CrashHook, CrashPointName } from './crash-points.js';
 import { checkFixedOptions } from './fixed-options.js';
 import { detachLoopsOf, removeByStem, unmountByStem } from './home-teardown.js';
@@ -130,7 +130,7 @@ export class DeviceSet {
     const retryMs = extras.deferredDeleteIntervalMs ?? DEFERRED_DELETE_INTERVAL_MS;
     // setInterval's own limit: a longer delay would silently become 1 ms.
     if (!Number.isSafeInteger(retryMs) || retryMs < 0 || retryMs > TIMER_MAX_MS) {
-      throw new RangeError(`deferredDeleteIntervalMs: ${retryMs} is not a whole number of milliseconds from 0 to ${TIMER_MAX_MS}`);
+      throw new OptionError('deferredDeleteIntervalMs', String(retryMs), `not a whole number of milliseconds from 0 to ${TIMER_MAX_MS}`);
     }
     const undo = new Undo();
     let lock: HomeLock | undefined;

@@ -3,13 +3,13 @@
 // device outlives its holder, and a busy device's deletion waits and is retried (with its blocks
 // discarded) by the device-set's timer or the next delete. The pool's own metadata, read by our
 // reader, says which thin ids it holds; dmsetup is the oracle for the device's state.
-import { closeSync, fsyncSync, mkdirSync, openSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { DeviceMapper } from '../../src/dm/device-mapper.js';
 import { deviceName } from '../../src/dm/names.js';
 import { DeviceSet } from '../../src/thin/device-set.js';
-import { DeviceBusyError } from '../../src/thin/errors.js';
+import { DeviceBusyError, OptionError } from '../../src/thin/errors.js';
 import { waitFor } from './support/env.js';
 import { dmsetup, newHome, requireKernelTier, SMALL, sweep, thinIdsOf } from './thin-support.js';
 
@@ -197,6 +197,16 @@ describe('deferred removal and deletion', () => {
     expect(thinIdsOf(last.poolName, dm)).toEqual([0]);
     expect(last.deviceRecords().map((x) => x.hash)).toEqual(['']);
     await last.shutdown();
+  });
+
+  test('a retry interval setInterval cannot take is refused before anything is made', async () => {
+    const h = home('badms');
+    for (const ms of [-1, 1.5, 2 ** 31, Number.NaN]) {
+      const err = await DeviceSet.open(h, DELETION, { deferredDeleteIntervalMs: ms }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(OptionError);
+      expect(err).toMatchObject({ code: 'EINVAL', key: 'deferredDeleteIntervalMs' });
+    }
+    expect(readdirSync(h)).toEqual([]);
   });
 
   test('the retry timer never keeps the process alive', async () => {
