@@ -271,13 +271,17 @@ export class DeviceSet {
 
   /**
    * Deactivate, discard (dm.blkdiscard) and delete. Busy: deferred (dm.use_deferred_deletion) or
-   * DeviceBusyError. Then the deletions deferred earlier are retried, as Docker's driver does.
+   * DeviceBusyError. Then, whatever became of it, the deletions deferred earlier are retried.
    */
   async deleteDevice(hash: string): Promise<void> {
     validateHash(hash);
     return this.serial(async () => {
-      await this.devices.delete(hash, this.mounts.ours(hash));
-      await this.retryDeferred();
+      try {
+        await this.devices.delete(hash, this.mounts.ours(hash));
+      } finally {
+        // Their failures go to onDeferredDeleteError: the delete's own outcome is the answer.
+        await this.retryDeferred().catch((e: unknown) => this.onDeferredDeleteError(e));
+      }
     });
   }
 
