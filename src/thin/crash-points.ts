@@ -65,8 +65,8 @@ export const CRASH_POINTS = {
   'activate:created': { after: 'DM_DEV_CREATE of a thin device: a device without a table', reconcile: 'none' },
   'activate:loaded': { after: "the thin device's table loaded (inactive), not resumed", reconcile: 'none' },
   'activate:resumed': { after: 'the thin device live', reconcile: 'none' },
-  // Deletions deferred while the device was busy, retried on open.
-  'deferred-delete:deactivated': { after: "a pending deletion's dm device removed, its record still pending", reconcile: 'forward' },
+  // Deletions deferred while the device was busy, retried on open, after a delete and on a timer.
+  'deferred-delete:deactivated': { after: "a pending deletion's dm device removed (its delete intent durable)", reconcile: 'forward' },
   'deferred-delete:deleted': { after: "a pending deletion's thin id and record gone", reconcile: 'none' },
   'open:loops-attached': { after: 'the loop files made (a new pool) and attached, autoclear; no pool yet', reconcile: 'restart' },
   'open:pool-created': { after: 'the pool device on the loops (no pool state yet for a new pool)', reconcile: 'restart' },

@@ -6,11 +6,12 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { DeviceMapper } from '../dm/device-mapper.js';
 import type { DeviceInfo } from '../dm/info.js';
+import { parseThinPoolStatus } from '../dm/status/thin-pool.js';
 import type { LoopOptions } from '../loop/index.js';
 import { log } from '../ioctl/index.js';
 import type { DeviceName } from '../dm/names.js';
 import type { Bytes } from '../structs/units.js';
-import { errnoOf, PoolStateError } from './errors.js';
+import { errnoOf, OptionError, PoolStateError } from './errors.js';
 import type { CrashHook, CrashPointName } from './crash-points.js';
 import { checkFixedOptions } from './fixed-options.js';
 import { detachLoopsOf, removeByStem, unmountByStem } from './home-teardown.js';
@@ -55,7 +56,20 @@ export interface DeviceSetExtras extends ParseEnv {
   /** Loop options for attaching the loop files (tests pass a fault-injecting transport). */
   loop?: LoopOptions;
   hook?: DeviceSetHook;
+  /**
+   * How often deletions deferred while their device was busy are retried, in ms (Docker's driver:
+   * 30 s); 0 turns the timer off (they are still retried on open and after every delete). The
+   * timer never keeps the process alive and stops at close or shutdown.
+   */
+  deferredDeleteIntervalMs?: number;
+  /** A retried deletion that failed (other than busy: `hash` stays pending), or the retry itself. Default: ignored. */
+  onDeferredDeleteError?: (error: unknown, hash?: string) => void;
 }
+
+/** Docker's driver retries deferred deletions every 30 seconds. */
+const DEFERRED_DELETE_INTERVAL_MS = 30_000;
+/** The longest delay setInterval takes (a signed 32-bit millisecond count). */
+const TIMER_MAX_MS = 2 ** 31 - 1;
 
 /** What a shutdown did: the mounts it undid. */
 export interface ShutdownResult {
@@ -72,6 +86,9 @@ export class DeviceSet {
   private closed = false;
   /** Settles when close() or shutdown() has let go of the lock. */
   private done: Promise<void> | undefined;
+  /** Retries deferred deletions (extras.deferredDeleteIntervalMs); cleared at close or shutdown. */
+  private retryTimer: NodeJS.Timeout | undefined;
+  private retrying = false;
 
   private constructor(
     readonly home: string,
@@ -84,6 +101,7 @@ export class DeviceSet {
     readonly reconciled: OpenReconcile,
     private readonly hook: DeviceSetHook | undefined,
     private readonly ownsDm: boolean,
+    private readonly onDeferredDeleteError: (error: unknown, hash?: string) => void,
   ) {
     this.devices = new ThinDevices(dm, naming, options, pool.poolName, tx, (point) => this.step(point));
     this.mounts = new MountTracker({
@@ -111,6 +129,11 @@ export class DeviceSet {
   static async open(home: string, options: readonly string[] | PoolOptionsInput = {}, extras: DeviceSetExtras = {}): Promise<DeviceSet> {
     const input = Array.isArray(options) ? optionsFromStrings(options as readonly string[]) : (options as PoolOptionsInput);
     const opts = parsePoolOptions(input, extras);
+    const retryMs = extras.deferredDeleteIntervalMs ?? DEFERRED_DELETE_INTERVAL_MS;
+    // setInterval's own limit: a longer delay would silently become 1 ms.
+    if (!Number.isSafeInteger(retryMs) || retryMs < 0 || retryMs > TIMER_MAX_MS) {
+      throw new OptionError('deferredDeleteIntervalMs', String(retryMs), `not a whole number of milliseconds from 0 to ${TIMER_MAX_MS}`);
+    }
     const undo = new Undo();
     let lock: HomeLock | undefined;
     let dm: DeviceMapper | undefined;
@@ -151,12 +174,26 @@ export class DeviceSet {
       const unknown = unknownThinIds(dm, pool, tx.devices.values(), readOnly !== undefined, { ids: idsBefore, reconciled });
       const opened: OpenReconcile = { ...reconciled, unknownThinIds: unknown };
       log.info('pool opened', { pool: poolName, new: newPool, mode: readOnly ?? 'rw', reconcile: reconciled.action });
-      const set = new DeviceSet(home, setOpts, naming, dm, lock, pool, tx, opened, hook, !extras.dm);
+      const set = new DeviceSet(
+        home,
+        setOpts,
+        naming,
+        dm,
+        lock,
+        pool,
+        tx,
+        opened,
+        hook,
+        !extras.dm,
+        extras.onDeferredDeleteError ?? (() => {}),
+      );
       if (!readOnly) {
         await set.devices.initBase(undo);
-        await set.devices.retryDeferredDeletes();
+        const [failed] = await set.devices.retryDeferredDeletes();
+        if (failed) throw failed.error;
       }
       undo.commit();
+      set.startRetryTimer(retryMs);
       return set;
     } catch (e) {
       const err = await undo.unwind(e);
@@ -186,9 +223,9 @@ export class DeviceSet {
       try {
         set = await DeviceSet.open(home, options, { ...extras, dm });
       } catch (e) {
-        // Metadata files that cannot be read (or disagree with the pool), or pool metadata that
-        // cannot be read, must not keep the pool up.
-        if (errnoOf(e) !== 'EUCLEAN' && errnoOf(e) !== 'EILSEQ') throw e;
+        // Metadata files that cannot be read (or disagree with the pool), pool metadata that
+        // cannot be read, or a failed pool (status Fail or Error) must not keep the pool up.
+        if (errnoOf(e) !== 'EUCLEAN' && errnoOf(e) !== 'EILSEQ' && !poolFailed(dm, poolName)) throw e;
         return { active: true, ...(await shutdownFromKernel(dm, home, opts, poolName)) };
       }
       return { active: true, ...(await set.shutdown()) };
@@ -236,10 +273,50 @@ export class DeviceSet {
     return this.serial(() => this.devices.add(hash, baseHash));
   }
 
-  /** Deactivate, discard (dm.blkdiscard) and delete. Busy: deferred (dm.use_deferred_deletion) or DeviceBusyError. */
+  /**
+   * Deactivate, discard (dm.blkdiscard) and delete. Busy: deferred (dm.use_deferred_deletion) or
+   * DeviceBusyError. Then, whatever became of it, the deletions deferred earlier are retried.
+   */
   async deleteDevice(hash: string): Promise<void> {
     validateHash(hash);
-    return this.serial(() => this.devices.delete(hash, this.mounts.ours(hash)));
+    return this.serial(async () => {
+      try {
+        await this.devices.delete(hash, this.mounts.ours(hash));
+      } finally {
+        // Their failures go to onDeferredDeleteError: the delete's own outcome is the answer.
+        await this.retryDeferred().catch((e: unknown) => this.onDeferredDeleteError(e));
+      }
+    });
+  }
+
+  /** Retry the deferred deletions now (they are also retried on the timer and after every delete). */
+  retryDeferredDeletes(): Promise<void> {
+    return this.serial(() => this.retryDeferred());
+  }
+
+  private async retryDeferred(): Promise<void> {
+    if (!this.devices.hasDeferredDeletes) return;
+    for (const f of await this.devices.retryDeferredDeletes()) this.onDeferredDeleteError(f.error, f.hash);
+  }
+
+  private startRetryTimer(intervalMs: number): void {
+    if (intervalMs === 0 || this.tx.readOnly !== undefined) return;
+    this.retryTimer = setInterval(() => {
+      // One retry at a time, queued behind the operations already waiting; none once closing.
+      if (this.retrying || this.closed || !this.devices.hasDeferredDeletes) return;
+      this.retrying = true;
+      this.serial(() => this.retryDeferred())
+        .catch((e: unknown) => this.onDeferredDeleteError(e))
+        .finally(() => {
+          this.retrying = false;
+        });
+    }, intervalMs);
+    this.retryTimer.unref();
+  }
+
+  private stopRetryTimer(): void {
+    clearInterval(this.retryTimer);
+    this.retryTimer = undefined;
   }
 
   /** Make /dev/mapper/<name> for a device (no-op when active). */
@@ -322,6 +399,7 @@ export class DeviceSet {
   /** Unmount and deactivate everything, remove the pool we made (the loops go with it); keep data. */
   shutdown(): Promise<ShutdownResult> {
     // Queued after what is already waiting; nothing is queued after it.
+    this.stopRetryTimer();
     const run = this.serial(async () => {
       try {
         // Ours and those of earlier processes alike: the kernel's mount table is the truth.
@@ -351,6 +429,7 @@ export class DeviceSet {
    */
   close(): Promise<void> {
     if (this.done) return this.done;
+    this.stopRetryTimer();
     this.closed = true;
     this.done = this.queue.then(() => {
       if (this.ownsDm) this.dm.close();
@@ -388,6 +467,16 @@ async function shutdownFromKernel(dm: DeviceMapper, home: string, opts: PoolOpti
     return { unmounted };
   } finally {
     lock.release();
+  }
+}
+
+/** The pool's status says Fail or Error (read without a flush: a failed pool commits nothing). */
+function poolFailed(dm: DeviceMapper, poolName: DeviceName): boolean {
+  try {
+    const line = dm.status({ name: poolName }, { noFlush: true })[0];
+    return line?.type === 'thin-pool' && parseThinPoolStatus(line.params).state !== 'ok';
+  } catch {
+    return false;
   }
 }
 

@@ -6,26 +6,50 @@
 // length); one a crash left half-made (no table, a table loaded but not resumed, suspended) is
 // resumed or, if nothing holds it open, removed and made again. One held open with another table
 // is a DeviceTableMismatchError: mounting it or deleting the thin id would act on something else.
+// One with a deferred remove pending (deactivated while something held it open) has the remove
+// cancelled first: it would otherwise go at its holder's last close, under the new user.
+//
+// Deletions deferred while their device was busy (records marked `deleted`) are retried by
+// retryDeferredDeletes: on open, after every delete and on the device-set's timer; a retry
+// discards and deletes as a delete does.
+import { setTimeout as sleep } from 'node:timers/promises';
 import { discard } from '../blk/index.js';
 import { log } from '../ioctl/index.js';
+import { DEFAULT_REMOVE_RETRY } from '../dm/index.js';
 import type { DeviceMapper } from '../dm/device-mapper.js';
 import type { DeviceInfo } from '../dm/info.js';
 import type { DeviceName, DeviceRef, ThinId } from '../dm/names.js';
 import { parseThinStatus } from '../dm/status/thin.js';
+import { parseThinPoolStatus, type ThinPoolStatus } from '../dm/status/thin-pool.js';
 import { formatDev } from '../structs/dev.js';
 import { type Bytes, bytesToSectors, type Sectors, sectors } from '../structs/units.js';
 import { formatTableLine, isThinTarget, type Target, type ThinTarget } from '../dm/targets.js';
 import { join } from 'node:path';
 import type { CrashPointName } from './crash-points.js';
-import { DeviceBusyError, DeviceExistsError, DeviceTableMismatchError, errnoOf, PoolStateError, UnknownDeviceError } from './errors.js';
+import {
+  DeviceBusyError,
+  DeviceExistsError,
+  DeviceTableMismatchError,
+  errnoOf,
+  PoolReadOnlyError,
+  PoolStateError,
+  UnknownDeviceError,
+} from './errors.js';
 import { describeHolders } from './holders.js';
 import { BASE_HASH, type DeviceRecord } from './metadata-store.js';
 import { mkfs } from './mkfs.js';
 import type { PoolNaming } from './naming.js';
 import type { PoolOptions } from './options.js';
 import { checkSpace, readPoolStatus } from './pool-health.js';
-import type { ReadOnlyMode, Transactions } from './transaction.js';
+import type { DeleteResult, ReadOnlyMode, Transactions } from './transaction.js';
 import type { Undo } from './undo.js';
+
+/** A pending deletion that a retry could not complete (a busy device is not one: it just waits). */
+export interface DeferredDeleteFailure {
+  /** The pending deletion that failed; none when the pool itself refused them all. */
+  hash?: string;
+  error: unknown;
+}
 
 export interface DevStatus {
   deviceId: ThinId;
@@ -50,6 +74,16 @@ export function readOnlyModeOf(dm: DeviceMapper, poolName: DeviceName): ReadOnly
   if (s.state !== 'ok') return undefined;
   if (s.needsCheck) return 'needs_check';
   return s.mode === 'ro' ? 'ro' : undefined;
+}
+
+/**
+ * The pool's status without a flush: thin-pool's status commits the metadata unless told
+ * DM_NOFLUSH_FLAG, and these checks (before each activation and delete) should not.
+ */
+function poolStatusNoFlush(dm: DeviceMapper, poolName: DeviceName): ThinPoolStatus {
+  const line = dm.status({ name: poolName }, { noFlush: true })[0];
+  if (line?.type !== 'thin-pool') throw new PoolStateError(poolName, 'has no thin-pool target');
+  return parseThinPoolStatus(line.params);
 }
 
 /** A table that is exactly `want`: one thin target, same pool, thin id and length. */
@@ -159,28 +193,10 @@ export class ThinDevices {
       }
       throw new DeviceBusyError(name, mountedAt !== undefined ? [`mounted on ${mountedAt} by this process`] : describeHolders(info!));
     }
+    // A pool that refuses messages would take the intent and the discard, then refuse `delete`.
+    this.checkWritable(`delete ${JSON.stringify(hash)}`);
     try {
-      await this.tx.delete(hash, {
-        beforeMessage: async (destroying) => {
-          if (this.options.blkDiscard) {
-            await this.activate(hash);
-            // Returns the blocks to the loop file (a hole); deleting the thin id alone does not.
-            // O_EXCL: a device mounted or claimed since the check above is found before any block
-            // is discarded. From the discard on, the delete only goes forward (a busy device is
-            // left as a pending deletion, never as a device of zeros).
-            try {
-              discard(this.devicePath(hash), 0n, BigInt(rec.sizeBytes), { exclusive: true });
-            } catch (e) {
-              if (!DISCARD_REFUSED.has(errnoOf(e) ?? '')) destroying();
-              throw e;
-            }
-            destroying();
-            this.step('delete:discarded');
-          }
-          await this.deactivate(hash);
-          this.step('delete:deactivated');
-        },
-      });
+      await this.destroy(rec, 'delete:deactivated');
     } catch (e) {
       // Refused before anything was destroyed: the device is kept, as when it was busy above.
       if (errnoOf(e) !== 'EBUSY' || this.tx.devices.get(hash)?.deleted !== false) throw e;
@@ -194,23 +210,77 @@ export class ThinDevices {
     }
   }
 
-  /** Deletions deferred while their device was busy: done now for those nothing holds open. */
-  async retryDeferredDeletes(): Promise<void> {
+  /**
+   * The pool transaction of a delete: once its intent is durable, discard the device's blocks
+   * (dm.blkdiscard) and remove its dm device (`deactivated` names that step), then `delete`.
+   */
+  private destroy(rec: DeviceRecord, deactivated: CrashPointName): Promise<DeleteResult> {
+    return this.tx.delete(rec.hash, {
+      beforeMessage: async (destroying) => {
+        if (this.options.blkDiscard) {
+          await this.activate(rec.hash);
+          // Returns the blocks to the loop file (a hole); deleting the thin id alone does not.
+          // O_EXCL: a device mounted or claimed since the caller's check is found before any block
+          // is discarded. From the discard on, the delete only goes forward (a busy device is
+          // left as a pending deletion, never as a device of zeros).
+          try {
+            discard(this.devicePath(rec.hash), 0n, BigInt(rec.sizeBytes), { exclusive: true });
+          } catch (e) {
+            if (!DISCARD_REFUSED.has(errnoOf(e) ?? '')) destroying();
+            throw e;
+          }
+          destroying();
+          this.step('delete:discarded');
+        }
+        await this.deactivate(rec.hash);
+        this.step(deactivated);
+      },
+    });
+  }
+
+  /** A failed, read-only or needs_check pool (which may have become so since open) takes no change. */
+  private checkWritable(what: string): void {
+    const s = poolStatusNoFlush(this.dm, this.poolName);
+    if (s.state !== 'ok') throw new PoolStateError(this.poolName, `status is ${s.state}: the pool has failed; cannot ${what}`);
+    if (s.needsCheck) throw new PoolReadOnlyError(this.poolName, 'needs_check', what);
+    if (s.mode === 'ro') throw new PoolReadOnlyError(this.poolName, 'ro', what);
+  }
+
+  /** Whether some deletion waits for its device to be let go. */
+  get hasDeferredDeletes(): boolean {
+    for (const rec of this.tx.devices.values()) if (rec.deleted) return true;
+    return false;
+  }
+
+  /**
+   * Deletions deferred while their device was busy: done now (discard included) for those nothing
+   * holds open. A device still or again busy stays pending; the others' failures are returned.
+   * A read-only pool takes no deletion: they wait for a writable open.
+   */
+  async retryDeferredDeletes(): Promise<DeferredDeleteFailure[]> {
+    const failures: DeferredDeleteFailure[] = [];
+    if (this.tx.readOnly !== undefined) return failures;
+    try {
+      this.checkWritable('retry deferred deletions');
+    } catch (e) {
+      // They wait for a writable pool; a failed pool is reported, as any failure.
+      if (!(e instanceof PoolReadOnlyError)) failures.push({ error: e });
+      return failures;
+    }
     for (const rec of [...this.tx.devices.values()]) {
       if (!rec.deleted) continue;
       const info = this.dm.info({ name: this.naming.deviceName(rec.hash) });
       if (info && info.openCount > 0) continue;
       try {
-        if (info) await this.dm.remove({ name: info.name }, { retry: true });
-        this.step('deferred-delete:deactivated');
-        await this.tx.delete(rec.hash);
+        if ((await this.destroy(rec, 'deferred-delete:deactivated')) === 'deferred') continue;
       } catch (e) {
-        // Opened again meanwhile: it stays pending for the next open.
-        if (errnoOf(e) === 'EBUSY') continue;
-        throw e;
+        // Opened again meanwhile: it stays pending for the next retry.
+        if (errnoOf(e) !== 'EBUSY') failures.push({ hash: rec.hash, error: e });
+        continue;
       }
       this.step('deferred-delete:deleted');
     }
+    return failures;
   }
 
   private thinTarget(rec: DeviceRecord): ThinTarget {
@@ -235,15 +305,21 @@ export class ThinDevices {
     if (!rec) throw new UnknownDeviceError(hash);
     const name = this.naming.deviceName(hash);
     const want = this.thinTarget(rec);
-    const found = this.dm.info({ name });
+    let found = this.dm.info({ name });
+    if (found?.deferredRemove) found = await this.cancelDeferredRemove(found);
     if (found) {
       const ready = await this.reuse({ name }, found, want);
       if (ready) return ready;
     }
+    // The pool's mode now, as it may have changed since open: dm-thin refuses a thin device on a
+    // failed pool; on a read-only one the device is read-only, as on a pool opened read-only.
+    const pool = poolStatusNoFlush(this.dm, this.poolName);
+    if (pool.state !== 'ok') throw new PoolStateError(this.poolName, `status is ${pool.state}: no thin device can be activated`);
+    const readOnly = this.tx.readOnly !== undefined || pool.mode === 'ro' || pool.needsCheck;
     await this.dm.create(name);
     this.step('activate:created');
     try {
-      this.dm.loadTable({ name }, [want], { readOnly: this.tx.readOnly !== undefined });
+      this.dm.loadTable({ name }, [want], { readOnly });
       this.step('activate:loaded');
       const live = await this.dm.resume({ name });
       this.step('activate:resumed');
@@ -252,8 +328,46 @@ export class ThinDevices {
       // As libdevmapper's create: a device whose table the kernel refused is removed again; the
       // load's (or resume's) error is the one to report.
       await this.dm.remove({ name }, { retry: true }).catch(() => undefined);
-      throw e;
+      throw this.failedPoolError(e);
     }
+  }
+
+  /**
+   * Cancel a pending deferred remove (dm-ioctl's `@cancel_deferred_remove` message): the device
+   * stays when its holder closes it. ENXIO: it went already. EBUSY: its remove is under way
+   * (DMF_DELETING): wait for it to go. Null when the device is gone, to be made again.
+   */
+  private async cancelDeferredRemove(info: DeviceInfo): Promise<DeviceInfo | null> {
+    const ref = { name: info.name };
+    try {
+      this.dm.cancelDeferredRemove(ref);
+      return this.dm.info(ref);
+    } catch (e) {
+      if (errnoOf(e) === 'ENXIO') return null;
+      if (errnoOf(e) !== 'EBUSY') throw e;
+    }
+    const { attempts, firstDelayMs, maxDelayMs } = DEFAULT_REMOVE_RETRY;
+    for (let i = 0; i < attempts; i++) {
+      await sleep(Math.min(firstDelayMs * 2 ** i, maxDelayMs));
+      if (this.dm.info(ref) === null) return null;
+    }
+    throw new DeviceBusyError(info.name, ['its deferred remove is under way and has not completed']);
+  }
+
+  /**
+   * dm-thin refuses a thin target on a failed pool ("Pool is in fail mode", EINVAL): a pool that
+   * failed after the check above is named rather than the bare errno.
+   */
+  private failedPoolError(e: unknown): unknown {
+    try {
+      const s = poolStatusNoFlush(this.dm, this.poolName);
+      if (s.state !== 'ok') {
+        return new PoolStateError(this.poolName, `status is ${s.state}: no thin device can be activated (${(e as Error).message})`);
+      }
+    } catch {
+      // The pool's status cannot be read: the activation's own error says more.
+    }
+    return e;
   }
 
   /** An existing device of the name: ours (resumed if need be), or removed (null) if nothing holds it. */
