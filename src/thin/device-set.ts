@@ -170,7 +170,10 @@ export class DeviceSet {
         ...(readOnly ? { readOnly } : {}),
       });
       const setOpts = readOnly ? { ...opts, mountOptions: [...opts.mountOptions, 'ro'] } : opts;
-      const unknown = unknownThinIds(dm, pool, tx.devices.values(), readOnly !== undefined, { ids: idsBefore, reconciled });
+      // The ids read before activation, less the one Docker's rolled-back transaction deleted.
+      const rolledBack = adopted?.transaction?.action === 'rolled-back' ? adopted.transaction.deviceId : null;
+      const ids = idsBefore && idsBefore.filter((id) => id !== rolledBack);
+      const unknown = unknownThinIds(dm, pool, tx.devices.values(), readOnly !== undefined, { ids, reconciled });
       const opened: OpenReconcile = { ...reconciled, unknownThinIds: unknown };
       const set = new DeviceSet(home, setOpts, naming, dm, lock, pool, tx, opened, hook, !extras.dm);
       set.dockerAdoption = adopted;
