@@ -172,7 +172,7 @@ export class DeviceSet {
       const setOpts = readOnly ? { ...opts, mountOptions: [...opts.mountOptions, 'ro'] } : opts;
       // The ids read before activation, less the one Docker's rolled-back transaction deleted.
       const rolledBack = adopted?.transaction?.action === 'rolled-back' ? adopted.transaction.deviceId : null;
-      const ids = idsBefore && idsBefore.filter((id) => id !== rolledBack);
+      const ids = idsBefore === null ? null : idsBefore.filter((id) => id !== rolledBack);
       const unknown = unknownThinIds(dm, pool, tx.devices.values(), readOnly !== undefined, { ids, reconciled });
       const opened: OpenReconcile = { ...reconciled, unknownThinIds: unknown };
       const set = new DeviceSet(home, setOpts, naming, dm, lock, pool, tx, opened, hook, !extras.dm);
