@@ -139,6 +139,7 @@ export {
   PoolActiveError,
   metadataReadPath,
   withMetadataSnapshot,
+  type DockerAdoption,
   type OpenReconcile,
   type PoolMetadataCheck,
   type PoolThin,
