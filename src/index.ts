@@ -144,6 +144,7 @@ export {
   PoolActiveError,
   metadataReadPath,
   withMetadataSnapshot,
+  type DockerAdoption,
   type OpenReconcile,
   type PoolMetadataCheck,
   type PoolThin,

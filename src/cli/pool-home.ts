@@ -5,6 +5,7 @@ import { join, resolve } from 'node:path';
 import { DeviceMapper } from '../dm/device-mapper.js';
 import type { DeviceName } from '../dm/names.js';
 import { DeviceSet } from '../thin/device-set.js';
+import { homePrefix } from '../thin/docker-home.js';
 import { OptionError } from '../thin/errors.js';
 import { POOL_STATE_FILE, writeFileAtomic } from '../thin/metadata-store.js';
 import { PoolNaming } from '../thin/naming.js';
@@ -157,7 +158,8 @@ export function requirePool(home: string): void {
 
 /** The pool's dm name: dm.thinpooldev when given, else the name made from the home folder. */
 function poolNameOf(home: string, parsed: PoolOptions): DeviceName {
-  return parsed.thinPoolDevice ?? PoolNaming.forHome(home, parsed.prefix).poolName();
+  // The home's own prefix (a home adopted from Docker's driver: `docker`); DeviceSet.open checks a given one.
+  return parsed.thinPoolDevice ?? PoolNaming.forHome(home, homePrefix(home, undefined, parsed.prefix)).poolName();
 }
 
 /** The name of the pool `home` would have, and whether the kernel has it now. */

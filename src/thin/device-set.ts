@@ -17,6 +17,16 @@ import { checkFixedOptions } from './fixed-options.js';
 import { detachLoopsOf, removeByStem, unmountByStem } from './home-teardown.js';
 import { checkHomeFolders, HomeLock } from './lock.js';
 import { BASE_HASH, MetadataStore, validateHash, type DeviceRecord, type Intent } from './metadata-store.js';
+import {
+  adoptDockerHome,
+  convertedRecords,
+  finishDockerConversion,
+  homePrefix,
+  isDockerHome,
+  readDockerMetadata,
+  type DockerAdoption,
+  type DockerPool,
+} from './docker-home.js';
 import type { MountEntry } from './mount.js';
 import { MountTracker, type MountOptions } from './mount-tracker.js';
 import { PoolNaming } from './naming.js';
@@ -30,7 +40,7 @@ import {
   type PoolMetadataCheck,
   type PoolThin,
 } from './pool-metadata.js';
-import { loopFiles, setUpPool, type PoolDevices } from './pool-setup.js';
+import { loopFiles, setUpPool, superblockDataBlockBytes, type PoolDevices } from './pool-setup.js';
 import { resizePool, type PoolResizeTarget } from './resize.js';
 import { readOnlyModeOf, ThinDevices, type DevStatus } from './thin-devices.js';
 import { Transactions, type ReconcileResult } from './transaction.js';
@@ -43,6 +53,7 @@ export type { DiskUsage, PoolStatus } from './pool-health.js';
 export type { MountOptions } from './mount-tracker.js';
 export type { DevStatus } from './thin-devices.js';
 export type { PoolMetadataCheck, PoolThin } from './pool-metadata.js';
+export type { DockerAdoption } from './docker-home.js';
 
 /** What open reconciled, and the pool's thin ids our metadata does not know (pool-metadata.ts unknownThinIds). */
 export type OpenReconcile = ReconcileResult & { unknownThinIds: ThinId[] | null };
@@ -89,6 +100,8 @@ export class DeviceSet {
   /** Retries deferred deletions (extras.deferredDeleteIntervalMs); cleared at close or shutdown. */
   private retryTimer: NodeJS.Timeout | undefined;
   private retrying = false;
+  /** What this open converted of a home made by Docker's devmapper driver (docker-home.ts); null otherwise. */
+  dockerAdoption: DockerAdoption | null = null;
 
   private constructor(
     readonly home: string,
@@ -128,7 +141,7 @@ export class DeviceSet {
    */
   static async open(home: string, options: readonly string[] | PoolOptionsInput = {}, extras: DeviceSetExtras = {}): Promise<DeviceSet> {
     const input = Array.isArray(options) ? optionsFromStrings(options as readonly string[]) : (options as PoolOptionsInput);
-    const opts = parsePoolOptions(input, extras);
+    let opts = parsePoolOptions(input, extras);
     const retryMs = extras.deferredDeleteIntervalMs ?? DEFERRED_DELETE_INTERVAL_MS;
     // setInterval's own limit: a longer delay would silently become 1 ms.
     if (!Number.isSafeInteger(retryMs) || retryMs < 0 || retryMs > TIMER_MAX_MS) {
@@ -146,21 +159,33 @@ export class DeviceSet {
       checkHomeFolders(home);
       lock = HomeLock.acquire(lockPath);
       if (newLock) undo.file(lockPath);
+      // A home made by Docker's driver: its names' prefix, and its metadata converted once the pool is up.
+      finishDockerConversion(home);
+      const docker = isDockerHome(home) ? readDockerMetadata(home) : null;
+      opts = { ...opts, prefix: homePrefix(home, input.prefix, opts.prefix) };
+      if (docker && input.blockSize === undefined && opts.thinPoolDevice === undefined) {
+        // Docker's dm.blocksize is recorded in the pool's superblock only.
+        const meta = opts.metadataDevice ?? loopFiles(root).metadata;
+        const block = existsSync(meta) ? superblockDataBlockBytes(meta) : null;
+        if (block !== null) opts = { ...opts, dataBlockSizeBytes: block };
+      }
       const naming = PoolNaming.forHome(home, opts.prefix);
       dm = extras.dm ?? DeviceMapper.open();
       const metaDir = join(home, 'metadata');
       for (const dir of makeDirs(metaDir)) undo.dir(dir);
       const store = MetadataStore.open(metaDir);
-      const newPool = store.readPoolState() === null;
+      const newPool = docker === null && store.readPoolState() === null;
       const poolName = opts.thinPoolDevice ?? naming.poolName();
-      checkFixedOptions(input, opts, { dm, poolName, root, base: store.readDevice(BASE_HASH) });
-      if (!store.readDevice(BASE_HASH)?.initialized) requireMkfs(opts.fs, extras.findExecutable);
+      const base = docker ? (convertedRecords(docker).find((r) => r.hash === BASE_HASH) ?? null) : store.readDevice(BASE_HASH);
+      checkFixedOptions(input, opts, { dm, poolName, root, base });
+      if (!base?.initialized) requireMkfs(opts.fs, extras.findExecutable);
       if (newPool) undo.push(`metadata in ${metaDir}`, () => store.forgetPool());
       // As lvm2 runs thin_check: an inactive pool is never activated on metadata that fails it.
       const idsBefore = readBeforeActivate({ dm, poolName, root, opts, newPool });
       const hook = extras.hook;
       const pool = await setUpPool(dm, root, poolName, opts, newPool, undo, extras.loop, (point) => hook?.(point));
       const d = dm;
+      const adopted = docker && (await adoptDockerHome(home, docker, dockerPool(d, naming, poolName), undo));
       // A read-only or needs_check pool refuses messages: its intent waits for a writable open,
       // its devices can still be activated and mounted read-only.
       const readOnly = readOnlyModeOf(dm, poolName);
@@ -171,7 +196,10 @@ export class DeviceSet {
         ...(readOnly ? { readOnly } : {}),
       });
       const setOpts = readOnly ? { ...opts, mountOptions: [...opts.mountOptions, 'ro'] } : opts;
-      const unknown = unknownThinIds(dm, pool, tx.devices.values(), readOnly !== undefined, { ids: idsBefore, reconciled });
+      // The ids read before activation, less the one Docker's rolled-back transaction deleted.
+      const rolledBack = adopted?.transaction?.action === 'rolled-back' ? adopted.transaction.deviceId : null;
+      const ids = idsBefore === null ? null : idsBefore.filter((id) => id !== rolledBack);
+      const unknown = unknownThinIds(dm, pool, tx.devices.values(), readOnly !== undefined, { ids, reconciled });
       const opened: OpenReconcile = { ...reconciled, unknownThinIds: unknown };
       log.info('pool opened', { pool: poolName, new: newPool, mode: readOnly ?? 'rw', reconcile: reconciled.action });
       const set = new DeviceSet(
@@ -187,6 +215,7 @@ export class DeviceSet {
         !extras.dm,
         extras.onDeferredDeleteError ?? (() => {}),
       );
+      set.dockerAdoption = adopted;
       if (!readOnly) {
         await set.devices.initBase(undo);
         const [failed] = await set.devices.retryDeferredDeletes();
@@ -212,7 +241,7 @@ export class DeviceSet {
     options: readonly string[] | PoolOptionsInput = {},
     extras: DeviceSetExtras = {},
   ): Promise<HomeShutdown> {
-    const opts = parsePoolOptions(options, extras);
+    const opts = withHomePrefix(home, options, extras);
     const dm = extras.dm ?? DeviceMapper.open();
     try {
       const poolName = opts.thinPoolDevice ?? (existsSync(home) ? PoolNaming.forHome(home, opts.prefix).poolName() : '');
@@ -239,7 +268,7 @@ export class DeviceSet {
    * (PoolActiveError, EBUSY, for a live one). Never throws on bad metadata: `ok` and `problems` say.
    */
   static checkMetadata(home: string, options: readonly string[] | PoolOptionsInput = {}, extras: DeviceSetExtras = {}): PoolMetadataCheck {
-    const opts = parsePoolOptions(options, extras);
+    const opts = withHomePrefix(home, options, extras);
     const dm = extras.dm ?? DeviceMapper.open();
     try {
       const poolName = opts.thinPoolDevice ?? PoolNaming.forHome(home, opts.prefix).poolName();
@@ -446,6 +475,26 @@ export class DeviceSet {
   get transactionId(): bigint {
     return this.tx.transactionId;
   }
+}
+
+/** The options with the prefix of the names `home` was made with (docker-home.ts homePrefix). */
+function withHomePrefix(home: string, options: readonly string[] | PoolOptionsInput, env: ParseEnv): PoolOptions {
+  const input = Array.isArray(options) ? optionsFromStrings(options as readonly string[]) : (options as PoolOptionsInput);
+  const opts = parsePoolOptions(input, env);
+  return { ...opts, prefix: homePrefix(home, input.prefix, opts.prefix) };
+}
+
+/** A Docker home's pool, for the rollback of Docker's open transaction. */
+function dockerPool(dm: DeviceMapper, naming: PoolNaming, poolName: DeviceName): DockerPool {
+  const messenger = poolMessenger(dm, poolName);
+  return {
+    transactionId: () => messenger.poolTransactionId(),
+    deleteThin: (id) => messenger.deleteThin(id),
+    release: async (hash) => {
+      const info = dm.info({ name: naming.deviceName(hash) });
+      if (info !== null && info.openCount === 0) await dm.remove({ name: info.name }, { retry: true });
+    },
+  };
 }
 
 /**

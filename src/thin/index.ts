@@ -11,7 +11,7 @@ export {
   type ShutdownResult,
 } from './device-set.js';
 // The pool's own metadata put to use: its thin ids, their usage, the check before activation.
-export type { OpenReconcile, PoolMetadataCheck, PoolThin } from './device-set.js';
+export type { DockerAdoption, OpenReconcile, PoolMetadataCheck, PoolThin } from './device-set.js';
 export { metadataReadPath, withMetadataSnapshot } from './metadata/snapshot.js';
 export { MetadataCheckError, MetadataSnapshotBusyError, PoolActiveError } from './errors.js';
 export {

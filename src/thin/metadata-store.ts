@@ -77,7 +77,17 @@ export interface DeviceRecord {
 export interface PoolState {
   nextDeviceId: ThinId;
   transactionId: bigint;
+  /** The dm name prefix the home's names were made with, when not dm.prefix's default (a Docker home: `docker`). */
+  devicePrefix?: string;
+  /**
+   * Fields another writer keeps in this file (Docker's BaseDeviceUUID, BaseDeviceFilesystem),
+   * carried over verbatim; undefined keeps those of the file being replaced.
+   */
+  foreign?: Readonly<Record<string, unknown>>;
 }
+
+/** The pool state file's own fields; every other one is carried over (PoolState.foreign). */
+const POOL_STATE_FIELDS = new Set(['next_device_id', 'transaction_id', 'device_prefix']);
 
 export type IntentOp = 'create' | 'snapshot' | 'delete';
 
@@ -131,11 +141,30 @@ export class MetadataStore {
     const path = join(this.dir, POOL_STATE_FILE);
     const obj = readJson(path);
     if (obj === null) return null;
-    return { nextDeviceId: thinIdField(path, obj, 'next_device_id'), transactionId: txField(path, obj, 'transaction_id') };
+    const state: PoolState = {
+      nextDeviceId: thinIdField(path, obj, 'next_device_id'),
+      transactionId: txField(path, obj, 'transaction_id'),
+    };
+    const prefix = obj['device_prefix'];
+    if (prefix !== undefined) {
+      if (typeof prefix !== 'string' || prefix === '') throw new MetadataError(path, 'device_prefix is not a non-empty string');
+      state.devicePrefix = prefix;
+    }
+    const foreign = foreignFields(obj);
+    if (foreign !== undefined) state.foreign = foreign;
+    return state;
   }
 
+  /** The pool state; the prefix and foreign fields of the file replaced are kept unless `s` has its own. */
   writePoolState(s: PoolState): void {
-    this.write(POOL_STATE_FILE, { next_device_id: s.nextDeviceId, transaction_id: u64(s.transactionId) });
+    const before = s.devicePrefix === undefined || s.foreign === undefined ? readJson(join(this.dir, POOL_STATE_FILE)) : null;
+    const prefix = s.devicePrefix ?? before?.['device_prefix'];
+    this.write(POOL_STATE_FILE, {
+      ...(s.foreign ?? (before ? foreignFields(before) : undefined)),
+      next_device_id: s.nextDeviceId,
+      transaction_id: u64(s.transactionId),
+      ...(typeof prefix === 'string' ? { device_prefix: prefix } : {}),
+    });
   }
 
   readDevice(hash: string): DeviceRecord | null {
@@ -256,7 +285,8 @@ export function writeFileAtomic(path: string, data: string): void {
   fsyncDir(dir);
 }
 
-function readJson(path: string): Record<string, unknown> | null {
+/** A JSON object file; null when missing; MetadataError when it is not a JSON object. */
+export function readJson(path: string): Record<string, unknown> | null {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
@@ -272,6 +302,11 @@ function readJson(path: string): Record<string, unknown> | null {
   }
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new MetadataError(path, 'not a JSON object');
   return v as Record<string, unknown>;
+}
+
+function foreignFields(o: Record<string, unknown>): Record<string, unknown> | undefined {
+  const out = Object.fromEntries(Object.entries(o).filter(([k]) => !POOL_STATE_FIELDS.has(k)));
+  return Object.keys(out).length > 0 ? out : undefined;
 }
 
 function intField(path: string, o: Record<string, unknown>, key: string): number {
