@@ -11,26 +11,19 @@ import type { LoopOptions } from '../loop/index.js';
 import { log } from '../ioctl/index.js';
 import type { DeviceName } from '../dm/names.js';
 import type { Bytes } from '../structs/units.js';
-import { errnoOf, OptionError, PoolStateError } from './errors.js';
+import { errnoOf, PoolStateError } from './errors.js';
 import type { CrashHook, CrashPointName } from './crash-points.js';
 import { checkFixedOptions } from './fixed-options.js';
 import { detachLoopsOf, removeByStem, unmountByStem } from './home-teardown.js';
 import { checkHomeFolders, HomeLock } from './lock.js';
 import { BASE_HASH, MetadataStore, validateHash, type DeviceRecord, type Intent } from './metadata-store.js';
-import {
-  adoptDockerHome,
-  convertedRecords,
-  finishDockerConversion,
-  homePrefix,
-  isDockerHome,
-  readDockerMetadata,
-  type DockerAdoption,
-  type DockerPool,
-} from './docker-home.js';
+import { adoptDockerHome, convertedRecords, type DockerAdoption } from './docker-home.js';
+import { dockerPool, inputOf, openDockerAware, withHomePrefix } from './docker-open.js';
+import { checkRetryInterval, RetryTimer } from './deferred-retry.js';
 import type { MountEntry } from './mount.js';
 import { MountTracker, type MountOptions } from './mount-tracker.js';
 import { PoolNaming } from './naming.js';
-import { optionsFromStrings, parsePoolOptions, type ParseEnv, type PoolOptions, type PoolOptionsInput } from './options.js';
+import { parsePoolOptions, type ParseEnv, type PoolOptions, type PoolOptionsInput } from './options.js';
 import { poolMessenger, poolStatusOf, type PoolStatus } from './pool-health.js';
 import {
   checkInactivePool,
@@ -40,7 +33,7 @@ import {
   type PoolMetadataCheck,
   type PoolThin,
 } from './pool-metadata.js';
-import { loopFiles, setUpPool, superblockDataBlockBytes, type PoolDevices } from './pool-setup.js';
+import { loopFiles, setUpPool, type PoolDevices } from './pool-setup.js';
 import { resizePool, type PoolResizeTarget } from './resize.js';
 import { readOnlyModeOf, ThinDevices, type DevStatus } from './thin-devices.js';
 import { Transactions, type ReconcileResult } from './transaction.js';
@@ -77,11 +70,6 @@ export interface DeviceSetExtras extends ParseEnv {
   onDeferredDeleteError?: (error: unknown, hash?: string) => void;
 }
 
-/** Docker's driver retries deferred deletions every 30 seconds. */
-const DEFERRED_DELETE_INTERVAL_MS = 30_000;
-/** The longest delay setInterval takes (a signed 32-bit millisecond count). */
-const TIMER_MAX_MS = 2 ** 31 - 1;
-
 /** What a shutdown did: the mounts it undid. */
 export interface ShutdownResult {
   unmounted: { hash: string; path: string }[];
@@ -97,9 +85,8 @@ export class DeviceSet {
   private closed = false;
   /** Settles when close() or shutdown() has let go of the lock. */
   private done: Promise<void> | undefined;
-  /** Retries deferred deletions (extras.deferredDeleteIntervalMs); cleared at close or shutdown. */
-  private retryTimer: NodeJS.Timeout | undefined;
-  private retrying = false;
+  /** Retries deferred deletions (extras.deferredDeleteIntervalMs); stopped at close or shutdown. */
+  private readonly retryTimer: RetryTimer;
   /** What this open converted of a home made by Docker's devmapper driver (docker-home.ts); null otherwise. */
   dockerAdoption: DockerAdoption | null = null;
 
@@ -117,6 +104,11 @@ export class DeviceSet {
     private readonly onDeferredDeleteError: (error: unknown, hash?: string) => void,
   ) {
     this.devices = new ThinDevices(dm, naming, options, pool.poolName, tx, (point) => this.step(point));
+    this.retryTimer = new RetryTimer(
+      () => !this.closed && this.devices.hasDeferredDeletes,
+      () => this.serial(() => this.retryDeferred()),
+      (e) => this.onDeferredDeleteError(e),
+    );
     this.mounts = new MountTracker({
       dm,
       naming,
@@ -140,13 +132,9 @@ export class DeviceSet {
    * metadata) is removed again, newest first.
    */
   static async open(home: string, options: readonly string[] | PoolOptionsInput = {}, extras: DeviceSetExtras = {}): Promise<DeviceSet> {
-    const input = Array.isArray(options) ? optionsFromStrings(options as readonly string[]) : (options as PoolOptionsInput);
-    let opts = parsePoolOptions(input, extras);
-    const retryMs = extras.deferredDeleteIntervalMs ?? DEFERRED_DELETE_INTERVAL_MS;
-    // setInterval's own limit: a longer delay would silently become 1 ms.
-    if (!Number.isSafeInteger(retryMs) || retryMs < 0 || retryMs > TIMER_MAX_MS) {
-      throw new OptionError('deferredDeleteIntervalMs', String(retryMs), `not a whole number of milliseconds from 0 to ${TIMER_MAX_MS}`);
-    }
+    const input = inputOf(options);
+    const parsed = parsePoolOptions(input, extras);
+    const retryMs = checkRetryInterval(extras.deferredDeleteIntervalMs);
     const undo = new Undo();
     let lock: HomeLock | undefined;
     let dm: DeviceMapper | undefined;
@@ -160,15 +148,7 @@ export class DeviceSet {
       lock = HomeLock.acquire(lockPath);
       if (newLock) undo.file(lockPath);
       // A home made by Docker's driver: its names' prefix, and its metadata converted once the pool is up.
-      finishDockerConversion(home);
-      const docker = isDockerHome(home) ? readDockerMetadata(home) : null;
-      opts = { ...opts, prefix: homePrefix(home, input.prefix, opts.prefix) };
-      if (docker && input.blockSize === undefined && opts.thinPoolDevice === undefined) {
-        // Docker's dm.blocksize is recorded in the pool's superblock only.
-        const meta = opts.metadataDevice ?? loopFiles(root).metadata;
-        const block = existsSync(meta) ? superblockDataBlockBytes(meta) : null;
-        if (block !== null) opts = { ...opts, dataBlockSizeBytes: block };
-      }
+      const { opts, docker } = openDockerAware(home, root, input, parsed);
       const naming = PoolNaming.forHome(home, opts.prefix);
       dm = extras.dm ?? DeviceMapper.open();
       const metaDir = join(home, 'metadata');
@@ -222,7 +202,7 @@ export class DeviceSet {
         if (failed) throw failed.error;
       }
       undo.commit();
-      set.startRetryTimer(retryMs);
+      if (set.tx.readOnly === undefined) set.retryTimer.start(retryMs);
       return set;
     } catch (e) {
       const err = await undo.unwind(e);
@@ -328,26 +308,6 @@ export class DeviceSet {
     for (const f of await this.devices.retryDeferredDeletes()) this.onDeferredDeleteError(f.error, f.hash);
   }
 
-  private startRetryTimer(intervalMs: number): void {
-    if (intervalMs === 0 || this.tx.readOnly !== undefined) return;
-    this.retryTimer = setInterval(() => {
-      // One retry at a time, queued behind the operations already waiting; none once closing.
-      if (this.retrying || this.closed || !this.devices.hasDeferredDeletes) return;
-      this.retrying = true;
-      this.serial(() => this.retryDeferred())
-        .catch((e: unknown) => this.onDeferredDeleteError(e))
-        .finally(() => {
-          this.retrying = false;
-        });
-    }, intervalMs);
-    this.retryTimer.unref();
-  }
-
-  private stopRetryTimer(): void {
-    clearInterval(this.retryTimer);
-    this.retryTimer = undefined;
-  }
-
   /** Make /dev/mapper/<name> for a device (no-op when active). */
   activate(hash: string): Promise<DeviceInfo> {
     return this.devices.activate(hash);
@@ -428,7 +388,7 @@ export class DeviceSet {
   /** Unmount and deactivate everything, remove the pool we made (the loops go with it); keep data. */
   shutdown(): Promise<ShutdownResult> {
     // Queued after what is already waiting; nothing is queued after it.
-    this.stopRetryTimer();
+    this.retryTimer.stop();
     const run = this.serial(async () => {
       try {
         // Ours and those of earlier processes alike: the kernel's mount table is the truth.
@@ -458,7 +418,7 @@ export class DeviceSet {
    */
   close(): Promise<void> {
     if (this.done) return this.done;
-    this.stopRetryTimer();
+    this.retryTimer.stop();
     this.closed = true;
     this.done = this.queue.then(() => {
       if (this.ownsDm) this.dm.close();
@@ -475,26 +435,6 @@ export class DeviceSet {
   get transactionId(): bigint {
     return this.tx.transactionId;
   }
-}
-
-/** The options with the prefix of the names `home` was made with (docker-home.ts homePrefix). */
-function withHomePrefix(home: string, options: readonly string[] | PoolOptionsInput, env: ParseEnv): PoolOptions {
-  const input = Array.isArray(options) ? optionsFromStrings(options as readonly string[]) : (options as PoolOptionsInput);
-  const opts = parsePoolOptions(input, env);
-  return { ...opts, prefix: homePrefix(home, input.prefix, opts.prefix) };
-}
-
-/** A Docker home's pool, for the rollback of Docker's open transaction. */
-function dockerPool(dm: DeviceMapper, naming: PoolNaming, poolName: DeviceName): DockerPool {
-  const messenger = poolMessenger(dm, poolName);
-  return {
-    transactionId: () => messenger.poolTransactionId(),
-    deleteThin: (id) => messenger.deleteThin(id),
-    release: async (hash) => {
-      const info = dm.info({ name: naming.deviceName(hash) });
-      if (info !== null && info.openCount === 0) await dm.remove({ name: info.name }, { retry: true });
-    },
-  };
 }
 
 /**

@@ -32,7 +32,7 @@ const hook = (point: CrashPointName) => {
   if (counting && (++hits === spec.killAt || point === spec.killAtPoint)) process.kill(process.pid, 'SIGKILL');
 };
 
-let set = await DeviceSet.open(spec.home, spec.options, { hook });
+let set = await DeviceSet.open(spec.home, spec.options, { hook, deferredDeleteIntervalMs: 0 });
 emit({ ev: 'open' });
 
 const mountPoint = (hash: string) => join(spec.mnt, hash);
@@ -109,7 +109,7 @@ async function run(op: Op): Promise<'ok' | 'refused' | 'deferred'> {
       return 'ok';
     case 'reopen':
       await set.shutdown();
-      set = await DeviceSet.open(spec.home, spec.options, { hook });
+      set = await DeviceSet.open(spec.home, spec.options, { hook, deferredDeleteIntervalMs: 0 });
       return 'ok';
   }
 }
