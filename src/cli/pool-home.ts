@@ -10,7 +10,8 @@ import { OptionError } from '../thin/errors.js';
 import { POOL_STATE_FILE, writeFileAtomic } from '../thin/metadata-store.js';
 import { PoolNaming } from '../thin/naming.js';
 import { parsePoolOptions, type PoolOptions } from '../thin/options.js';
-import type { OptionSpec } from './command.js';
+import type { Invocation, OptionSpec } from './command.js';
+import { explain } from './errors.js';
 import { formatBytes } from './pool-format.js';
 import type { Progress } from './progress.js';
 import { OperationError, UsageError } from './usage.js';
@@ -171,5 +172,28 @@ export function poolActive(values: HomeArgs): { home: string; poolName: string; 
     return { home, poolName, active: dm.info({ name: poolName }) !== null };
   } finally {
     dm.close();
+  }
+}
+
+/** Advice for the errors a pool command can meet, by error name or errno. */
+export const POOL_HINTS: Readonly<Record<string, string>> = {
+  PoolLockedError: 'wait for that process to finish',
+  EBUSY: "unmount it first ('devmapper layer umount ID'), or close what holds it",
+  EEXIST: "choose another id, or remove it first ('devmapper layer rm ID')",
+  MetadataCheckError: "'devmapper pool check' lists every problem",
+  MetadataSnapshotBusyError: 'retry once that program is done with it',
+  PoolActiveError: "shut the pool down first ('devmapper pool shutdown'); 'devmapper pool init' activates it again",
+};
+
+export function homeArgs(inv: Invocation): HomeArgs {
+  return { home: inv.values['home'] as string | undefined, 'storage-opt': inv.values['storage-opt'] as string[] | undefined };
+}
+
+/** Runs a pool command body, its errors as one line with the pool's hints. */
+export async function poolStep<T>(fn: () => Promise<T>, hints: Readonly<Record<string, string>> = POOL_HINTS): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw explain(err, hints);
   }
 }

@@ -8,8 +8,7 @@ import { AUTOEXTEND_DEFAULTS, autoextendPolicy } from '../thin/autoextend.js';
 import { OptionError } from '../thin/errors.js';
 import { MONITOR_INTERVAL_MS, PoolMonitor } from '../thin/monitor.js';
 import type { Command, Invocation } from './command.js';
-import { homeArgs, poolStep } from './pool.js';
-import { poolActive, requirePool } from './pool-home.js';
+import { homeArgs, poolActive, poolStep, requirePool } from './pool-home.js';
 import { OperationError, UsageError } from './usage.js';
 
 function intArg(inv: Invocation, name: string, fallback: number): number {

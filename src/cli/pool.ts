@@ -9,7 +9,6 @@ import { parseSize } from '../thin/options.js';
 import { METADATA_BLOCK_BYTES } from '../thin/pool-setup.js';
 import { THIN_METADATA_MAX_BYTES } from '../thin/resize.js';
 import { EXIT_FAILED, flag, runGroup, type Command, type Group, type Invocation } from './command.js';
-import { explain } from './errors.js';
 import { json } from './output.js';
 import {
   checkView,
@@ -28,8 +27,10 @@ import {
   requirePool,
   resolveHome,
   STORAGE_OPTS_FILE,
+  homeArgs,
+  POOL_HINTS,
+  poolStep,
   withPool,
-  type HomeArgs,
 } from './pool-home.js';
 import { monitorCommand } from './pool-monitor.js';
 import { Progress } from './progress.js';
@@ -40,33 +41,11 @@ export { explain } from './errors.js';
 export { formatBytes, formatColumns, percent, formatPoolStatus, type PoolStatusView } from './pool-format.js';
 export { checkStorageOpts, DEFAULT_HOME, mergeStorageOpts, readRecordedOpts, writeRecordedOpts, withPool } from './pool-home.js';
 export { OperationError } from './usage.js';
-
-/** Advice for the errors a pool command can meet, by error name or errno. */
-export const POOL_HINTS: Readonly<Record<string, string>> = {
-  PoolLockedError: 'wait for that process to finish',
-  EBUSY: "unmount it first ('devmapper layer umount ID'), or close what holds it",
-  EEXIST: "choose another id, or remove it first ('devmapper layer rm ID')",
-  MetadataCheckError: "'devmapper pool check' lists every problem",
-  MetadataSnapshotBusyError: 'retry once that program is done with it',
-  PoolActiveError: "shut the pool down first ('devmapper pool shutdown'); 'devmapper pool init' activates it again",
-};
+export { homeArgs, POOL_HINTS, poolStep } from './pool-home.js';
 
 /** A mount point that will not let go is held by a process, not by us. */
 export const MOUNT_IN_USE =
   "a process uses the mount (a shell cd'd into it, an open file): find it with 'fuser -vm PATH', end it, then retry";
-
-export function homeArgs(inv: Invocation): HomeArgs {
-  return { home: inv.values['home'] as string | undefined, 'storage-opt': inv.values['storage-opt'] as string[] | undefined };
-}
-
-/** Runs a pool command body, its errors as one line with the pool's hints. */
-export async function poolStep<T>(fn: () => Promise<T>, hints: Readonly<Record<string, string>> = POOL_HINTS): Promise<T> {
-  try {
-    return await fn();
-  } catch (err) {
-    throw explain(err, hints);
-  }
-}
 
 function statusView(home: string, set: DeviceSet): PoolStatusView {
   const base = set.deviceRecords().find((r) => r.hash === BASE_HASH);
