@@ -261,65 +261,19 @@ describe('the kernel events of a pool that runs out of data space (auto-extend o
     test(`${mechanism}: low water mark and out_of_data_space reported within a second of the write`, async () => {
       const dm = DeviceMapper.open({ udev: 'off' });
       const tag = `mon-${mechanism}`;
-      const meta = await scratch.loop(`${tag}-meta.img`, 8 * MiB);
-      const dataFile = join(scratch.dir, `${tag}-data.img`);
-      const data = await scratch.loop(`${tag}-data.img`, BLOCKS * BLOCK_BYTES);
-      const poolName = dmName(`${tag}-pool`);
-      const thinName = dmName(`${tag}-thin`);
       let mon: PoolMonitor | undefined;
       let running: Promise<unknown> | undefined;
+      const poolName = dmName(`${tag}-pool`);
       try {
-        // The table as pool-setup.ts makes it: error_if_no_space, so the full pool fails writes at once.
-        await dm.create(poolName, {
-          table: [
-            {
-              type: 'thin-pool',
-              startSector: sectors(0n),
-              lengthSectors: sectors(BigInt((BLOCKS * BLOCK_BYTES) / 512)),
-              metadataDevice: devString(meta),
-              dataDevice: devString(data),
-              dataBlockSizeSectors: BLOCK_SECTORS,
-              lowWaterMarkBlocks: BigInt(LWM),
-              features: ['skip_block_zeroing', 'error_if_no_space'],
-            },
-          ],
-        });
-        createThin(dm, { name: poolName }, thinId(1));
-        const pool = dm.info({ name: poolName })!;
-        await dm.create(thinName, {
-          table: [
-            {
-              type: 'thin',
-              startSector: sectors(0n),
-              lengthSectors: sectors(BigInt((2 * BLOCKS * BLOCK_BYTES) / 512)),
-              poolDevice: devString(pool.dev),
-              thinId: thinId(1),
-            },
-          ],
-        });
-        const got: (PoolMonitorEvent & { at: number })[] = [];
-        const waiters: (() => void)[] = [];
+        const { thinName, data, dataFile } = await barePool(dm, tag, BLOCKS, LWM);
+        const { onEvent, until } = collect();
         mon = new PoolMonitor(dm, poolName, {
           policy: autoextendPolicy(100, 20),
           intervalMs: 60_000, // the timer never fires here: every report comes from a kernel event
           mechanism,
-          onEvent: (e) => {
-            got.push({ ...e, at: performance.now() });
-            for (const w of waiters.splice(0)) w();
-          },
+          onEvent,
         });
         running = mon.run();
-        const until = async (pred: (e: PoolMonitorEvent) => boolean, ms: number) => {
-          const end = performance.now() + ms;
-          while (!got.some(pred)) {
-            if (performance.now() > end) throw new Error(`no such event; got ${JSON.stringify(got)}`);
-            await new Promise<void>((r) => {
-              waiters.push(r);
-              setTimeout(r, 50);
-            });
-          }
-          return got.find(pred)!;
-        };
         await until((e) => e.event === 'start', 5000);
 
         // One 64 KiB block a write, each a block the pool maps anew; O_DSYNC: the write returns after it.

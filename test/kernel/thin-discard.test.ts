@@ -9,7 +9,7 @@ import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, rmSync, statSy
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { DeviceSet } from '../../src/thin/device-set.js';
-import { dmsetup, newHome, requireKernelTier, SMALL, sweep } from './thin-support.js';
+import { dmsetup, newHome, requireKernelTier, SMALL, sweep, mountAt } from './thin-support.js';
 
 requireKernelTier();
 
@@ -29,17 +29,6 @@ function usedData(pool: string): number {
 
 /** Bytes the file occupies on its file system (st_blocks), holes not counted. */
 const allocated = (file: string): number => statSync(file).blocks * 512;
-
-/** The mount at `path`: its file system type and its super options, from /proc/self/mountinfo. */
-function mountAt(path: string): { fsType: string; superOptions: string[] } {
-  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
-    const [left, right] = line.split(' - ');
-    if (left?.split(' ')[4] !== path || right === undefined) continue;
-    const [fsType, , superOptions] = right.split(' ');
-    return { fsType: fsType!, superOptions: (superOptions ?? '').split(',') };
-  }
-  throw new Error(`${path} is not mounted`);
-}
 
 function writeFile(path: string): void {
   const fd = openSync(path, 'w');

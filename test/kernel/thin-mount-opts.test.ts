@@ -12,7 +12,7 @@ import { DeviceSet } from '../../src/thin/device-set.js';
 import { MountOptionError, OptionError } from '../../src/thin/errors.js';
 import { mount, mountOptionsFor } from '../../src/thin/mount.js';
 import { PoolNaming } from '../../src/thin/naming.js';
-import { dmsetup, newHome, requireKernelTier, SMALL, sweep } from './thin-support.js';
+import { dmsetup, newHome, requireKernelTier, SMALL, sweep, mountAt } from './thin-support.js';
 
 requireKernelTier();
 
@@ -27,17 +27,6 @@ function blkid(device: string): Record<string, string> {
       .split('\n')
       .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
   );
-}
-
-/** The mount at `path`: its file system type and super options, from /proc/self/mountinfo. */
-function mountAt(path: string): { fsType: string; superOptions: string[] } {
-  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
-    const [left, right] = line.split(' - ');
-    if (left?.split(' ')[4] !== path || right === undefined) continue;
-    const [fsType, , superOptions] = right.split(' ');
-    return { fsType: fsType!, superOptions: (superOptions ?? '').split(',') };
-  }
-  throw new Error(`${path} is not mounted`);
 }
 
 /** A pool in a new home for one describe block: opened before, shut down and removed after. */

@@ -1,7 +1,7 @@
 // Shared by the thin/driver kernel tests: small pools in throwaway homes, dmsetup as an
 // independent oracle, the thin ids a pool holds (read from its metadata), and a sweeper.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DeviceMapper } from '../../src/dm/device-mapper.js';
@@ -81,4 +81,15 @@ export function thinDevicesOf(poolName: string, dm?: DeviceMapper): PoolThins {
 /** Every thin id the live pool `poolName` holds, ascending (thinDevicesOf). */
 export function thinIdsOf(poolName: string, dm?: DeviceMapper): number[] {
   return thinDevicesOf(poolName, dm).devices.map((x) => x.thinId);
+}
+
+/** The mount at `path`: its file system type and its super options, from /proc/self/mountinfo. */
+export function mountAt(path: string): { fsType: string; superOptions: string[] } {
+  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    const [left, right] = line.split(' - ');
+    if (left?.split(' ')[4] !== path || right === undefined) continue;
+    const [fsType, , superOptions] = right.split(' ');
+    return { fsType: fsType!, superOptions: (superOptions ?? '').split(',') };
+  }
+  throw new Error(`${path} is not mounted`);
 }
