@@ -22,7 +22,9 @@ import { AUTOEXTEND_DEFAULTS, type AutoextendPolicy, autoextendOn, extendDecisio
 import { PoolStateError } from './errors.js';
 import { backingOf } from './pool-backing.js';
 import { METADATA_BLOCK_BYTES } from './pool-setup.js';
-import { THIN_METADATA_MAX_BYTES, resizePoolByName } from './resize.js';
+import { reloadPoolFeatures, THIN_METADATA_MAX_BYTES, resizePoolByName } from './resize.js';
+
+const ERROR_IF_NO_SPACE = 'error_if_no_space';
 
 /** dmeventd's thin plugin looks at a pool every 10 s besides its events. */
 export const MONITOR_INTERVAL_MS = 10_000;
@@ -75,6 +77,8 @@ export type PoolMonitorEvent = Stamp &
       }
     | { event: 'no-room'; part: PoolPart; totalBytes: number; wantedBytes: number; roomBytes: number; limitedBy: 'room' | 'max' }
     | { event: 'extend-skipped'; part: PoolPart; reason: string }
+    /** The pool's answer to a full pool: 'queue' (writes wait for the extension) or 'error' (they fail at once). */
+    | { event: 'no-space-mode'; mode: 'queue' | 'error' }
     | { event: 'error'; message: string; code?: string }
     | { event: 'stop'; reason: 'closed' | 'pool removed' }
   );
@@ -93,6 +97,12 @@ export interface PoolMonitorOptions {
   control?: DmControlOptions;
   onEvent: (e: PoolMonitorEvent) => void;
   resize?: PoolResize;
+  /**
+   * With data auto-extend on: a full pool holds writes until the monitor grew it (the pool's
+   * `error_if_no_space` is dropped while the monitor runs, put back when it stops; dm-thin fails
+   * held writes after its no_space_timeout, 60 s). Default true; false leaves the table alone.
+   */
+  holdWrites?: boolean;
 }
 
 /** A pool's loop file (the backing file of the loop device its table names), or why there is none. */
@@ -149,6 +159,8 @@ export class PoolMonitor {
   /** After a failed or refused extend: no new try before this time (ms), so events do not loop on it. */
   private retryAt: Record<PoolPart, number> = { data: 0, metadata: 0 };
   private said = new Set<string>();
+  /** The pool's error_if_no_space was dropped by this monitor: put back at stop. */
+  private queueing = false;
 
   constructor(
     private readonly dm: DeviceMapper,
@@ -164,28 +176,38 @@ export class PoolMonitor {
   async run(): Promise<'closed' | 'pool removed'> {
     const stream = DmEventStream.open({ name: this.poolName }, { ...optional(this.opts), mechanism: this.opts.mechanism ?? 'auto' });
     this.stream = stream;
+    let ended: 'closed' | 'pool removed' | undefined;
     try {
-      if (this.stopped) return this.end('closed');
-      const snap = this.read();
-      this.emit({ event: 'start', mechanism: stream.mechanism, ...this.policy, intervalMs: this.intervalMs, ...snap.view });
-      await this.check('start', snap);
-      let nextTick = Date.now() + this.intervalMs;
-      for (;;) {
-        const r = await stream.next(Math.max(0, nextTick - Date.now()));
-        if (r.type === 'closed') return this.end('closed');
-        if (r.type === 'event') {
-          this.emit({ event: 'dm-event', eventNr: r.eventNr, previousEventNr: r.previousEventNr });
-          await this.check('event');
-        } else {
-          nextTick = Date.now() + this.intervalMs;
-          await this.check('interval');
-        }
-      }
+      ended = await this.watch(stream);
+      return ended;
     } catch (e) {
-      if (this.dm.info({ name: this.poolName }) === null) return this.end('pool removed');
-      throw e;
+      if (this.dm.info({ name: this.poolName }) !== null) throw e;
+      ended = 'pool removed';
+      return ended;
     } finally {
       stream.close();
+      if (this.queueing && ended !== 'pool removed') await this.noSpaceMode('error');
+      if (ended) this.emit({ event: 'stop', reason: ended });
+    }
+  }
+
+  private async watch(stream: DmEventStream): Promise<'closed'> {
+    if (this.stopped) return 'closed';
+    if (autoextendOn(this.policy) && this.opts.holdWrites !== false) await this.noSpaceMode('queue');
+    const snap = this.read();
+    this.emit({ event: 'start', mechanism: stream.mechanism, ...this.policy, intervalMs: this.intervalMs, ...snap.view });
+    await this.check('start', snap);
+    let nextTick = Date.now() + this.intervalMs;
+    for (;;) {
+      const r = await stream.next(Math.max(0, nextTick - Date.now()));
+      if (r.type === 'closed') return 'closed';
+      if (r.type === 'event') {
+        this.emit({ event: 'dm-event', eventNr: r.eventNr, previousEventNr: r.previousEventNr });
+        await this.check('event');
+      } else {
+        nextTick = Date.now() + this.intervalMs;
+        await this.check('interval');
+      }
     }
   }
 
@@ -194,9 +216,19 @@ export class PoolMonitor {
     this.stream?.close();
   }
 
-  private end(reason: 'closed' | 'pool removed'): 'closed' | 'pool removed' {
-    this.emit({ event: 'stop', reason });
-    return reason;
+  /** Switch the pool's answer to a full pool (reloadPoolFeatures); a failure is reported, not thrown. */
+  private async noSpaceMode(mode: 'queue' | 'error'): Promise<void> {
+    try {
+      const changed = await reloadPoolFeatures(this.dm, this.poolName, (f) =>
+        mode === 'queue' ? f.filter((x) => x !== ERROR_IF_NO_SPACE) : f.includes(ERROR_IF_NO_SPACE) ? [...f] : [...f, ERROR_IF_NO_SPACE],
+      );
+      if (mode === 'queue') this.queueing = changed;
+      else this.queueing = false;
+      if (changed) this.emit({ event: 'no-space-mode', mode });
+    } catch (e) {
+      const err = e as { message?: string; code?: unknown };
+      this.emit({ event: 'error', message: String(err.message), ...(typeof err.code === 'string' ? { code: err.code } : {}) });
+    }
   }
 
   private emit(e: DistributiveOmit<PoolMonitorEvent, 'time' | 'pool'>): void {

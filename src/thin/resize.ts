@@ -78,6 +78,38 @@ export async function resizePoolByName(
   await withResizeLock(poolName, () => grow(dm, poolName, target, step, opts), opts.lockDir ?? RESIZE_LOCK_DIR);
 }
 
+/**
+ * Reload the pool's table with `change(features)` (the same devices, length and low water mark),
+ * under the resize lock, swapped in by suspend + resume and guarded as a resize is. Returns whether
+ * the table changed (false: the features were already so).
+ */
+export async function reloadPoolFeatures(
+  dm: DeviceMapper,
+  poolName: DeviceName,
+  change: (features: readonly string[]) => string[],
+  opts: ResizeOptions = {},
+): Promise<boolean> {
+  return withResizeLock(
+    poolName,
+    async () => {
+      const table = dm.table({ name: poolName })[0];
+      if (!table || !isThinPoolTarget(table))
+        throw new PoolStateError(poolName, `the pool's table is not a thin-pool (table: ${table?.type ?? 'none'})`);
+      const features = change(table.features);
+      if (features.join(' ') === table.features.join(' ')) return false;
+      dm.loadTable({ name: poolName }, [{ ...table, features }]);
+      try {
+        await dm.suspend({ name: poolName });
+        await dm.resume({ name: poolName });
+      } catch (e) {
+        throw await restoreLive(dm, poolName, table, e);
+      }
+      return true;
+    },
+    opts.lockDir ?? RESIZE_LOCK_DIR,
+  );
+}
+
 interface Side {
   what: 'data' | 'metadata';
   dev: BackingDevice;
@@ -226,8 +258,10 @@ async function restoreLive(dm: DeviceMapper, poolName: DeviceName, old: ThinPool
     if (info?.inactiveTable) dm.clearTable({ name: poolName });
     if (info?.suspended) {
       const live = dm.table({ name: poolName })[0];
-      if (live && isThinPoolTarget(live) && live.lengthSectors !== old.lengthSectors) dm.loadTable({ name: poolName }, [old]);
-      // Resumed only once the grown table is gone: the pool keeps its size, nothing is half-swapped.
+      const swapped =
+        live && isThinPoolTarget(live) && (live.lengthSectors !== old.lengthSectors || live.features.join(' ') !== old.features.join(' '));
+      if (swapped) dm.loadTable({ name: poolName }, [old]);
+      // Resumed only once the new table is gone: the pool keeps its size, nothing is half-swapped.
       await dm.resume({ name: poolName });
     }
   } catch (err) {

@@ -240,6 +240,9 @@ describe('pool monitor auto-extends a loop-backed pool under a writer', () => {
       const code = await new Promise<number | null>((r) => child?.on('exit', (c) => r(c)));
       expect(code, stderr).toBe(0);
       expect(out.events.at(-1)).toMatchObject({ event: 'stop', reason: 'closed' });
+      // It held the full pool's writes while it ran (no error_if_no_space), and put the feature back.
+      expect(out.events.find((e) => e.event === 'no-space-mode')).toMatchObject({ mode: 'queue' });
+      expect(dmsetupOk(['table', set.poolName])).toContain('error_if_no_space');
     } finally {
       if (child && child.exitCode === null) child.kill('SIGKILL');
       try {
@@ -349,7 +352,7 @@ describe('the kernel events of a pool that runs out of data space (auto-extend o
 });
 
 describe('auto-extend out of out_of_data_space', () => {
-  test('the refused write succeeds again once the monitor grew the pool; the pool is back to rw', async () => {
+  test('a write to the full pool waits while the monitor grows it, then is taken; the pool is back to rw', async () => {
     const BLOCKS = 256;
     const dm = DeviceMapper.open({ udev: 'off' });
     // No low water mark and a timer that never fires: the mode change is the one event.
@@ -359,6 +362,9 @@ describe('auto-extend out of out_of_data_space', () => {
     const running = mon.run();
     try {
       await c.until((e) => e.event === 'start', 5000);
+      // The monitor holds writes of a full pool (error_if_no_space dropped) for as long as it runs.
+      expect(c.got.find((e) => e.event === 'no-space-mode')).toMatchObject({ mode: 'queue' });
+      expect(dmsetupOk(['table', poolName])).not.toContain('error_if_no_space');
       const fh = await open(`/dev/mapper/${thinName}`, constants.O_WRONLY | constants.O_DSYNC);
       const block = Buffer.alloc(BLOCK_BYTES, 0x3c);
       const failed: number[] = [];
@@ -377,8 +383,9 @@ describe('auto-extend out of out_of_data_space', () => {
       } finally {
         await fh.close();
       }
-      // Only the first write past the pool failed (error_if_no_space), none after the extension.
-      expect(failed).toEqual([BLOCKS]);
+      // No write failed: the first past the pool waited in the pool's queue (out_of_data_space) for the extension.
+      expect(failed).toEqual([]);
+      expect(c.got.some((e) => e.event === 'mode' && e.to === 'out_of_data_space')).toBe(true);
       const ext = c.got.filter((e) => e.event === 'extend');
       // 50 % of 16 MiB: 24 MiB (384 blocks), more than back to 80 % (320 blocks).
       expect(ext).toMatchObject([
@@ -392,8 +399,11 @@ describe('auto-extend out of out_of_data_space', () => {
     } finally {
       mon.stop();
       await running;
-      dm.close();
     }
+    // Put back at stop.
+    expect(dmsetupOk(['table', poolName])).toContain('error_if_no_space');
+    expect(c.got.filter((e) => e.event === 'no-space-mode').map((e) => (e as { mode: string }).mode)).toEqual(['queue', 'error']);
+    dm.close();
   }, 120_000);
 });
 
