@@ -32,7 +32,7 @@ import {
   readDockerMetadata,
   type DockerMetadata,
 } from './docker-metadata.js';
-import { errnoOf, PoolOptionConflictError } from './errors.js';
+import { errnoOf, MetadataError, PoolOptionConflictError } from './errors.js';
 import { next as nextId } from './id-allocator.js';
 import { BASE_HASH, INTENT_FILE, MetadataStore, POOL_STATE_FILE, readJson, type DeviceRecord } from './metadata-store.js';
 import type { Undo } from './undo.js';
@@ -79,14 +79,14 @@ export interface DockerPool {
  */
 export function isDockerHome(home: string): boolean {
   const metaDir = join(home, 'metadata');
-  const ds = readJson(join(metaDir, POOL_STATE_FILE));
+  const ds = namingJson(join(metaDir, POOL_STATE_FILE));
   if (ds !== null) return !Object.hasOwn(ds, 'transaction_id');
   if (existsSync(join(home, 'devicemapper', DOCKER_LEGACY_FILE))) return true;
-  const tx = readJson(join(metaDir, INTENT_FILE));
+  const tx = namingJson(join(metaDir, INTENT_FILE));
   if (tx !== null) return !Object.hasOwn(tx, 'op');
   const first = dockerDeviceFiles(metaDir)[0];
   // Ours always writes `hash` into a device file (and a pool state before any device).
-  return first !== undefined && !Object.hasOwn(readJson(join(metaDir, first)) ?? {}, 'hash');
+  return first !== undefined && !Object.hasOwn(namingJson(join(metaDir, first)) ?? {}, 'hash');
 }
 
 /**
@@ -103,8 +103,21 @@ export function homePrefix(home: string, given: string | undefined, fallback: st
   return recorded;
 }
 
+/**
+ * A metadata file read only to tell names: one that does not parse tells nothing. Open reports it
+ * (MetadataError, EUCLEAN) when it reads the file for its content; a shutdown must not stop at it.
+ */
+function namingJson(path: string): Record<string, unknown> | null {
+  try {
+    return readJson(path);
+  } catch (e) {
+    if (e instanceof MetadataError) return null;
+    throw e;
+  }
+}
+
 function recordedPrefix(home: string): string | undefined {
-  const prefix = readJson(join(home, 'metadata', POOL_STATE_FILE))?.['device_prefix'];
+  const prefix = namingJson(join(home, 'metadata', POOL_STATE_FILE))?.['device_prefix'];
   return typeof prefix === 'string' ? prefix : undefined;
 }
 

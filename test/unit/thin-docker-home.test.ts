@@ -171,6 +171,14 @@ describe('the prefix of a home', () => {
     expect(homePrefix(home, undefined, 'devmapper')).toBe('docker');
     expect(() => homePrefix(home, 'devmapper', 'devmapper')).toThrow(/dm\.prefix.*the pool already has docker/);
   });
+
+  test('a pool state that does not parse tells no prefix (a shutdown must not stop at it): dm.prefix or the default', () => {
+    mkdirSync(join(home, 'metadata'));
+    writeFileSync(join(home, 'metadata', 'deviceset-metadata'), 'garbage\n');
+    expect(isDockerHome(home)).toBe(false);
+    expect(homePrefix(home, undefined, 'devmapper')).toBe('devmapper');
+    expect(homePrefix(home, 'docker', 'devmapper')).toBe('docker');
+  });
 });
 
 describe('adopting a Docker home', () => {
