@@ -21,9 +21,9 @@
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { THIN_ID_MAX, type ThinId } from '../dm/names.js';
-import { type Bytes, bytes } from '../structs/units.js';
+import { bytes } from '../structs/units.js';
 import { MetadataError } from './errors.js';
-import { BASE_HASH, INTENT_FILE, POOL_STATE_FILE, readJson, validateHash } from './metadata-store.js';
+import { BASE_HASH, type DeviceRecord, INTENT_FILE, POOL_STATE_FILE, readJson, validateHash } from './metadata-store.js';
 
 /** The older single metadata file, in the loop files' folder. */
 export const DOCKER_LEGACY_FILE = 'json';
@@ -31,15 +31,8 @@ export const DOCKER_LEGACY_FILE = 'json';
 export const DOCKER_MIGRATED_SUFFIX = '.migrated';
 const BASE_FILE = 'base';
 
-/** One of Docker's devInfo records. */
-export interface DockerDevice {
-  hash: string;
-  deviceId: ThinId;
-  sizeBytes: Bytes;
-  transactionId: bigint;
-  initialized: boolean;
-  deleted: boolean;
-}
+/** One of Docker's devInfo records: the fields of ours but the base's file system. */
+export type DockerDevice = Omit<DeviceRecord, 'filesystem'>;
 
 /** Docker's transaction record: the last transaction it opened. */
 export interface DockerTransaction {
