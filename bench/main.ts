@@ -2,7 +2,7 @@
 // every part in this one process and boot so that ratios compare like with like. Prints the table
 // and writes bench/results/latest.md.
 import { readFileSync, writeFileSync, mkdirSync, renameSync } from 'node:fs';
-import { release } from 'node:os';
+import { availableParallelism, release } from 'node:os';
 import { join } from 'node:path';
 import { DeviceMapper } from '../src/dm/device-mapper.js';
 import { benchCodec } from './codec.js';
@@ -34,6 +34,11 @@ const loadavg = (): string => {
   }
 };
 
+function writeAtomic(file: string, text: string): void {
+  writeFileSync(`${file}.tmp`, text);
+  renameSync(`${file}.tmp`, file);
+}
+
 async function part(report: Report, title: string, fn: () => Promise<unknown> | unknown): Promise<void> {
   const t0 = Date.now();
   process.stderr.write(`bench: ${title}...\n`);
@@ -52,7 +57,8 @@ async function main(): Promise<void> {
   const want = (p: string) => !only || only.includes(p);
   const report = new Report();
   const rounds = Math.max(3, scaled(7));
-  const guest = process.env.DEVMAPPER_GUEST ? `user-mode-linux guest (${process.env.DEVMAPPER_GUEST})` : 'host';
+  const guestKind = process.env.DEVMAPPER_GUEST;
+  const guest = guestKind ? `${guestKind === 'qemu' ? 'QEMU/TCG' : 'user-mode-linux'} guest (${guestKind})` : 'host';
   const started = new Date().toISOString();
   const loadStart = loadavg();
   const kernelParts = ['p1', 'p2', 'p4'].some(want);
@@ -82,7 +88,7 @@ async function main(): Promise<void> {
     '',
     `- Run: ${started}, ${((Date.now() - t0) / 1000).toFixed(0)} s, scale ${SCALE}, on ${guest}.`,
     `- Kernel: \`${release()}\`${dm ? ` (device-mapper ${dm.driverVersion.join('.')})` : ''}; Node ${process.version}.`,
-    `- CPU: ${cpuModel()}${process.env.DEVMAPPER_BENCH_HOST_CPU ? ` (host: ${process.env.DEVMAPPER_BENCH_HOST_CPU})` : ''}.`,
+    `- CPU: ${cpuModel()} x ${availableParallelism()}${process.env.DEVMAPPER_BENCH_HOST_CPU ? ` (host: ${process.env.DEVMAPPER_BENCH_HOST_CPU})` : ''}.`,
     `- Load average at start / end: ${loadStart} / ${loadavg()}${hostLoad ? `; host: ${hostLoad}` : ''}.`,
     '- Every figure: median of rounds after a warm-up round; programs interleaved round by round.',
   ].join('\n');
@@ -91,9 +97,24 @@ async function main(): Promise<void> {
   const dir = join(PROJECT, 'bench', 'results');
   mkdirSync(dir, { recursive: true });
   const file = only ? join(dir, 'partial.md') : join(dir, 'latest.md');
-  writeFileSync(`${file}.tmp`, text);
-  renameSync(`${file}.tmp`, file);
+  writeAtomic(file, text);
   process.stderr.write(`bench: wrote ${file}\n`);
+  // One boot of several (`--repeat N`): its figures, for bench/boots.ts to put side by side.
+  const boot = process.env.DEVMAPPER_BENCH_BOOT;
+  if (boot) {
+    const bootsDir = join(dir, 'boots');
+    mkdirSync(bootsDir, { recursive: true });
+    const record = {
+      boot: Number(boot),
+      started,
+      guest,
+      kernel: release(),
+      cpus: availableParallelism(),
+      loadStart,
+      figures: report.figures,
+    };
+    writeAtomic(join(bootsDir, `boot-${boot}.json`), `${JSON.stringify(record, null, 1)}\n`);
+  }
 }
 
 await main();
