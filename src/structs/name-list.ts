@@ -79,6 +79,20 @@ const HAS_UUID = DM_NAME_LIST_FLAG_HAS_UUID;
 
 const asBuffer = (p: Uint8Array): Buffer => (Buffer.isBuffer(p) ? p : Buffer.from(p.buffer, p.byteOffset, p.byteLength));
 
+/** The last list's names and their bytes, for DmNameListView.names(cache); start with newNameListCache(). */
+export interface DmNameListCache {
+  /** The last reply's payload. */
+  bytes: Buffer;
+  /** Its index (DmNameListView's: per record, its offset and its name's NUL). */
+  at: Int32Array;
+  names: string[];
+  length: number;
+}
+
+export function newNameListCache(): DmNameListCache {
+  return { bytes: Buffer.alloc(0), at: new Int32Array(0), names: [], length: 0 };
+}
+
 /**
  * A DM_LIST_DEVICES payload (data_start..data_size) indexed in one walk that checks every bound (a
  * DecodeError names the offset of a lying `next`, a name or uuid without its NUL); after that each
@@ -149,13 +163,45 @@ export class DmNameListView {
     return utf8Slice.call(this.b, (this.at[k + AT_RECORD] as number) + NAME, this.at[k + AT_NUL] as number);
   }
 
-  /** Every name, in the kernel's order: the cheapest way to have them all as strings. */
-  names(): string[] {
+  /**
+   * Every name, in the kernel's order. With `cache` (kept by the caller between lists of one control
+   * node): a record whose name has the same bytes at the same position as in the last list gives the
+   * same string, so that listing an unchanged set of devices again decodes and allocates no name.
+   */
+  names(cache?: DmNameListCache): string[] {
     const { b, at, length } = this;
     const out = new Array<string>(length);
-    for (let i = 0, k = 0; i < length; i++, k += AT_STRIDE) {
-      out[i] = utf8Slice.call(b, (at[k + AT_RECORD] as number) + NAME, at[k + AT_NUL] as number);
+    if (cache === undefined) {
+      for (let i = 0, k = 0; i < length; i++, k += AT_STRIDE) {
+        out[i] = utf8Slice.call(b, (at[k + AT_RECORD] as number) + NAME, at[k + AT_NUL] as number);
+      }
+      return out;
     }
+    const { bytes: pb, at: pat, names: pn } = cache;
+    const same = Math.min(length, cache.length);
+    for (let i = 0, k = 0; i < length; i++, k += AT_STRIDE) {
+      const start = (at[k + AT_RECORD] as number) + NAME;
+      const nul = at[k + AT_NUL] as number;
+      let name: string | undefined;
+      if (i < same) {
+        const pstart = (pat[k + AT_RECORD] as number) + NAME;
+        if ((pat[k + AT_NUL] as number) - pstart === nul - start) {
+          let j = 0;
+          while (start + j < nul && b[start + j] === pb[pstart + j]) j++;
+          if (start + j === nul) name = pn[i];
+        }
+      }
+      if (name === undefined) name = utf8Slice.call(b, start, nul);
+      out[i] = name;
+      pn[i] = name;
+    }
+    // Keep this reply's bytes and index for the next list (two copies, no allocation once grown).
+    if (cache.bytes.length < b.length) cache.bytes = Buffer.allocUnsafeSlow(Math.max(b.length, 2 * cache.bytes.length));
+    if (cache.at.length < AT_STRIDE * length) cache.at = new Int32Array(Math.max(AT_STRIDE * length, 2 * cache.at.length));
+    cache.bytes.set(b);
+    cache.at.set(at.subarray(0, AT_STRIDE * length));
+    pn.length = length;
+    cache.length = length;
     return out;
   }
 

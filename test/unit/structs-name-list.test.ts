@@ -1,7 +1,14 @@
 // DmNameListView: the DM_LIST_DEVICES reply indexed once and read on demand, against payloads built
 // field by field (test/support/buffers.ts), a UTF-8 name, and lying buffers (typed errors only).
 import { describe, expect, test } from 'vitest';
-import { DecodeError, DM_NAME_LIST_FLAG_HAS_UUID, DmNameListView, decodeNameList, readNameList } from '../../src/structs/index.js';
+import {
+  DecodeError,
+  DM_NAME_LIST_FLAG_HAS_UUID,
+  DmNameListView,
+  decodeNameList,
+  newNameListCache,
+  readNameList,
+} from '../../src/structs/index.js';
 import { nameList, patched } from '../support/buffers.js';
 
 function decodeErr(fn: () => unknown, offset?: number): DecodeError {
@@ -125,5 +132,44 @@ describe('DmNameListView', () => {
         }
       }
     });
+  });
+});
+
+describe('DmNameListView.names with a cache', () => {
+  const list = (names: string[]) => nameList(names.map((name, i) => ({ dev: BigInt(i + 1), name, event_nr: 0, flags: 0 })));
+
+  test('an unchanged name gives the same string; a changed, longer or shorter list gives its own names', () => {
+    const cache = newNameListCache();
+    const first = DmNameListView.of(list(['a', 'bb', UTF8_NAME])).names(cache);
+    expect(first).toEqual(['a', 'bb', UTF8_NAME]);
+    // Same length at the same place, other bytes; then a longer list, then a shorter one.
+    const cases = [
+      ['a', 'bc', UTF8_NAME],
+      ['a', 'bc', UTF8_NAME, 'dddd'],
+      ['a', 'b', UTF8_NAME.slice(0, -1), 'dddd', 'e'],
+      ['e'],
+      [],
+      ['a', 'bc'],
+    ];
+    for (const names of cases) expect(DmNameListView.of(list(names)).names(cache)).toEqual(names);
+  });
+
+  test('the cache keeps its own bytes: the reply buffer reused and overwritten does not fool it', () => {
+    const cache = newNameListCache();
+    const reused = Buffer.alloc(256);
+    const one = list(['aaaa', 'bbbb']);
+    one.copy(reused);
+    expect(DmNameListView.of(reused.subarray(0, one.length)).names(cache)).toEqual(['aaaa', 'bbbb']);
+    const two = list(['aaaa', 'cccc']);
+    two.copy(reused);
+    expect(DmNameListView.of(reused.subarray(0, two.length)).names(cache)).toEqual(['aaaa', 'cccc']);
+  });
+
+  test('the returned array is the caller’s: changing it does not change the next list', () => {
+    const cache = newNameListCache();
+    const got = DmNameListView.of(list(['x', 'y'])).names(cache);
+    got[0] = 'changed';
+    got.length = 1;
+    expect(DmNameListView.of(list(['x', 'y'])).names(cache)).toEqual(['x', 'y']);
   });
 });

@@ -3,7 +3,8 @@
 // Three shapes of one reply: entries (list), names alone (listNames), and a view that reads each
 // field on demand (listView). On 10,000 devices the ioctl is the cheap part; making an object per
 // device is not (bench P2).
-import { DmNameListView } from '../../structs/name-list.js';
+import { DmNameListView, newNameListCache, type DmNameListCache } from '../../structs/name-list.js';
+import type { DmControl } from '../../ioctl/dm-control.js';
 import { decodeDevLow32, type DevT } from '../../structs/dev.js';
 import { DmFlag } from '../../structs/dm-ioctl.js';
 import type { DmContext } from '../context.js';
@@ -22,9 +23,17 @@ export function list(ctx: DmContext, opts: { uuids?: boolean } = {}): DeviceList
   return out;
 }
 
+/** Per control node: the last listNames() reply, so that an unchanged name is not decoded again. */
+const lastNames = new WeakMap<DmControl, DmNameListCache>();
+
 /** Every device's name and nothing else: one string per device. */
 export function listNames(ctx: DmContext): DeviceName[] {
-  return reply(ctx, {}).names() as DeviceName[];
+  let cache = lastNames.get(ctx.control);
+  if (cache === undefined) {
+    cache = newNameListCache();
+    lastNames.set(ctx.control, cache);
+  }
+  return reply(ctx, {}).names(cache) as DeviceName[];
 }
 
 /** The reply kept (copied out of the control node's reused buffer), read on demand. */
