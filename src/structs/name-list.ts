@@ -85,12 +85,14 @@ export interface DmNameListCache {
   bytes: Buffer;
   /** Its index (DmNameListView's: per record, its offset and its name's NUL). */
   at: Int32Array;
+  /** An index for DmNameListView.of to fill next (the largest it has grown to). */
+  scratch: Int32Array;
   names: string[];
   length: number;
 }
 
 export function newNameListCache(): DmNameListCache {
-  return { bytes: Buffer.alloc(0), at: new Int32Array(0), names: [], length: 0 };
+  return { bytes: Buffer.alloc(0), at: new Int32Array(0), scratch: new Int32Array(0), names: [], length: 0 };
 }
 
 /**
@@ -110,12 +112,16 @@ export class DmNameListView {
     readonly length: number,
   ) {}
 
-  static of(payload: Uint8Array): DmNameListView {
+  /**
+   * `scratch`: an index to fill when it is large enough (a cache's, so that a list of 10,000 devices
+   * allocates no index); the view then reads it, and is valid only until that scratch is used again.
+   */
+  static of(payload: Uint8Array, scratch?: Int32Array): DmNameListView {
     const b = asBuffer(payload);
     if (b.length === 0) return new DmNameListView(b, new Int32Array(0), 0);
     if (b.length < 8) throw new DecodeError(STRUCT, 0, `${b.length} bytes cannot hold a dev`);
     if (b.readUInt32LE(0) === 0 && b.readUInt32LE(4) === 0) return new DmNameListView(b, new Int32Array(0), 0);
-    let at = new Int32Array(AT_STRIDE * AT_INITIAL);
+    let at = scratch && scratch.length >= AT_STRIDE * AT_INITIAL ? scratch : new Int32Array(AT_STRIDE * AT_INITIAL);
     let n = 0;
     let off = 0;
     for (;;) {
@@ -200,6 +206,7 @@ export class DmNameListView {
     if (cache.at.length < AT_STRIDE * length) cache.at = new Int32Array(Math.max(AT_STRIDE * length, 2 * cache.at.length));
     cache.bytes.set(b);
     cache.at.set(at.subarray(0, AT_STRIDE * length));
+    if (at.length > cache.scratch.length) cache.scratch = at;
     pn.length = length;
     cache.length = length;
     return out;

@@ -35,7 +35,8 @@ describe('listNames and listView agree with list', () => {
     }
   }, 300_000);
   afterAll(async () => {
-    for (const name of names) if (dm.info({ name })) await dm.remove({ name }, { noNode: true });
+    // Without noNode: the rename test made a node for its device.
+    for (const name of names) if (dm.info({ name })) await dm.remove({ name });
     expect(ours(dm.listNames())).toEqual([]);
     dm.close();
   }, 300_000);
@@ -90,5 +91,22 @@ describe('listNames and listView agree with list', () => {
     expect(v.has(gone)).toBe(true);
     await dm.create(gone, { noNode: true, uuid: deviceUuid(`${RUN_PREFIX}lv-uuid-0`) });
     expect(dm.listNames()).toContain(gone);
+  });
+
+  test('listNames after a rename to a name of the same length: the new name, not the last list’s', async () => {
+    const from = names[1]!;
+    const to = dmName('lv-ren');
+    expect(Buffer.byteLength(to)).toBe(Buffer.byteLength(from));
+    expect(dm.listNames()).toContain(from);
+    await dm.rename({ name: from }, to);
+    try {
+      const after = dm.listNames();
+      expect(after).toContain(to);
+      expect(after).not.toContain(from);
+      expect(after).toEqual(dm.list().map((e) => e.name));
+    } finally {
+      await dm.rename({ name: to }, from);
+    }
+    expect(dm.listNames()).toContain(from);
   });
 });

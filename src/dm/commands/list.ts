@@ -33,7 +33,8 @@ export function listNames(ctx: DmContext): DeviceName[] {
     cache = newNameListCache();
     lastNames.set(ctx.control, cache);
   }
-  return reply(ctx, {}).names(cache) as DeviceName[];
+  const payload = ctx.control.run('DM_LIST_DEVICES', { flags: 0 }).payload;
+  return DmNameListView.of(payload, cache.scratch).names(cache) as DeviceName[];
 }
 
 /** The reply kept (copied out of the control node's reused buffer), read on demand. */
