@@ -1,7 +1,7 @@
 // Encode/decode alone, no kernel: dm_ioctl headers, a 2,000-target table (TABLE_LOAD encoding and
 // a TABLE_STATUS-style reply decoded), a 10,000-entry name list. Operations per second.
 import { decodeDmIoctl, encodeDmIoctl, DM_IOCTL_SIZE } from '../src/structs/dm-ioctl.js';
-import { decodeNameList, encodeNameList } from '../src/structs/name-list.js';
+import { DmNameListView, decodeNameList, encodeNameList } from '../src/structs/name-list.js';
 import { decodeTargetSpecs, encodeTargetSpecs, encodeTargetSpecsReply, type DmTargetSpec } from '../src/structs/target-spec.js';
 import { formatTargetParams, parseTable, type Target } from '../src/dm/targets.js';
 import { formatTableLine } from '../src/dm/targets.js';
@@ -79,6 +79,8 @@ export function benchCodec(report: Report, rounds: number): Record<string, numbe
     ['2,000-target table: reply payload -> specs', () => decodeTargetSpecs(replyBuf, 2000)],
     ['2,000-line table text -> Target[] (parseTable)', () => parseTable(tableText)],
     ['10,000-entry name list decode', () => decodeNameList(nameBuf)],
+    ['10,000-entry name list: names only (DmNameListView)', () => DmNameListView.of(nameBuf).names()],
+    ['10,000-entry name list: index and find the last name', () => DmNameListView.of(nameBuf).indexOf('bench-list-09999')],
   ];
   const s = report.section('Encode/decode alone (no kernel)', ['operation', 'ops/s', 'µs/op']);
   const out: Record<string, number> = {};

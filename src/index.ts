@@ -10,6 +10,7 @@ export {
   type CreateOptions,
   type DeviceInfo,
   type DeviceListEntry,
+  type DeviceListView,
   type DeviceMapperOptions,
   type DmTargetVersion,
   type Geometry,

@@ -14,7 +14,7 @@ import { armPoll } from './commands/arm-poll.js';
 import { create, type CreateOptions } from './commands/create.js';
 import { deps } from './commands/deps.js';
 import { info } from './commands/info.js';
-import { list } from './commands/list.js';
+import { list, listNames, listView, type DeviceListView } from './commands/list.js';
 import { listVersions } from './commands/list-versions.js';
 import { message } from './commands/message.js';
 import { mknodes } from './commands/mknodes.js';
@@ -73,6 +73,14 @@ export class DeviceMapper {
   }
   list(opts?: { uuids?: boolean }): DeviceListEntry[] {
     return list(this.ctx, opts);
+  }
+  /** DM_LIST_DEVICES, names only: the cheapest way to have every name as a string. */
+  listNames(): DeviceName[] {
+    return listNames(this.ctx);
+  }
+  /** DM_LIST_DEVICES kept as one reply whose fields are read on demand (find one name, count). */
+  listView(opts?: { uuids?: boolean }): DeviceListView {
+    return listView(this.ctx, opts);
   }
   create(name: DeviceName, opts?: CreateOptions): Promise<DeviceInfo> {
     return create(this.ctx, name, opts);

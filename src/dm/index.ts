@@ -51,6 +51,7 @@ export {
   setTransactionId,
 } from './thin-messages.js';
 export type { CreateOptions } from './commands/create.js';
+export type { DeviceListView } from './commands/list.js';
 export { DEFAULT_REMOVE_RETRY, type RemoveOptions, type RetryPolicy } from './commands/remove.js';
 export type { ResumeOptions, SuspendOptions } from './commands/suspend.js';
 export type { TargetStatus } from './commands/status.js';

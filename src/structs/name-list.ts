@@ -47,47 +47,236 @@ export interface DmNameListRecord {
 }
 
 /**
- * Walks the payload (data_start..data_size) record by record without building an array of bigints:
- * the reader under decodeNameList, and what DM_LIST_DEVICES of 10,000 devices uses directly (bench
- * P2). `visit` gets a record object that is reused: copy what it keeps. With no devices the kernel
- * sets data_size to data_start (an empty payload) and zeroes `dev` at data_start: both visit nothing.
+ * Buffer's own UTF-8 slice (what toString('utf8', start, end) calls after checking its arguments):
+ * on 10,000 short names the checks cost as much as the decoding.
+ */
+type Utf8Slice = (this: Buffer, start: number, end: number) => string;
+const utf8Slice: Utf8Slice =
+  (Buffer.prototype as Buffer & { utf8Slice?: Utf8Slice }).utf8Slice ??
+  function (this: Buffer, start: number, end: number) {
+    return this.toString('utf8', start, end);
+  };
+
+/**
+ * Per record in the index: where it starts and where its name's NUL is. It ends where the next one
+ * starts (record + next), the last one at the end of the payload.
+ */
+const AT_RECORD = 0;
+const AT_NUL = 1;
+const AT_STRIDE = 2;
+/** Records the index first has room for; it doubles from there (a list is often short). */
+const AT_INITIAL = 256;
+
+// The offsets as module constants: the walk over 10,000 records reads them in its inner loop.
+const DEV = REC.dev;
+const NEXT = REC.next;
+const NAME = REC.name;
+const T_EVENT_NR = TAIL.event_nr;
+const T_FLAGS = TAIL.flags;
+const T_UUID = TAIL.uuid;
+const TAIL_SIZE = DM_NAME_LIST_TAIL_SIZE;
+const HAS_UUID = DM_NAME_LIST_FLAG_HAS_UUID;
+
+const asBuffer = (p: Uint8Array): Buffer => (Buffer.isBuffer(p) ? p : Buffer.from(p.buffer, p.byteOffset, p.byteLength));
+
+/** The last list's names and their bytes, for DmNameListView.names(cache); start with newNameListCache(). */
+export interface DmNameListCache {
+  /** The last reply's payload. */
+  bytes: Buffer;
+  /** Its index (DmNameListView's: per record, its offset and its name's NUL). */
+  at: Int32Array;
+  /** An index for DmNameListView.of to fill next (the largest it has grown to). */
+  scratch: Int32Array;
+  names: string[];
+  length: number;
+}
+
+export function newNameListCache(): DmNameListCache {
+  return { bytes: Buffer.alloc(0), at: new Int32Array(0), scratch: new Int32Array(0), names: [], length: 0 };
+}
+
+/**
+ * A DM_LIST_DEVICES payload (data_start..data_size) indexed in one walk that checks every bound (a
+ * DecodeError names the offset of a lying `next`, a name or uuid without its NUL); after that each
+ * record's fields are read on demand, so a caller that wants only names, or one name, makes no
+ * other object. Reads the bytes it was given: the caller keeps them unchanged while it uses this
+ * (dm's listView() copies the reply first; listNames() reads the names at once). With no devices
+ * the kernel sets data_size to data_start (an empty payload) and zeroes `dev` at data_start: both
+ * index no record.
+ */
+export class DmNameListView {
+  private constructor(
+    private readonly b: Buffer,
+    private readonly at: Int32Array,
+    /** How many records. */
+    readonly length: number,
+  ) {}
+
+  /**
+   * `scratch`: an index to fill when it is large enough (a cache's, so that a list of 10,000 devices
+   * allocates no index); the view then reads it, and is valid only until that scratch is used again.
+   */
+  static of(payload: Uint8Array, scratch?: Int32Array): DmNameListView {
+    const b = asBuffer(payload);
+    if (b.length === 0) return new DmNameListView(b, new Int32Array(0), 0);
+    if (b.length < 8) throw new DecodeError(STRUCT, 0, `${b.length} bytes cannot hold a dev`);
+    if (b.readUInt32LE(0) === 0 && b.readUInt32LE(4) === 0) return new DmNameListView(b, new Int32Array(0), 0);
+    let at = scratch && scratch.length >= AT_STRIDE * AT_INITIAL ? scratch : new Int32Array(AT_STRIDE * AT_INITIAL);
+    let n = 0;
+    let off = 0;
+    for (;;) {
+      if (off + NAME > b.length) {
+        throw new DecodeError(STRUCT, off, `record runs past the ${b.length}-byte payload`);
+      }
+      const next = b.readUInt32LE(off + NEXT);
+      const end = next === 0 ? b.length : off + next;
+      if (end > b.length) {
+        throw new DecodeError(STRUCT, off + NEXT, `next ${next} points outside the ${b.length}-byte payload`);
+      }
+      const nameOff = off + NAME;
+      let nul = nameOff;
+      while (nul < end && b[nul] !== 0) nul++;
+      if (nul >= end) throw new DecodeError(STRUCT, nameOff, `name has no NUL before byte ${end}`);
+      const tail = (nul + 1 + 7) & ~7;
+      if (end - tail >= TAIL_SIZE && b.readUInt32LE(tail + T_FLAGS) & HAS_UUID) {
+        readCString(b, tail + T_UUID, end, STRUCT, 'uuid');
+      }
+      if (AT_STRIDE * (n + 1) > at.length) {
+        const grown = new Int32Array(at.length * 2);
+        grown.set(at);
+        at = grown;
+      }
+      const k = AT_STRIDE * n++;
+      at[k + AT_RECORD] = off;
+      at[k + AT_NUL] = nul;
+      if (next === 0) break;
+      if (next + NAME > b.length - off) {
+        throw new DecodeError(STRUCT, off + NEXT, `next ${next} leaves no room for another record`);
+      }
+      off += next; // next >= nul + 1 - off > 0: the walk always advances, so it ends.
+    }
+    return new DmNameListView(b, at, n);
+  }
+
+  private check(i: number): number {
+    if (!Number.isInteger(i) || i < 0 || i >= this.length) throw new RangeError(`record ${i} of ${this.length}`);
+    return AT_STRIDE * i;
+  }
+
+  /** Record i's name, decoded as UTF-8 (dm names are bytes; the kernel's are what was created). */
+  name(i: number): string {
+    const k = this.check(i);
+    return utf8Slice.call(this.b, (this.at[k + AT_RECORD] as number) + NAME, this.at[k + AT_NUL] as number);
+  }
+
+  /**
+   * Every name, in the kernel's order. With `cache` (kept by the caller between lists of one control
+   * node): a record whose name has the same bytes at the same position as in the last list gives the
+   * same string, so that listing an unchanged set of devices again decodes and allocates no name.
+   */
+  names(cache?: DmNameListCache): string[] {
+    const { b, at, length } = this;
+    const out = new Array<string>(length);
+    if (cache === undefined) {
+      for (let i = 0, k = 0; i < length; i++, k += AT_STRIDE) {
+        out[i] = utf8Slice.call(b, (at[k + AT_RECORD] as number) + NAME, at[k + AT_NUL] as number);
+      }
+      return out;
+    }
+    const { bytes: pb, at: pat, names: pn } = cache;
+    const same = Math.min(length, cache.length);
+    for (let i = 0, k = 0; i < length; i++, k += AT_STRIDE) {
+      const start = (at[k + AT_RECORD] as number) + NAME;
+      const nul = at[k + AT_NUL] as number;
+      let name: string | undefined;
+      if (i < same) {
+        const pstart = (pat[k + AT_RECORD] as number) + NAME;
+        if ((pat[k + AT_NUL] as number) - pstart === nul - start) {
+          let j = 0;
+          while (start + j < nul && b[start + j] === pb[pstart + j]) j++;
+          if (start + j === nul) name = pn[i];
+        }
+      }
+      if (name === undefined) name = utf8Slice.call(b, start, nul);
+      out[i] = name;
+      pn[i] = name;
+    }
+    // Keep this reply's bytes and index for the next list (two copies, no allocation once grown).
+    if (cache.bytes.length < b.length) cache.bytes = Buffer.allocUnsafeSlow(Math.max(b.length, 2 * cache.bytes.length));
+    if (cache.at.length < AT_STRIDE * length) cache.at = new Int32Array(Math.max(AT_STRIDE * length, 2 * cache.at.length));
+    cache.bytes.set(b);
+    cache.at.set(at.subarray(0, AT_STRIDE * length));
+    if (at.length > cache.scratch.length) cache.scratch = at;
+    pn.length = length;
+    cache.length = length;
+    return out;
+  }
+
+  /** The index of the record named `name` (compared as UTF-8 bytes, no string made), or -1. */
+  indexOf(name: string): number {
+    const want = Buffer.from(name, 'utf8');
+    const { b, at, length } = this;
+    for (let i = 0, k = 0; i < length; i++, k += AT_STRIDE) {
+      const start = (at[k + AT_RECORD] as number) + NAME;
+      if ((at[k + AT_NUL] as number) - start !== want.length) continue;
+      let j = 0;
+      while (j < want.length && b[start + j] === want[j]) j++;
+      if (j === want.length) return i;
+    }
+    return -1;
+  }
+
+  /** The low 32 bits of record i's dev (all that huge_decode_dev reads). */
+  devLow(i: number): number {
+    return this.b.readUInt32LE((this.at[this.check(i) + AT_RECORD] as number) + DEV);
+  }
+  devHigh(i: number): number {
+    return this.b.readUInt32LE((this.at[this.check(i) + AT_RECORD] as number) + DEV + 4);
+  }
+  dev(i: number): bigint {
+    return (BigInt(this.devHigh(i)) << 32n) | BigInt(this.devLow(i));
+  }
+
+  /** Where record i's tail (event_nr, flags, uuid) starts; -1 on kernels without it. */
+  private tail(i: number): number {
+    const k = this.check(i);
+    const tail = ((this.at[k + AT_NUL] as number) + 1 + 7) & ~7;
+    const end = i + 1 < this.length ? (this.at[k + AT_STRIDE + AT_RECORD] as number) : this.b.length;
+    return end - tail >= TAIL_SIZE ? tail : -1;
+  }
+  /** Absent (undefined) on kernels without the tail. */
+  event_nr(i: number): number | undefined {
+    const t = this.tail(i);
+    return t < 0 ? undefined : this.b.readUInt32LE(t + T_EVENT_NR);
+  }
+  flags(i: number): number | undefined {
+    const t = this.tail(i);
+    return t < 0 ? undefined : this.b.readUInt32LE(t + T_FLAGS);
+  }
+  /** Only when the request carried DM_UUID_FLAG and the device has one (checked by of()). */
+  uuid(i: number): string | undefined {
+    const t = this.tail(i);
+    if (t < 0 || !(this.b.readUInt32LE(t + T_FLAGS) & HAS_UUID)) return undefined;
+    const start = t + T_UUID;
+    return utf8Slice.call(this.b, start, this.b.indexOf(0, start));
+  }
+}
+
+/**
+ * Walks the payload record by record without building an array of bigints (see DmNameListView for
+ * the checks). `visit` gets a record object that is reused: copy what it keeps.
  */
 export function readNameList(payload: Uint8Array, visit: (r: DmNameListRecord) => void): void {
-  if (payload.length === 0) return;
-  if (payload.length < 8) throw new DecodeError(STRUCT, 0, `${payload.length} bytes cannot hold a dev`);
-  const b = Buffer.isBuffer(payload) ? payload : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
-  if (b.readUInt32LE(0) === 0 && b.readUInt32LE(4) === 0) return;
+  const v = DmNameListView.of(payload);
   const r: DmNameListRecord = { devLow: 0, devHigh: 0, name: '', event_nr: undefined, flags: undefined, uuid: undefined };
-  let off = 0;
-  for (;;) {
-    if (off + REC.name > b.length) {
-      throw new DecodeError(STRUCT, off, `record runs past the ${b.length}-byte payload`);
-    }
-    const next = b.readUInt32LE(off + REC.next);
-    const end = next === 0 ? b.length : off + next;
-    if (end > b.length) {
-      throw new DecodeError(STRUCT, off + REC.next, `next ${next} points outside the ${b.length}-byte payload`);
-    }
-    const nameOff = off + REC.name;
-    const nul = b.indexOf(0, nameOff);
-    if (nul < 0 || nul >= end) throw new DecodeError(STRUCT, nameOff, `name has no NUL before byte ${end}`);
-    r.devLow = b.readUInt32LE(off + REC.dev);
-    r.devHigh = b.readUInt32LE(off + REC.dev + 4);
-    r.name = b.toString('utf8', nameOff, nul);
-    const tail = align8(nul + 1);
-    if (end - tail >= DM_NAME_LIST_TAIL_SIZE) {
-      r.event_nr = b.readUInt32LE(tail + TAIL.event_nr);
-      r.flags = b.readUInt32LE(tail + TAIL.flags);
-      r.uuid = r.flags & DM_NAME_LIST_FLAG_HAS_UUID ? readCString(b, tail + TAIL.uuid, end, STRUCT, 'uuid') : undefined;
-    } else {
-      r.event_nr = r.flags = r.uuid = undefined;
-    }
+  for (let i = 0; i < v.length; i++) {
+    r.devLow = v.devLow(i);
+    r.devHigh = v.devHigh(i);
+    r.name = v.name(i);
+    r.event_nr = v.event_nr(i);
+    r.flags = v.flags(i);
+    r.uuid = v.uuid(i);
     visit(r);
-    if (next === 0) return;
-    if (next + REC.name > b.length - off) {
-      throw new DecodeError(STRUCT, off + REC.next, `next ${next} leaves no room for another record`);
-    }
-    off += next; // next >= nul + 1 - off > 0: the walk always advances, so it ends.
   }
 }
 
