@@ -2,9 +2,10 @@
 // `devmapper decode` never loads koffi. Help is answered before anything runs: `-h`/`--help`
 // anywhere, `help CMD [SUB]`, `CMD help [SUB]`. The library's log goes to stderr at the level of
 // `-v`/`-vv`/`-vvv` before the command, else of DEVMAPPER_LOG; without either it is silent.
-import { getLogLevel, parseLogLevel, setLogLevel, setLogger, stderrLogger, type LogThreshold } from '../ioctl/index.js';
+import { formatLogLine, getLogLevel, parseLogLevel, setLogLevel, setLogger, type LogFn, type LogThreshold } from '../ioctl/index.js';
 import { EXIT_FAILED, EXIT_OK, EXIT_USAGE, isHelpToken, wantsHelp, type Group } from './command.js';
 import { explain } from './errors.js';
+import { writeErr, writeOut } from './stdio.js';
 import { UsageError } from './usage.js';
 import { VERSION } from './version.js';
 
@@ -102,19 +103,22 @@ function isUsageError(err: unknown): boolean {
   return err instanceof UsageError || (err instanceof Error && err.name === 'UsageError');
 }
 
+/** The library's log lines on stderr, through the CLI's own output (stdio.ts). */
+const cliLogger: LogFn = (level, msg, fields) => writeErr(`${formatLogLine(level, msg, fields)}\n`);
+
 /** Runs the CLI; resolves to the exit code. Errors are printed as one line (a stack with --debug). */
 export async function main(argv: readonly string[]): Promise<number> {
   let global: GlobalOptions;
   try {
     global = parseGlobalOptions(argv, process.env);
   } catch (err) {
-    process.stderr.write(`devmapper: ${(err as Error).message}\n`);
+    writeErr(`devmapper: ${(err as Error).message}\n`);
     return EXIT_USAGE;
   }
   if (global.logLevel === undefined || global.logLevel === 'silent') return run(global);
   const before = getLogLevel();
   setLogLevel(global.logLevel);
-  setLogger(stderrLogger);
+  setLogger(cliLogger);
   try {
     return await run(global);
   } finally {
@@ -128,11 +132,11 @@ async function run({ debug, args: argv }: GlobalOptions): Promise<number> {
   let args = argv;
   const first = args[0];
   if (first === '--version' || first === '-V') {
-    process.stdout.write(`devmapper ${VERSION}\n`);
+    writeOut(`devmapper ${VERSION}\n`);
     return EXIT_OK;
   }
   if (first === undefined || isHelpToken(first) || (first === 'help' && args.length === 1)) {
-    (first === undefined ? process.stderr : process.stdout).write(topHelp());
+    (first === undefined ? writeErr : writeOut)(topHelp());
     return first === undefined ? EXIT_USAGE : EXIT_OK;
   }
   // `help dm create` is `dm help create`.
@@ -140,7 +144,7 @@ async function run({ debug, args: argv }: GlobalOptions): Promise<number> {
   const [name, ...rest] = args as [string, ...string[]];
   const entry = COMMANDS.find((c) => c.name === name);
   if (!entry) {
-    process.stderr.write(`devmapper: unknown command '${name}' (try 'devmapper --help')\n`);
+    writeErr(`devmapper: unknown command '${name}' (try 'devmapper --help')\n`);
     return EXIT_USAGE;
   }
   try {
@@ -152,10 +156,10 @@ async function run({ debug, args: argv }: GlobalOptions): Promise<number> {
     const e = explain(err);
     const usage = isUsageError(e);
     // One line, whatever failed; the stack only with --debug.
-    process.stderr.write(
+    writeErr(
       `devmapper ${name}: ${e.message.split('\n')[0]}${usage ? ` (try 'devmapper ${(e as UsageError).helpFor ?? name} --help')` : ''}\n`,
     );
-    if (debug && err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);
+    if (debug && err instanceof Error && err.stack) writeErr(`${err.stack}\n`);
     return usage ? EXIT_USAGE : EXIT_FAILED;
   }
 }
