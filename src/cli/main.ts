@@ -21,20 +21,36 @@ export interface TopCommand {
   name: string;
   summary: string;
   load: () => Promise<CliModule>;
+  /**
+   * Built into the CLI's second bundle (dist/cli/devmapper-full.cjs, with the thin pool's code) and
+   * run from there: `devmapper dm ls` and its kind then start without parsing that code (bin.ts).
+   */
+  separate?: true;
 }
 
 // Adding a command is one line here.
 export const COMMANDS: readonly TopCommand[] = [
   { name: 'dm', summary: 'device-mapper commands, as dmsetup', load: () => import('./dm.js') },
   { name: 'loop', summary: 'loop devices, as losetup', load: () => import('./loop.js') },
-  { name: 'pool', summary: 'the thin pool of a home folder: init, status, resize, shutdown', load: () => import('./pool.js') },
-  { name: 'layer', summary: 'layers (thin snapshots): create, rm, mount, umount, ls, status', load: () => import('./layer.js') },
+  {
+    name: 'pool',
+    summary: 'the thin pool of a home folder: init, status, resize, shutdown',
+    load: () => import('./pool.js'),
+    separate: true,
+  },
+  {
+    name: 'layer',
+    summary: 'layers (thin snapshots): create, rm, mount, umount, ls, status',
+    load: () => import('./layer.js'),
+    separate: true,
+  },
   {
     name: 'snapshotter',
     summary: "containerd's snapshotter: serve the snapshots API on a unix socket",
     load: () => import('./snapshotter.js'),
+    separate: true,
   },
-  { name: 'demo', summary: 'the whole system in seconds on a throwaway pool', load: () => import('./demo.js') },
+  { name: 'demo', summary: 'the whole system in seconds on a throwaway pool', load: () => import('./demo.js'), separate: true },
   { name: 'decode', summary: 'decode a captured dm ioctl buffer (hex) to JSON', load: () => import('./decode.js') },
 ];
 
@@ -128,20 +144,34 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
 }
 
+/** The arguments after the global options as the command runs them: `help dm create` is `dm help create`. */
+function commandLine(args: readonly string[]): readonly string[] {
+  return args[0] === 'help' && args.length > 1 ? [args[1] as string, 'help', ...args.slice(2)] : args;
+}
+
+/** The top command that main() would run for this command line (undefined: none, or help, or an error). */
+export function dispatchedCommand(argv: readonly string[]): TopCommand | undefined {
+  let args: readonly string[];
+  try {
+    args = parseGlobalOptions(argv, process.env).args;
+  } catch {
+    return undefined; // main() says what is wrong
+  }
+  const name = commandLine(args)[0];
+  return COMMANDS.find((c) => c.name === name);
+}
+
 async function run({ debug, args: argv }: GlobalOptions): Promise<number> {
-  let args = argv;
-  const first = args[0];
+  const first = argv[0];
   if (first === '--version' || first === '-V') {
     writeOut(`devmapper ${VERSION}\n`);
     return EXIT_OK;
   }
-  if (first === undefined || isHelpToken(first) || (first === 'help' && args.length === 1)) {
+  if (first === undefined || isHelpToken(first) || (first === 'help' && argv.length === 1)) {
     (first === undefined ? writeErr : writeOut)(topHelp());
     return first === undefined ? EXIT_USAGE : EXIT_OK;
   }
-  // `help dm create` is `dm help create`.
-  if (first === 'help') args = [args[1] as string, 'help', ...args.slice(2)];
-  const [name, ...rest] = args as [string, ...string[]];
+  const [name, ...rest] = commandLine(argv) as [string, ...string[]];
   const entry = COMMANDS.find((c) => c.name === name);
   if (!entry) {
     writeErr(`devmapper: unknown command '${name}' (try 'devmapper --help')\n`);

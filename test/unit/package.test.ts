@@ -24,15 +24,18 @@ const repo = join(import.meta.dirname, '../..');
 const tsc = join(repo, 'node_modules/.bin/tsc');
 const execFileAsync = promisify(execFile);
 
-/** Preloaded with --require: at exit, the packages of interest the run loaded, and whether node:net. */
+/**
+ * Preloaded with --require: at exit, what the run loaded of koffi, gRPC and the CLI's second bundle
+ * (devmapper-full.cjs), and whether node:net.
+ */
 const RECORD_LOADS = `'use strict';
 const Module = require('node:module');
 const { writeFileSync } = require('node:fs');
 const packages = new Set();
 const load = Module._load;
 Module._load = function (request, ...rest) {
-  const m = /^(koffi|@grpc\\/[^/]+)/.exec(request);
-  if (m) packages.add(m[1]);
+  const m = /^(koffi|@grpc\\/[^/]+)$|(devmapper-full\\.cjs)$/.exec(request);
+  if (m) packages.add(m[1] ?? m[2]);
   return load.call(this, request, ...rest);
 };
 process.on('exit', () => {
@@ -253,6 +256,7 @@ describe('npm pack', () => {
       'README.md',
       'LICENSE',
       'dist/cli/devmapper.cjs',
+      'dist/cli/devmapper-full.cjs',
       'dist/index.js',
       'dist/index.d.ts',
       'dist/structs/index.d.ts',
@@ -269,7 +273,9 @@ describe('npm pack', () => {
     expect(stray).toEqual([]);
     expect(paths.filter((p) => /golden|\.jsonl$|\.test\.|\.map$|\.ts$/.test(p) && !p.endsWith('.d.ts'))).toEqual([]);
     // The CLI runs from its bundle; tsc's per-module output of src/cli is not shipped.
-    expect(paths.filter((p) => p.startsWith('dist/cli/') && p !== 'dist/cli/devmapper.cjs')).toEqual([]);
+    expect(
+      paths.filter((p) => p.startsWith('dist/cli/') && !['dist/cli/devmapper.cjs', 'dist/cli/devmapper-full.cjs'].includes(p)),
+    ).toEqual([]);
   });
 
   it('--dry-run lists the same files', () => {
@@ -327,6 +333,11 @@ describe('the installed package', () => {
     if (ls.status === 1) expect(ls.stderr).toMatch(/^devmapper dm: E[A-Z]+: /);
     expect((ls.loaded as { net: boolean }).net).toBe(false);
     expect((ls.loaded as { packages: string[] }).packages).not.toContain('@grpc/grpc-js');
+    expect((ls.loaded as { packages: string[] }).packages).not.toContain('devmapper-full.cjs');
+    // The thin pool's commands run from the second bundle, still without koffi for their help.
+    const pool = loads(['-v', 'help', 'pool', 'status']);
+    expect(pool.stdout).toMatch(/^usage: devmapper pool status /);
+    expect((pool.loaded as { packages: string[] }).packages).toEqual(['devmapper-full.cjs']);
   }, 30_000);
 
   it('stops quietly when the reader of its output has gone (EPIPE)', async () => {
