@@ -42,6 +42,7 @@ if ! npm run --silent build >&2; then
   echo "bench: WARNING: npm run build failed; P3 measures whatever dist/ holds (or tsx if none)" >&2
 fi
 "$here/build-c.sh"
+want p3 && "$here/install-package.sh"
 # The snapshotter part's Go server (containerd's own snapshotters) and client, built on the host
 # (the guest has no network for the toolchain's packages).
 if want snapshotter; then
@@ -50,6 +51,9 @@ if want snapshotter; then
       echo "bench: WARNING: cannot build bench/containerd/$prog: the snapshotter part will fail" >&2
   done
 fi
+
+# P3 where the bench runs from, on its own kernel and disk (no guest running yet).
+want p3 && node --import tsx "$here/p3-host.ts"
 
 DEVMAPPER_BENCH_HOST_CPU="$(sed -n 's/^model name\s*:\s*//p' /proc/cpuinfo | head -n1) x $(nproc)"
 export DEVMAPPER_BENCH_HOST_CPU

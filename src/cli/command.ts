@@ -4,6 +4,7 @@
 // command.
 import { parseArgs } from 'node:util';
 import { UsageError } from './usage.js';
+import { writeErr, writeOut } from './stdio.js';
 
 /** One option: what parseArgs needs, plus its help. */
 export interface OptionSpec {
@@ -153,14 +154,10 @@ export function parseInvocation(group: Group, c: Command, args: string[], out: (
  * Runs `devmapper <group> ...`: help first (never running anything), then the parse, then the
  * command. Resolves to the exit code; errors propagate to main, which prints them.
  */
-export async function runGroup(
-  group: Group,
-  argv: string[],
-  out: (t: string) => void = (t) => void process.stdout.write(t),
-): Promise<number> {
+export async function runGroup(group: Group, argv: string[], out: (t: string) => void = writeOut): Promise<number> {
   const [sub, ...rest] = argv;
   if (sub === undefined) {
-    process.stderr.write(groupHelp(group));
+    writeErr(groupHelp(group));
     return EXIT_USAGE;
   }
   if (isHelpToken(sub) || (sub === 'help' && rest.length === 0)) {

@@ -3,6 +3,7 @@
 import { decodeDmBuffer, parseDmCommand } from '../structs/decode.js';
 import { DM_IOCTL_SIZE } from '../structs/dm-ioctl.js';
 import { UsageError } from './usage.js';
+import { writeOut } from './stdio.js';
 
 const HELP = `usage: devmapper decode <COMMAND> <hex> [--request]
 
@@ -33,7 +34,7 @@ export function padToDataSize(bytes: Uint8Array): Uint8Array {
 
 export async function run(argv: string[]): Promise<number> {
   if (argv.includes('--help') || argv.includes('-h')) {
-    process.stdout.write(`${HELP}\n`);
+    writeOut(`${HELP}\n`);
     return 0;
   }
   const request = argv.includes('--request');
@@ -45,6 +46,6 @@ export async function run(argv: string[]): Promise<number> {
   const command = parseDmCommand(commandText);
   if (!command) throw new UsageError(`unknown dm command '${commandText}'`);
   const decoded = decodeDmBuffer(command, padToDataSize(parseHex(hex)), request ? 'request' : 'reply');
-  process.stdout.write(`${JSON.stringify(decoded, null, 2)}\n`);
+  writeOut(`${JSON.stringify(decoded, null, 2)}\n`);
   return 0;
 }

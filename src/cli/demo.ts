@@ -28,6 +28,7 @@ import { sectorsToBytes } from '../structs/units.js';
 import { checkStorageOpts, explain, formatBytes, formatColumns, mergeStorageOpts, percent, writeRecordedOpts } from './pool.js';
 import { Progress } from './progress.js';
 import { noMorePositionals, parse } from './usage.js';
+import { writeErr, writeOut } from './stdio.js';
 
 export const demoHelp = `devmapper demo [--keep] [--storage-opt dm.key=value]...
   Makes a thin pool on sparse files in a temporary folder (under $TMPDIR, default /tmp), formats
@@ -149,7 +150,7 @@ export async function run(argv: string[]): Promise<number> {
     help: { type: 'boolean', short: 'h' },
   });
   if (values.help) {
-    process.stdout.write(`${demoHelp}\n`);
+    writeOut(`${demoHelp}\n`);
     return 0;
   }
   noMorePositionals(positionals, 0);
@@ -165,7 +166,7 @@ export async function run(argv: string[]): Promise<number> {
 }
 
 async function demo(opts: string[], prefix: string, keep: boolean): Promise<number> {
-  const out = (t: string): void => void process.stdout.write(t);
+  const out = (t: string): void => writeOut(t);
   const progress = new Progress();
   const started = process.hrtime.bigint();
   const dm = DeviceMapper.open(); // first: a kernel without device-mapper fails before any folder is made
@@ -307,7 +308,7 @@ async function demo(opts: string[], prefix: string, keep: boolean): Promise<numb
   } finally {
     if (!keep || failure !== undefined) {
       if (keep)
-        process.stderr.write(
+        writeErr(
           `devmapper demo: kept ${home} after the failure below; remove it with: ${cliCommand()} pool shutdown --home ${home} && rm -rf ${home}\n`,
         );
       else {

@@ -18,6 +18,7 @@ import { flag, JSON_OPTION, runGroup, str, type Command, type Group, type Invoca
 import { explain } from './errors.js';
 import { json } from './output.js';
 import { UsageError } from './usage.js';
+import { writeErr } from './stdio.js';
 
 /** The largest logical block size a loop device takes: the page size (4 KiB on the machines we know). */
 const MAX_SECTOR_SIZE = 4096;
@@ -97,7 +98,7 @@ export function formatRows(rows: readonly LoopView[]): string {
 }
 
 const isJson = (inv: Invocation): boolean => flag(inv.values, 'json');
-const note = (text: string): void => void process.stderr.write(`devmapper loop: ${text}\n`);
+const note = (text: string): void => writeErr(`devmapper loop: ${text}\n`);
 
 async function attach(inv: Invocation): Promise<void> {
   const file = inv.positionals[0] as string;

@@ -2,9 +2,10 @@
 // `devmapper decode` never loads koffi. Help is answered before anything runs: `-h`/`--help`
 // anywhere, `help CMD [SUB]`, `CMD help [SUB]`. The library's log goes to stderr at the level of
 // `-v`/`-vv`/`-vvv` before the command, else of DEVMAPPER_LOG; without either it is silent.
-import { getLogLevel, parseLogLevel, setLogLevel, setLogger, stderrLogger, type LogThreshold } from '../ioctl/index.js';
+import { formatLogLine, getLogLevel, parseLogLevel, setLogLevel, setLogger, type LogFn, type LogThreshold } from '../ioctl/index.js';
 import { EXIT_FAILED, EXIT_OK, EXIT_USAGE, isHelpToken, wantsHelp, type Group } from './command.js';
 import { explain } from './errors.js';
+import { writeErr, writeOut } from './stdio.js';
 import { UsageError } from './usage.js';
 import { VERSION } from './version.js';
 
@@ -20,20 +21,36 @@ export interface TopCommand {
   name: string;
   summary: string;
   load: () => Promise<CliModule>;
+  /**
+   * Built into the CLI's second bundle (dist/cli/devmapper-full.cjs, with the thin pool's code) and
+   * run from there: `devmapper dm ls` and its kind then start without parsing that code (bin.ts).
+   */
+  separate?: true;
 }
 
 // Adding a command is one line here.
 export const COMMANDS: readonly TopCommand[] = [
   { name: 'dm', summary: 'device-mapper commands, as dmsetup', load: () => import('./dm.js') },
   { name: 'loop', summary: 'loop devices, as losetup', load: () => import('./loop.js') },
-  { name: 'pool', summary: 'the thin pool of a home folder: init, status, resize, shutdown', load: () => import('./pool.js') },
-  { name: 'layer', summary: 'layers (thin snapshots): create, rm, mount, umount, ls, status', load: () => import('./layer.js') },
+  {
+    name: 'pool',
+    summary: 'the thin pool of a home folder: init, status, resize, shutdown',
+    load: () => import('./pool.js'),
+    separate: true,
+  },
+  {
+    name: 'layer',
+    summary: 'layers (thin snapshots): create, rm, mount, umount, ls, status',
+    load: () => import('./layer.js'),
+    separate: true,
+  },
   {
     name: 'snapshotter',
     summary: "containerd's snapshotter: serve the snapshots API on a unix socket",
     load: () => import('./snapshotter.js'),
+    separate: true,
   },
-  { name: 'demo', summary: 'the whole system in seconds on a throwaway pool', load: () => import('./demo.js') },
+  { name: 'demo', summary: 'the whole system in seconds on a throwaway pool', load: () => import('./demo.js'), separate: true },
   { name: 'decode', summary: 'decode a captured dm ioctl buffer (hex) to JSON', load: () => import('./decode.js') },
 ];
 
@@ -102,19 +119,22 @@ function isUsageError(err: unknown): boolean {
   return err instanceof UsageError || (err instanceof Error && err.name === 'UsageError');
 }
 
+/** The library's log lines on stderr, through the CLI's own output (stdio.ts). */
+const cliLogger: LogFn = (level, msg, fields) => writeErr(`${formatLogLine(level, msg, fields)}\n`);
+
 /** Runs the CLI; resolves to the exit code. Errors are printed as one line (a stack with --debug). */
 export async function main(argv: readonly string[]): Promise<number> {
   let global: GlobalOptions;
   try {
     global = parseGlobalOptions(argv, process.env);
   } catch (err) {
-    process.stderr.write(`devmapper: ${(err as Error).message}\n`);
+    writeErr(`devmapper: ${(err as Error).message}\n`);
     return EXIT_USAGE;
   }
   if (global.logLevel === undefined || global.logLevel === 'silent') return run(global);
   const before = getLogLevel();
   setLogLevel(global.logLevel);
-  setLogger(stderrLogger);
+  setLogger(cliLogger);
   try {
     return await run(global);
   } finally {
@@ -124,23 +144,37 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
 }
 
+/** The arguments after the global options as the command runs them: `help dm create` is `dm help create`. */
+function commandLine(args: readonly string[]): readonly string[] {
+  return args[0] === 'help' && args.length > 1 ? [args[1] as string, 'help', ...args.slice(2)] : args;
+}
+
+/** The top command that main() would run for this command line (undefined: none, or help, or an error). */
+export function dispatchedCommand(argv: readonly string[]): TopCommand | undefined {
+  let args: readonly string[];
+  try {
+    args = parseGlobalOptions(argv, process.env).args;
+  } catch {
+    return undefined; // main() says what is wrong
+  }
+  const name = commandLine(args)[0];
+  return COMMANDS.find((c) => c.name === name);
+}
+
 async function run({ debug, args: argv }: GlobalOptions): Promise<number> {
-  let args = argv;
-  const first = args[0];
+  const first = argv[0];
   if (first === '--version' || first === '-V') {
-    process.stdout.write(`devmapper ${VERSION}\n`);
+    writeOut(`devmapper ${VERSION}\n`);
     return EXIT_OK;
   }
-  if (first === undefined || isHelpToken(first) || (first === 'help' && args.length === 1)) {
-    (first === undefined ? process.stderr : process.stdout).write(topHelp());
+  if (first === undefined || isHelpToken(first) || (first === 'help' && argv.length === 1)) {
+    (first === undefined ? writeErr : writeOut)(topHelp());
     return first === undefined ? EXIT_USAGE : EXIT_OK;
   }
-  // `help dm create` is `dm help create`.
-  if (first === 'help') args = [args[1] as string, 'help', ...args.slice(2)];
-  const [name, ...rest] = args as [string, ...string[]];
+  const [name, ...rest] = commandLine(argv) as [string, ...string[]];
   const entry = COMMANDS.find((c) => c.name === name);
   if (!entry) {
-    process.stderr.write(`devmapper: unknown command '${name}' (try 'devmapper --help')\n`);
+    writeErr(`devmapper: unknown command '${name}' (try 'devmapper --help')\n`);
     return EXIT_USAGE;
   }
   try {
@@ -152,10 +186,10 @@ async function run({ debug, args: argv }: GlobalOptions): Promise<number> {
     const e = explain(err);
     const usage = isUsageError(e);
     // One line, whatever failed; the stack only with --debug.
-    process.stderr.write(
+    writeErr(
       `devmapper ${name}: ${e.message.split('\n')[0]}${usage ? ` (try 'devmapper ${(e as UsageError).helpFor ?? name} --help')` : ''}\n`,
     );
-    if (debug && err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);
+    if (debug && err instanceof Error && err.stack) writeErr(`${err.stack}\n`);
     return usage ? EXIT_USAGE : EXIT_FAILED;
   }
 }

@@ -2,6 +2,8 @@
 // (stdout is a terminal, or DEVMAPPER_PROGRESS=1, which scripts/demo sets when it boots the guest
 // from a terminal); silent otherwise, so that piped output holds only results.
 
+import { writeOut } from './stdio.js';
+
 export function progressWanted(): boolean {
   if (process.env['DEVMAPPER_PROGRESS'] === '0') return false;
   return process.stdout.isTTY === true || process.env['DEVMAPPER_PROGRESS'] === '1';
@@ -10,7 +12,7 @@ export function progressWanted(): boolean {
 export class Progress {
   constructor(
     readonly enabled: boolean = progressWanted(),
-    private readonly write: (text: string) => void = (t) => void process.stdout.write(t),
+    private readonly write: (text: string) => void = writeOut,
   ) {}
 
   /** A line that needs no end. */

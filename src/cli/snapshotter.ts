@@ -6,6 +6,7 @@ import { runGroup, str, type Command, type Group, type Invocation, type OptionSp
 import { homeArgs, POOL_HINTS, poolStep } from './pool.js';
 import { resolveHome, STORAGE_OPTS_FILE, writeRecordedOpts } from './pool-home.js';
 import { UsageError } from './usage.js';
+import { writeErr } from './stdio.js';
 
 const HINTS: Readonly<Record<string, string>> = {
   ...POOL_HINTS,
@@ -50,7 +51,7 @@ function stopSignals(): { stopped: Promise<NodeJS.Signals>; dispose(): void } {
 }
 
 function log(line: string): void {
-  process.stderr.write(`devmapper snapshotter: ${line}\n`);
+  writeErr(`devmapper snapshotter: ${line}\n`);
 }
 
 async function serveCommand(inv: Invocation): Promise<void> {

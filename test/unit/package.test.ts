@@ -2,8 +2,19 @@
 // dist/ is left alone), installed from the tarball into a scratch project without the network (the
 // dependencies come from the npm cache that `npm ci` filled), imported, type-checked with the project's tsc,
 // and the README's examples compiled against it (the ones that need no kernel also run).
-import { execFile, execFileSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { execFile, execFileSync, spawn, spawnSync } from 'node:child_process';
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -12,6 +23,26 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 const repo = join(import.meta.dirname, '../..');
 const tsc = join(repo, 'node_modules/.bin/tsc');
 const execFileAsync = promisify(execFile);
+
+/**
+ * Preloaded with --require: at exit, what the run loaded of koffi, gRPC and the CLI's second bundle
+ * (devmapper-full.cjs), and whether node:net.
+ */
+const RECORD_LOADS = `'use strict';
+const Module = require('node:module');
+const { writeFileSync } = require('node:fs');
+const packages = new Set();
+const load = Module._load;
+Module._load = function (request, ...rest) {
+  const m = /^(koffi|@grpc\\/[^/]+)$|(devmapper-full\\.cjs)$/.exec(request);
+  if (m) packages.add(m[1] ?? m[2]);
+  return load.call(this, request, ...rest);
+};
+process.on('exit', () => {
+  const net = process.moduleLoadList.includes('NativeModule net');
+  writeFileSync(process.env.RECORD_LOADS_TO, JSON.stringify({ packages: [...packages], net }));
+});
+`;
 
 interface PackResult {
   filename: string;
@@ -224,9 +255,8 @@ describe('npm pack', () => {
       'package.json',
       'README.md',
       'LICENSE',
-      'bin/devmapper',
-      'bin/package.json',
       'dist/cli/devmapper.cjs',
+      'dist/cli/devmapper-full.cjs',
       'dist/index.js',
       'dist/index.d.ts',
       'dist/structs/index.d.ts',
@@ -239,11 +269,13 @@ describe('npm pack', () => {
     ]) {
       expect(paths).toContain(needed);
     }
-    const stray = paths.filter((p) => !/^(dist|bin)\//.test(p) && !['package.json', 'README.md', 'LICENSE'].includes(p));
+    const stray = paths.filter((p) => !/^dist\//.test(p) && !['package.json', 'README.md', 'LICENSE'].includes(p));
     expect(stray).toEqual([]);
     expect(paths.filter((p) => /golden|\.jsonl$|\.test\.|\.map$|\.ts$/.test(p) && !p.endsWith('.d.ts'))).toEqual([]);
     // The CLI runs from its bundle; tsc's per-module output of src/cli is not shipped.
-    expect(paths.filter((p) => p.startsWith('dist/cli/') && p !== 'dist/cli/devmapper.cjs')).toEqual([]);
+    expect(
+      paths.filter((p) => p.startsWith('dist/cli/') && !['dist/cli/devmapper.cjs', 'dist/cli/devmapper-full.cjs'].includes(p)),
+    ).toEqual([]);
   });
 
   it('--dry-run lists the same files', () => {
@@ -270,6 +302,53 @@ describe('the installed package', () => {
     expect(run(join(app, 'node_modules/.bin/devmapper'), ['snapshotter', 'serve', '--help'], app)).toMatch(
       /^usage: devmapper snapshotter serve --home DIR --address SOCKET/,
     );
+  }, 30_000);
+
+  it('links the bundle itself as `devmapper`: an executable that loads koffi, gRPC and node:net only when a command needs them', () => {
+    const bin = join(app, 'node_modules/.bin/devmapper');
+    expect(realpathSync(bin)).toBe(realpathSync(join(app, 'node_modules/devmapper/dist/cli/devmapper.cjs')));
+    expect(readFileSync(bin, 'utf8').startsWith('#!/usr/bin/env node\n')).toBe(true);
+    expect(statSync(bin).mode & 0o111).not.toBe(0);
+    // A preload that records which of those the run loaded (Module._load sees every require).
+    const hook = join(app, 'record-loads.cjs');
+    writeFileSync(hook, RECORD_LOADS);
+    const loads = (args: string[]): { status: number | null; stdout: string; stderr: string; loaded: unknown } => {
+      const out = join(app, `loads-${args.join('-')}.json`);
+      const r = spawnSync(bin, args, {
+        cwd: app,
+        encoding: 'utf8',
+        env: { ...process.env, NODE_OPTIONS: `--require=${hook}`, RECORD_LOADS_TO: out },
+      });
+      return { status: r.status, stdout: r.stdout, stderr: r.stderr, loaded: JSON.parse(readFileSync(out, 'utf8')) };
+    };
+    const version = loads(['--version']);
+    expect(version.stdout).toBe('devmapper 0.1.0\n');
+    expect(version.loaded).toEqual({ packages: [], net: false });
+    const help = loads(['dm', '--help']);
+    expect(help.stdout).toMatch(/^usage: devmapper dm /);
+    expect(help.loaded).toEqual({ packages: [], net: false });
+    // This host may lack device-mapper: dm ls lists, or says why not on stderr; either way no stream.
+    const ls = loads(['dm', 'ls']);
+    expect([0, 1]).toContain(ls.status);
+    if (ls.status === 1) expect(ls.stderr).toMatch(/^devmapper dm: E[A-Z]+: /);
+    expect((ls.loaded as { net: boolean }).net).toBe(false);
+    expect((ls.loaded as { packages: string[] }).packages).not.toContain('@grpc/grpc-js');
+    expect((ls.loaded as { packages: string[] }).packages).not.toContain('devmapper-full.cjs');
+    // The thin pool's commands run from the second bundle, still without koffi for their help.
+    const pool = loads(['-v', 'help', 'pool', 'status']);
+    expect(pool.stdout).toMatch(/^usage: devmapper pool status /);
+    expect((pool.loaded as { packages: string[] }).packages).toEqual(['devmapper-full.cjs']);
+  }, 30_000);
+
+  it('stops quietly when the reader of its output has gone (EPIPE)', async () => {
+    const child = spawn(join(app, 'node_modules/.bin/devmapper'), ['--help'], { cwd: app, stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout.destroy(); // closes the read end before the CLI has started
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    const status = await new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    expect({ status, stderr }).toEqual({ status: 0, stderr: '' });
   }, 30_000);
 
   it('imports from the root and the subpaths, and keeps libc and the Task shim off the root', () => {
