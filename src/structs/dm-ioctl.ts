@@ -44,6 +44,15 @@ export function dmFlagNames(flags: number): string[] {
   return names;
 }
 
+/**
+ * Lends a zeroed buffer for a request's payload, valid until it lends the next one: DmControl's,
+ * which copies the payload into its command buffer before anything else can ask. Payload encoders
+ * take one so that the hot path allocates nothing per call.
+ */
+export interface DmPayloadArena {
+  scratch(size: number): Buffer;
+}
+
 /** The header as decoded from a buffer. `dev` is huge_encode_dev()'d; see dev.ts. */
 export interface DmIoctl {
   version: [number, number, number];
@@ -116,8 +125,25 @@ export function writeDmIoctl(
   return buf;
 }
 
-/** Decodes the header of a buffer the kernel returned. Checks data_start/data_size against it. */
-export function decodeDmIoctl(buf: Uint8Array): DmIoctl {
+/**
+ * The string in `b` at `offset` when it is `s`, ASCII and NUL-terminated within `fieldSize`:
+ * compared in place, so that the name a reply echoes costs no decode.
+ */
+function isAsciiCString(b: Uint8Array, offset: number, fieldSize: number, s: string): boolean {
+  const n = s.length;
+  if (n >= fieldSize || b[offset + n] !== 0) return false;
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 0x80 || b[offset + i] !== c) return false;
+  }
+  return true;
+}
+
+/**
+ * Decodes the header of a buffer the kernel returned. Checks data_start/data_size against it.
+ * `nameHint`: the name the request carried, given back as the same string when the reply holds it.
+ */
+export function decodeDmIoctl(buf: Uint8Array, nameHint?: string): DmIoctl {
   if (buf.length < DM_IOCTL_SIZE) {
     throw new DecodeError('dm_ioctl', 0, `buffer of ${buf.length} bytes is shorter than ${DM_IOCTL_SIZE}`);
   }
@@ -136,8 +162,13 @@ export function decodeDmIoctl(buf: Uint8Array): DmIoctl {
     flags: b.readUInt32LE(DM_IOCTL_OFFSETS.flags),
     event_nr: b.readUInt32LE(DM_IOCTL_OFFSETS.event_nr),
     dev: b.readBigUInt64LE(DM_IOCTL_OFFSETS.dev),
-    name: readCString(b, DM_IOCTL_OFFSETS.name, DM_IOCTL_OFFSETS.name + DM_NAME_LEN, 'dm_ioctl', 'name'),
-    uuid: readCString(b, DM_IOCTL_OFFSETS.uuid, DM_IOCTL_OFFSETS.uuid + DM_UUID_LEN, 'dm_ioctl', 'uuid'),
+    name:
+      nameHint !== undefined && isAsciiCString(b, DM_IOCTL_OFFSETS.name, DM_NAME_LEN, nameHint)
+        ? nameHint
+        : readCString(b, DM_IOCTL_OFFSETS.name, DM_IOCTL_OFFSETS.name + DM_NAME_LEN, 'dm_ioctl', 'name'),
+    // Most devices have no uuid.
+    uuid:
+      b[DM_IOCTL_OFFSETS.uuid] === 0 ? '' : readCString(b, DM_IOCTL_OFFSETS.uuid, DM_IOCTL_OFFSETS.uuid + DM_UUID_LEN, 'dm_ioctl', 'uuid'),
   };
   if (header.data_size > buf.length) {
     const reason = `data_size ${header.data_size} exceeds the ${buf.length}-byte buffer`;
