@@ -118,11 +118,47 @@ export function writeDmIoctl(
   buf.writeUInt32LE(req.target_count ?? 0, DM_IOCTL_OFFSETS.target_count);
   buf.writeUInt32LE((req.flags ?? 0) >>> 0, DM_IOCTL_OFFSETS.flags);
   buf.writeUInt32LE((req.event_nr ?? 0) >>> 0, DM_IOCTL_OFFSETS.event_nr);
-  if (req.dev) buf.writeBigUInt64LE(req.dev, DM_IOCTL_OFFSETS.dev);
+  if (req.dev) writeDev(buf, req.dev);
   if (req.name) writeCString(buf, DM_IOCTL_OFFSETS.name, 'dm_ioctl', 'name', req.name, DM_NAME_LEN);
   if (req.uuid) writeCString(buf, DM_IOCTL_OFFSETS.uuid, 'dm_ioctl', 'uuid', req.uuid, DM_UUID_LEN);
   if (payload) buf.set(payload, DM_IOCTL_SIZE);
   return buf;
+}
+
+/** dev at its offset; a huge_encode_dev() value (32 bits) without bigint arithmetic. */
+function writeDev(buf: Buffer, dev: bigint): void {
+  if (dev <= 0xffffffffn) {
+    buf.writeUInt32LE(Number(dev), DM_IOCTL_OFFSETS.dev);
+    buf.writeUInt32LE(0, DM_IOCTL_OFFSETS.dev + 4);
+  } else buf.writeBigUInt64LE(dev, DM_IOCTL_OFFSETS.dev);
+}
+
+/**
+ * The last version and dev decoded, given again while the reply carries the same: every reply of
+ * one driver has its version, and a device's commands its dev. Both are immutable (the version
+ * frozen), so sharing them is safe.
+ */
+let lastVersion: Readonly<[number, number, number]> = Object.freeze([0, 0, 0]);
+let lastDevLow = 0;
+let lastDev = 0n;
+
+function readVersion(b: Buffer): [number, number, number] {
+  const major = b.readUInt32LE(DM_IOCTL_OFFSETS.version);
+  const minor = b.readUInt32LE(DM_IOCTL_OFFSETS.version + 4);
+  const patch = b.readUInt32LE(DM_IOCTL_OFFSETS.version + 8);
+  const v = lastVersion;
+  if (v[0] !== major || v[1] !== minor || v[2] !== patch) lastVersion = Object.freeze([major, minor, patch]);
+  return lastVersion as [number, number, number];
+}
+
+function readDev(b: Buffer): bigint {
+  const low = b.readUInt32LE(DM_IOCTL_OFFSETS.dev);
+  if (b.readUInt32LE(DM_IOCTL_OFFSETS.dev + 4) !== 0) return b.readBigUInt64LE(DM_IOCTL_OFFSETS.dev);
+  if (low !== lastDevLow) {
+    lastDevLow = low;
+    lastDev = BigInt(low);
+  }
+  return lastDev;
 }
 
 /**
@@ -150,18 +186,14 @@ export function decodeDmIoctl(buf: Uint8Array, nameHint?: string): DmIoctl {
   // Buffer's own readers: several times cheaper than a DataView per call on this hot path.
   const b = Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
   const header: DmIoctl = {
-    version: [
-      b.readUInt32LE(DM_IOCTL_OFFSETS.version),
-      b.readUInt32LE(DM_IOCTL_OFFSETS.version + 4),
-      b.readUInt32LE(DM_IOCTL_OFFSETS.version + 8),
-    ],
+    version: readVersion(b),
     data_size: b.readUInt32LE(DM_IOCTL_OFFSETS.data_size),
     data_start: b.readUInt32LE(DM_IOCTL_OFFSETS.data_start),
     target_count: b.readUInt32LE(DM_IOCTL_OFFSETS.target_count),
     open_count: b.readInt32LE(DM_IOCTL_OFFSETS.open_count),
     flags: b.readUInt32LE(DM_IOCTL_OFFSETS.flags),
     event_nr: b.readUInt32LE(DM_IOCTL_OFFSETS.event_nr),
-    dev: b.readBigUInt64LE(DM_IOCTL_OFFSETS.dev),
+    dev: readDev(b),
     name:
       nameHint !== undefined && isAsciiCString(b, DM_IOCTL_OFFSETS.name, DM_NAME_LEN, nameHint)
         ? nameHint

@@ -1,7 +1,7 @@
 // DM_TABLE_LOAD: the inactive table, swapped in by the next resume.
 import type { DmRunRequest } from '../../ioctl/dm-control.js';
 import { DmFlag } from '../../structs/dm-ioctl.js';
-import { encodeTargetSpecs } from '../../structs/target-spec.js';
+import { type DmTargetSpecIn, encodeTargetSpecs } from '../../structs/target-spec.js';
 import { addressWith, type DmContext } from '../context.js';
 import { InvalidArgumentError } from '../errors.js';
 import { infoFromHeader, type DeviceInfo } from '../info.js';
@@ -37,8 +37,9 @@ export function loadNewTable(ctx: DmContext, dev: bigint, name: string, targets:
 function tablePayload(ctx: DmContext, targets: readonly Target[]): Uint8Array {
   if (targets.length === 0) throw new InvalidArgumentError('table', '', 'needs at least one target (the kernel refuses an empty load)');
   checkTable(targets);
-  return encodeTargetSpecs(
-    targets.map((t) => ({ sector_start: t.startSector, length: t.lengthSectors, target_type: t.type, params: formatTargetParams(t) })),
-    ctx.control,
-  );
+  const specs: DmTargetSpecIn[] = [];
+  for (const t of targets) {
+    specs.push({ sector_start: t.startSector, length: t.lengthSectors, target_type: t.type, params: formatTargetParams(t) });
+  }
+  return encodeTargetSpecs(specs, ctx.control);
 }
