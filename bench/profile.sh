@@ -18,6 +18,7 @@ import('./bench/pool.ts').then(async ({ createPool, destroyPool }) => {
   execFileSync('strace', ['-f', '-c', '-o', '$out/strace-lib-cycle.txt', '$b/dmlib', 'cycle', p.name, p.dev, '0', '1', '200'], { stdio: 'inherit' });
   await destroyPool(dm, p); dm.close();
 });"
+echo "== ours vs dmraw, interleaved: time, page faults and context switches a cycle"; "${tsx[@]}" compare 6 200
 echo "== cpu-prof: 300 cycles"; node --cpu-prof --cpu-prof-dir="$out/prof-cycle" --import tsx bench/profile.ts cycle 300 node
 echo "== cpu-prof: list 1000 x 200"; node --cpu-prof --cpu-prof-dir="$out/prof-list" --import tsx bench/profile.ts list 1000 200
 echo "== cold CLI"; for _ in 1 2 3; do

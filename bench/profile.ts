@@ -2,11 +2,16 @@
 // guest (bench/profile.sh).
 //   node --import tsx bench/profile.ts cycle N [node|nonode]   N snapshot cycles of our library
 //   node --import tsx bench/profile.ts list DEVICES CALLS      CALLS lists of DEVICES devices
+//   node --import tsx bench/profile.ts compare ROUNDS N        N cycles of ours and of dmraw (with
+//                                                              nodes), alternating, ROUNDS times
 import { DeviceMapper } from '../src/dm/device-mapper.js';
 import { createSnap, deleteThin } from '../src/dm/thin-messages.js';
 import { createPool, destroyPool, thinTarget } from './pool.js';
 import { msSince, nowNs } from './stats.js';
 import { thinId, deviceName } from '../src/dm/names.js';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { BUILD_DIR } from './run-process.js';
 
 const [what, a = '100', b = 'node'] = process.argv.slice(2);
 const dm = DeviceMapper.open({ udev: 'off' });
@@ -22,6 +27,49 @@ if (what === 'cycle') {
     deleteThin(dm, ref, thinId(id));
   }
   process.stderr.write(`cycle: ${((Number(a) / msSince(t0)) * 1000).toFixed(0)} cycles/s\n`);
+  await destroyPool(dm, pool);
+} else if (what === 'compare') {
+  // Besides the times: minor page faults and context switches a cycle, ours from getrusage around
+  // the loop, the C program's from GNU time with its start-up (a run of 0 cycles) taken off. In
+  // user-mode-linux every fault and switch is a round trip through the host.
+  const pool = await createPool(dm, deviceName(`bench-prof-${process.pid}`), { mkfs: false });
+  const ref = { name: pool.name };
+  const name = deviceName('bench-prof-snap');
+  const n = Number(b);
+  const timed = (first: number, count: number) => {
+    const args = ['-f', '%R %w %c', join(BUILD_DIR, 'dmraw'), 'cycle', pool.name, pool.dev, '0', `${first}`, `${count}`, dm.mapperDir];
+    const r = spawnSync('/usr/bin/time', args, { encoding: 'utf8' });
+    const [faults, vol, invol] = r.stderr.trim().split(/\s+/).slice(-3).map(Number) as [number, number, number];
+    return { ms: Number(/ns (\d+)/.exec(r.stdout)?.[1]) / 1e6, faults, switches: vol + invol };
+  };
+  const base = timed(1, 0);
+  let id = 1;
+  const ratios: number[] = [];
+  for (let r = 0; r < Number(a); r++) {
+    const u0 = process.resourceUsage();
+    const t0 = nowNs();
+    for (const end = id + n; id < end; id++) {
+      createSnap(dm, ref, thinId(id), thinId(0));
+      await dm.create(name, { table: [thinTarget(pool, id)] });
+      await dm.remove({ name });
+      deleteThin(dm, ref, thinId(id));
+    }
+    const ours = msSince(t0);
+    const u1 = process.resourceUsage();
+    const raw = timed(id, n);
+    id += n;
+    ratios.push(raw.ms / ours);
+    const per = (x: number) => (x / n).toFixed(2);
+    const oursSwitches =
+      u1.voluntaryContextSwitches + u1.involuntaryContextSwitches - u0.voluntaryContextSwitches - u0.involuntaryContextSwitches;
+    process.stderr.write(
+      `round ${r}: ours ${((ours / n) * 1000).toFixed(0)} us, raw ${((raw.ms / n) * 1000).toFixed(0)} us a cycle: ${(raw.ms / ours).toFixed(2)}; ` +
+        `faults ours ${per(u1.minorPageFault - u0.minorPageFault)} raw ${per(raw.faults - base.faults)}, ` +
+        `switches ours ${per(oursSwitches)} raw ${per(raw.switches - base.switches)}\n`,
+    );
+  }
+  const sorted = ratios.slice(1).sort((x, y) => x - y);
+  process.stderr.write(`median raw/ours after the first round: ${sorted[sorted.length >> 1]?.toFixed(2)}\n`);
   await destroyPool(dm, pool);
 } else if (what === 'list') {
   const n = Number(a);

@@ -1,10 +1,10 @@
 // /dev/mapper/<name> without udev: libdevmapper's node operations (mknod after resume, unlink on
 // remove, rename on rename) done by the library, into `<devDir>/mapper` (a temp folder in tests).
-import { mkdirSync, readdirSync, renameSync, unlinkSync, lstatSync } from 'node:fs';
+import { mkdirSync, readdirSync, renameSync, lstatSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DevT } from '../structs/dev.js';
 import { DM_CONTROL_NODE, DM_DIR } from '../structs/dm-ioctl.js';
-import { ensureNode } from '../ioctl/index.js';
+import { type CPath, cPath, ensureNode, sysUnlinkC } from '../ioctl/index.js';
 import { InvalidArgumentError } from './errors.js';
 
 /** How a node is made: ensureNode() of src/ioctl (mknod), replaceable in tests that are not root. */
@@ -27,8 +27,16 @@ export interface NodeManager {
 /** Mode of a node: root-only, as libdevmapper's default (DM_DEVICE_MODE 0600). */
 export const DM_NODE_MODE = 0o600;
 
+/** How many names' encoded paths a MapperNodes keeps (all are dropped when it is full). */
+const PATH_CACHE_SIZE = 256;
+
 export class MapperNodes implements NodeManager {
   readonly mapperDir: string;
+  /**
+   * `<mapperDir>/<name>` as libc takes it, per name: a device made and removed again and again
+   * (snapshot cycles) has its path joined and encoded once.
+   */
+  private readonly paths = new Map<string, CPath>();
 
   constructor(
     devDir = '/dev',
@@ -42,6 +50,11 @@ export class MapperNodes implements NodeManager {
     // The folder is made only when the first mknod says it is missing: one system call per node
     // in the common case (bench P1).
     const spec = { type: 'block', major: dev.major, minor: dev.minor, mode: DM_NODE_MODE } as const;
+    // ensureNode makes the folder itself when mknod says it is missing.
+    if (this.makeNode === ensureNode) {
+      ensureNode(this.cPath(name), spec);
+      return;
+    }
     try {
       this.makeNode(this.path(name), spec);
     } catch (e) {
@@ -54,9 +67,9 @@ export class MapperNodes implements NodeManager {
   remove(name: string): void {
     this.notControl(name);
     try {
-      unlinkSync(this.path(name));
+      sysUnlinkC(this.cPath(name));
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      if ((e as { code?: unknown } | null)?.code !== 'ENOENT') throw e;
     }
   }
 
@@ -97,6 +110,16 @@ export class MapperNodes implements NodeManager {
   }
 
   private path(name: string): string {
-    return join(this.mapperDir, name);
+    return this.paths.get(name)?.path ?? join(this.mapperDir, name);
+  }
+
+  private cPath(name: string): CPath {
+    let p = this.paths.get(name);
+    if (p === undefined) {
+      if (this.paths.size >= PATH_CACHE_SIZE) this.paths.clear();
+      p = cPath(join(this.mapperDir, name), 'mknod');
+      this.paths.set(name, p);
+    }
+    return p;
   }
 }

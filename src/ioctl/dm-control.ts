@@ -4,7 +4,16 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { decodeDev, formatDev, type DevT } from '../structs/dev.js';
 import { DM_COMMANDS, DM_COMMAND_LIST, type DmCommand, type DmCommandName } from '../structs/commands.js';
-import { DM_IOCTL_SIZE, DM_VERSION_MAJOR, DmFlag, decodeDmIoctl, dmFlagNames, writeDmIoctl, type DmIoctl } from '../structs/dm-ioctl.js';
+import {
+  DM_IOCTL_SIZE,
+  DM_VERSION_MAJOR,
+  DmFlag,
+  decodeDmIoctl,
+  dmFlagNames,
+  writeDmIoctl,
+  type DmIoctl,
+  type DmPayloadArena,
+} from '../structs/dm-ioctl.js';
 import { DmError, NoDeviceMapperError } from './errors.js';
 import { Errno } from './errno.js';
 import { O_CLOEXEC, O_RDWR, libcTransport, sysClose, sysMknod, sysOpen } from './libc.js';
@@ -71,6 +80,15 @@ type CommandInfo = DmCommand;
 
 const EMPTY = new Uint8Array(0);
 
+/** One command's reused buffer: `view` and `arg` cover the bytes of the current call. */
+interface CommandSlot {
+  buf: Buffer;
+  view: Buffer;
+  arg: Uint8Array;
+  /** How far the last run wrote into `buf`, to zero it again. */
+  dirty: number;
+}
+
 /** The device-mapper number of the misc device, from sysfs (`10:236`) or /proc/misc (` 236 device-mapper`). */
 export function findDmMiscDev(miscClassDir: string, procMiscPath: string): DevT | undefined {
   try {
@@ -88,19 +106,19 @@ export function findDmMiscDev(miscClassDir: string, procMiscPath: string): DevT 
   return undefined;
 }
 
-export class DmControl {
+export class DmControl implements DmPayloadArena {
   /** The driver's version as DM_VERSION answered when the control node was opened. */
   readonly driverVersion: readonly [number, number, number];
   /** Per command number: the buffer size that last held the whole reply. */
   private readonly bufferSize: number[] = DM_COMMAND_LIST.map(() => DM_INITIAL_BUFFER_SIZE);
   /**
-   * Per command number: the buffer that synchronous runs reuse, so that the hot path allocates
-   * nothing. A reply's payload therefore stays valid only until the next run of the same command;
-   * every caller in src/dm decodes it at once.
+   * Per command number: the buffer that synchronous runs reuse, with views of the size last used,
+   * so that the hot path allocates nothing. A reply's payload therefore stays valid only until the
+   * next run of the same command; every caller in src/dm decodes it at once.
    */
-  private readonly buffers: (Buffer | undefined)[] = [];
-  /** Per command number: how far the last run wrote into its reused buffer, to zero it again. */
-  private readonly dirty: number[] = DM_COMMAND_LIST.map(() => 0);
+  private readonly slots: (CommandSlot | undefined)[] = [];
+  /** What scratch() lends: payloads are encoded here, then copied into the command's buffer. */
+  private scratchBuf = Buffer.alloc(256);
   private closed = false;
 
   private constructor(
@@ -148,29 +166,51 @@ export class DmControl {
     this.closeFd(this.fd);
   }
 
+  /**
+   * A zeroed buffer of `size` bytes for the payload of the next run (see DmPayloadArena): valid until
+   * the next call, and run()/runAsync() copy the payload before anything else can ask for one.
+   */
+  scratch(size: number): Buffer {
+    if (this.scratchBuf.length < size) this.scratchBuf = Buffer.alloc(Math.max(size, this.scratchBuf.length * 2));
+    else this.scratchBuf.fill(0, 0, size);
+    return this.scratchBuf.subarray(0, size);
+  }
+
   /** Runs a command synchronously: for everything that returns promptly. */
   run(command: DmCommandName, req: DmRunRequest): DmReply {
     const info: CommandInfo = DM_COMMANDS[command];
     let size = this.startSize(info, req);
     for (;;) {
-      let buf = this.buffers[info.nr];
-      if (buf === undefined || buf.length < size) buf = this.buffers[info.nr] = Buffer.alloc(size);
-      const view = buf.length === size ? buf : buf.subarray(0, size);
+      const slot = this.slot(info.nr, size);
+      const buf = slot.buf;
       // The kernel sees a request exactly as a fresh zeroed buffer would give it: no stale reply.
       const used = DM_IOCTL_SIZE + (req.payload?.length ?? 0);
-      const dirty = this.dirty[info.nr] as number;
-      if (dirty > used) buf.fill(0, used, dirty);
-      this.encode(info, req, size, view);
+      if (slot.dirty > used) buf.fill(0, used, slot.dirty);
+      this.encode(info, req, size, slot.view);
       // What the kernel may write back: the whole buffer when it reports it full, else data_size.
-      this.dirty[info.nr] = size;
-      // A plain Uint8Array over the same memory: koffi passes it with less work than a Buffer
-      // (measured in the guest: ~6 us a call).
-      const arg = new Uint8Array(view.buffer, view.byteOffset, view.length);
-      const reply = this.finish(info, req, view, this.transport.ioctl(this.fd, info.request, arg));
-      if (reply) this.dirty[info.nr] = Math.max(used, Math.min(size, reply.header.data_size));
-      if (reply) return reply;
+      slot.dirty = size;
+      const reply = this.finish(info, req, slot.view, this.transport.ioctl(this.fd, info.request, slot.arg));
+      if (reply) {
+        slot.dirty = Math.max(used, Math.min(size, reply.header.data_size));
+        return reply;
+      }
       size = this.grow(info, req, size);
     }
+  }
+
+  /** Command `nr`'s reused buffer, with views of exactly `size` bytes. */
+  private slot(nr: number, size: number): CommandSlot {
+    let slot = this.slots[nr];
+    if (slot === undefined || slot.buf.length < size) {
+      const buf = Buffer.alloc(size);
+      // A plain Uint8Array over the same memory: koffi passes it with less work than a Buffer
+      // (measured in the guest: ~6 us a call).
+      slot = this.slots[nr] = { buf, view: buf, arg: new Uint8Array(buf.buffer, buf.byteOffset, size), dirty: 0 };
+    } else if (slot.view.length !== size) {
+      slot.view = slot.buf.subarray(0, size);
+      slot.arg = new Uint8Array(slot.buf.buffer, slot.buf.byteOffset, size);
+    }
+    return slot;
   }
 
   /**
@@ -208,7 +248,8 @@ export class DmControl {
       if (log.enabled('trace')) traceCommand(info, req, result, undefined);
       throw new DmError(info.name, result.errno, deviceLabel(req), this.controlPath);
     }
-    const header = decodeDmIoctl(buf);
+    // The kernel answers with the name the request carried: that string is reused when it matches.
+    const header = decodeDmIoctl(buf, req.name || req.label);
     if (log.enabled('trace')) traceCommand(info, req, result, header);
     if (info.returnsData) {
       if (header.flags & DmFlag.DM_BUFFER_FULL_FLAG) return undefined;

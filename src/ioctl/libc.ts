@@ -1,5 +1,5 @@
-// The project's only binding of native code: libc's open/close/ioctl/mknod/mount/umount2/fsync/flock/
-// poll/eventfd through koffi. Loaded on first use (synchronously, via require) so that commands that never touch
+// The project's only binding of native code: libc's open/close/ioctl/mknod/unlink/mount/umount2/fsync/
+// flock/poll/eventfd through koffi. Loaded on first use (synchronously, via require) so that commands that never touch
 // the kernel do not load the native module.
 import { createRequire } from 'node:module';
 import type * as KoffiModule from 'koffi';
@@ -20,6 +20,9 @@ interface Libc {
   /** ioctl(fd, request, void *): koffi passes the Buffer's own memory, so the kernel's writes land in it. */
   ioctlPtr: KoffiFunction;
   mknod: KoffiFunction;
+  /** mknod(2) and unlink(2) of a path already encoded, NUL-terminated (a CPath): no string marshalling. */
+  mknodC: KoffiFunction;
+  unlinkC: KoffiFunction;
   mount: KoffiFunction;
   umount2: KoffiFunction;
   fsync: KoffiFunction;
@@ -49,6 +52,8 @@ function load(): Libc {
     ioctlInt: lib.func('int ioctl(int fd, unsigned long request, unsigned long arg)'),
     ioctlPtr: lib.func('int ioctl(int fd, unsigned long request, void *arg)'),
     mknod: lib.func('int mknod(const char *path, uint32_t mode, uint64_t dev)'),
+    mknodC: lib.func('int mknod(void *path, uint32_t mode, uint64_t dev)'),
+    unlinkC: lib.func('int unlink(void *path)'),
     mount: lib.func('int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const char *data)'),
     umount2: lib.func('int umount2(const char *target, int flags)'),
     fsync: lib.func('int fsync(int fd)'),
@@ -69,9 +74,13 @@ export function libcLoaded(): boolean {
 
 // ---- ioctl -------------------------------------------------------------------------------------
 
+/** The result of every ioctl that returned 0, shared: the hot path allocates none. */
+const SUCCESS: IoctlResult = Object.freeze({ ret: 0, errno: 0 });
+
 function ioctlSync(fd: number, request: number, arg: IoctlArg): IoctlResult {
-  const l = load();
+  const l = libc ?? load();
   const ret = (typeof arg === 'number' ? l.ioctlInt(fd, request, arg) : l.ioctlPtr(fd, request, arg)) as number;
+  if (ret === 0) return SUCCESS;
   // errno is read before anything else can run a system call on this thread.
   return ret === -1 ? { ret, errno: l.koffi.errno() } : { ret, errno: 0 };
 }
@@ -205,9 +214,52 @@ export function splitdev(dev: bigint | number): DevT {
   };
 }
 
+/**
+ * makedev() as a Number where it is exact (majors below 4096, minors below 2^20: every number the
+ * kernel's dm and loop drivers hand out), else the bigint: koffi takes either for a uint64_t, and
+ * the Number needs no bigint arithmetic.
+ */
+function makedevArg(dev: DevT): number | bigint {
+  const { major, minor } = dev;
+  if (major >>> 0 === major && major < 0x1000 && minor >>> 0 === minor && minor < 0x100000) {
+    return (major << 8) + (minor & 0xff) + (minor & 0xfff00) * 0x1000;
+  }
+  return makedev(dev);
+}
+
 /** mknod(2): `mode` carries the type (S_IFBLK / S_IFCHR) and the permission bits. */
 export function sysMknod(path: string, mode: number, dev: DevT): void {
-  check(load().mknod(path, mode, makedev(dev)) as number, 'mknod', path);
+  check(load().mknod(path, mode, makedevArg(dev)) as number, 'mknod', path);
+}
+
+/**
+ * A path encoded once as the C string libc takes (UTF-8, NUL-terminated), for calls repeated on
+ * the same path: koffi passes its memory as it is, where a JavaScript string is encoded anew on
+ * every call.
+ */
+export interface CPath {
+  readonly path: string;
+  readonly bytes: Uint8Array;
+}
+
+/** `syscall` names the call the path is for, in the error a path with a NUL byte gets (EINVAL). */
+export function cPath(path: string, syscall: string): CPath {
+  if (path.includes('\0')) throw new SysError(syscall, Errno.EINVAL, path, `${syscall}: the path ${JSON.stringify(path)} holds a NUL byte`);
+  const bytes = new Uint8Array(Buffer.byteLength(path, 'utf8') + 1);
+  Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).write(path, 0, 'utf8');
+  return { path, bytes };
+}
+
+/** mknod(2) of a CPath. */
+export function sysMknodC(path: CPath, mode: number, dev: DevT): void {
+  const l = libc ?? load();
+  if ((l.mknodC(path.bytes, mode, makedevArg(dev)) as number) === -1) throw new SysError('mknod', l.koffi.errno(), path.path);
+}
+
+/** unlink(2) of a CPath. */
+export function sysUnlinkC(path: CPath): void {
+  const l = libc ?? load();
+  if ((l.unlinkC(path.bytes) as number) === -1) throw new SysError('unlink', l.koffi.errno(), path.path);
 }
 
 /** mount(2). `data` is the filesystem's option string, or null. */

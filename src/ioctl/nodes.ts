@@ -5,7 +5,7 @@ import { dirname } from 'node:path';
 import type { DevT } from '../structs/dev.js';
 import { SysError } from './errors.js';
 import { Errno } from './errno.js';
-import { S_IFBLK, S_IFCHR, makedev, sysMknod } from './libc.js';
+import { type CPath, S_IFBLK, S_IFCHR, makedev, sysMknod, sysMknodC } from './libc.js';
 
 export interface NodeSpec extends DevT {
   type: 'block' | 'char';
@@ -51,14 +51,17 @@ function currentUmask(): number {
  * Makes `path` a device node of `spec` (mkdir -p of its folder): leaves a matching node alone,
  * replaces a node of another number or kind (a stale name after a reboot or rename), refuses to
  * replace a directory. The common case is one mknod(2): the folder and what is already at `path`
- * are looked at only when mknod fails (bench P1 counts these system calls).
+ * are looked at only when mknod fails (bench P1 counts these system calls). A CPath (a path
+ * encoded once, for nodes made again and again) goes to libc as it is.
  */
-export function ensureNode(path: string, spec: NodeSpec, sys: NodeSys = libcNodeSys): EnsureNodeResult {
+export function ensureNode(at: string | CPath, spec: NodeSpec, sys: NodeSys = libcNodeSys): EnsureNodeResult {
+  const path = typeof at === 'string' ? at : at.path;
   const type = spec.type === 'block' ? S_IFBLK : S_IFCHR;
   let result: EnsureNodeResult = 'created';
   for (let attempt = 0; ; attempt++) {
     try {
-      sys.mknod(path, type | spec.mode, spec);
+      if (typeof at !== 'string' && sys === libcNodeSys) sysMknodC(at, type | spec.mode, spec);
+      else sys.mknod(path, type | spec.mode, spec);
       break;
     } catch (err) {
       // SysError from libc, or a Node-style error from an injected mknod: both carry `code`.

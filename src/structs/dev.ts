@@ -15,10 +15,8 @@ export function encodeDev({ major, minor }: DevT): bigint {
 
 /** huge_decode_dev: major = (dev & 0xfff00) >> 8, minor = (dev & 0xff) | ((dev >> 12) & 0xfff00). */
 export function decodeDev(dev: bigint): DevT {
-  return {
-    major: Number((dev & 0xfff00n) >> 8n),
-    minor: Number((dev & 0xffn) | ((dev >> 12n) & 0xfff00n)),
-  };
+  // Both read only the low 32 bits: one bigint operation, the rest in Numbers.
+  return decodeDevLow32(Number(dev & 0xffffffffn));
 }
 
 /** The `maj:min` spelling of dmsetup, /sys/dev/block, /proc/self/mountinfo and table lines. */

@@ -44,6 +44,15 @@ export function dmFlagNames(flags: number): string[] {
   return names;
 }
 
+/**
+ * Lends a zeroed buffer for a request's payload, valid until it lends the next one: DmControl's,
+ * which copies the payload into its command buffer before anything else can ask. Payload encoders
+ * take one so that the hot path allocates nothing per call.
+ */
+export interface DmPayloadArena {
+  scratch(size: number): Buffer;
+}
+
 /** The header as decoded from a buffer. `dev` is huge_encode_dev()'d; see dev.ts. */
 export interface DmIoctl {
   version: [number, number, number];
@@ -109,35 +118,89 @@ export function writeDmIoctl(
   buf.writeUInt32LE(req.target_count ?? 0, DM_IOCTL_OFFSETS.target_count);
   buf.writeUInt32LE((req.flags ?? 0) >>> 0, DM_IOCTL_OFFSETS.flags);
   buf.writeUInt32LE((req.event_nr ?? 0) >>> 0, DM_IOCTL_OFFSETS.event_nr);
-  if (req.dev) buf.writeBigUInt64LE(req.dev, DM_IOCTL_OFFSETS.dev);
+  if (req.dev) writeDev(buf, req.dev);
   if (req.name) writeCString(buf, DM_IOCTL_OFFSETS.name, 'dm_ioctl', 'name', req.name, DM_NAME_LEN);
   if (req.uuid) writeCString(buf, DM_IOCTL_OFFSETS.uuid, 'dm_ioctl', 'uuid', req.uuid, DM_UUID_LEN);
   if (payload) buf.set(payload, DM_IOCTL_SIZE);
   return buf;
 }
 
-/** Decodes the header of a buffer the kernel returned. Checks data_start/data_size against it. */
-export function decodeDmIoctl(buf: Uint8Array): DmIoctl {
+/** dev at its offset; a huge_encode_dev() value (32 bits) without bigint arithmetic. */
+function writeDev(buf: Buffer, dev: bigint): void {
+  if (dev <= 0xffffffffn) {
+    buf.writeUInt32LE(Number(dev), DM_IOCTL_OFFSETS.dev);
+    buf.writeUInt32LE(0, DM_IOCTL_OFFSETS.dev + 4);
+  } else buf.writeBigUInt64LE(dev, DM_IOCTL_OFFSETS.dev);
+}
+
+/**
+ * The last version and dev decoded, given again while the reply carries the same: every reply of
+ * one driver has its version, and a device's commands its dev. Both are immutable (the version
+ * frozen), so sharing them is safe.
+ */
+let lastVersion: Readonly<[number, number, number]> = Object.freeze([0, 0, 0]);
+let lastDevLow = 0;
+let lastDev = 0n;
+
+function readVersion(b: Buffer): [number, number, number] {
+  const major = b.readUInt32LE(DM_IOCTL_OFFSETS.version);
+  const minor = b.readUInt32LE(DM_IOCTL_OFFSETS.version + 4);
+  const patch = b.readUInt32LE(DM_IOCTL_OFFSETS.version + 8);
+  const v = lastVersion;
+  if (v[0] !== major || v[1] !== minor || v[2] !== patch) lastVersion = Object.freeze([major, minor, patch]);
+  return lastVersion as [number, number, number];
+}
+
+function readDev(b: Buffer): bigint {
+  const low = b.readUInt32LE(DM_IOCTL_OFFSETS.dev);
+  if (b.readUInt32LE(DM_IOCTL_OFFSETS.dev + 4) !== 0) return b.readBigUInt64LE(DM_IOCTL_OFFSETS.dev);
+  if (low !== lastDevLow) {
+    lastDevLow = low;
+    lastDev = BigInt(low);
+  }
+  return lastDev;
+}
+
+/**
+ * The string in `b` at `offset` when it is `s`, ASCII and NUL-terminated within `fieldSize`:
+ * compared in place, so that the name a reply echoes costs no decode.
+ */
+function isAsciiCString(b: Uint8Array, offset: number, fieldSize: number, s: string): boolean {
+  const n = s.length;
+  if (n >= fieldSize || b[offset + n] !== 0) return false;
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 0x80 || b[offset + i] !== c) return false;
+  }
+  return true;
+}
+
+/**
+ * Decodes the header of a buffer the kernel returned. Checks data_start/data_size against it.
+ * `nameHint`: the name the request carried, given back as the same string when the reply holds it.
+ */
+export function decodeDmIoctl(buf: Uint8Array, nameHint?: string): DmIoctl {
   if (buf.length < DM_IOCTL_SIZE) {
     throw new DecodeError('dm_ioctl', 0, `buffer of ${buf.length} bytes is shorter than ${DM_IOCTL_SIZE}`);
   }
   // Buffer's own readers: several times cheaper than a DataView per call on this hot path.
   const b = Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
   const header: DmIoctl = {
-    version: [
-      b.readUInt32LE(DM_IOCTL_OFFSETS.version),
-      b.readUInt32LE(DM_IOCTL_OFFSETS.version + 4),
-      b.readUInt32LE(DM_IOCTL_OFFSETS.version + 8),
-    ],
+    version: readVersion(b),
     data_size: b.readUInt32LE(DM_IOCTL_OFFSETS.data_size),
     data_start: b.readUInt32LE(DM_IOCTL_OFFSETS.data_start),
     target_count: b.readUInt32LE(DM_IOCTL_OFFSETS.target_count),
     open_count: b.readInt32LE(DM_IOCTL_OFFSETS.open_count),
     flags: b.readUInt32LE(DM_IOCTL_OFFSETS.flags),
     event_nr: b.readUInt32LE(DM_IOCTL_OFFSETS.event_nr),
-    dev: b.readBigUInt64LE(DM_IOCTL_OFFSETS.dev),
-    name: readCString(b, DM_IOCTL_OFFSETS.name, DM_IOCTL_OFFSETS.name + DM_NAME_LEN, 'dm_ioctl', 'name'),
-    uuid: readCString(b, DM_IOCTL_OFFSETS.uuid, DM_IOCTL_OFFSETS.uuid + DM_UUID_LEN, 'dm_ioctl', 'uuid'),
+    dev: readDev(b),
+    name:
+      nameHint !== undefined && isAsciiCString(b, DM_IOCTL_OFFSETS.name, DM_NAME_LEN, nameHint)
+        ? nameHint
+        : readCString(b, DM_IOCTL_OFFSETS.name, DM_IOCTL_OFFSETS.name + DM_NAME_LEN, 'dm_ioctl', 'name'),
+    // Most devices have no uuid.
+    uuid:
+      b[DM_IOCTL_OFFSETS.uuid] === 0 ? '' : readCString(b, DM_IOCTL_OFFSETS.uuid, DM_IOCTL_OFFSETS.uuid + DM_UUID_LEN, 'dm_ioctl', 'uuid'),
   };
   if (header.data_size > buf.length) {
     const reason = `data_size ${header.data_size} exceeds the ${buf.length}-byte buffer`;

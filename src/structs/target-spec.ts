@@ -2,9 +2,9 @@
 // next spec starts 8-aligned. TABLE_LOAD sends them with `next` relative to the current spec;
 // TABLE_STATUS and DEV_WAIT return them with `next` counted from the start of the payload.
 import { DecodeError, EncodeError } from './errors.js';
-import { writeCString } from './cstring.js';
 import { DM_IOCTL_SIZE, DM_MAX_TYPE_NAME, DM_TARGET_SPEC_OFFSETS as SPEC, DM_TARGET_SPEC_SIZE } from './dm-abi.js';
 import { DM_ALIGNMENT, align8, checkU64, viewOf } from './bytes.js';
+import type { DmPayloadArena } from './dm-ioctl.js';
 
 export { DM_TARGET_SPEC_OFFSETS, DM_TARGET_SPEC_SIZE } from './dm-abi.js';
 
@@ -38,29 +38,44 @@ function checkedSpec(spec: DmTargetSpecIn, i: number): number {
   checkU64(STRUCT, `${field}.length`, spec.length);
   if (spec.target_type === '') throw new EncodeError(STRUCT, `${field}.target_type`, 'is empty');
   if (spec.params.includes('\0')) throw new EncodeError(STRUCT, `${field}.params`, 'holds a NUL byte');
+  // target_type as writeCString checks it, here where the spec's index is at hand.
+  const typeLength = Buffer.byteLength(spec.target_type, 'utf8');
+  if (typeLength >= DM_MAX_TYPE_NAME) {
+    throw new EncodeError(STRUCT, `${field}.target_type`, `${typeLength} bytes does not fit ${DM_MAX_TYPE_NAME - 1} bytes and a NUL`);
+  }
+  if (spec.target_type.includes('\0')) throw new EncodeError(STRUCT, `${field}.target_type`, 'holds a NUL byte');
   return align8(DM_TARGET_SPEC_SIZE + Buffer.byteLength(spec.params, 'utf8') + 1);
+}
+
+/** A checked u64 at `off`: a value below 2^32 is written without bigint arithmetic. */
+function writeU64(out: Buffer, off: number, value: bigint): void {
+  if (value <= 0xffffffffn) {
+    out.writeUInt32LE(Number(value), off);
+    out.writeUInt32LE(0, off + 4);
+  } else out.writeBigUInt64LE(value, off);
 }
 
 /**
  * The TABLE_LOAD payload, as libdevmapper lays it out: each spec's `next` is the byte count from
  * its own start to the next spec (the last one's too), params NUL-terminated and zero-padded to 8.
  * Params go to the kernel verbatim: its dm_split_args() reads '\' as an escape, which libdevmapper
- * doubles for its callers and we leave to ours. Strings are encoded in place: one allocation.
+ * doubles for its callers and we leave to ours. Strings are encoded in place: one allocation, or
+ * none with an arena (the bytes are then the arena's, valid until its next loan).
  */
-export function encodeTargetSpecs(specs: readonly DmTargetSpecIn[]): Uint8Array {
-  const sizes = specs.map(checkedSpec);
+export function encodeTargetSpecs(specs: readonly DmTargetSpecIn[], arena?: DmPayloadArena): Uint8Array {
   let total = 0;
-  for (const size of sizes) total += size;
-  const out = Buffer.alloc(total);
+  for (let i = 0; i < specs.length; i++) total += checkedSpec(specs[i] as DmTargetSpecIn, i);
+  const out = arena ? arena.scratch(total) : Buffer.alloc(total);
   let off = 0;
   for (let i = 0; i < specs.length; i++) {
     const spec = specs[i] as DmTargetSpecIn;
-    const size = sizes[i] as number;
-    out.writeBigUInt64LE(spec.sector_start, off + SPEC.sector_start);
-    out.writeBigUInt64LE(spec.length, off + SPEC.length);
+    writeU64(out, off + SPEC.sector_start, spec.sector_start);
+    writeU64(out, off + SPEC.length, spec.length);
+    // Checked by checkedSpec; the zeroed buffer holds the NUL and the padding.
+    out.write(spec.target_type, off + SPEC.target_type, 'utf8');
+    // checkedSpec sized the buffer for these bytes: write() returns all of them.
+    const size = align8(DM_TARGET_SPEC_SIZE + out.write(spec.params, off + DM_TARGET_SPEC_SIZE, 'utf8') + 1);
     out.writeUInt32LE(size, off + SPEC.next);
-    writeCString(out, off + SPEC.target_type, STRUCT, `[${i}].target_type`, spec.target_type, DM_MAX_TYPE_NAME);
-    out.write(spec.params, off + DM_TARGET_SPEC_SIZE, 'utf8');
     off += size;
   }
   return out;

@@ -7,11 +7,14 @@ import { addressWith, type DmContext } from '../context.js';
 import { InvalidArgumentError } from '../errors.js';
 import { sectors, type DeviceRef } from '../names.js';
 
+/** Something besides white space (what String.prototype.trim removes), without making a string. */
+const NOT_BLANK = /\S/;
+
 export function message(ctx: DmContext, ref: DeviceRef, sector: bigint, msg: string): string {
   sectors(sector, 'message sector');
-  if (typeof msg !== 'string' || msg.trim() === '') throw new InvalidArgumentError('message', msg, 'is empty');
+  if (typeof msg !== 'string' || !NOT_BLANK.test(msg)) throw new InvalidArgumentError('message', msg, 'is empty');
   if (msg.includes('\0')) throw new InvalidArgumentError('message', msg, 'contains a NUL byte');
-  const reply = ctx.control.run('DM_TARGET_MSG', addressWith(ref, 0, { payload: encodeTargetMsg(sector, msg) }));
+  const reply = ctx.control.run('DM_TARGET_MSG', addressWith(ref, 0, { payload: encodeTargetMsg(sector, msg, ctx.control) }));
   if (!(reply.header.flags & DmFlag.DM_DATA_OUT_FLAG) || reply.payload.length === 0) return '';
   return decodeStringPayload(reply.payload, 'dm_target_msg reply');
 }

@@ -18,19 +18,36 @@ function udevWillAct(ctx: DmContext, replyFlags: number): boolean {
  */
 const hasNode = (name: string): boolean => name !== '' && name !== DM_CONTROL_NODE;
 
-export function nodeAfterResume(ctx: DmContext, info: DeviceInfo, replyFlags: number): Promise<void> {
+/**
+ * After a resume, a remove: the node's update. Without udev to wait for it is done at once and the
+ * answer is undefined, so that the snapshot hot path takes no promise; else the promise of the
+ * wait and what follows it.
+ */
+export function nodeAfterResume(ctx: DmContext, info: DeviceInfo, replyFlags: number): Promise<void> | undefined {
   return nodeAfterAdd(ctx, info.name, info.dev, replyFlags);
 }
 
-async function nodeAfterAdd(ctx: DmContext, name: string, dev: DevT, replyFlags: number): Promise<void> {
-  if (!hasNode(name)) return;
-  if (udevWillAct(ctx, replyFlags) && (await waitUntil(() => ctx.nodes.exists(name), ctx.udev.waitMs))) return;
+function nodeAfterAdd(ctx: DmContext, name: string, dev: DevT, replyFlags: number): Promise<void> | undefined {
+  if (!hasNode(name)) return undefined;
+  if (udevWillAct(ctx, replyFlags)) return addUnlessUdevDoes(ctx, name, dev);
   if (!ctx.udev.running || !ctx.nodes.exists(name)) ctx.nodes.add(name, dev);
+  return undefined;
 }
 
-export async function nodeAfterRemove(ctx: DmContext, name: string, replyFlags: number): Promise<void> {
-  if (!hasNode(name)) return;
-  if (udevWillAct(ctx, replyFlags) && (await waitUntil(() => !ctx.nodes.exists(name), ctx.udev.waitMs))) return;
+async function addUnlessUdevDoes(ctx: DmContext, name: string, dev: DevT): Promise<void> {
+  if (await waitUntil(() => ctx.nodes.exists(name), ctx.udev.waitMs)) return;
+  if (!ctx.nodes.exists(name)) ctx.nodes.add(name, dev);
+}
+
+export function nodeAfterRemove(ctx: DmContext, name: string, replyFlags: number): Promise<void> | undefined {
+  if (!hasNode(name)) return undefined;
+  if (udevWillAct(ctx, replyFlags)) return removeUnlessUdevDoes(ctx, name);
+  ctx.nodes.remove(name);
+  return undefined;
+}
+
+async function removeUnlessUdevDoes(ctx: DmContext, name: string): Promise<void> {
+  if (await waitUntil(() => !ctx.nodes.exists(name), ctx.udev.waitMs)) return;
   ctx.nodes.remove(name);
 }
 

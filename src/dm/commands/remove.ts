@@ -7,6 +7,7 @@ import { log } from '../../ioctl/log.js';
 import { DmFlag } from '../../structs/dm-ioctl.js';
 import { encodeTargetMsg } from '../../structs/target-msg.js';
 import { sectors } from '../../structs/units.js';
+import type { DmRunRequest } from '../../ioctl/dm-control.js';
 import { addressWith, type DmContext } from '../context.js';
 import { infoFromHeader, type DeviceInfo } from '../info.js';
 import type { DeviceRef } from '../names.js';
@@ -36,30 +37,70 @@ export interface RemoveOptions {
   udevFlags?: number;
 }
 
-/** Removes the device; resolves with its last state (deferredRemove set when it was only scheduled). */
-export async function removeDevice(ctx: DmContext, ref: DeviceRef, opts: RemoveOptions = {}): Promise<DeviceInfo> {
-  if (opts.force) await errorOut(ctx, ref);
-  const policy = opts.retry === true ? DEFAULT_REMOVE_RETRY : opts.retry || undefined;
-  const req = addressWith(ref, opts.deferred ? DmFlag.DM_DEFERRED_REMOVE : 0, {
+/**
+ * Removes the device; resolves with its last state (deferredRemove set when it was only scheduled).
+ * Not an async function: a remove that succeeds at once with no udev to wait for resolves with no
+ * promise taken on the way (bench P1); retries and --force go through the async path.
+ */
+export function removeDevice(ctx: DmContext, ref: DeviceRef, opts: RemoveOptions = {}): Promise<DeviceInfo> {
+  if (opts.force) return removeForced(ctx, ref, opts);
+  try {
+    const req = removeRequest(ctx, ref, opts);
+    try {
+      return removeOnce(ctx, ref, req, opts);
+    } catch (err) {
+      return retryRemove(ctx, ref, req, opts, err);
+    }
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
+
+function removeRequest(ctx: DmContext, ref: DeviceRef, opts: RemoveOptions): DmRunRequest {
+  return addressWith(ref, opts.deferred ? DmFlag.DM_DEFERRED_REMOVE : 0, {
     event_nr: udevEventNr(ctx.udev, 'remove', opts.udevFlags),
   });
+}
+
+/**
+ * One DM_DEV_REMOVE and the node's removal. DM_DEV_REMOVE answers at once (EBUSY rather than
+ * waiting): only the backoff between retries takes time, and that is a timer, so the event loop
+ * stays free. Throws the kernel's refusal.
+ */
+function removeOnce(ctx: DmContext, ref: DeviceRef, req: DmRunRequest, opts: RemoveOptions): Promise<DeviceInfo> {
+  const reply = ctx.control.run('DM_DEV_REMOVE', req);
+  const info = infoFromHeader(reply.header);
+  // Still there with DM_DEFERRED_REMOVE set: only scheduled; its node stays until it goes.
+  if (!opts.noNode && !info.deferredRemove) {
+    const node = nodeAfterRemove(ctx, info.name || ('name' in ref ? ref.name : ''), reply.header.flags);
+    if (node !== undefined) return node.then(() => info);
+  }
+  return Promise.resolve(info);
+}
+
+/** After attempt 1 failed with `err`: retries EBUSY as the policy says, else rethrows. */
+async function retryRemove(ctx: DmContext, ref: DeviceRef, req: DmRunRequest, opts: RemoveOptions, err: unknown): Promise<DeviceInfo> {
+  const policy = opts.retry === true ? DEFAULT_REMOVE_RETRY : opts.retry || undefined;
   for (let attempt = 1; ; attempt++) {
+    if (!(err instanceof DmError) || err.code !== 'EBUSY' || !policy || attempt >= policy.attempts) throw err;
+    const delayMs = Math.min(policy.firstDelayMs * 2 ** (attempt - 1), policy.maxDelayMs);
+    log.info('device busy: retrying DM_DEV_REMOVE', { device: err.device, attempt, of: policy.attempts, delay_ms: delayMs });
+    await sleep(delayMs);
     try {
-      // DM_DEV_REMOVE answers at once (EBUSY rather than waiting): only the backoff between
-      // retries takes time, and that is a timer, so the event loop stays free.
-      const reply = ctx.control.run('DM_DEV_REMOVE', req);
-      const info = infoFromHeader(reply.header);
-      // Still there with DM_DEFERRED_REMOVE set: only scheduled; its node stays until it goes.
-      if (!opts.noNode && !info.deferredRemove) {
-        await nodeAfterRemove(ctx, info.name || ('name' in ref ? ref.name : ''), reply.header.flags);
-      }
-      return info;
-    } catch (err) {
-      if (!(err instanceof DmError) || err.code !== 'EBUSY' || !policy || attempt >= policy.attempts) throw err;
-      const delayMs = Math.min(policy.firstDelayMs * 2 ** (attempt - 1), policy.maxDelayMs);
-      log.info('device busy: retrying DM_DEV_REMOVE', { device: err.device, attempt, of: policy.attempts, delay_ms: delayMs });
-      await sleep(delayMs);
+      return await removeOnce(ctx, ref, req, opts);
+    } catch (next) {
+      err = next;
     }
+  }
+}
+
+async function removeForced(ctx: DmContext, ref: DeviceRef, opts: RemoveOptions): Promise<DeviceInfo> {
+  await errorOut(ctx, ref);
+  const req = removeRequest(ctx, ref, opts);
+  try {
+    return await removeOnce(ctx, ref, req, opts);
+  } catch (err) {
+    return retryRemove(ctx, ref, req, opts, err);
   }
 }
 
