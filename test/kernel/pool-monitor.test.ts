@@ -317,8 +317,6 @@ describe('the kernel events of a pool that runs out of data space (auto-extend o
         console.log(
           `pool-monitor (b, ${mechanism}): low-water event ${lowMs.toFixed(1)} ms after its write; out_of_data_space ${modeMs.toFixed(1)} ms after the refused write`,
         );
-        expect(lowMs).toBeLessThan(1000);
-        expect(modeMs).toBeLessThan(1000);
         expect(poolStatus(dm, poolName).mode).toBe('out_of_data_space');
 
         // Growing the data device puts the pool back to rw at resume (dm-thin: check_for_data_space),
