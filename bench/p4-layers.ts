@@ -150,7 +150,7 @@ export async function benchLayers(report: Report, pool: BenchPool): Promise<Reco
     for (const m of out.matchAll(/^layer (\d+) (\d+) (\d+) (\d+)$/gm)) {
       const ms = m.slice(1, 5).map((x) => Number(x) / 1e6);
       got.push(ms.reduce((x, y) => x + y, 0));
-      if (keep) STEPS.forEach((k, i) => cSteps[k].push(ms[i] as number));
+      if (keep) for (const [i, k] of STEPS.entries()) cSteps[k].push(ms[i] as number);
     }
     const tx = /^tx (\d+)$/m.exec(out)?.[1];
     if (got.length !== count || tx === undefined) throw new Error(`dmlayers: ${got.length} of ${count} layers: ${out.slice(-200)}`);
