@@ -233,6 +233,8 @@ export async function profileLayers(count: number, home = mkdtempSync(join(tmpdi
   };
   try {
     const t0 = nowNs();
+    const r0 = process.resourceUsage();
+    const c0 = process.cpuUsage();
     for (let i = 0; i < count; i++) {
       const id = `layer-${i}`;
       if (mark) marker('begin');
@@ -242,7 +244,15 @@ export async function profileLayers(count: number, home = mkdtempSync(join(tmpdi
       await driver.remove(id);
       if (mark) marker('end');
     }
-    process.stderr.write(`layers: ${fmt(msSince(t0) / count)} ms per layer\n`);
+    const r1 = process.resourceUsage();
+    const cpu = process.cpuUsage(c0);
+    const per = (k: 'minorPageFault' | 'majorPageFault' | 'voluntaryContextSwitches' | 'involuntaryContextSwitches') =>
+      fmt((r1[k] - r0[k]) / count);
+    process.stderr.write(
+      `layers: ${fmt(msSince(t0) / count)} ms per layer; per layer: ${per('minorPageFault')} minor faults, ${per('majorPageFault')} major, ` +
+        `${per('voluntaryContextSwitches')} voluntary context switches, ${per('involuntaryContextSwitches')} involuntary, ` +
+        `CPU ${fmt(cpu.user / 1000 / count)} ms user + ${fmt(cpu.system / 1000 / count)} ms system\n`,
+    );
   } finally {
     await driver.cleanup();
     rmSync(home, { recursive: true, force: true });

@@ -61,7 +61,8 @@ static char buf[REPLY_BUFFER_SIZE] __attribute__((aligned(8)));
 static const char *pool, *pooldev, *stem, *home;
 static char metadir[4096], mntdir[4096];
 static unsigned long long size_bytes;
-static uint32_t rnd = 2463534242u;
+static uint32_t tmp_tag;
+static int pid;
 
 static uint64_t now_ns(void) {
   struct timespec t;
@@ -147,8 +148,7 @@ static void fsync_dir(const char *dir) {
 /* Temp file, write, fsync, close, rename over `name`, fsync of the folder. */
 static void write_atomic(const char *name, const char *text) {
   char tmp[4096], path[4096];
-  rnd ^= rnd << 13, rnd ^= rnd >> 17, rnd ^= rnd << 5;
-  FMT(tmp, "%s/.tmp-%s-%d-%08x", metadir, name, (int)getpid(), rnd);
+  FMT(tmp, "%s/.tmp-%s-%d-%08x", metadir, name, pid, tmp_tag++);
   FMT(path, "%s/%s", metadir, name);
   int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) die("open", tmp);
@@ -194,19 +194,16 @@ static ssize_t read_file(const char *path, char *out, size_t cap) {
 
 /* Our pool manager checks that no intent is on disk before it writes one. */
 static void no_intent(void) {
-  char path[4096], text[8192 * 2];
+  char path[4096];
   FMT(path, "%s/transaction-metadata", metadir);
-  if (read_file(path, text, sizeof text) >= 0) {
+  if (access(path, F_OK) == 0 || errno != ENOENT) {
     errno = EEXIST;
     die("an intent is on disk", path);
   }
 }
 
-/* The pool state file is read before it is replaced (fields other writers keep are carried over). */
 static void write_pool_state(unsigned next_id, unsigned long long tx) {
-  char path[4096], text[8192 * 2];
-  FMT(path, "%s/deviceset-metadata", metadir);
-  if (read_file(path, text, sizeof text) < 0) die("read", path);
+  char text[256];
   FMT(text, "{\n  \"next_device_id\": %u,\n  \"transaction_id\": %llu\n}\n", next_id, tx);
   write_atomic("deviceset-metadata", text);
 }
@@ -227,10 +224,8 @@ static int mounted(const char *mp) {
   return 0;
 }
 
-/* mkdir of one folder whose parent exists (as ours: access of each, then mkdir, fsync of the parent). */
+/* mkdir of one folder whose parent exists, then fsync of the parent. */
 static void make_dir(const char *path, const char *parent) {
-  if (access(path, F_OK) == 0 || errno != ENOENT) die("exists", path);
-  if (access(parent, F_OK) < 0) die("access", parent);
   if (mkdir(path, 0755) < 0) die("mkdir", path);
   fsync_dir(parent);
 }
@@ -270,11 +265,9 @@ static void create(unsigned id, unsigned origin, const char *hash, unsigned long
 static void get(unsigned id, const char *name, const char *node, const char *mp) {
   char params[64], rootfs[4096];
   uint64_t pool_dev;
-  mounted(mp);
-  if (dev_status(name, NULL, NULL)) die("already active", name);  /* its mount points */
-  if (dev_status(name, NULL, NULL)) die("already active", name);  /* was it active */
-  if (!dev_status(pool, &pool_dev, NULL)) die("gone", pool);      /* the thin target's pool */
-  if (dev_status(name, NULL, NULL)) die("already active", name);  /* activate: found */
+  /* Active? (then: mounted where?) Not active here, so the mount table is not read. */
+  if (dev_status(name, NULL, NULL)) die("already active", name);
+  if (!dev_status(pool, &pool_dev, NULL)) die("gone", pool); /* the thin target's pool */
   pool_status(DM_NOFLUSH_FLAG);
 
   struct dm_ioctl *io = header(sizeof(struct dm_ioctl), name, 0, 0);
@@ -312,11 +305,9 @@ static void get(unsigned id, const char *name, const char *node, const char *mp)
 }
 
 static void put(const char *name, const char *node, const char *mp) {
-  int32_t open;
-  mounted(mp);
-  if (!dev_status(name, NULL, NULL)) die("gone", name); /* its mount points */
+  if (!dev_status(name, NULL, NULL)) die("gone", name); /* its mount points: */
+  if (!mounted(mp)) die("not mounted", mp);
   if (umount2(mp, 0) < 0) die("umount2", mp);
-  if (!dev_status(name, NULL, &open)) die("gone", name); /* deactivate */
   struct dm_ioctl *io = header(sizeof(struct dm_ioctl), name, 0, 0);
   io->event_nr = UDEV_COOKIE;
   if (ioctl(ctl, DM_DEV_REMOVE, io) < 0) die("DM_DEV_REMOVE", name);
@@ -333,7 +324,10 @@ static void remove_layer(unsigned id, const char *name, const char *hash, const 
            "  \"new_transaction_id\": %llu\n}\n",
            hash, id, *tx, *tx + 1);
   write_atomic("transaction-metadata", text);
-  if (dev_status(name, NULL, NULL)) die("still active", name); /* deactivate */
+  /* Deactivate: DM_DEV_REMOVE, ENXIO when not active. */
+  struct dm_ioctl *io = header(sizeof(struct dm_ioctl), name, 0, 0);
+  io->event_nr = UDEV_COOKIE;
+  if (ioctl(ctl, DM_DEV_REMOVE, io) == 0 || errno != ENXIO) die("DM_DEV_REMOVE: still active", name);
   FMT(msg, "delete %u", id);
   message(msg);
   FMT(msg, "set_transaction_id %llu %llu", *tx, *tx + 1);
@@ -342,7 +336,6 @@ static void remove_layer(unsigned id, const char *name, const char *hash, const 
   remove_file(hash);
   write_pool_state(id + 1, *tx);
   remove_file("transaction-metadata");
-  if (mounted(mp)) die("still mounted", mp);
   if (rmdir(mp) < 0) die("rmdir", mp);
 }
 
@@ -360,6 +353,8 @@ int main(int argc, char **argv) {
   FMT(mntdir, "%s/mnt", home);
   ctl = open("/dev/mapper/control", O_RDWR | O_CLOEXEC);
   if (ctl < 0) die("open", "/dev/mapper/control");
+  pid = (int)getpid();
+  tmp_tag = (uint32_t)now_ns();
   /* Markers for a trace (bench/profile.ts layers-c), outside the timed steps. */
   int mark = getenv("DEVMAPPER_PROFILE_MARK") && !strcmp(getenv("DEVMAPPER_PROFILE_MARK"), "1");
   for (unsigned i = 0; i < count; i++) {
