@@ -12,6 +12,7 @@
 import { execFileSync } from 'node:child_process';
 import { accessSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { PerformanceObserver } from 'node:perf_hooks';
 import { join } from 'node:path';
 import { DeviceMapper } from '../src/dm/device-mapper.js';
 import { formatDev } from '../src/structs/dev.js';
@@ -235,6 +236,14 @@ export async function profileLayers(count: number, home = mkdtempSync(join(tmpdi
     const t0 = nowNs();
     const r0 = process.resourceUsage();
     const c0 = process.cpuUsage();
+    const gc = { n: 0, ms: 0 };
+    const obs = new PerformanceObserver((list) => {
+      for (const e of list.getEntries()) {
+        gc.n++;
+        gc.ms += e.duration;
+      }
+    });
+    obs.observe({ entryTypes: ['gc'] });
     for (let i = 0; i < count; i++) {
       const id = `layer-${i}`;
       if (mark) marker('begin');
@@ -246,12 +255,15 @@ export async function profileLayers(count: number, home = mkdtempSync(join(tmpdi
     }
     const r1 = process.resourceUsage();
     const cpu = process.cpuUsage(c0);
+    await new Promise((r) => setImmediate(r));
+    obs.disconnect();
     const per = (k: 'minorPageFault' | 'majorPageFault' | 'voluntaryContextSwitches' | 'involuntaryContextSwitches') =>
       fmt((r1[k] - r0[k]) / count);
     process.stderr.write(
       `layers: ${fmt(msSince(t0) / count)} ms per layer; per layer: ${per('minorPageFault')} minor faults, ${per('majorPageFault')} major, ` +
         `${per('voluntaryContextSwitches')} voluntary context switches, ${per('involuntaryContextSwitches')} involuntary, ` +
-        `CPU ${fmt(cpu.user / 1000 / count)} ms user + ${fmt(cpu.system / 1000 / count)} ms system\n`,
+        `CPU ${fmt(cpu.user / 1000 / count)} ms user + ${fmt(cpu.system / 1000 / count)} ms system; ` +
+        `${gc.n} collections taking ${fmt(gc.ms)} ms in all\n`,
     );
   } finally {
     await driver.cleanup();
