@@ -2,20 +2,20 @@
  * dmlayers: the storage driver's layer cycle (bench P4) as plain C, making the same system calls as
  * our Driver does per layer, in the same order (checked with strace: bench/profile.ts layers N):
  *
- *   create  DM_TABLE_STATUS of the pool (health and free space), the intent file (absent check,
- *           atomic write), DM_DEV_STATUS of the origin (suspended around the message if active),
- *           DM_TARGET_MSG create_snap, the intent again with "created", DM_TARGET_MSG
- *           set_transaction_id, the device file, the pool state file (read, then atomic write),
- *           unlink of the intent;
- *   get     /proc/self/mountinfo, DM_DEV_STATUS of the device and the pool, DM_TABLE_STATUS of the
- *           pool (noflush), DM_DEV_CREATE, DM_TABLE_LOAD (thin), DM_DEV_SUSPEND (resume), mknod
- *           of /dev/mapper/<name>, the mount point (mkdir, fsync of its folder), the superblock's
- *           file system type (pread), mount(2) ext4 with "discard", <mnt>/rootfs (mkdir, fsync);
- *   put     /proc/self/mountinfo, DM_DEV_STATUS, umount2, DM_DEV_STATUS, DM_DEV_REMOVE, unlink
- *           of the node;
- *   remove  DM_DEV_STATUS, DM_TABLE_STATUS (noflush), the delete intent, DM_DEV_STATUS,
- *           DM_TARGET_MSG delete and set_transaction_id, unlink of the device file, the pool
- *           state file (read, write), unlink of the intent, /proc/self/mountinfo, rmdir.
+ *   create  DM_TABLE_STATUS of the pool (health and free space), access(2) of the intent (none may
+ *           be there), the intent (atomic write), DM_DEV_STATUS of the origin (suspended around the
+ *           message if active), DM_TARGET_MSG create_snap, the intent again with "created",
+ *           DM_TARGET_MSG set_transaction_id, the device file, the pool state file, unlink of the
+ *           intent;
+ *   get     DM_DEV_STATUS of the device (not active: the mount table is not read) and of the pool,
+ *           DM_TABLE_STATUS of the pool (noflush), DM_DEV_CREATE, DM_TABLE_LOAD (thin),
+ *           DM_DEV_SUSPEND (resume), mknod of /dev/mapper/<name>, mkdir of the mount point and fsync
+ *           of its folder, the superblock (pread), mount(2) ext4 with "discard", mkdir of
+ *           <mnt>/rootfs and fsync of the mount point;
+ *   put     DM_DEV_STATUS, /proc/self/mountinfo, umount2, DM_DEV_REMOVE, unlink of the node;
+ *   remove  DM_DEV_STATUS, DM_TABLE_STATUS (noflush), access(2) of the intent, the delete intent,
+ *           DM_DEV_REMOVE (ENXIO: not active), DM_TARGET_MSG delete and set_transaction_id, unlink
+ *           of the device file, the pool state file, unlink of the intent, rmdir of the mount point.
  *
  * Every atomic write is ours: a temp file (O_CREAT|O_EXCL), write, fsync, close, rename, fsync of
  * the folder; every unlink in the metadata folder is followed by an fsync of the folder. Files are
