@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the bench's C programs with the host's gcc into .vm/bench-build/ (git-ignored):
-# dmraw (bare ioctls) and dmlib (libdevmapper). libdevmapper's headers come from Debian's
+# dmraw (bare ioctls), dmlayers (the storage driver's layer cycle, bare system calls) and dmlib
+# (libdevmapper). libdevmapper's headers come from Debian's
 # libdevmapper-dev, fetched with `apt-get download` into a cache folder and unpacked there,
 # never installed; the program links the host's libdevmapper.so.1.02.1 (fetched too if absent).
 set -euo pipefail
@@ -35,9 +36,10 @@ build() { # OUT SRC ARGS...: rebuild when the source is newer
   [[ -x $bin && $bin -nt $src ]] || gcc "${cflags[@]}" -o "$bin" "$src" "$@"
 }
 build "$out/dmraw" "$here/c/dmraw.c"
+build "$out/dmlayers" "$here/c/dmlayers.c"
 libdirs=()
 for d in "$cache/root/lib/x86_64-linux-gnu" "$cache/root/usr/lib/x86_64-linux-gnu"; do
   [[ -e $d/libdevmapper.so.1.02.1 ]] && libdirs+=(-L "$d" "-Wl,-rpath,$d")
 done
 build "$out/dmlib" "$here/c/dmlib.c" -I "$cache/root/usr/include" "${libdirs[@]}" -l:libdevmapper.so.1.02.1
-echo "bench: built $out/dmraw $out/dmlib" >&2
+echo "bench: built $out/dmraw $out/dmlayers $out/dmlib" >&2

@@ -4,6 +4,11 @@
 //   node --import tsx bench/profile.ts list DEVICES CALLS      CALLS lists of DEVICES devices
 //   node --import tsx bench/profile.ts compare ROUNDS N        N cycles of ours and of dmraw (with
 //                                                              nodes), alternating, ROUNDS times
+//   node --import tsx bench/profile.ts layers N [HOME]        N storage-driver layers (P4's options);
+//     with DEVMAPPER_PROFILE_MARK=1 each layer's steps are bracketed by access("/.layer-begin") and
+//     access("/.layer-end"), which `strace` shows, so one layer's calls can be cut out of a trace.
+//   node --import tsx bench/profile.ts layers-c N            N layers of bench/c/dmlayers on a twin
+//     pool (DEVMAPPER_PROFILE_WRAP="strace -f -o FILE ..." runs it under a tracer; markers as above)
 import { DeviceMapper } from '../src/dm/device-mapper.js';
 import { createSnap, deleteThin } from '../src/dm/thin-messages.js';
 import { createPool, destroyPool, thinTarget } from './pool.js';
@@ -15,7 +20,13 @@ import { BUILD_DIR } from './run-process.js';
 
 const [what, a = '100', b = 'node'] = process.argv.slice(2);
 const dm = DeviceMapper.open({ udev: 'off' });
-if (what === 'cycle') {
+if (what === 'layers') {
+  const { profileLayers } = await import('./p4-layers.js');
+  await profileLayers(Number(a), process.argv[4], process.env.DEVMAPPER_PROFILE_MARK === '1');
+} else if (what === 'layers-c') {
+  const { profileLayersC } = await import('./p4-layers.js');
+  await profileLayersC(Number(a));
+} else if (what === 'cycle') {
   const pool = await createPool(dm, deviceName(`bench-prof-${process.pid}`), { mkfs: false });
   const ref = { name: pool.name };
   const noNode = b === 'nonode';

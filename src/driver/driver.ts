@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { DeviceSet, type DeviceSetExtras } from '../thin/device-set.js';
 import { errnoOf } from '../thin/errors.js';
 import { BASE_HASH, validateHash } from '../thin/metadata-store.js';
-import { checkMountLabel, isMounted } from '../thin/mount.js';
+import { checkMountLabel } from '../thin/mount.js';
 import type { PoolOptionsInput } from '../thin/options.js';
 import { makeDirs } from '../thin/dirs.js';
 
@@ -60,12 +60,11 @@ export class Driver {
       await this.deviceSet.unmountDevice(id);
     }
     await this.deviceSet.deleteDevice(id);
-    const mp = this.mountPath(id);
-    if (isMounted(mp)) return;
     try {
-      rmdirSync(mp);
+      rmdirSync(this.mountPath(id));
     } catch (e) {
-      // Never made, not empty (not ours to empty) or mounted meanwhile: left as it is.
+      // Never made, not empty (not ours to empty), or a mount point (EBUSY: rmdir(2) refuses one
+      // mounted in this mount namespace, the one /proc/self/mountinfo would have shown): left as it is.
       if (!['ENOENT', 'ENOTEMPTY', 'EEXIST', 'EBUSY'].includes(errnoOf(e) ?? '')) throw e;
     }
   }

@@ -116,7 +116,7 @@ export class DeviceSet {
       requireDevice: (hash) => void this.devices.record(hash),
       knowsDevice: (hash) => this.tx.devices.has(hash),
       devicePath: (hash) => this.devicePath(hash),
-      activate: (hash) => this.activate(hash),
+      activate: (hash, known) => this.devices.activate(hash, known),
       deactivate: (hash) => this.deactivate(hash),
     });
   }

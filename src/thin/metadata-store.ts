@@ -4,7 +4,7 @@
 // Every write is atomic and durable: a temp file in the same folder, fsync, rename over the
 // target, fsync of the folder, so a crash leaves either the old or the new file, never a torn one.
 // Temp files left by a crash (`.tmp-*`) are stale by construction and removed on open.
-import { closeSync, fsyncSync, openSync, readFileSync, readdirSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, openSync, readFileSync, readdirSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { hasLoneSurrogate, THIN_ID_MAX, type ThinId } from '../dm/names.js';
@@ -116,6 +116,13 @@ function jsonSize(path: string, b: Bytes): number {
 }
 
 export class MetadataStore {
+  /**
+   * The fields of the pool state file that writePoolState carries over (device_prefix and the
+   * foreign ones), as this store last read or wrote them; undefined until it has. The home's lock
+   * makes this store the file's only writer, so a replacement need not read it back each time.
+   */
+  private carried: { prefix: unknown; foreign: Record<string, unknown> | undefined } | undefined;
+
   private constructor(readonly dir: string) {}
 
   /** Open (creating) the metadata folder; removes temp files a crash left behind. */
@@ -140,6 +147,7 @@ export class MetadataStore {
   readPoolState(): PoolState | null {
     const path = join(this.dir, POOL_STATE_FILE);
     const obj = readJson(path);
+    this.carried = carriedOf(obj);
     if (obj === null) return null;
     const state: PoolState = {
       nextDeviceId: thinIdField(path, obj, 'next_device_id'),
@@ -157,14 +165,20 @@ export class MetadataStore {
 
   /** The pool state; the prefix and foreign fields of the file replaced are kept unless `s` has its own. */
   writePoolState(s: PoolState): void {
-    const before = s.devicePrefix === undefined || s.foreign === undefined ? readJson(join(this.dir, POOL_STATE_FILE)) : null;
-    const prefix = s.devicePrefix ?? before?.['device_prefix'];
+    const before =
+      s.devicePrefix === undefined || s.foreign === undefined
+        ? (this.carried ?? carriedOf(readJson(join(this.dir, POOL_STATE_FILE))))
+        : undefined;
+    const prefix = s.devicePrefix ?? before?.prefix;
+    const foreign = s.foreign ?? before?.foreign;
+    this.carried = undefined;
     this.write(POOL_STATE_FILE, {
-      ...(s.foreign ?? (before ? foreignFields(before) : undefined)),
+      ...foreign,
       next_device_id: s.nextDeviceId,
       transaction_id: u64(s.transactionId),
       ...(typeof prefix === 'string' ? { device_prefix: prefix } : {}),
     });
+    this.carried = { prefix, foreign };
   }
 
   readDevice(hash: string): DeviceRecord | null {
@@ -201,6 +215,11 @@ export class MetadataStore {
 
   removeDevice(hash: string): void {
     this.remove(this.fileOf(hash));
+  }
+
+  /** Whether an intent file is there (access(2): no read, no error object when it is not). */
+  hasIntent(): boolean {
+    return existsSync(join(this.dir, INTENT_FILE));
   }
 
   readIntent(): Intent | null {
@@ -242,6 +261,7 @@ export class MetadataStore {
 
   /** Undo a new pool's first steps: the pool state, the base's record, an intent (never other devices'). */
   forgetPool(): void {
+    this.carried = undefined;
     for (const name of [INTENT_FILE, BASE_FILE, POOL_STATE_FILE]) this.remove(join(this.dir, name));
     for (const name of readdirSync(this.dir)) if (name.startsWith(TMP_PREFIX)) unlinkSync(join(this.dir, name));
   }
@@ -265,10 +285,20 @@ export class MetadataStore {
   }
 }
 
+/**
+ * The temp files' tag: random once per process, then counted. A name is unique without a read of
+ * the system's random source per write (OpenSSL's getpid and time checks are two system calls).
+ */
+let tmpTag: number | undefined;
+function nextTmpTag(): string {
+  tmpTag = tmpTag === undefined ? randomBytes(4).readUInt32BE(0) : (tmpTag + 1) >>> 0;
+  return tmpTag.toString(16).padStart(8, '0');
+}
+
 /** Temp file, fsync, rename, fsync of the folder. */
 export function writeFileAtomic(path: string, data: string): void {
   const dir = dirname(path);
-  const tmp = join(dir, `${TMP_PREFIX}${path.slice(dir.length + 1)}-${process.pid}-${randomBytes(4).toString('hex')}`);
+  const tmp = join(dir, `${TMP_PREFIX}${path.slice(dir.length + 1)}-${process.pid}-${nextTmpTag()}`);
   const fd = openSync(tmp, 'wx', 0o600);
   try {
     const buf = Buffer.from(data);
@@ -302,6 +332,11 @@ export function readJson(path: string): Record<string, unknown> | null {
   }
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new MetadataError(path, 'not a JSON object');
   return v as Record<string, unknown>;
+}
+
+/** What writePoolState carries over from a pool state file (null: none there). */
+function carriedOf(o: Record<string, unknown> | null): { prefix: unknown; foreign: Record<string, unknown> | undefined } {
+  return { prefix: o?.['device_prefix'], foreign: o ? foreignFields(o) : undefined };
 }
 
 function foreignFields(o: Record<string, unknown>): Record<string, unknown> | undefined {

@@ -21,7 +21,8 @@ export interface MountHost {
   requireDevice(hash: string): void;
   knowsDevice(hash: string): boolean;
   devicePath(hash: string): string;
-  activate(hash: string): Promise<DeviceInfo>;
+  /** `known`: the device's DM_DEV_STATUS just read (null: not active), not to be asked again. */
+  activate(hash: string, known?: DeviceInfo | null): Promise<DeviceInfo>;
   deactivate(hash: string): Promise<void>;
 }
 
@@ -42,10 +43,14 @@ export class MountTracker {
   }
 
   /** Where the device is mounted now, from the kernel's mount table (any process's mounts). */
-  mountPoints(hash: string, table: MountEntry[] = mountTable()): string[] {
-    const info = this.host.dm.info({ name: this.host.naming.deviceName(hash) });
+  mountPoints(hash: string, table?: MountEntry[]): string[] {
+    return this.mountPointsOf(this.host.dm.info({ name: this.host.naming.deviceName(hash) }), table);
+  }
+
+  /** A device that is not active is mounted nowhere: the mount table is read only for one that is. */
+  private mountPointsOf(info: DeviceInfo | null, table?: MountEntry[]): string[] {
     if (!info) return [];
-    return mountsOf(formatDev(info.dev), table).map((e) => e.mountPoint);
+    return mountsOf(formatDev(info.dev), table ?? mountTable()).map((e) => e.mountPoint);
   }
 
   async mount(hash: string, path: string, mountLabel: string, opts: MountOptions = {}): Promise<void> {
@@ -59,14 +64,15 @@ export class MountTracker {
       return;
     }
     // Mounted by an earlier process (a CLI call): the kernel's mount table says so, not our memory.
-    const already = this.mountPoints(hash);
+    const info = h.dm.info({ name: h.naming.deviceName(hash) });
+    const already = this.mountPointsOf(info);
     if (already.includes(target)) {
       this.mounts.set(hash, { path: target, count: 1 });
       return;
     }
     if (already.length > 0) throw new DeviceBusyError(h.naming.deviceName(hash), [`already mounted on ${already.join(', ')}`]);
-    const wasActive = h.dm.info({ name: h.naming.deviceName(hash) }) !== null;
-    await h.activate(hash);
+    const wasActive = info !== null;
+    await h.activate(hash, info);
     const made = opts.createMountPoint ? makeDirs(target, 0o755) : [];
     let fs: FsSuperblockType;
     try {

@@ -298,14 +298,15 @@ export class ThinDevices {
 
   /**
    * Make /dev/mapper/<name> for a device (no-op when active with its thin target; a half-made one is
-   * repaired). On a read-only pool the device is read-only.
+   * repaired). On a read-only pool the device is read-only. `known`: the device's DM_DEV_STATUS
+   * (null: absent) the caller read just before, in the same turn of the queue, so it is not asked twice.
    */
-  async activate(hash: string): Promise<DeviceInfo> {
+  async activate(hash: string, known?: DeviceInfo | null): Promise<DeviceInfo> {
     const rec = this.tx.devices.get(hash);
     if (!rec) throw new UnknownDeviceError(hash);
     const name = this.naming.deviceName(hash);
     const want = this.thinTarget(rec);
-    let found = this.dm.info({ name });
+    let found = known === undefined ? this.dm.info({ name }) : known;
     if (found?.deferredRemove) found = await this.cancelDeferredRemove(found);
     if (found) {
       const ready = await this.reuse({ name }, found, want);
@@ -390,14 +391,16 @@ export class ThinDevices {
     return null;
   }
 
-  /** Remove the dm device (the thin id stays). Busy after retries: DeviceBusyError naming holders. */
+  /**
+   * Remove the dm device (the thin id stays); one that is not there (ENXIO: never activated, or gone
+   * already) is done. Busy after retries: DeviceBusyError naming holders.
+   */
   async deactivate(hash: string): Promise<void> {
     const name = this.naming.deviceName(hash);
-    const info = this.dm.info({ name });
-    if (!info) return;
     try {
       await this.dm.remove({ name }, { retry: true, ...(this.options.useDeferredRemoval ? { deferred: true } : {}) });
     } catch (e) {
+      if (errnoOf(e) === 'ENXIO') return;
       if (errnoOf(e) !== 'EBUSY') throw e;
       const now = this.dm.info({ name });
       throw new DeviceBusyError(name, now ? describeHolders(now) : []);

@@ -189,7 +189,7 @@ export class Transactions {
 
   /** Step 1: the intent, durable; never over another one. */
   private begin(intent: Intent): void {
-    const found = this.store.readIntent();
+    const found = this.store.hasIntent() ? this.store.readIntent() : null;
     if (found !== null) {
       this.failure ??= new PoolStateError(this.poolName, `an open ${found.op} of ${JSON.stringify(found.hash)} is on disk`);
       throw new PoolReopenRequiredError(this.poolName, this.failure);
