@@ -33,7 +33,7 @@ fi
 cflags=(-O2 -Wall -Wextra -Werror)
 build() { # OUT SRC ARGS...: rebuild when the source is newer
   local bin=$1 src=$2; shift 2
-  [[ -x $bin && $bin -nt $src ]] || gcc "${cflags[@]}" -o "$bin" "$src" "$@"
+  [[ -x $bin && $bin -nt $src && $bin -nt $here/c/bench.h ]] || gcc "${cflags[@]}" -o "$bin" "$src" "$@"
 }
 build "$out/dmraw" "$here/c/dmraw.c"
 build "$out/dmlayers" "$here/c/dmlayers.c"

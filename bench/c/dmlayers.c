@@ -41,6 +41,8 @@
 #include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
+#define BENCH_PROG "dmlayers"
+#include "bench.h"
 
 /* What our library sends: a 16 KiB buffer for commands with a reply payload. */
 #define REPLY_BUFFER_SIZE (16 * 1024)
@@ -63,17 +65,6 @@ static char metadir[4096], mntdir[4096];
 static unsigned long long size_bytes;
 static uint32_t tmp_tag;
 static int pid;
-
-static uint64_t now_ns(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
-}
-
-static void die(const char *what, const char *name) {
-  fprintf(stderr, "dmlayers: %s %s: %s\n", what, name ? name : "", strerror(errno));
-  exit(1);
-}
 
 /* snprintf that refuses to truncate. */
 #define FMT(out, ...)                                                            \

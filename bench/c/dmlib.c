@@ -15,12 +15,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-
-static uint64_t now_ns(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
-}
+#include "bench.h"
 
 static void fail(const char *what) {
   fprintf(stderr, "dmlib: %s failed\n", what);

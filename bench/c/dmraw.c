@@ -25,19 +25,10 @@
 #include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
+#define BENCH_PROG "dmraw"
+#include "bench.h"
 
 static int ctl;
-
-static uint64_t now_ns(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
-}
-
-static void die(const char *what, const char *name) {
-  fprintf(stderr, "dmraw: %s %s: %s\n", what, name ? name : "", strerror(errno));
-  exit(1);
-}
 
 /* A header for `name` in `buf` of `size` bytes (zeroed); payload goes at data_start. */
 static struct dm_ioctl *header(void *buf, size_t size, const char *name, uint32_t flags) {

@@ -2,11 +2,14 @@
 // (stdout is a terminal, or DEVMAPPER_PROGRESS=1, which scripts/demo sets when it boots the guest
 // from a terminal); silent otherwise, so that piped output holds only results.
 
+import { isatty } from 'node:tty';
 import { writeOut } from './stdio.js';
 
 export function progressWanted(): boolean {
   if (process.env['DEVMAPPER_PROGRESS'] === '0') return false;
-  return process.stdout.isTTY === true || process.env['DEVMAPPER_PROGRESS'] === '1';
+  // isatty(1), not process.stdout.isTTY: that getter builds Node's stdout stream, which the CLI's
+  // writes to fd 1 (stdio.ts) never need.
+  return isatty(1) || process.env['DEVMAPPER_PROGRESS'] === '1';
 }
 
 export class Progress {

@@ -119,6 +119,8 @@ export class DmControl implements DmPayloadArena {
   private readonly slots: (CommandSlot | undefined)[] = [];
   /** What scratch() lends: payloads are encoded here, then copied into the command's buffer. */
   private scratchBuf = Buffer.alloc(256);
+  /** The header decoded last: its version and dev are reused while replies carry the same. */
+  private lastHeader: DmIoctl | undefined;
   private closed = false;
 
   private constructor(
@@ -249,7 +251,8 @@ export class DmControl implements DmPayloadArena {
       throw new DmError(info.name, result.errno, deviceLabel(req), this.controlPath);
     }
     // The kernel answers with the name the request carried: that string is reused when it matches.
-    const header = decodeDmIoctl(buf, req.name || req.label);
+    const header = decodeDmIoctl(buf, req.name || req.label, this.lastHeader);
+    this.lastHeader = header;
     if (log.enabled('trace')) traceCommand(info, req, result, header);
     if (info.returnsData) {
       if (header.flags & DmFlag.DM_BUFFER_FULL_FLAG) return undefined;

@@ -55,7 +55,7 @@ export interface DmPayloadArena {
 
 /** The header as decoded from a buffer. `dev` is huge_encode_dev()'d; see dev.ts. */
 export interface DmIoctl {
-  version: [number, number, number];
+  version: DmVersion;
   data_size: number;
   data_start: number;
   target_count: number;
@@ -133,32 +133,20 @@ function writeDev(buf: Buffer, dev: bigint): void {
   } else buf.writeBigUInt64LE(dev, DM_IOCTL_OFFSETS.dev);
 }
 
-/**
- * The last version and dev decoded, given again while the reply carries the same: every reply of
- * one driver has its version, and a device's commands its dev. Both are immutable (the version
- * frozen), so sharing them is safe.
- */
-let lastVersion: Readonly<[number, number, number]> = Object.freeze([0, 0, 0]);
-let lastDevLow = 0;
-let lastDev = 0n;
-
-function readVersion(b: Buffer): [number, number, number] {
+/** The version in `b`; `prev`'s own array when it is the same (every reply of a driver carries one). */
+function readVersion(b: Buffer, prev: DmIoctl | undefined): DmVersion {
   const major = b.readUInt32LE(DM_IOCTL_OFFSETS.version);
   const minor = b.readUInt32LE(DM_IOCTL_OFFSETS.version + 4);
   const patch = b.readUInt32LE(DM_IOCTL_OFFSETS.version + 8);
-  const v = lastVersion;
-  if (v[0] !== major || v[1] !== minor || v[2] !== patch) lastVersion = Object.freeze([major, minor, patch]);
-  return lastVersion as [number, number, number];
+  const v = prev?.version;
+  return v !== undefined && v[0] === major && v[1] === minor && v[2] === patch ? v : Object.freeze([major, minor, patch] as const);
 }
 
-function readDev(b: Buffer): bigint {
+/** The dev in `b`; `prev`'s own value when the same (a device's commands all carry its dev). */
+function readDev(b: Buffer, prev: DmIoctl | undefined): bigint {
   const low = b.readUInt32LE(DM_IOCTL_OFFSETS.dev);
   if (b.readUInt32LE(DM_IOCTL_OFFSETS.dev + 4) !== 0) return b.readBigUInt64LE(DM_IOCTL_OFFSETS.dev);
-  if (low !== lastDevLow) {
-    lastDevLow = low;
-    lastDev = BigInt(low);
-  }
-  return lastDev;
+  return prev !== undefined && Number(prev.dev) === low ? prev.dev : BigInt(low);
 }
 
 /**
@@ -177,23 +165,25 @@ function isAsciiCString(b: Uint8Array, offset: number, fieldSize: number, s: str
 
 /**
  * Decodes the header of a buffer the kernel returned. Checks data_start/data_size against it.
- * `nameHint`: the name the request carried, given back as the same string when the reply holds it.
+ * `nameHint`: the name the request carried, given back as the same string when the reply holds it;
+ * `prev`: the header the caller decoded last, whose version and dev are given back when the same,
+ * so that a hot loop of one device's commands allocates neither.
  */
-export function decodeDmIoctl(buf: Uint8Array, nameHint?: string): DmIoctl {
+export function decodeDmIoctl(buf: Uint8Array, nameHint?: string, prev?: DmIoctl): DmIoctl {
   if (buf.length < DM_IOCTL_SIZE) {
     throw new DecodeError('dm_ioctl', 0, `buffer of ${buf.length} bytes is shorter than ${DM_IOCTL_SIZE}`);
   }
   // Buffer's own readers: several times cheaper than a DataView per call on this hot path.
   const b = Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
   const header: DmIoctl = {
-    version: readVersion(b),
+    version: readVersion(b, prev),
     data_size: b.readUInt32LE(DM_IOCTL_OFFSETS.data_size),
     data_start: b.readUInt32LE(DM_IOCTL_OFFSETS.data_start),
     target_count: b.readUInt32LE(DM_IOCTL_OFFSETS.target_count),
     open_count: b.readInt32LE(DM_IOCTL_OFFSETS.open_count),
     flags: b.readUInt32LE(DM_IOCTL_OFFSETS.flags),
     event_nr: b.readUInt32LE(DM_IOCTL_OFFSETS.event_nr),
-    dev: readDev(b),
+    dev: readDev(b, prev),
     name:
       nameHint !== undefined && isAsciiCString(b, DM_IOCTL_OFFSETS.name, DM_NAME_LEN, nameHint)
         ? nameHint
