@@ -114,7 +114,7 @@ function checkBlockSize(n: number): number {
 }
 
 function checkType(type: string): string {
-  if (typeof type !== 'string' || type === '' || /\s/.test(type) || new TextEncoder().encode(type).length >= DM_MAX_TYPE_NAME) {
+  if (typeof type !== 'string' || type === '' || /\s/.test(type) || Buffer.byteLength(type, 'utf8') >= DM_MAX_TYPE_NAME) {
     throw new InvalidArgumentError('target type', type, `must be 1..${DM_MAX_TYPE_NAME - 1} bytes without spaces`);
   }
   return type;
@@ -241,9 +241,23 @@ export function parseTable(text: string): Target[] {
 
 /** Checks a table before TABLE_LOAD: every target valid, starts contiguous from 0, lengths > 0. */
 export function checkTable(targets: readonly Target[]): void {
+  checkedTableParams(targets);
+}
+
+/**
+ * checkTable's checks, giving back each target's parameter text: what DM_TABLE_LOAD sends, formatted
+ * once (the snapshot cycle loads a table each time).
+ */
+export function checkedTableParams(targets: readonly Target[]): string[] {
+  const params: string[] = [];
   let next = 0n;
-  for (const [i, t] of targets.entries()) {
-    formatTableLine(t);
+  for (let i = 0; i < targets.length; i++) {
+    const t = targets[i] as Target;
+    // What formatTableLine checks, in its order.
+    params.push(formatTargetParams(t));
+    sectors(t.startSector, 'start sector');
+    sectors(t.lengthSectors, 'length');
+    checkType(t.type);
     if (t.lengthSectors === 0n) throw new InvalidArgumentError(`target ${i} length`, t.lengthSectors, 'must be > 0');
     if (t.startSector !== next) {
       throw new InvalidArgumentError(
@@ -254,4 +268,5 @@ export function checkTable(targets: readonly Target[]): void {
     }
     next = t.startSector + t.lengthSectors;
   }
+  return params;
 }

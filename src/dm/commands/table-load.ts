@@ -6,7 +6,7 @@ import { addressWith, type DmContext } from '../context.js';
 import { InvalidArgumentError } from '../errors.js';
 import { infoFromHeader, type DeviceInfo } from '../info.js';
 import type { DeviceRef } from '../names.js';
-import { checkTable, formatTargetParams, type Target } from '../targets.js';
+import { checkedTableParams, type Target } from '../targets.js';
 
 export function loadTable(
   ctx: DmContext,
@@ -36,10 +36,11 @@ export function loadNewTable(ctx: DmContext, dev: bigint, name: string, targets:
 /** The targets, checked, as dm_target_specs in the control node's scratch buffer. */
 function tablePayload(ctx: DmContext, targets: readonly Target[]): Uint8Array {
   if (targets.length === 0) throw new InvalidArgumentError('table', '', 'needs at least one target (the kernel refuses an empty load)');
-  checkTable(targets);
+  const params = checkedTableParams(targets);
   const specs: DmTargetSpecIn[] = [];
-  for (const t of targets) {
-    specs.push({ sector_start: t.startSector, length: t.lengthSectors, target_type: t.type, params: formatTargetParams(t) });
+  for (let i = 0; i < targets.length; i++) {
+    const t = targets[i] as Target;
+    specs.push({ sector_start: t.startSector, length: t.lengthSectors, target_type: t.type, params: params[i] as string });
   }
   return encodeTargetSpecs(specs, ctx.control);
 }
