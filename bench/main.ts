@@ -13,6 +13,7 @@ import { benchLayers } from './p4-layers.js';
 import { benchMetadata } from './p5-metadata.js';
 import { benchSnapshotter } from './snapshotter.js';
 import { createPool, destroyPool } from './pool.js';
+import { OursProcess } from './ours.js';
 import { Report } from './report.js';
 import { PROJECT } from './run-process.js';
 import { SCALE, scaled } from './stats.js';
@@ -63,23 +64,25 @@ async function main(): Promise<void> {
   const loadStart = loadavg();
   const kernelParts = ['p1', 'p2', 'p4'].some(want);
   const dm = kernelParts ? DeviceMapper.open({ udev: 'off' }) : undefined;
+  const worker = kernelParts ? await OursProcess.start() : undefined;
   const t0 = Date.now();
   try {
     if (want('codec')) await part(report, 'codec', () => benchCodec(report, rounds));
     if (want('p3')) await part(report, 'P3', () => benchCli(report, Math.max(4, scaled(9))));
-    if (dm && (want('p1') || want('p4'))) {
+    if (dm && worker && (want('p1') || want('p4'))) {
       const pool = await createPool(dm, deviceName(`bench-pool-${process.pid}`), { mkfs: want('p4') });
       try {
-        if (want('p1')) await part(report, 'P1', () => benchSnapshotCycle(report, dm, pool, rounds));
-        if (want('p4')) await part(report, 'P4', () => benchLayers(report, pool));
+        if (want('p1')) await part(report, 'P1', () => benchSnapshotCycle(report, dm, worker, pool, rounds));
+        if (want('p4')) await part(report, 'P4', () => benchLayers(report, worker, pool));
       } finally {
         await destroyPool(dm, pool);
       }
     }
-    if (dm && want('p2')) await part(report, 'P2', () => benchList(report, dm, Math.max(3, scaled(6))));
+    if (dm && worker && want('p2')) await part(report, 'P2', () => benchList(report, dm, worker, Math.max(3, scaled(6))));
     if (want('p5')) await part(report, 'P5', () => benchMetadata(report, Math.max(3, scaled(5))));
     if (want('snapshotter')) await part(report, 'Snapshotter', () => benchSnapshotter(report, Math.max(3, scaled(4))));
   } finally {
+    await worker?.stop();
     dm?.close();
   }
   const hostLoad = process.env.DEVMAPPER_BENCH_HOST_LOAD;

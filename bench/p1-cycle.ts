@@ -1,9 +1,11 @@
 // P1: the snapshot cycle (create_snap, create + load + resume with its node, remove, delete), in
 // cycles/s, for our library in process, raw ioctls from C (with and without mknod), libdevmapper,
-// and a shell loop of dmsetup commands, interleaved round by round in one boot.
+// and a shell loop of dmsetup commands, interleaved round by round in one boot. Ours runs in the
+// bench worker (bench/ours.ts), a process that never forks, as the C programs run in their own.
 import type { DeviceMapper } from '../src/dm/device-mapper.js';
 import { createSnap, deleteThin } from '../src/dm/thin-messages.js';
 import { thinTarget, type BenchPool } from './pool.js';
+import type { OursProcess } from './ours.js';
 import type { Report } from './report.js';
 import { bash, runC } from './run-process.js';
 import { availableParallelism } from 'node:os';
@@ -30,26 +32,48 @@ interface Program {
   run(first: number, count: number): Promise<number>;
 }
 
+/** `count` cycles of our library with thin ids from `first` (in the bench worker): elapsed ms, and
+ * the minor page faults the worker took meanwhile (each one a round trip to the host in UML). */
+export async function oursCycles(
+  dm: DeviceMapper,
+  a: { pool: Pick<BenchPool, 'name' | 'dev' | 'originId'>; first: number; count: number; noNode: boolean },
+): Promise<{ ms: number; faults: number }> {
+  const { pool, noNode } = a;
+  const faults0 = process.resourceUsage().minorPageFault;
+  const ref = { name: pool.name };
+  const name = deviceName(`bench-ts-${process.pid}`);
+  const t0 = nowNs();
+  for (let id = a.first; id < a.first + a.count; id++) {
+    createSnap(dm, ref, thinId(id), thinId(pool.originId));
+    await dm.create(name, { table: [thinTarget(pool, id)], noNode });
+    await dm.remove({ name }, { noNode });
+    deleteThin(dm, ref, thinId(id));
+  }
+  const ms = msSince(t0);
+  return { ms, faults: process.resourceUsage().minorPageFault - faults0 };
+}
+
 export async function benchSnapshotCycle(
   report: Report,
   dm: DeviceMapper,
+  worker: OursProcess,
   pool: BenchPool,
   rounds: number,
 ): Promise<Record<string, number>> {
-  const ref = { name: pool.name };
+  const poolRef = { name: pool.name, dev: pool.dev, originId: pool.originId };
   const ours =
     (noNode: boolean) =>
     async (first: number, count: number): Promise<number> => {
-      const name = deviceName(`bench-ts-${process.pid}`);
-      const t0 = nowNs();
-      for (let id = first; id < first + count; id++) {
-        createSnap(dm, ref, thinId(id), thinId(pool.originId));
-        await dm.create(name, { table: [thinTarget(pool, id)], noNode });
-        await dm.remove({ name }, { noNode });
-        deleteThin(dm, ref, thinId(id));
-      }
-      return msSince(t0);
+      const r = await worker.call('p1', { pool: poolRef, first, count, noNode });
+      faults.get(noNode)?.push(r.faults / count);
+      if (process.env.DEVMAPPER_BENCH_VERBOSE) process.stderr.write(`p1 ours noNode=${noNode}: ${r.ms.toFixed(0)} ms, ${(r.faults / count).toFixed(2)} faults a cycle\n`);
+      return r.ms;
     };
+  /** Per round, ours' minor page faults a cycle, with node and without. */
+  const faults = new Map<boolean, number[]>([
+    [false, []],
+    [true, []],
+  ]);
   const n = scaled(300);
   const programs: Program[] = [
     { label: 'ours (library, with node)', cycles: n, run: ours(false) },
@@ -104,6 +128,7 @@ export async function benchSnapshotCycle(
   const smp = availableParallelism() > 1;
   s.notes.push(
     `${rounds - 1} rounds after a warm-up; ${n} cycles a round (dmsetup ${scaled(4)}); median of the rounds.`,
+    `ours' minor page faults a cycle, per round: with node ${fmtSpread(spread(afterWarmup(faults.get(false)!)))}, noNode ${fmtSpread(spread(afterWarmup(faults.get(true)!)))}.`,
     `ours (noNode) / raw C (no node), per round: ${fmtSpread(spread(perRound(kept('ours (library, noNode)'), kept('raw C ioctls, no node'))))}; libdevmapper / raw C + mknod: ${fmtSpread(spread(perRound(kept('libdevmapper (C)'), kept('raw C ioctls + mknod'))))}.`,
     report.figure({
       key: 'p1.ours_vs_raw',

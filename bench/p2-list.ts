@@ -4,13 +4,14 @@
 // (what docs/api.md tells a caller that wants the names: one string per device), and finding one
 // name with listView().indexOf; raw C with an exact-size buffer; libdevmapper's names list; both C
 // programs fold every byte of every name into a checksum, which ours must match; `dmsetup ls` as a
-// whole process.
+// whole process. Ours runs in the bench worker (bench/ours.ts), a process that never forks.
 import { DeviceMapper } from '../src/dm/device-mapper.js';
+import type { OursProcess } from './ours.js';
 import type { Report } from './report.js';
 import { runC, wallMs } from './run-process.js';
 import { availableParallelism } from 'node:os';
 import { afterWarmup, fmt, median, msSince, nowNs, perRound, ratio, scaled } from './stats.js';
-import { deviceName } from '../src/dm/names.js';
+import { deviceName, type DeviceName } from '../src/dm/names.js';
 
 const SIZES = [100, 1000, 10000];
 const listName = (i: number) => deviceName(`bench-list-${String(i).padStart(5, '0')}`);
@@ -26,7 +27,61 @@ function nameSum(names: readonly string[]): number {
   return sum;
 }
 
-export async function benchList(report: Report, dm: DeviceMapper, rounds: number): Promise<Record<string, number>> {
+/** What one round of ours measured, in the bench worker (ms per call; medians of the repeats). */
+export interface OursListRound {
+  first: number;
+  rep: number;
+  names: number;
+  find: number;
+  /** Entries of the first list(), names of the last listNames() and their checksum. */
+  devices: number;
+  namesLength: number;
+  sum: number;
+  /** listView().indexOf(wanted) found it, at the index listNames() has it. */
+  found: boolean;
+}
+
+/**
+ * One round of ours, in the bench worker: the first list() of a fresh DeviceMapper, then `repeats`
+ * of list(), listNames() and listView().indexOf(wanted), interleaved so that each call sees the same
+ * state of the machine.
+ */
+export function oursListRound(a: { repeats: number; wanted: DeviceName }): OursListRound {
+  const fresh = DeviceMapper.open({ udev: 'off' });
+  try {
+    let t0 = nowNs();
+    const devices = fresh.list().length;
+    const first = msSince(t0);
+    const per = { rep: [] as number[], names: [] as number[], find: [] as number[] };
+    let names: string[] = [];
+    let found = -1;
+    for (let i = 0; i < a.repeats; i++) {
+      t0 = nowNs();
+      fresh.list();
+      per.rep.push(msSince(t0));
+      t0 = nowNs();
+      names = fresh.listNames();
+      per.names.push(msSince(t0));
+      t0 = nowNs();
+      found = fresh.listView().indexOf(a.wanted);
+      per.find.push(msSince(t0));
+    }
+    return {
+      first,
+      rep: median(per.rep),
+      names: median(per.names),
+      find: median(per.find),
+      devices,
+      namesLength: names.length,
+      sum: nameSum(names),
+      found: found >= 0 && names[found] === a.wanted,
+    };
+  } finally {
+    fresh.close();
+  }
+}
+
+export async function benchList(report: Report, dm: DeviceMapper, worker: OursProcess, rounds: number): Promise<Record<string, number>> {
   const s = report.section('P2 list (DM_LIST_DEVICES), ms per call', [
     'devices',
     'ours list() first call',
@@ -58,41 +113,22 @@ export async function benchList(report: Report, dm: DeviceMapper, rounds: number
       };
       const wanted = listName(size - 1);
       for (let r = 0; r < rounds; r++) {
-        const fresh = DeviceMapper.open({ udev: 'off' });
-        let t0 = nowNs();
-        const n = fresh.list().length;
-        cols.first.push(msSince(t0));
-        const per = { rep: [] as number[], names: [] as number[], find: [] as number[] };
-        let names: string[] = [];
-        let found = -1;
-        // Interleaved, so that each call sees the same state of the machine.
-        for (let i = 0; i < repeats; i++) {
-          t0 = nowNs();
-          fresh.list();
-          per.rep.push(msSince(t0));
-          t0 = nowNs();
-          names = fresh.listNames();
-          per.names.push(msSince(t0));
-          t0 = nowNs();
-          found = fresh.listView().indexOf(wanted);
-          per.find.push(msSince(t0));
-        }
-        fresh.close();
-        if (n < size) throw new Error(`list gave ${n} devices, expected at least ${size}`);
-        if (found < 0 || names[found] !== wanted) throw new Error(`listView did not find ${wanted}`);
-        cols.rep.push(median(per.rep));
-        cols.names.push(median(per.names));
-        cols.find.push(median(per.find));
+        const o = await worker.call('p2', { repeats, wanted });
+        if (o.devices < size) throw new Error(`list gave ${o.devices} devices, expected at least ${size}`);
+        if (!o.found) throw new Error(`listView did not find ${wanted}`);
+        cols.first.push(o.first);
+        cols.rep.push(o.rep);
+        cols.names.push(o.names);
+        cols.find.push(o.find);
         const raw = runC('dmraw', ['list', `${repeats}`]);
         const lib = runC('dmlib', ['list', `${repeats}`]);
         // The same devices, and every name read: counts and checksums agree with ours.
-        const sum = nameSum(names);
         for (const [who, c] of [
           ['dmraw', raw],
           ['dmlib', lib],
         ] as const) {
-          if (c.devices !== n || c.devices !== names.length || c.sum !== sum) {
-            throw new Error(`${who} saw ${c.devices} devices (sum ${c.sum}); ours ${n} / ${names.length} (sum ${sum})`);
+          if (c.devices !== o.devices || c.devices !== o.namesLength || c.sum !== o.sum) {
+            throw new Error(`${who} saw ${c.devices} devices (sum ${c.sum}); ours ${o.devices} / ${o.namesLength} (sum ${o.sum})`);
           }
         }
         cols.raw.push(raw.ns! / 1e6);

@@ -8,9 +8,10 @@
 // are alike. The C program takes over that pool's thin ids and metadata folder after init.
 // And, for information, a shell loop of dmsetup + mount/umount commands (create_snap,
 // set_transaction_id, create, mount, mkdir, umount, remove, delete, set_transaction_id) on the
-// bench pool's ext4 origin, keeping no state. The three run interleaved in chunks.
+// bench pool's ext4 origin, keeping no state. The three run interleaved in chunks. Ours runs in
+// the bench worker (bench/ours.ts), a process that never forks, as the C program runs in its own.
 import { execFileSync } from 'node:child_process';
-import { accessSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { accessSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { PerformanceObserver } from 'node:perf_hooks';
 import { join } from 'node:path';
@@ -19,6 +20,7 @@ import { formatDev } from '../src/structs/dev.js';
 import { Driver } from '../src/driver/driver.js';
 import type { BenchPool } from './pool.js';
 import { BASE_SECTORS } from './pool.js';
+import type { OursProcess } from './ours.js';
 import type { Report } from './report.js';
 import { BUILD_DIR, bash } from './run-process.js';
 import { fmt, median, msSince, nowNs, percentile, perRound, ratio, scaled } from './stats.js';
@@ -89,7 +91,50 @@ async function openTwin(): Promise<Twin> {
   }
 }
 
-export async function benchLayers(report: Report, pool: BenchPool): Promise<Record<string, number>> {
+/** Our Driver's layers, in the bench worker: a Driver of its own in `home`. */
+export class OursLayers {
+  private layer = 0;
+  private constructor(
+    private readonly driver: Driver,
+    private readonly home: string,
+  ) {}
+
+  static async init(home: string, options: readonly string[]): Promise<OursLayers> {
+    return new OursLayers(await Driver.init(home, [...options]), home);
+  }
+
+  /** `count` layers; each one's total and its steps' times (ms). */
+  async run(count: number): Promise<{ total: number[]; steps: Steps }> {
+    const total: number[] = [];
+    const steps = noSteps();
+    for (let i = 0; i < count; i++, this.layer++) {
+      const id = `layer-${this.layer}`;
+      const t0 = nowNs();
+      let t = t0;
+      const lap = (k: Step) => {
+        steps[k].push(msSince(t));
+        t = nowNs();
+      };
+      await this.driver.create(id, '');
+      lap('create');
+      await this.driver.get(id);
+      lap('get');
+      await this.driver.put(id);
+      lap('put');
+      await this.driver.remove(id);
+      lap('remove');
+      total.push(msSince(t0));
+    }
+    return { total, steps };
+  }
+
+  async cleanup(): Promise<void> {
+    await this.driver.cleanup();
+    rmSync(this.home, { recursive: true, force: true });
+  }
+}
+
+export async function benchLayers(report: Report, worker: OursProcess, pool: BenchPool): Promise<Record<string, number>> {
   const s = report.section('P4 layers: create + get (mount) + put + remove, ms per layer', [
     'program',
     'layers',
@@ -98,9 +143,8 @@ export async function benchLayers(report: Report, pool: BenchPool): Promise<Reco
     'vs C anchor (median)',
   ]);
   const home = mkdtempSync(join(tmpdir(), 'dm-bench-driver-'));
-  const mnt = join(home, 'shell-mnt');
-  mkdirSync(mnt);
-  const driver = await Driver.init(home, DRIVER_OPTIONS);
+  const mnt = mkdtempSync(join(tmpdir(), 'dm-bench-shell-mnt-'));
+  await worker.call('p4-init', { home, options: DRIVER_OPTIONS });
   let twin: Twin | undefined;
   const total = scaled(200);
   const chunk = Math.max(1, Math.round(total / 8));
@@ -112,32 +156,16 @@ export async function benchLayers(report: Report, pool: BenchPool): Promise<Reco
   const shell: number[] = [];
   /** Per chunk (round): the medians of ours and of the C program. */
   const chunkMedians = { ours: [] as number[], c: [] as number[] };
-  let layer = 0;
   let cLayer = 0;
   let shellId = 1;
   let shellTx = 0;
   const runOurs = async (count: number, keep: boolean): Promise<number[]> => {
-    const got: number[] = [];
-    for (let i = 0; i < count; i++, layer++) {
-      const id = `layer-${layer}`;
-      const t0 = nowNs();
-      let t = t0;
-      const lap = (k: Step) => {
-        if (keep) oursSteps[k].push(msSince(t));
-        t = nowNs();
-      };
-      await driver.create(id, '');
-      lap('create');
-      await driver.get(id);
-      lap('get');
-      await driver.put(id);
-      lap('put');
-      await driver.remove(id);
-      lap('remove');
-      got.push(msSince(t0));
+    const got = await worker.call('p4-run', { count });
+    if (keep) {
+      ours.push(...got.total);
+      for (const k of STEPS) oursSteps[k].push(...got.steps[k]);
     }
-    if (keep) ours.push(...got);
-    return got;
+    return got.total;
   };
   const runC = (count: number, keep: boolean): number[] => {
     const tw = twin!;
@@ -188,8 +216,8 @@ export async function benchLayers(report: Report, pool: BenchPool): Promise<Reco
       runShell(n, true);
     }
   } finally {
-    await driver.cleanup();
-    rmSync(home, { recursive: true, force: true });
+    await worker.call('p4-cleanup', {});
+    rmSync(mnt, { recursive: true, force: true });
     if (twin) {
       await twin.driver.cleanup();
       rmSync(twin.home, { recursive: true, force: true });

@@ -67,7 +67,7 @@ export async function createPool(dm: DeviceMapper, name: DeviceName, opts: { mkf
   return pool;
 }
 
-export function thinTarget(pool: BenchPool, id: number, lengthSectors = SNAP_SECTORS) {
+export function thinTarget(pool: Pick<BenchPool, 'dev'>, id: number, lengthSectors = SNAP_SECTORS) {
   return {
     type: 'thin' as const,
     startSector: sectors(0n),
