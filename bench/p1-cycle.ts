@@ -66,7 +66,6 @@ export async function benchSnapshotCycle(
     async (first: number, count: number): Promise<number> => {
       const r = await worker.call('p1', { pool: poolRef, first, count, noNode });
       faults.get(noNode)?.push(r.faults / count);
-      if (process.env.DEVMAPPER_BENCH_VERBOSE) process.stderr.write(`p1 ours noNode=${noNode}: ${r.ms.toFixed(0)} ms, ${(r.faults / count).toFixed(2)} faults a cycle\n`);
       return r.ms;
     };
   /** Per round, ours' minor page faults a cycle, with node and without. */
