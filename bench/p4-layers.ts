@@ -23,7 +23,7 @@ import { BASE_SECTORS } from './pool.js';
 import type { OursProcess } from './ours.js';
 import type { Report } from './report.js';
 import { BUILD_DIR, bash } from './run-process.js';
-import { fmt, median, msSince, nowNs, percentile, perRound, ratio, scaled } from './stats.js';
+import { fmt, fmtSpread, median, msSince, nowNs, percentile, perRound, ratio, scaled, spread } from './stats.js';
 
 const SHELL_LAYERS = `
 pool=$1 pooldev=$2 origin=$3 first=$4 count=$5 tx=$6 len=$7 mnt=$8 name=bench-layer-$$
@@ -45,7 +45,7 @@ echo "tx $tx"
 `;
 
 /** Driver options: small loop files, and no discard before delete (the shell loop does none). */
-const DRIVER_OPTIONS = [
+export const DRIVER_OPTIONS = [
   'dm.loopdatasize=1G',
   'dm.loopmetadatasize=64M',
   'dm.basesize=64M',
@@ -103,8 +103,9 @@ export class OursLayers {
     return new OursLayers(await Driver.init(home, [...options]), home);
   }
 
-  /** `count` layers; each one's total and its steps' times (ms). */
-  async run(count: number): Promise<{ total: number[]; steps: Steps }> {
+  /** `count` layers; each one's total and its steps' times (ms), and the minor faults taken. */
+  async run(count: number): Promise<{ total: number[]; steps: Steps; faults: number }> {
+    const faults0 = process.resourceUsage().minorPageFault;
     const total: number[] = [];
     const steps = noSteps();
     for (let i = 0; i < count; i++, this.layer++) {
@@ -125,7 +126,7 @@ export class OursLayers {
       lap('remove');
       total.push(msSince(t0));
     }
-    return { total, steps };
+    return { total, steps, faults: process.resourceUsage().minorPageFault - faults0 };
   }
 
   async cleanup(): Promise<void> {
@@ -156,12 +157,15 @@ export async function benchLayers(report: Report, worker: OursProcess, pool: Ben
   const shell: number[] = [];
   /** Per chunk (round): the medians of ours and of the C program. */
   const chunkMedians = { ours: [] as number[], c: [] as number[] };
+  /** Per chunk, ours' minor page faults a layer. */
+  const faultsPerLayer: number[] = [];
   let cLayer = 0;
   let shellId = 1;
   let shellTx = 0;
   const runOurs = async (count: number, keep: boolean): Promise<number[]> => {
     const got = await worker.call('p4-run', { count });
     if (keep) {
+      faultsPerLayer.push(got.faults / count);
       ours.push(...got.total);
       for (const k of STEPS) oursSteps[k].push(...got.steps[k]);
     }
@@ -244,6 +248,7 @@ export async function benchLayers(report: Report, worker: OursProcess, pool: Ben
     }),
     `Chunks of ${chunk} layers alternate between the three (ours, C, shell); a warm-up chunk of ${warm} each is dropped. A round is a chunk: its ratio is ours' median over the C program's.`,
     `Per step (median ms): ours ${perStep(oursSteps)}; C ${perStep(cSteps)}.`,
+    `ours' minor page faults a layer, per chunk: ${fmtSpread(spread(faultsPerLayer))}.`,
     'The C program writes the same metadata files and intents (temp file, fsync, rename, fsync of the folder) on a twin pool made by Driver.init with the same options; the shell loop keeps no state.',
     `Driver options: ${DRIVER_OPTIONS.join(' ')}.`,
   );

@@ -7,6 +7,9 @@
 //   node --import tsx bench/profile.ts layers N [HOME]        N storage-driver layers (P4's options);
 //     with DEVMAPPER_PROFILE_MARK=1 each layer's steps are bracketed by access("/.layer-begin") and
 //     access("/.layer-end"), which `strace` shows, so one layer's calls can be cut out of a trace.
+//   node --import tsx bench/profile.ts alloc N               bytes allocated a snapshot cycle (with
+//     nodes), by call site, over N cycles after 300 of warm-up (bench/alloc-profile.ts)
+//   node --import tsx bench/profile.ts alloc-layers N        the same for N storage-driver layers
 //   node --import tsx bench/profile.ts layers-c N            N layers of bench/c/dmlayers on a twin
 //     pool (DEVMAPPER_PROFILE_WRAP="strace -f -o FILE ..." runs it under a tracer; markers as above)
 import { DeviceMapper } from '../src/dm/device-mapper.js';
@@ -17,12 +20,45 @@ import { thinId, deviceName } from '../src/dm/names.js';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { BUILD_DIR } from './run-process.js';
+import { printAllocations } from './alloc-profile.js';
+import { oursCycles } from './p1-cycle.js';
+import { DRIVER_OPTIONS, OursLayers } from './p4-layers.js';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 
 const [what, a = '100', b = 'node'] = process.argv.slice(2);
 const dm = DeviceMapper.open({ udev: 'off' });
 if (what === 'layers') {
   const { profileLayers } = await import('./p4-layers.js');
   await profileLayers(Number(a), process.argv[4], process.env.DEVMAPPER_PROFILE_MARK === '1');
+} else if (what === 'alloc') {
+  const pool = await createPool(dm, deviceName(`bench-prof-${process.pid}`), { mkfs: false });
+  const n = Number(a);
+  await oursCycles(dm, { pool, first: 1, count: 300, noNode: false });
+  await printAllocations(
+    async () => {
+      await oursCycles(dm, { pool, first: 301, count: n, noNode: false });
+    },
+    n,
+    'snapshot cycle',
+  );
+  await destroyPool(dm, pool);
+} else if (what === 'alloc-layers') {
+  const home = mkdtempSync(join(tmpdir(), 'dm-prof-driver-'));
+  const layers = await OursLayers.init(home, DRIVER_OPTIONS);
+  try {
+    const n = Number(a);
+    await layers.run(20);
+    await printAllocations(
+      async () => {
+        await layers.run(n);
+      },
+      n,
+      'storage-driver layer',
+    );
+  } finally {
+    await layers.cleanup();
+  }
 } else if (what === 'layers-c') {
   const { profileLayersC } = await import('./p4-layers.js');
   await profileLayersC(Number(a));

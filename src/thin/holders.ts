@@ -3,7 +3,7 @@
 import { readdirSync } from 'node:fs';
 import type { DeviceInfo } from '../dm/info.js';
 import { formatDev } from '../structs/dev.js';
-import { mountsOf, mountTable } from './mount.js';
+import { mountsOf } from './mount.js';
 
 /** What holds a device, as the kernel shows it now. */
 export interface Holders {
@@ -22,7 +22,7 @@ export function findHolders(info: DeviceInfo, sysBlock = '/sys/block'): Holders 
   }
   let mounts: string[] = [];
   try {
-    mounts = mountsOf(formatDev(info.dev), mountTable()).map((m) => m.mountPoint);
+    mounts = mountsOf(formatDev(info.dev)).map((m) => m.mountPoint);
   } catch {
     // no /proc
   }

@@ -50,7 +50,7 @@ export class MountTracker {
   /** A device that is not active is mounted nowhere: the mount table is read only for one that is. */
   private mountPointsOf(info: DeviceInfo | null, table?: MountEntry[]): string[] {
     if (!info) return [];
-    return mountsOf(formatDev(info.dev), table ?? mountTable()).map((e) => e.mountPoint);
+    return mountsOf(formatDev(info.dev), table).map((e) => e.mountPoint);
   }
 
   async mount(hash: string, path: string, mountLabel: string, opts: MountOptions = {}): Promise<void> {

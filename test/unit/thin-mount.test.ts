@@ -1,7 +1,18 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { MS_NOATIME, MS_NODEV, MS_RDONLY } from '../../src/ioctl/libc.js';
 import { mkfsArgv } from '../../src/thin/mkfs.js';
-import { choosesDiscard, isMounted, mountOptionsFor, mountsOf, parseMountInfo, parseMountOptions } from '../../src/thin/mount.js';
+import {
+  choosesDiscard,
+  isMounted,
+  mountOptionsFor,
+  mountsOf,
+  mountsOfDevice,
+  parseMountInfo,
+  parseMountOptions,
+} from '../../src/thin/mount.js';
 
 describe('mount options', () => {
   test('flags are split from file system data', () => {
@@ -72,6 +83,22 @@ describe('mountinfo', () => {
     expect(isMounted('/var/lib/x/mnt/with space/', t)).toBe(true);
     expect(isMounted('/var/lib/x', t)).toBe(false);
     expect(mountsOf('253:3', t).map((m) => m.mountPoint)).toEqual(['/var/lib/x/mnt/with space', '/other']);
+  });
+  test('a device looked up in the table file parses only its lines, and exactly its number', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mountinfo-'));
+    try {
+      const file = join(dir, 'mountinfo');
+      // ` 253:3 ` also stands in another device's line (its source): that line is not 253:3's.
+      const decoy = '92 22 253:30 / /mnt rw - ext4 253:3 rw';
+      writeFileSync(file, `${INFO}\n${decoy}`);
+      expect(mountsOfDevice('253:3', file).map((m) => m.mountPoint)).toEqual(['/var/lib/x/mnt/with space', '/other']);
+      expect(mountsOfDevice('253:30', file).map((m) => m.mountPoint)).toEqual(['/mnt']);
+      expect(mountsOfDevice('253:4', file)).toEqual([]);
+      writeFileSync(file, INFO.split('\n')[1] as string); // no newline at the end
+      expect(mountsOfDevice('253:3', file)).toHaveLength(1);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
   test('the real table of this process has a root', () => {
     expect(isMounted('/')).toBe(true);
