@@ -158,7 +158,7 @@ export async function benchList(report: Report, dm: DeviceMapper, worker: OursPr
   const k10 = kept.get(10000)!;
   const smp = availableParallelism() > 1;
   s.notes.push(
-    `${rounds - 1} rounds after a warm-up; repeated calls and the C programs: median of ${Math.max(5, scaled(30))}..${Math.max(5, scaled(100))} calls a round, in process.`,
+    `${rounds - 1} rounds after a warm-up; repeated calls and the C programs: median of ${Math.max(5, scaled(30))}..${Math.max(5, scaled(100))} calls a round, each program timing itself in its own process (ours in the bench worker).`,
     "Devices: the bench's, and whatever else the kernel lists (the bench pool); every program saw the same count and name checksum.",
     'list(): an entry object per device (name, dev, eventNr). listNames(): the names alone, what a caller that wants names uses (docs/api.md); the targets are on it. Find one name: listView() (the reply copied and indexed) + indexOf, no string made. C: every byte of every name folded into a checksum.',
     report.figure({
