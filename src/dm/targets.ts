@@ -215,8 +215,16 @@ export function formatTargetParams(t: Target): string {
 /** A target as a dmsetup table line, without a trailing space. */
 export function formatTableLine(t: Target): string {
   const params = formatTargetParams(t);
-  const head = `${sectors(t.startSector, 'start sector')} ${sectors(t.lengthSectors, 'length')} ${checkType(t.type)}`;
+  checkLineHead(t);
+  const head = `${t.startSector} ${t.lengthSectors} ${t.type}`;
   return params === '' ? head : `${head} ${params}`;
+}
+
+/** The `<start> <length> <type>` of a target's line: u64 sector counts and a type the kernel takes. */
+function checkLineHead(t: Target): void {
+  sectors(t.startSector, 'start sector');
+  sectors(t.lengthSectors, 'length');
+  checkType(t.type);
 }
 
 /** One dmsetup table line: `<start> <length> <type> [<params>]`. */
@@ -253,11 +261,9 @@ export function checkedTableParams(targets: readonly Target[]): string[] {
   let next = 0n;
   for (let i = 0; i < targets.length; i++) {
     const t = targets[i] as Target;
-    // What formatTableLine checks, in its order.
+    // formatTableLine's checks, in its order, without joining the line.
     params.push(formatTargetParams(t));
-    sectors(t.startSector, 'start sector');
-    sectors(t.lengthSectors, 'length');
-    checkType(t.type);
+    checkLineHead(t);
     if (t.lengthSectors === 0n) throw new InvalidArgumentError(`target ${i} length`, t.lengthSectors, 'must be > 0');
     if (t.startSector !== next) {
       throw new InvalidArgumentError(
