@@ -1,7 +1,7 @@
 // P1: the snapshot cycle (create_snap, create + load + resume with its node, remove, delete), in
-// cycles/s, for our library (in the bench worker), raw ioctls from C (with and without mknod), libdevmapper,
-// and a shell loop of dmsetup commands, interleaved round by round in one boot. Ours runs in the
-// bench worker (bench/ours.ts), a process that never forks, as the C programs run in their own.
+// cycles/s, for our library, raw ioctls from C (with and without mknod), libdevmapper, and a shell
+// loop of dmsetup commands, interleaved round by round in one boot. Ours runs in the bench worker
+// (bench/ours.ts), a process that never forks, as the C programs run in their own.
 import type { DeviceMapper } from '../src/dm/device-mapper.js';
 import { createSnap, deleteThin } from '../src/dm/thin-messages.js';
 import { thinTarget, type BenchPool } from './pool.js';

@@ -13,10 +13,9 @@
 //   node --import tsx bench/profile.ts layers-c N            N layers of bench/c/dmlayers on a twin
 //     pool (DEVMAPPER_PROFILE_WRAP="strace -f -o FILE ..." runs it under a tracer; markers as above)
 import { DeviceMapper } from '../src/dm/device-mapper.js';
-import { createSnap, deleteThin } from '../src/dm/thin-messages.js';
-import { createPool, destroyPool, thinTarget } from './pool.js';
+import { createPool, destroyPool } from './pool.js';
 import { msSince, nowNs } from './stats.js';
-import { thinId, deviceName } from '../src/dm/names.js';
+import { deviceName } from '../src/dm/names.js';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { BUILD_DIR } from './run-process.js';
@@ -64,24 +63,14 @@ if (what === 'layers') {
   await profileLayersC(Number(a));
 } else if (what === 'cycle') {
   const pool = await createPool(dm, deviceName(`bench-prof-${process.pid}`), { mkfs: false });
-  const ref = { name: pool.name };
-  const noNode = b === 'nonode';
-  const t0 = nowNs();
-  for (let id = 1; id <= Number(a); id++) {
-    createSnap(dm, ref, thinId(id), thinId(0));
-    await dm.create(deviceName('bench-prof-snap'), { table: [thinTarget(pool, id)], noNode });
-    await dm.remove({ name: deviceName('bench-prof-snap') }, { noNode });
-    deleteThin(dm, ref, thinId(id));
-  }
-  process.stderr.write(`cycle: ${((Number(a) / msSince(t0)) * 1000).toFixed(0)} cycles/s\n`);
+  const { ms } = await oursCycles(dm, { pool, first: 1, count: Number(a), noNode: b === 'nonode' });
+  process.stderr.write(`cycle: ${((Number(a) / ms) * 1000).toFixed(0)} cycles/s\n`);
   await destroyPool(dm, pool);
 } else if (what === 'compare') {
   // Besides the times: minor page faults and context switches a cycle, ours from getrusage around
   // the loop, the C program's from GNU time with its start-up (a run of 0 cycles) taken off. In
   // user-mode-linux every fault and switch is a round trip through the host.
   const pool = await createPool(dm, deviceName(`bench-prof-${process.pid}`), { mkfs: false });
-  const ref = { name: pool.name };
-  const name = deviceName('bench-prof-snap');
   const n = Number(b);
   const timed = (first: number, count: number) => {
     const args = ['-f', '%R %w %c', join(BUILD_DIR, 'dmraw'), 'cycle', pool.name, pool.dev, '0', `${first}`, `${count}`, dm.mapperDir];
@@ -94,15 +83,9 @@ if (what === 'layers') {
   const ratios: number[] = [];
   for (let r = 0; r < Number(a); r++) {
     const u0 = process.resourceUsage();
-    const t0 = nowNs();
-    for (const end = id + n; id < end; id++) {
-      createSnap(dm, ref, thinId(id), thinId(0));
-      await dm.create(name, { table: [thinTarget(pool, id)] });
-      await dm.remove({ name });
-      deleteThin(dm, ref, thinId(id));
-    }
-    const ours = msSince(t0);
+    const { ms: ours } = await oursCycles(dm, { pool, first: id, count: n, noNode: false });
     const u1 = process.resourceUsage();
+    id += n;
     const raw = timed(id, n);
     id += n;
     ratios.push(raw.ms / ours);
